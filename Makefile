@@ -1,0 +1,39 @@
+# Set-up and entry points. `make test` and `make demo` work on a fresh machine: they create .venv and install
+# everything the project needs into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On a machine without an NVIDIA GPU, install the CPU build of torch first: a plain `torch` requirement would pull
+# the newest CUDA build (several GB).
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: install test lint demo benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install --quiet torch; \
+	else \
+		$(BIN)/python -m pip install --quiet "$(TORCH_CPU)"; \
+	fi
+	$(BIN)/python -m pip install --quiet -e ".[dev,peft,demo]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check hf_distill tests scripts
+	$(BIN)/ruff format --check hf_distill tests scripts
+
+demo: install
+	$(BIN)/python -m hf_distill.demo
+
+benchmark: install
+	$(BIN)/python scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,140 @@
+"""`DistillationConfig`: the training arguments of a distillation run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import TrainingArguments
+
+from .layer_map import LAYER_MAP_STRATEGIES, parse_layer_pairs
+
+# The loss terms, by the name they are logged under (`loss_<name>`), and the config field holding their weight.
+LOSS_WEIGHT_FIELDS = {
+    "kd": "kd_weight",
+    "task": "task_weight",
+    "logit_mse": "logit_mse_weight",
+    "hidden": "hidden_weight",
+    "attention": "attention_weight",
+}
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    r"""[`~transformers.TrainingArguments`] for [`DistillationTrainer`], plus what distillation needs.
+
+    The loss is a weighted sum of terms, each logged separately as `loss_<term>`:
+
+    $$\mathcal{L} = w_{kd} \, T^2 \mathrm{KL}(p^t_T \| p^s_T) + w_{task} \, \mathcal{L}_{task}
+        + w_{mse} \, \|z^s - z^t\|^2 + w_{hidden} \, \mathcal{L}_{hidden} + w_{attn} \, \mathcal{L}_{attn}$$
+
+    Every field is a command-line flag through [`~transformers.HfArgumentParser`], and can be set in a YAML recipe.
+    The teacher itself may also be passed to [`DistillationTrainer`] as a model object; a path or Hub id goes here so
+    that the config stays serialisable.
+    """
+
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Path or Hub id of the teacher model. Can be omitted when a teacher model object is passed to "
+            "DistillationTrainer."
+        },
+    )
+    teacher_model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for the teacher's `from_pretrained`, as a dict or a JSON string, e.g. "
+            '\'{"dtype": "bfloat16", "revision": "main"}\'.'
+        },
+    )
+    temperature: float = field(
+        default=2.0,
+        metadata={"help": "Softmax temperature T of the soft targets (> 0). The KL term is scaled by T^2."},
+    )
+    kd_weight: float = field(
+        default=0.5, metadata={"help": "Weight of the soft-target KL divergence to the teacher (>= 0)."}
+    )
+    task_weight: float = field(
+        default=0.5, metadata={"help": "Weight of the ordinary hard-label task loss (>= 0). Needs labels."}
+    )
+    logit_mse_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the mean squared error between student and teacher logits (>= 0)."}
+    )
+    hidden_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the hidden-state loss on the pairs of `layer_map` (>= 0). When the widths differ a "
+            "learned linear projection maps the student to the teacher's width; it is kept in checkpoints but not in "
+            "the saved student."
+        },
+    )
+    hidden_loss_type: Literal["mse", "cosine"] = field(
+        default="mse",
+        metadata={"help": "Hidden-state loss: 'mse' (FitNets, TinyBERT) or 'cosine' (1 - cosine, as DistilBERT)."},
+    )
+    attention_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the attention-map loss on the pairs of `layer_map` (>= 0). Needs the same number of "
+            "heads in teacher and student; switches both models to eager attention, which returns attention maps."
+        },
+    )
+    attention_loss_type: Literal["kl", "mse"] = field(
+        default="kl",
+        metadata={"help": "Attention loss: 'kl' (KL between attention distributions) or 'mse'."},
+    )
+    layer_map: str = field(
+        default="uniform",
+        metadata={
+            "help": "Which teacher layer each student layer learns from, for the hidden-state and attention losses: "
+            f"a strategy ({', '.join(LAYER_MAP_STRATEGIES)}) or explicit teacher:student pairs such as "
+            "'2:1,4:2,6:3', numbered as hidden_states are (0 is the embedding output). In Python or YAML a list of "
+            "[teacher, student] pairs is accepted too."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}; try 1.0 to 4.0 (DistilBERT used 2.0)")
+        for field_name in LOSS_WEIGHT_FIELDS.values():
+            weight = getattr(self, field_name)
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{field_name} must be a finite number >= 0, got {weight!r}")
+        if not any(self.loss_weights.values()):
+            raise ValueError(
+                f"all loss weights are 0 ({', '.join(LOSS_WEIGHT_FIELDS.values())}): set at least one above 0, "
+                "e.g. kd_weight=0.5 and task_weight=0.5"
+            )
+        for field_name, choices in (("hidden_loss_type", ("mse", "cosine")), ("attention_loss_type", ("kl", "mse"))):
+            if getattr(self, field_name) not in choices:
+                raise ValueError(f"{field_name} must be one of {choices}, got {getattr(self, field_name)!r}")
+        if not (isinstance(self.layer_map, str) and self.layer_map in LAYER_MAP_STRATEGIES):
+            # Explicit pairs: check their form now; their range is checked against the models by the trainer.
+            pairs = parse_layer_pairs(self.layer_map)
+            self.layer_map = ",".join(f"{t}:{s}" for t, s in pairs)
+        self.teacher_model_init_kwargs = _parse_json_dict(self.teacher_model_init_kwargs, "teacher_model_init_kwargs")
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each loss term, by term name (`kd`, `task`, `logit_mse`, `hidden`, `attention`)."""
+        return {name: float(getattr(self, field_name)) for name, field_name in LOSS_WEIGHT_FIELDS.items()}
+
+
+def _parse_json_dict(value: Any, name: str) -> dict | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f'{name} is not valid JSON ({error}): {value!r}; expected e.g. \'{{"dtype": "bfloat16"}}\''
+            ) from error
+        if isinstance(parsed, dict):
+            return parsed
+    raise ValueError(f"{name} must be a dict or a JSON object string, got {value!r}")

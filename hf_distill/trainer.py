@@ -1,0 +1,340 @@
+"""`DistillationTrainer`: a `transformers.Trainer` that trains a student to reproduce a frozen teacher."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections import defaultdict
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import find_labels, logging
+
+from . import losses
+from .config import DistillationConfig
+from .layer_map import LayerMap
+from .modeling import DistillationModel, build_projections
+from .tasks import UNITS, count_items, task_for
+from .teacher import check_compatibility, load_teacher, prepare_attention_maps
+
+logger = logging.get_logger(__name__)
+
+PROJECTIONS_NAME = "distillation_projections.safetensors"
+
+
+class DistillationTrainer(Trainer):
+    """Trains `model` (the student) to reproduce `teacher_model`, with the loss terms of a [`DistillationConfig`].
+
+    The teacher is frozen, kept in eval mode, placed on the device by the trainer's Accelerator without being wrapped
+    for gradients, and never saved. The student is wrapped in a [`DistillationModel`] together with the learned
+    projections of the hidden-state loss: `trainer.model` is that wrapper, `trainer.student` the student itself.
+    Checkpoints hold the student and the projections (so a resumed run continues exactly); `save_model` writes only
+    the student, as a plain transformers folder.
+
+    Every loss term is normalised by the number of items (examples, tokens or labels) in the whole optimizer step, on
+    all processes, so gradient accumulation and data parallelism give the same update as one large batch.
+
+    Args:
+        model (`PreTrainedModel`): the student.
+        teacher_model (`PreTrainedModel` or `str`, *optional*): the teacher, or its path or Hub id; defaults to
+            `args.teacher_model_name_or_path`.
+        args (`DistillationConfig`): the training and distillation settings.
+        **kwargs: passed to [`~transformers.Trainer`] (datasets, collator, `processing_class`, callbacks, ...).
+    """
+
+    # Each term is a sum divided by the item count of the whole accumulated batch: no further division by the
+    # number of accumulation steps (see `_get_num_items_in_batch`).
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | str | None = None,
+        args: DistillationConfig | None = None,
+        **kwargs: Any,
+    ):
+        if args is None:
+            args = DistillationConfig(output_dir="distilled-student")
+        if not isinstance(args, DistillationConfig):
+            raise TypeError(f"args must be a DistillationConfig, got {type(args).__name__}")
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"model (the student) must be a transformers PreTrainedModel, got {type(model).__name__}")
+        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if teacher_model is None:
+            raise ValueError("no teacher: pass teacher_model=... or set teacher_model_name_or_path in the config")
+        if isinstance(teacher_model, (str, os.PathLike)):
+            teacher_model = load_teacher(str(teacher_model), model, args.teacher_model_init_kwargs)
+        if teacher_model is model:
+            raise ValueError("teacher_model and model are the same object; the student must be a separate model")
+
+        self.task = task_for(model)
+        check_compatibility(teacher_model, model, self.task)
+        weights = args.loss_weights
+        self.layer_map = None
+        if weights["hidden"] or weights["attention"]:
+            self.layer_map = LayerMap.from_spec(
+                args.layer_map, teacher_model.config.num_hidden_layers, model.config.num_hidden_layers
+            )
+        if weights["attention"]:
+            prepare_attention_maps(teacher_model, model)
+        projections = None
+        if weights["hidden"]:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                projections = build_projections(teacher_model, model, self.layer_map)
+        wrapper = DistillationModel(
+            model,
+            projections=projections,
+            layer_map=self.layer_map,
+            output_hidden_states=bool(weights["hidden"]),
+            output_attentions=bool(weights["attention"]),
+        )
+        super().__init__(model=wrapper, args=args, **kwargs)
+        # The wrapper's forward takes **inputs; the loss kwargs are handled here, not by the model.
+        self.model_accepts_loss_kwargs = False
+        if self.args.label_names is None:
+            self.label_names = find_labels(type(model))
+        self.teacher = self._prepare_teacher(teacher_model)
+        self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self._train_steps_seen: set[int] = set()
+        self._eval_sums: dict[str, torch.Tensor] = {}
+
+    @property
+    def student(self) -> PreTrainedModel:
+        """The student being trained (unwrapped)."""
+        return self.accelerator.unwrap_model(self.model).student
+
+    # ---- the frozen teacher -----------------------------------------------------------------------------------------
+
+    def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
+        teacher.eval()
+        teacher.requires_grad_(False)
+        # evaluation_mode=True places it on the device (and under mixed-precision autocast) without a DDP wrapper: it
+        # has no trainable parameters and must not take part in gradient synchronisation.
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    # ---- loss -------------------------------------------------------------------------------------------------------
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor]:
+        """Counts the items of the whole optimizer step (all micro-batches, summed over processes), per unit."""
+        totals = torch.stack([torch.stack([count_items(b)[unit] for unit in UNITS]) for b in batch_samples]).sum(0)
+        totals = totals.to(device)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return dict(zip(UNITS, totals))
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: dict[str, torch.Tensor] | None = None,
+    ):
+        """Weighted sum of the distillation terms; each term is also recorded for logging."""
+        training = model.training
+        labels = inputs.get("labels")
+        model_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
+        student_out = model(**model_inputs)
+        with torch.no_grad():
+            teacher_out = self.teacher(
+                **_accepted_kwargs(self.teacher, model_inputs),
+                output_hidden_states=bool(self.args.hidden_weight),
+                output_attentions=bool(self.args.attention_weight),
+                return_dict=True,
+            )
+        # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
+        global_counts = training and isinstance(num_items_in_batch, dict)
+        counts = (
+            num_items_in_batch
+            if global_counts
+            else {k: v.to(self.args.device) for k, v in count_items(inputs).items()}
+        )
+        terms = self._loss_terms(student_out, teacher_out, inputs, labels, counts, training)
+
+        weights = self.args.loss_weights
+        loss = sum(weights[name] * value for name, (value, _) in terms.items())
+        if training:
+            self._record_train_terms(terms)
+        else:
+            self._record_eval(terms, counts, student_out, teacher_out, inputs)
+        if global_counts and self.accelerator.num_processes > 1:
+            # DDP averages gradients over processes; each process' loss is already a share of the global mean.
+            loss = loss * self.accelerator.num_processes
+        return (loss, student_out) if return_outputs else loss
+
+    def _loss_terms(self, student_out, teacher_out, inputs, labels, counts, training) -> dict:
+        """Each weighted-on term: name -> (value, unit its sum was divided by)."""
+        args, weights, terms = self.args, self.args.loss_weights, {}
+        targets = self.task.logit_targets(student_out, teacher_out, inputs)
+        if weights["kd"]:
+            if self.task.is_regression:
+                value = sum(losses.task_mse(t.student, t.teacher, counts[t.unit]) for t in targets)
+            else:
+                value = sum(
+                    losses.soft_target_kl(t.student, t.teacher, args.temperature, t.mask, counts[t.unit])
+                    for t in targets
+                )
+            terms["kd"] = (value, targets[0].unit)
+        if weights["logit_mse"]:
+            value = sum(losses.logit_mse(t.student, t.teacher, t.mask, counts[t.unit]) for t in targets)
+            terms["logit_mse"] = (value, targets[0].unit)
+        if weights["task"]:
+            if labels is not None:
+                terms["task"] = self.task.task_loss(student_out, labels, counts)
+            elif training:
+                raise ValueError(
+                    "task_weight > 0 but the training batch has no 'labels'; add a label column or set task_weight=0"
+                )
+        mask, num_tokens = inputs.get("attention_mask"), counts["tokens"]
+        if weights["hidden"]:
+            # Averaged over the pairs, so the weight means the same whatever the number of pairs.
+            pairs = self.layer_map.hidden_state_indices()
+            value = sum(
+                losses.hidden_state_loss(s_h, teacher_out.hidden_states[t], args.hidden_loss_type, mask, num_tokens)
+                for (t, _), s_h in zip(pairs, student_out.projected_hidden_states)
+            )
+            terms["hidden"] = (value / len(pairs), "tokens")
+        if weights["attention"]:
+            pairs = self.layer_map.attention_indices()
+            if not pairs:
+                raise ValueError(f"layer_map {self.layer_map.spec()} has no pair of transformer layers to compare")
+            s_att, t_att, kind = student_out.attentions, teacher_out.attentions, args.attention_loss_type
+            value = sum(losses.attention_loss(s_att[s], t_att[t], kind, mask, num_tokens) for t, s in pairs)
+            terms["attention"] = (value / len(pairs), "tokens")
+        return terms
+
+    # ---- logging of the terms ---------------------------------------------------------------------------------------
+
+    def _record_train_terms(self, terms: dict) -> None:
+        # Each micro-batch value is (local sum / global count): summed over the micro-batches of a step and over
+        # processes it is the step's mean, so log() divides by the number of steps only.
+        self._train_steps_seen.add(self.state.global_step)
+        for name, (value, _) in terms.items():
+            self._train_terms[name] = self._train_terms[name] + value.detach().double().cpu()
+
+    def _record_eval(self, terms, counts, student_out, teacher_out, inputs) -> None:
+        sums = self._eval_sums
+        for name, (value, unit) in terms.items():
+            count = counts[unit].double().cpu()
+            sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0) + torch.stack(
+                [value.detach().double().cpu() * count, count]
+            )
+        if self.task.is_regression:
+            return
+        for target in self.task.logit_targets(student_out, teacher_out, inputs):
+            mask = target.mask if target.mask is not None else torch.ones(target.student.shape[:-1], dtype=torch.bool)
+            mask = mask.to(target.student.device)
+            agree = (target.student.argmax(-1) == target.teacher.argmax(-1)) & mask
+            kl = losses.soft_target_kl(target.student, target.teacher, 1.0, mask, num_items=1)
+            n = mask.sum().double().cpu()
+            sums["teacher_agreement"] = sums.get("teacher_agreement", 0) + torch.stack([agree.sum().double().cpu(), n])
+            sums["teacher_kl"] = sums.get("teacher_kl", 0) + torch.stack([kl.detach().double().cpu(), n])
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._train_steps_seen:
+            names = sorted(self._train_terms)
+            totals = torch.stack([self._train_terms[n] for n in names]).to(self.args.device)
+            if self.accelerator.num_processes > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            for name, total in zip(names, totals.tolist()):
+                logs[f"loss_{name}"] = total / len(self._train_steps_seen)
+            self._train_terms.clear()
+            self._train_steps_seen.clear()
+        super().log(logs, start_time)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Runs the usual evaluation, then adds each loss term and the student's fidelity to the teacher."""
+        self._eval_sums = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        names = sorted(self._eval_sums)
+        if names:
+            stacked = torch.stack([self._eval_sums[n] for n in names]).to(self.args.device)
+            if self.accelerator.num_processes > 1:
+                stacked = self.accelerator.reduce(stacked, reduction="sum")
+            for name, (total, count) in zip(names, stacked.tolist()):
+                output.metrics[f"{metric_key_prefix}_{name}"] = total / count if count else float("nan")
+        self._eval_sums = {}
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Always computes the distillation loss (labels or not), and returns only the task's predictions, never the
+        # hidden states and attention maps that the losses needed.
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        labels = inputs.get("labels")
+        return loss.detach(), self.task.predictions(outputs).detach(), None if labels is None else labels.detach()
+
+    # ---- saving and resuming: the student alone, projections beside it in checkpoints -------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            columns = list(inspect.signature(self.student.forward).parameters)
+            self._signature_columns = columns + list({"label", "label_ids", *self.label_names})
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args."""
+        if state_dict is not None:
+            state_dict = {k.removeprefix("student."): v for k, v in state_dict.items() if k.startswith("student.")}
+        wrapper = self.model
+        self.model = wrapper.student
+        try:
+            super()._save(output_dir, state_dict=state_dict)
+        finally:
+            self.model = wrapper
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        projections = self.accelerator.unwrap_model(self.model).projections
+        if projections is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            state = {k: v.detach().contiguous().cpu() for k, v in projections.state_dict().items()}
+            safetensors.torch.save_file(state, os.path.join(folder, PROJECTIONS_NAME), metadata={"format": "pt"})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        wrapper = self.accelerator.unwrap_model(self.model if model is None else model)
+        super()._load_from_checkpoint(resume_from_checkpoint, model=wrapper.student)
+        self._load_projections(resume_from_checkpoint, wrapper)
+
+    def _load_best_model(self) -> None:
+        wrapper = self.model
+        self.model = wrapper.student
+        try:
+            super()._load_best_model()
+        finally:
+            self.model = wrapper
+        self._load_projections(self.state.best_model_checkpoint, wrapper)
+
+    @staticmethod
+    def _load_projections(checkpoint: str, wrapper: DistillationModel) -> None:
+        if wrapper.projections is None:
+            return
+        path = os.path.join(checkpoint, PROJECTIONS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"checkpoint {checkpoint} has no {PROJECTIONS_NAME}, but this run trains hidden-state projections; "
+                "resume from a checkpoint of a run with the same hidden-state settings"
+            )
+        device = next(wrapper.projections.parameters()).device
+        wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
+
+
+def _accepted_kwargs(model: nn.Module, inputs: dict) -> dict:
+    """The inputs that `model.forward` names (a BERT teacher takes token_type_ids, a DistilBERT student does not)."""
+    forward = getattr(model, "module", model).forward
+    named = {
+        name
+        for name, p in inspect.signature(forward).parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+    return {k: v for k, v in inputs.items() if k in named}

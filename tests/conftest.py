@@ -1,0 +1,74 @@
+"""Tiny models and data built in-process: no network, seeded."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+VOCAB_SIZE = 99
+LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+
+
+def tiny_bert_config(num_layers=4, hidden=32, heads=4, **overrides):
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+        id2label=dict(LABELS),
+        label2id={v: k for k, v in LABELS.items()},
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def tiny_bert(num_layers=4, hidden=32, heads=4, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_bert_config(num_layers, hidden, heads, **overrides))
+
+
+def random_classification_dataset(n=32, seed=0, min_len=4, max_len=12):
+    """Token ids of random lengths (so batches need padding) with labels 0..2; no padding applied yet."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = {"input_ids": [], "attention_mask": [], "labels": []}
+    for _ in range(n):
+        length = int(torch.randint(min_len, max_len + 1, (1,), generator=generator))
+        ids = torch.randint(5, VOCAB_SIZE, (length,), generator=generator).tolist()
+        rows["input_ids"].append([2, *ids, 3])
+        rows["attention_mask"].append([1] * (length + 2))
+        rows["labels"].append(int(torch.randint(0, 3, (1,), generator=generator)))
+    return Dataset.from_dict(rows)
+
+
+@pytest.fixture
+def teacher():
+    return tiny_bert(num_layers=4, seed=0)
+
+
+@pytest.fixture
+def dataset():
+    return random_classification_dataset()
+
+
+def pad_collate(features):
+    """Right-pads a list of examples to the longest one (dynamic padding, as DataCollatorWithPadding does)."""
+    length = max(len(f["input_ids"]) for f in features)
+    batch = {
+        key: torch.tensor([f[key] + [0] * (length - len(f[key])) for f in features])
+        for key in ("input_ids", "attention_mask")
+    }
+    batch["labels"] = torch.tensor([f["labels"] for f in features])
+    return batch

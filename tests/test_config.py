@@ -1,0 +1,71 @@
+import pytest
+import yaml
+from transformers import HfArgumentParser
+
+from hf_distill import DistillationConfig
+
+BASE = {"output_dir": "out", "report_to": "none"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"temperature": 0}, "temperature must be > 0"),
+        ({"temperature": -1.5}, "temperature must be > 0"),
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"kd_weight": -0.1}, "kd_weight must be a finite number >= 0"),
+        ({"hidden_weight": float("inf")}, "hidden_weight must be a finite number >= 0"),
+        ({"kd_weight": 0, "task_weight": 0}, "all loss weights are 0"),
+        ({"hidden_loss_type": "l1"}, "hidden_loss_type must be one of"),
+        ({"attention_loss_type": "cosine"}, "attention_loss_type must be one of"),
+        ({"layer_map": "2;1"}, "layer_map: cannot read '2;1'"),
+        ({"teacher_model_init_kwargs": "{dtype: bf16}"}, "teacher_model_init_kwargs is not valid JSON"),
+    ],
+)
+def test_bad_values_fail_at_construction(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DistillationConfig(**BASE, **overrides)
+
+
+def test_defaults_and_normalisation():
+    config = DistillationConfig(
+        **BASE, layer_map=[[2, 1], [4, 2]], teacher_model_init_kwargs='{"dtype": "float32"}', logit_mse_weight=1
+    )
+    assert config.layer_map == "2:1,4:2"
+    assert config.teacher_model_init_kwargs == {"dtype": "float32"}
+    assert config.loss_weights == {"kd": 0.5, "task": 0.5, "logit_mse": 1.0, "hidden": 0.0, "attention": 0.0}
+    assert config.temperature == 2.0
+
+
+def test_every_field_is_a_documented_flag(capsys):
+    parser = HfArgumentParser(DistillationConfig)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--help"])
+    help_text = capsys.readouterr().out
+    for flag in (
+        "--teacher_model_name_or_path",
+        "--teacher_model_init_kwargs",
+        "--temperature",
+        "--kd_weight",
+        "--task_weight",
+        "--logit_mse_weight",
+        "--hidden_weight",
+        "--hidden_loss_type",
+        "--attention_weight",
+        "--attention_loss_type",
+        "--layer_map",
+    ):
+        assert flag in help_text
+    assert "{mse,cosine}" in help_text and "{kl,mse}" in help_text
+
+
+def test_flags_and_yaml_parse(tmp_path):
+    parser = HfArgumentParser(DistillationConfig)
+    (config,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", "o", "--temperature", "3", "--hidden_weight", "1", "--layer_map", "2:1,4:2"]
+    )
+    assert (config.temperature, config.hidden_weight, config.layer_map) == (3.0, 1.0, "2:1,4:2")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": "o", "kd_weight": 1.0, "layer_map": [[0, 0], [4, 2]]}))
+    (config,) = parser.parse_yaml_file(str(recipe))
+    assert config.kd_weight == 1.0 and config.layer_map == "0:0,4:2"
