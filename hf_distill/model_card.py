@@ -1,0 +1,474 @@
+"""A model card (README.md) for a distilled student, from its folder and the run's `distillation_metrics.json`.
+
+Every figure in the card comes from the metrics (the training command measures and writes them) or from the folder's
+`config.json`; a figure that is not known is left out, never guessed. The body is rendered from the Jinja template
+`model_cards/student.md` (see [`template_path`]).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+__all__ = ["METRICS_FILE", "TEMPLATE_NAME", "build_model_card", "template_path"]
+
+METRICS_FILE = "distillation_metrics.json"
+TEMPLATE_NAME = "student.md"
+TAGS = ["distillation", "hf-distill", "knowledge-distillation"]
+
+# Task names used in metrics (pipeline names, and hf_distill's own task names) -> Hub pipeline tag.
+_PIPELINE_OF_TASK = {
+    "text-classification": "text-classification",
+    "sequence-classification": "text-classification",
+    "token-classification": "token-classification",
+    "question-answering": "question-answering",
+    "fill-mask": "fill-mask",
+    "masked-lm": "fill-mask",
+    "text-generation": "text-generation",
+    "causal-lm": "text-generation",
+}
+# Architecture suffix in config.json -> pipeline tag, when the metrics do not name the task.
+_PIPELINE_OF_ARCH = {
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+    "ForMaskedLM": "fill-mask",
+    "ForCausalLM": "text-generation",
+}
+_NUM_LAYERS_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+_HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
+_DATA_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow")
+
+_TRAINING_LABELS = {
+    "num_train_epochs": "Epochs",
+    "max_steps": "Max steps",
+    "learning_rate": "Learning rate",
+    "per_device_train_batch_size": "Batch size per device",
+    "gradient_accumulation_steps": "Gradient accumulation steps",
+    "num_processes": "Processes",
+    "weight_decay": "Weight decay",
+    "warmup_ratio": "Warm-up ratio",
+    "lr_scheduler_type": "Learning-rate schedule",
+    "seed": "Seed",
+    "train_runtime_s": "Training time",
+}
+_FRAMEWORK_NAMES = {
+    "hf_distill": "hf-distill",
+    "transformers": "Transformers",
+    "torch": "PyTorch",
+    "datasets": "Datasets",
+    "tokenizers": "Tokenizers",
+    "accelerate": "Accelerate",
+    "huggingface_hub": "huggingface_hub",
+}
+_USAGE_EXAMPLES = {
+    "text-classification": ("classifier", 'classifier("I love this movie!")'),
+    "token-classification": ("tagger", 'tagger("My name is Sarah and I live in London.")'),
+    "question-answering": ("qa", 'qa(question="Where do I live?", context="My name is Sarah and I live in London.")'),
+    "fill-mask": ("unmasker", None),  # needs the tokenizer's mask token, see _usage
+    "text-generation": ("generator", 'generator("Once upon a time", max_new_tokens=20)'),
+}
+
+
+def template_path() -> Path:
+    """Where `model_cards/student.md` is: `hf_distill/model_cards/` is a link to the repository's `model_cards/`
+    folder, and the wheel ships the templates there as package data."""
+    path = Path(str(importlib.resources.files("hf_distill").joinpath("model_cards", TEMPLATE_NAME)))
+    if not path.is_file():
+        raise FileNotFoundError(f"the model card template {path} is missing; reinstall hf-distill, which ships it")
+    return path
+
+
+def build_model_card(
+    output_dir: str,
+    metrics: dict | None = None,
+    *,
+    teacher_name: str | None = None,
+    dataset_name: str | None = None,
+    distillation: dict | None = None,
+    license: str | None = None,  # noqa: A002 - the Hub metadata field's name
+    language: str | list | None = None,
+    model_id: str | None = None,
+) -> ModelCard:
+    """
+    Render the model card of a saved student.
+
+    Args:
+        output_dir (`str`): The student's folder: `config.json`, weights, tokenizer, maybe `distillation_metrics.json`.
+        metrics (`dict`, *optional*): The run's metrics (schema of `distillation_metrics.json`); defaults to reading
+            `output_dir/distillation_metrics.json` when it exists. Any key may be missing: its row or section is
+            left out.
+        teacher_name (`str`, *optional*): Overrides `metrics["teacher"]["name_or_path"]`; becomes `base_model` when
+            it is a Hub repo id (not a local path).
+        dataset_name (`str`, *optional*): Overrides `metrics["dataset"]["name"]`; listed under `datasets` when it is a
+            Hub dataset id (not a local file).
+        distillation (`dict`, *optional*): Overrides keys of `metrics["distillation"]` (loss weights, temperature).
+        license (`str`, *optional*): License id for the metadata, e.g. `"apache-2.0"`.
+        language (`str` or `list`, *optional*): Language code(s) for the metadata.
+        model_id (`str`, *optional*): The repo id the card is for: its title and the usage snippet's `model=`
+            (defaults to `output_dir`, so the snippet runs against the local folder).
+
+    Returns:
+        `huggingface_hub.ModelCard`: Save it with `card.save(path)`; `str(card)` is the README text.
+    """
+    folder = Path(output_dir)
+    if metrics is None and (folder / METRICS_FILE).is_file():
+        try:
+            metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{folder / METRICS_FILE} is not valid JSON ({err}); fix or delete it") from err
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{folder / METRICS_FILE} must hold a JSON object, not {type(metrics).__name__}")
+    metrics = dict(metrics or {})
+    config = _read_json(folder / "config.json")
+
+    teacher = dict(_section(metrics, "teacher"))
+    student = dict(_section(metrics, "student"))
+    baseline = _section(metrics, "baseline")
+    dataset = dict(_section(metrics, "dataset"))
+    latency = _section(metrics, "latency")
+    training = _section(metrics, "training")
+    distill = {**_section(metrics, "distillation"), **(distillation or {})}
+    if teacher_name is not None:
+        teacher["name_or_path"] = teacher_name
+    if dataset_name is not None:
+        dataset["name"] = dataset_name
+
+    # The saved config is the truth about the student's shape; the metrics fill in what it does not say.
+    shape_in_config = {
+        "num_layers": _first(config, _NUM_LAYERS_KEYS),
+        "hidden_size": _first(config, _HIDDEN_SIZE_KEYS),
+    }
+    for key, config_value in shape_in_config.items():
+        if config_value is not None:
+            student[key] = config_value
+
+    pipeline_tag = _pipeline_tag(metrics.get("task"), config)
+    teacher_ref = teacher.get("name_or_path")
+    teacher_is_hub_id = _is_hub_id(teacher_ref)
+    ds_name = dataset.get("name")
+    model_ref = model_id or str(output_dir)
+    title = model_id.split("/")[-1] if model_id else folder.resolve().name
+
+    eval_results = _eval_results(student, pipeline_tag, dataset) if ds_name else []
+    tags = list(TAGS)
+    if isinstance(config.get("model_type"), str):
+        tags.append(config["model_type"])
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        license=license,
+        language=language,
+        datasets=[ds_name] if ds_name and _is_hub_id(ds_name, dataset=True) else None,
+        base_model=teacher_ref if teacher_is_hub_id else None,
+        tags=tags,
+        model_name=title if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+    context = {
+        "title": title,
+        "pipeline": pipeline_tag,
+        "teacher_display": _display_name(teacher_ref),
+        "teacher_is_hub_id": teacher_is_hub_id,
+        "teacher": teacher,
+        "student": student,
+        "teacher_layers": _int_list(student.get("teacher_layers")),
+        "labels": _labels(config),
+        "architecture": (config.get("architectures") or [None])[0],
+        "losses": _losses(distill),
+        "temperature": _number(distill.get("temperature")),
+        "layer_pairs": _layer_pairs(distill),
+        "layer_strategy": _layer_strategy(distill),
+        "dataset": dataset,
+        "dataset_is_hub_id": bool(ds_name) and _is_hub_id(ds_name, dataset=True),
+        "training": _training_rows(training),
+        "results": _results(teacher, student, baseline),
+        "latency_setup": _latency_setup(latency),
+        "summary": _summary(teacher, student, baseline),
+        "usage": _usage(pipeline_tag, model_ref, folder),
+        "versions": [(_FRAMEWORK_NAMES.get(k, k), v) for k, v in _section(metrics, "framework_versions").items() if v],
+    }
+    card = ModelCard.from_template(card_data, template_path=str(template_path()), **context)
+    # Sections that are left out leave blank lines behind: at most one blank line in a row.
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+# ---- reading the inputs -------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _section(metrics: dict, key: str) -> dict:
+    value = metrics.get(key)
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else {}
+
+
+def _first(config: dict, keys) -> Any:
+    return next((config[k] for k in keys if isinstance(config.get(k), int)), None)
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _int_list(value) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
+def _pipeline_tag(task, config: dict) -> str | None:
+    if isinstance(task, str) and task in _PIPELINE_OF_TASK:
+        return _PIPELINE_OF_TASK[task]
+    for arch in config.get("architectures") or []:
+        for suffix, tag in _PIPELINE_OF_ARCH.items():
+            if isinstance(arch, str) and arch.endswith(suffix):
+                return tag
+    return None
+
+
+def _is_hub_id(name, dataset: bool = False) -> bool:
+    """A Hub repo id, not a local path or data file: `base_model` / `datasets` must name something on the Hub."""
+    if not isinstance(name, str) or not name or os.path.isabs(name) or name.startswith((".", "~")):
+        return False
+    if dataset and name.lower().endswith(_DATA_FILE_SUFFIXES):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not os.path.exists(name)
+
+
+def _display_name(name) -> str | None:
+    if not isinstance(name, str) or not name:
+        return None
+    return Path(name).name if os.path.isabs(name) else name
+
+
+def _labels(config: dict) -> list[str]:
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict):
+        return []
+    try:
+        ordered = [label for _, label in sorted((int(k), v) for k, v in id2label.items())]
+    except (TypeError, ValueError):
+        return []
+    if all(re.fullmatch(r"LABEL_\d+", str(label)) for label in ordered):
+        return []  # the default names say nothing
+    return [str(label) for label in ordered]
+
+
+# ---- what the card says -------------------------------------------------------------------------------------------
+def _losses(distill: dict) -> list[dict]:
+    temperature = _number(distill.get("temperature"))
+    soft = "KL divergence to the teacher's softened class probabilities (soft targets)"
+    if temperature is not None:
+        soft += f", at temperature T = {temperature:g}, scaled by T²"
+    terms = [
+        ("kd_weight", soft),
+        ("task_weight", "Task loss on the dataset's labels (cross-entropy; MSE for regression)"),
+        ("logit_mse_weight", "Mean squared error between student and teacher logits"),
+        ("hidden_weight", f"Hidden-state loss{_kind(distill.get('hidden_loss_type'))} on the mapped layers"),
+        ("attention_weight", f"Attention-map loss{_kind(distill.get('attention_loss_type'))} on the mapped layers"),
+    ]
+    return [
+        {"weight": f"{_number(distill[key]):g}", "description": description}
+        for key, description in terms
+        if _number(distill.get(key)) is not None and _number(distill[key]) > 0
+    ]
+
+
+def _kind(loss_type) -> str:
+    return f" ({loss_type})" if isinstance(loss_type, str) and loss_type else ""
+
+
+def _layer_pairs(distill: dict) -> list[tuple[int, int]]:
+    """The `teacher:student` pairs of an explicit layer map, unless the run is known not to use it (the layer map only
+    matters to the hidden-state and attention losses)."""
+    spec = distill.get("layer_map")
+    weights = [_number(distill.get(k)) for k in ("hidden_weight", "attention_weight")]
+    known = [w for w in weights if w is not None]
+    if not isinstance(spec, str) or (known and not any(w > 0 for w in known)):
+        return []
+    pairs = []
+    for item in spec.split(","):
+        teacher_layer, sep, student_layer = item.strip().partition(":")
+        if not sep or not teacher_layer.strip().isdigit() or not student_layer.strip().isdigit():
+            return []  # a strategy name ("uniform", ...): shown as such by the template
+        pairs.append((int(teacher_layer), int(student_layer)))
+    return pairs
+
+
+def _layer_strategy(distill: dict) -> str | None:
+    """A layer-map strategy name (e.g. `uniform`), when the layer map is one and a layer loss uses it."""
+    spec = distill.get("layer_map")
+    if not isinstance(spec, str) or ":" in spec:
+        return None
+    return spec if any((_number(distill.get(k)) or 0) > 0 for k in ("hidden_weight", "attention_weight")) else None
+
+
+def _training_rows(training: dict) -> list[tuple[str, str]]:
+    rows = []
+    for key in list(_TRAINING_LABELS) + sorted(set(training) - set(_TRAINING_LABELS)):
+        if key not in training:
+            continue
+        value = training[key]
+        if key == "train_runtime_s" and _number(value) is not None:
+            text = f"{value:.0f} s ({value / 60:.1f} min)"
+        elif isinstance(value, float):
+            text = f"{value:g}"
+        else:
+            text = str(value)
+        rows.append((_TRAINING_LABELS.get(key, key), text))
+    return rows
+
+
+def _pct(value) -> str | None:
+    value = _number(value)
+    return None if value is None else f"{value * 100:.2f}%"
+
+
+def _count(value) -> str | None:
+    value = _number(value)
+    if value is None:
+        return None
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f}K"
+    return f"{value:.0f}"
+
+
+def _integer(value) -> str | None:
+    value = _number(value)
+    return None if value is None else f"{value:.0f}"
+
+
+def _megabytes(value) -> str | None:
+    value = _number(value)
+    return None if value is None else (f"{value / 1e6:.1f} MB" if value >= 1e5 else f"{value / 1e6:.3f} MB")
+
+
+def _ms(value) -> str | None:
+    value = _number(value)
+    return None if value is None else f"{value:.1f} ms"
+
+
+def _speedup(teacher: dict, model: dict) -> str | None:
+    teacher_ms, model_ms = _number(teacher.get("latency_ms_per_batch")), _number(model.get("latency_ms_per_batch"))
+    if teacher_ms is None or not model_ms:
+        return None
+    return f"{teacher_ms / model_ms:.2f}×"
+
+
+_SHAPE_ROWS = ("Transformer layers", "Hidden size")
+
+
+def _results(teacher: dict, student: dict, baseline: dict) -> dict | None:
+    """The comparison table: columns teacher / student (/ baseline), only rows with at least one known value."""
+    columns = [("Teacher", teacher), ("Student (distilled)", student)]
+    if baseline:
+        columns.append(("Student without teacher (baseline)", baseline))
+    row_specs = [
+        ("Accuracy", lambda m: _pct(m.get("accuracy"))),
+        ("Macro-F1", lambda m: _pct(m.get("macro_f1"))),
+        ("Agreement with the teacher", lambda m: _pct(m.get("teacher_agreement"))),
+        ("Transformer layers", lambda m: _integer(m.get("num_layers"))),
+        ("Hidden size", lambda m: _integer(m.get("hidden_size"))),
+        ("Parameters", lambda m: _count(m.get("parameters"))),
+        ("Size on disk", lambda m: _megabytes(m.get("size_bytes"))),
+        ("Latency per batch", lambda m: _ms(m.get("latency_ms_per_batch"))),
+        ("Speed-up vs. teacher", lambda m: _speedup(teacher, m)),
+    ]
+    rows = []
+    for label, fmt in row_specs:
+        cells = [fmt(values) if values else None for _, values in columns]
+        if any(cell is not None for cell in cells):
+            rows.append({"label": label, "cells": [cell if cell is not None else "–" for cell in cells]})
+    if all(row["label"] in _SHAPE_ROWS for row in rows):
+        return None  # nothing measured: the shapes alone are in "Model details"
+    return {"columns": [name for name, _ in columns], "rows": rows}
+
+
+def _latency_setup(latency: dict) -> str | None:
+    parts = []
+    if "batch_size" in latency:
+        parts.append(f"batches of {latency['batch_size']}")
+    if "sequence_length" in latency:
+        parts.append(f"sequence length {latency['sequence_length']}")
+    if "threads" in latency:
+        parts.append(f"{latency['threads']} thread{'s' if latency['threads'] != 1 else ''}")
+    if "device" in latency:
+        parts.append(f"on {latency['device']}")
+    return ", ".join(parts) if parts else None
+
+
+def _summary(teacher: dict, student: dict, baseline: dict) -> list[str]:
+    """Sentences that compare the models, each only when both figures are known."""
+    sentences = []
+    t_params, s_params = _number(teacher.get("parameters")), _number(student.get("parameters"))
+    if t_params and s_params is not None:
+        sentences.append(f"The student has {s_params / t_params * 100:.0f}% of the teacher's parameters.")
+    speedup = _speedup(teacher, student)
+    if speedup:
+        sentences.append(f"It runs {speedup} faster than the teacher in the latency measurement below.")
+    t_acc, s_acc, b_acc = (_number(m.get("accuracy")) for m in (teacher, student, baseline))
+    if t_acc and s_acc is not None:
+        sentences.append(f"It keeps {s_acc / t_acc * 100:.1f}% of the teacher's accuracy.")
+    if s_acc is not None and b_acc is not None:
+        delta = (s_acc - b_acc) * 100
+        sentences.append(
+            f"Distillation changes accuracy by {delta:+.2f} points compared with the same student trained on the "
+            "labels alone (baseline)."
+        )
+    return sentences
+
+
+def _usage(pipeline_tag: str | None, model_ref: str, folder: Path) -> dict | None:
+    if pipeline_tag not in _USAGE_EXAMPLES:
+        return None
+    variable, call = _USAGE_EXAMPLES[pipeline_tag]
+    if pipeline_tag == "fill-mask":
+        tokenizer_config = _read_json(folder / "tokenizer_config.json")
+        mask = tokenizer_config.get("mask_token") or _read_json(folder / "special_tokens_map.json").get("mask_token")
+        mask = mask.get("content") if isinstance(mask, dict) else mask
+        sentence = f"Paris is the {mask or '[MASK]'} of France."
+        call = f"unmasker({sentence!r})"
+    return {"variable": variable, "model": model_ref, "call": call}
+
+
+def _eval_results(student: dict, pipeline_tag: str | None, dataset: dict) -> list[EvalResult]:
+    results = []
+    for key, metric_type, metric_name, args in (
+        ("accuracy", "accuracy", "Accuracy", None),
+        ("macro_f1", "f1", "Macro-F1", {"average": "macro"}),
+    ):
+        value = _number(student.get(key))
+        if value is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type=pipeline_tag or "other",
+                dataset_type=dataset["name"],
+                dataset_name=dataset["name"],
+                dataset_split=dataset.get("eval_split"),
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=value,
+                metric_args=args,
+            )
+        )
+    return results
