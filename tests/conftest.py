@@ -72,3 +72,41 @@ def pad_collate(features):
     }
     batch["labels"] = torch.tensor([f["labels"] for f in features])
     return batch
+
+
+WORDS = "good bad great awful fine okay love hate the a is was movie film day it not very".split()
+
+
+def tiny_tokenizer():
+    """A word-level BERT tokenizer built from a dict (BertTokenizerFast(vocab_file=...) ignores the file in 5.x)."""
+    from transformers import BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return BertTokenizer(vocab={token: i for i, token in enumerate(specials + WORDS)})
+
+
+def write_sentiment_rows(path, count, seed=0, labels=("negative", "neutral", "positive")):
+    """Writes `count` rows of random sentences with a `sentiment` label, as CSV or JSON Lines by extension."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    rows = [
+        {"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))), "sentiment": rng.choice(labels)}
+        for _ in range(count)
+    ]
+    with open(path, "w") as handle:
+        if str(path).endswith(".csv"):
+            handle.write("text,sentiment\n" + "".join(f"{r['text']},{r['sentiment']}\n" for r in rows))
+        else:
+            handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def teacher_folder(tmp_path):
+    """A saved 4-layer teacher (with tokenizer) whose labels are negative / neutral / positive."""
+    folder = tmp_path / "teacher"
+    tiny_bert(num_layers=4, seed=0, vocab_size=len(WORDS) + 5).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder

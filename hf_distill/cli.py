@@ -1,0 +1,109 @@
+"""The `hf-distill` command.
+
+    hf-distill train [RECIPE.yaml] [--flag value ...]   distil a teacher into a student, evaluate, save, write a card
+    hf-distill student --teacher_model_name_or_path T --output_dir S [--student_num_layers K ...]
+                                                          only build and save a student from a teacher
+
+Options come from the dataclasses through `HfArgumentParser`, as in the Hugging Face example scripts: every field of
+`DistillationConfig` (and so of `TrainingArguments`), `DataArguments`, `StudentArguments` is a flag, and a YAML recipe
+can hold them all; flags given after the recipe override it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import yaml
+from transformers import HfArgumentParser
+
+from .config import DistillationConfig
+from .data import DataArguments
+from .pipeline import MeasureArguments, StudentArguments, load_teacher_and_tokenizer, make_student, run_distillation
+
+COMMANDS = {
+    "train": "distil a teacher into a student on a dataset; evaluate, save the student folder and its model card",
+    "student": "build a DistilBERT-style student from a teacher (fewer layers, copied weights) and save it",
+}
+
+
+@dataclass
+class StudentOutputArguments:
+    teacher_model_name_or_path: str = field(metadata={"help": "The teacher: a model folder or Hub id."})
+    output_dir: str = field(metadata={"help": "Where to save the student (model, config and tokenizer)."})
+
+
+def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple:
+    """Parses `[recipe.yaml] [--flags]`: the recipe's values become defaults, flags override them."""
+    argv = list(argv)
+    if argv and argv[0].endswith((".yaml", ".yml")) and not argv[0].startswith("-"):
+        recipe_path = argv.pop(0)
+        if not os.path.isfile(recipe_path):
+            raise SystemExit(f"hf-distill: recipe {recipe_path!r} does not exist")
+        with open(recipe_path) as handle:
+            recipe = yaml.safe_load(handle) or {}
+        if not isinstance(recipe, dict):
+            raise SystemExit(f"hf-distill: recipe {recipe_path!r} must be a mapping of option: value")
+        options = {action.dest for action in parser._actions}
+        for key in recipe:
+            if key not in options:
+                close = difflib.get_close_matches(str(key), options, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise SystemExit(
+                    f"hf-distill: {recipe_path}: {key!r} is not an option of this command{hint} "
+                    "(see --help for the options)"
+                )
+        parser.set_defaults(**recipe)
+        # Required options given by the recipe are no longer required on the command line.
+        for action in parser._actions:
+            if action.dest in recipe:
+                action.required = False
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def train(argv: Sequence[str]) -> dict:
+    parser = HfArgumentParser(
+        (StudentArguments, DataArguments, MeasureArguments, DistillationConfig), prog="hf-distill train"
+    )
+    parser.description = COMMANDS["train"]
+    student_args, data_args, measure_args, config = parse_with_recipe(parser, argv)
+    return run_distillation(student_args, data_args, config, measure_args)
+
+
+def student(argv: Sequence[str]) -> str:
+    parser = HfArgumentParser((StudentOutputArguments, StudentArguments), prog="hf-distill student")
+    parser.description = COMMANDS["student"]
+    output_args, student_args = parse_with_recipe(parser, argv)
+    teacher, tokenizer = load_teacher_and_tokenizer(
+        output_args.teacher_model_name_or_path, None, student_args.tokenizer_name
+    )
+    built = make_student(teacher, student_args)
+    built.save_pretrained(output_args.output_dir)
+    tokenizer.save_pretrained(output_args.output_dir)
+    print(
+        f"Saved a {built.config.num_hidden_layers}-layer student (teacher layers "
+        f"{built.config.distillation_teacher_layers}, {built.num_parameters():,} parameters; teacher "
+        f"{teacher.num_parameters():,}) to {output_args.output_dir}"
+    )
+    return output_args.output_dir
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage: hf-distill COMMAND [options]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:10s} {text}")
+        print("\nRun `hf-distill COMMAND --help` for the options of a command.")
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise SystemExit(f"hf-distill: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
+    {"train": train, "student": student}[command](rest)
+
+
+if __name__ == "__main__":
+    main()

