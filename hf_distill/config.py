@@ -49,6 +49,20 @@ class DistillationConfig(TrainingArguments):
             '\'{"dtype": "bfloat16", "revision": "main"}\'.'
         },
     )
+    teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto",
+        metadata={
+            "help": "Precision the teacher runs in, whatever the student trains in: 'auto' keeps the teacher as "
+            "loaded; 'bfloat16' or 'float16' halve its memory and speed up its forward pass on GPUs."
+        },
+    )
+    teacher_on_cpu: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the teacher on the CPU when accelerator memory is short: each batch is copied to the CPU "
+            "for the teacher's forward pass and its outputs are copied back. Slow; not with DeepSpeed ZeRO-3 or FSDP."
+        },
+    )
     temperature: float = field(
         default=2.0,
         metadata={"help": "Softmax temperature T of the soft targets (> 0). The KL term is scaled by T^2."},
@@ -110,7 +124,11 @@ class DistillationConfig(TrainingArguments):
                 f"all loss weights are 0 ({', '.join(LOSS_WEIGHT_FIELDS.values())}): set at least one above 0, "
                 "e.g. kd_weight=0.5 and task_weight=0.5"
             )
-        for field_name, choices in (("hidden_loss_type", ("mse", "cosine")), ("attention_loss_type", ("kl", "mse"))):
+        for field_name, choices in (
+            ("hidden_loss_type", ("mse", "cosine")),
+            ("attention_loss_type", ("kl", "mse")),
+            ("teacher_dtype", ("auto", "float32", "bfloat16", "float16")),
+        ):
             if getattr(self, field_name) not in choices:
                 raise ValueError(f"{field_name} must be one of {choices}, got {getattr(self, field_name)!r}")
         if not (isinstance(self.layer_map, str) and self.layer_map in LAYER_MAP_STRATEGIES):
@@ -118,6 +136,16 @@ class DistillationConfig(TrainingArguments):
             pairs = parse_layer_pairs(self.layer_map)
             self.layer_map = ",".join(f"{t}:{s}" for t, s in pairs)
         self.teacher_model_init_kwargs = _parse_json_dict(self.teacher_model_init_kwargs, "teacher_model_init_kwargs")
+
+    def distillation_settings(self) -> dict[str, float | str]:
+        """The settings that define the distillation (for the metrics file and the model card)."""
+        return {
+            "temperature": self.temperature,
+            **{f"{name}_weight": weight for name, weight in self.loss_weights.items()},
+            "hidden_loss_type": self.hidden_loss_type,
+            "attention_loss_type": self.attention_loss_type,
+            "layer_map": self.layer_map,
+        }
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -112,7 +112,7 @@ class DataArguments:
             "file."
         },
     )
-    data_seed: int = field(
+    split_seed: int = field(
         default=42,
         metadata={"help": "Seed of the shuffle that holds out evaluation data (see --validation_split_percentage)."},
     )
@@ -365,7 +365,7 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
                 f"Cannot hold out evaluation data from a training set of {train.num_rows} example(s) "
                 f"({sources['train']}); give --validation_file or --eval_split."
             )
-        held_out = train.train_test_split(test_size=args.validation_split_percentage / 100, seed=args.data_seed)
+        held_out = train.train_test_split(test_size=args.validation_split_percentage / 100, seed=args.split_seed)
         splits["train"], splits["validation"] = held_out["train"], held_out["test"]
         sources["validation"] = f"{args.validation_split_percentage}% held out of {sources['train']}"
 

@@ -10,6 +10,16 @@ from transformers import PreTrainedModel
 from .layer_map import LayerMap
 
 
+def input_names(model: nn.Module) -> set[str]:
+    """The inputs that `model.forward` names (a DistilBERT model takes no token_type_ids, a BERT model does)."""
+    forward = getattr(model, "module", model).forward
+    return {
+        name
+        for name, p in inspect.signature(forward).parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+
+
 def build_projections(teacher: PreTrainedModel, student: PreTrainedModel, layer_map: LayerMap) -> nn.ModuleList | None:
     """One `nn.Linear(student_width, teacher_width)` per layer pair (FitNets regressors), or `None` if widths match."""
     teacher_width, student_width = teacher.config.hidden_size, student.config.hidden_size
@@ -49,11 +59,7 @@ class DistillationModel(nn.Module):
         self.layer_map = layer_map
         self.output_hidden_states = output_hidden_states
         self.output_attentions = output_attentions
-        self._student_inputs = {
-            name
-            for name, p in inspect.signature(student.forward).parameters.items()
-            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-        }
+        self._student_inputs = input_names(student)
 
     def forward(self, **inputs):
         inputs = {k: v for k, v in inputs.items() if k in self._student_inputs}

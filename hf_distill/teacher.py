@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PreTrainedModel
 from transformers.utils import logging
 
@@ -15,23 +21,22 @@ _AUTO_CLASSES = {
 }
 
 
-def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict | None = None) -> PreTrainedModel:
-    """Loads the teacher with the auto class of the student's task (a sequence classifier for a sequence classifier).
+def load_pretrained_like(
+    name_or_path: str, reference: PreTrainedModel, init_kwargs: dict | None = None, role: str = "teacher"
+) -> PreTrainedModel:
+    """Loads a model with the auto class of `reference`'s task (a teacher for a student, or the other way round).
 
     Raises:
         `OSError`: naming the path or id when it cannot be loaded.
     """
-    task = task_name_of(student)
-    auto_class = _AUTO_CLASSES.get(task)
+    auto_class = _AUTO_CLASSES.get(task_name_of(reference))
     if auto_class is None:
-        raise ValueError(
-            f"cannot load a teacher for a {type(student).__name__} student; pass the teacher model object"
-        )
+        raise ValueError(f"cannot load a {role} to go with a {type(reference).__name__}; pass the {role} model object")
     try:
         return auto_class.from_pretrained(name_or_path, **(init_kwargs or {}))
     except (OSError, ValueError) as error:
         raise OSError(
-            f"could not load the teacher {name_or_path!r} ({error.__class__.__name__}: {str(error).splitlines()[0]}). "
+            f"could not load the {role} {name_or_path!r} ({error.__class__.__name__}: {str(error).splitlines()[0]}). "
             "Give a folder written by save_pretrained, or a Hub id reachable from this machine"
         ) from error
 
@@ -105,3 +110,92 @@ def _names(id2label: dict) -> dict[int, str]:
 
 def _is_default(id2label: dict[int, str]) -> bool:
     return all(name == f"LABEL_{i}" for i, name in id2label.items())
+
+
+# ---- placing the frozen teacher for each engine --------------------------------------------------------------------
+
+TEACHER_PLACEMENTS = ("device", "cpu", "deepspeed-zero3", "fsdp")
+
+
+def teacher_placement(accelerator: Accelerator, on_cpu: bool = False) -> str:
+    """How the teacher is placed under the accelerator's engine (one of `TEACHER_PLACEMENTS`).
+
+    - `device`: one full copy per process on its device (one process, DDP, DeepSpeed ZeRO-1/2): the teacher has no
+      trainable parameters, so it is never wrapped in DistributedDataParallel;
+    - `cpu`: kept on the CPU (`teacher_on_cpu`);
+    - `deepspeed-zero3`: sharded over the processes by a DeepSpeed inference engine, gathered layer by layer;
+    - `fsdp`: wrapped in FSDP, whose parameters are gathered when used.
+    """
+    engine = accelerator.distributed_type
+    sharded = engine == DistributedType.FSDP or (
+        engine == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    if on_cpu:
+        if sharded:
+            raise ValueError(
+                "teacher_on_cpu cannot be combined with DeepSpeed ZeRO-3 or FSDP, which already shard the teacher; "
+                "use their CPU offload settings instead"
+            )
+        return "cpu"
+    if engine == DistributedType.DEEPSPEED:
+        return "deepspeed-zero3" if sharded else "device"
+    return "fsdp" if engine == DistributedType.FSDP else "device"
+
+
+def place_teacher(teacher: PreTrainedModel, accelerator: Accelerator, args) -> nn.Module:
+    """Freezes the teacher, casts it to `args.teacher_dtype`, and places it as `teacher_placement` says."""
+    teacher.eval()
+    teacher.requires_grad_(False)
+    if args.teacher_dtype != "auto":
+        teacher.to(getattr(torch, args.teacher_dtype))
+    placement = teacher_placement(accelerator, args.teacher_on_cpu)
+    logger.info(f"Teacher placement: {placement} ({teacher.dtype})")
+    if placement == "cpu":
+        return teacher.to("cpu")
+    if placement == "deepspeed-zero3":
+        return _deepspeed_inference_engine(teacher, accelerator, args)
+    if placement == "fsdp":
+        return _fsdp_wrap(teacher, accelerator)
+    # evaluation_mode=True: placed on the device (under mixed-precision autocast), without a DDP wrapper.
+    return accelerator.prepare_model(teacher, evaluation_mode=True)
+
+
+def _deepspeed_inference_engine(teacher: PreTrainedModel, accelerator: Accelerator, args) -> nn.Module:
+    import deepspeed
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    # The trainer's own DeepSpeed config, with its "auto" values resolved for the teacher's width, and without
+    # optimizer or scheduler: ZeRO-3 shards the teacher's parameters and gathers each layer for its forward pass.
+    ds_config = HfTrainerDeepSpeedConfig(copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config))
+    ds_config.trainer_config_process(args)
+    ds_config.trainer_config_finalize(args, teacher, num_training_steps=0)
+    config = ds_config.config
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    engine, *_ = deepspeed.initialize(model=teacher, config=config)
+    engine.eval()
+    return engine
+
+
+def _fsdp_wrap(teacher: PreTrainedModel, accelerator: Accelerator) -> nn.Module:
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.fsdp_version == 2:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(accelerator, teacher)
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    plugin.set_auto_wrap_policy(teacher)
+    return FullyShardedDataParallel(
+        teacher,
+        sharding_strategy=plugin.sharding_strategy,
+        cpu_offload=plugin.cpu_offload,
+        auto_wrap_policy=plugin.auto_wrap_policy,
+        mixed_precision=plugin.mixed_precision_policy,
+        sync_module_states=plugin.sync_module_states,
+        backward_prefetch=plugin.backward_prefetch,
+        forward_prefetch=plugin.forward_prefetch,
+        use_orig_params=plugin.use_orig_params,
+        limit_all_gathers=plugin.limit_all_gathers,
+        device_id=accelerator.device,
+    )

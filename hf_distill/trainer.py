@@ -17,9 +17,9 @@ from transformers.utils import find_labels, logging
 from . import losses
 from .config import DistillationConfig
 from .layer_map import LayerMap
-from .modeling import DistillationModel, build_projections
+from .modeling import DistillationModel, build_projections, input_names
 from .tasks import UNITS, count_items, task_for
-from .teacher import check_compatibility, load_teacher, prepare_attention_maps
+from .teacher import check_compatibility, load_pretrained_like, place_teacher, prepare_attention_maps
 
 logger = logging.get_logger(__name__)
 
@@ -67,7 +67,7 @@ class DistillationTrainer(Trainer):
         if teacher_model is None:
             raise ValueError("no teacher: pass teacher_model=... or set teacher_model_name_or_path in the config")
         if isinstance(teacher_model, (str, os.PathLike)):
-            teacher_model = load_teacher(str(teacher_model), model, args.teacher_model_init_kwargs)
+            teacher_model = load_pretrained_like(str(teacher_model), model, args.teacher_model_init_kwargs)
         if teacher_model is model:
             raise ValueError("teacher_model and model are the same object; the student must be a separate model")
 
@@ -80,6 +80,11 @@ class DistillationTrainer(Trainer):
                 args.layer_map, teacher_model.config.num_hidden_layers, model.config.num_hidden_layers
             )
         if weights["attention"]:
+            if not self.layer_map.attention_indices():
+                raise ValueError(
+                    f"attention_weight > 0 but layer_map {self.layer_map.spec()} pairs no transformer layers (layer 0 "
+                    "is the embedding output, which has no attention map)"
+                )
             prepare_attention_maps(teacher_model, model)
         projections = None
         if weights["hidden"]:
@@ -98,7 +103,9 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         if self.args.label_names is None:
             self.label_names = find_labels(type(model))
+        self.teacher_name = teacher_model.name_or_path or args.teacher_model_name_or_path
         self.teacher = self._prepare_teacher(teacher_model)
+        self._teacher_input_names = input_names(self.teacher)
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
         self._eval_sums: dict[str, torch.Tensor] = {}
@@ -111,11 +118,25 @@ class DistillationTrainer(Trainer):
     # ---- the frozen teacher -----------------------------------------------------------------------------------------
 
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
-        teacher.eval()
-        teacher.requires_grad_(False)
-        # evaluation_mode=True places it on the device (and under mixed-precision autocast) without a DDP wrapper: it
-        # has no trainable parameters and must not take part in gradient synchronisation.
-        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        return place_teacher(teacher, self.accelerator, self.args)
+
+    def _teacher_forward(self, inputs: dict) -> Any:
+        """The teacher's outputs for `inputs`, computed where the teacher lives, returned on the student's device."""
+        teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_input_names}
+        device = _device_of(self.teacher)
+        moved = device is not None and device != self.args.device
+        if moved:
+            teacher_inputs = {k: v.to(device) for k, v in teacher_inputs.items()}
+        with torch.no_grad():
+            outputs = self.teacher(
+                **teacher_inputs,
+                output_hidden_states=bool(self.args.hidden_weight),
+                output_attentions=bool(self.args.attention_weight),
+                return_dict=True,
+            )
+        if moved:
+            outputs = type(outputs)(**{k: _to_device(v, self.args.device) for k, v in outputs.items()})
+        return outputs
 
     # ---- loss -------------------------------------------------------------------------------------------------------
 
@@ -139,13 +160,7 @@ class DistillationTrainer(Trainer):
         labels = inputs.get("labels")
         model_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
         student_out = model(**model_inputs)
-        with torch.no_grad():
-            teacher_out = self.teacher(
-                **_accepted_kwargs(self.teacher, model_inputs),
-                output_hidden_states=bool(self.args.hidden_weight),
-                output_attentions=bool(self.args.attention_weight),
-                return_dict=True,
-            )
+        teacher_out = self._teacher_forward(model_inputs)
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
         global_counts = training and isinstance(num_items_in_batch, dict)
         counts = (
@@ -200,8 +215,6 @@ class DistillationTrainer(Trainer):
             terms["hidden"] = (value / len(pairs), "tokens")
         if weights["attention"]:
             pairs = self.layer_map.attention_indices()
-            if not pairs:
-                raise ValueError(f"layer_map {self.layer_map.spec()} has no pair of transformer layers to compare")
             s_att, t_att, kind = student_out.attentions, teacher_out.attentions, args.attention_loss_type
             value = sum(losses.attention_loss(s_att[s], t_att[t], kind, mask, num_tokens) for t, s in pairs)
             terms["attention"] = (value / len(pairs), "tokens")
@@ -273,6 +286,47 @@ class DistillationTrainer(Trainer):
         labels = inputs.get("labels")
         return loss.detach(), self.task.predictions(outputs).detach(), None if labels is None else labels.detach()
 
+    def distillation_settings(self) -> dict[str, float | str]:
+        """The config's distillation settings, with the layer map resolved to its teacher:student pairs."""
+        settings = self.args.distillation_settings()
+        if self.layer_map is not None:
+            settings["layer_map"] = self.layer_map.spec()
+        return settings
+
+    # ---- the model card ---------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,  # noqa: A002 - the Hub metadata field's name
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Writes `README.md` into `output_dir`: the student's card, naming the teacher and showing what was measured.
+
+        Used by `push_to_hub`. Figures come from `distillation_metrics.json` in `output_dir` when the run wrote one
+        (`hf-distill train` does); the distillation settings come from this trainer's config.
+        """
+        if not self.is_world_process_zero():
+            return
+        from .model_card import build_model_card
+
+        card = build_model_card(
+            self.args.output_dir,
+            teacher_name=finetuned_from or self.teacher_name,
+            dataset_name=dataset if isinstance(dataset, str) else None,
+            distillation=self.distillation_settings(),
+            license=license,
+            language=language,
+            model_id=model_name or self.args.hub_model_id,
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
     # ---- saving and resuming: the student alone, projections beside it in checkpoints -------------------------------
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -329,12 +383,14 @@ class DistillationTrainer(Trainer):
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
 
 
-def _accepted_kwargs(model: nn.Module, inputs: dict) -> dict:
-    """The inputs that `model.forward` names (a BERT teacher takes token_type_ids, a DistilBERT student does not)."""
-    forward = getattr(model, "module", model).forward
-    named = {
-        name
-        for name, p in inspect.signature(forward).parameters.items()
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    }
-    return {k: v for k, v in inputs.items() if k in named}
+def _device_of(module: nn.Module) -> torch.device | None:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else None
+
+
+def _to_device(value, device):
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    return value

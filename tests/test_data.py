@@ -179,9 +179,9 @@ def test_auto_split_sizes_and_seed(tmp_path):
     rows = make_rows(40)
     train_file = write_table(tmp_path / "train.csv", rows)
 
-    raw = load_raw_datasets(DataArguments(train_file=train_file, validation_split_percentage=25, data_seed=1))
-    again = load_raw_datasets(DataArguments(train_file=train_file, validation_split_percentage=25, data_seed=1))
-    other_seed = load_raw_datasets(DataArguments(train_file=train_file, validation_split_percentage=25, data_seed=2))
+    raw = load_raw_datasets(DataArguments(train_file=train_file, validation_split_percentage=25, split_seed=1))
+    again = load_raw_datasets(DataArguments(train_file=train_file, validation_split_percentage=25, split_seed=1))
+    other_seed = load_raw_datasets(DataArguments(train_file=train_file, validation_split_percentage=25, split_seed=2))
 
     assert list(raw) == ["train", "validation"]
     assert (raw["train"].num_rows, raw["validation"].num_rows) == (30, 10)
@@ -441,7 +441,7 @@ def test_hf_argument_parser_flags():
         True,
         64,
     )
-    assert args.eval_split is None and args.validation_split_percentage == 10 and args.data_seed == 42
+    assert args.eval_split is None and args.validation_split_percentage == 10 and args.split_seed == 42
     for action in parser._actions:
         if action.dest != "help":
             assert action.help, f"--{action.dest} has no help"

@@ -232,6 +232,11 @@ def test_teacher_given_by_path(tmp_path, dataset):
             "teacher has 4 heads and the student 2",
         ),
         (
+            lambda: (tiny_bert(4), tiny_bert(2)),
+            {"attention_weight": 1.0, "layer_map": "0:0"},
+            "pairs no transformer layers",
+        ),
+        (
             lambda: (BertForTokenClassification(tiny_bert(4).config), tiny_bert(2)),
             {},
             "the teacher is a BertForTokenClassification",

@@ -1,0 +1,80 @@
+"""A tiny distillation run, launched by tests/test_distributed.py with one process or with torchrun (two ranks).
+
+    torchrun --nproc_per_node 2 tests/distributed_run.py OUT_DIR PER_DEVICE_BATCH [ACCUMULATION]
+
+Each rank writes OUT_DIR/rank{R}.json (what it saw); rank 0 also writes OUT_DIR/final.safetensors with the trained
+student and projections.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from conftest import pad_collate, random_classification_dataset, tiny_bert  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from hf_distill import DistillationConfig, DistillationTrainer  # noqa: E402
+
+
+def main(out_dir, per_device_batch, accumulation=1):
+    config = DistillationConfig(
+        output_dir=out_dir,
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=per_device_batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=3,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        seed=0,
+        kd_weight=1.0,
+        task_weight=0.5,
+        logit_mse_weight=0.3,
+        hidden_weight=2.0,
+        attention_weight=1.0,
+    )
+    trainer = DistillationTrainer(
+        model=tiny_bert(num_layers=2, hidden=16, seed=1),
+        teacher_model=tiny_bert(num_layers=4, hidden=32, seed=0),
+        args=config,
+        # Lengths vary a lot, so ranks see different token counts: only global normalisation makes them agree.
+        train_dataset=random_classification_dataset(48, seed=7, min_len=1, max_len=30),
+        data_collator=pad_collate,
+    )
+    trainer.train()
+    rank = trainer.args.process_index
+    report = {
+        "rank": rank,
+        "world_size": trainer.args.world_size,
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "student_wrapped_in_ddp": isinstance(trainer.model_wrapped, DistributedDataParallel),
+        "teacher_wrapped_in_ddp": isinstance(trainer.teacher, DistributedDataParallel),
+        "teacher_requires_grad": any(p.requires_grad for p in trainer.teacher.parameters()),
+        "steps": trainer.state.global_step,
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+    }
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
+        json.dump(report, handle)
+    if rank == 0:
+        state = {
+            k: v.detach().cpu().contiguous()
+            for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()
+        }
+        save_file(state, os.path.join(out_dir, "final.safetensors"))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
