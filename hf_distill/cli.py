@@ -1,12 +1,15 @@
 """The `hf-distill` command.
 
     hf-distill train [RECIPE.yaml] [--flag value ...]   distil a teacher into a student, evaluate, save, write a card
+                                                          (--task: the teacher's task unless given)
     hf-distill student --teacher_model_name_or_path T --output_dir S [--student_num_layers K ...]
                                                           only build and save a student from a teacher
+    hf-distill push OUTPUT_DIR --repo_id NAME [--private] [--revision B] [--token T] [--endpoint URL]
+                                                          publish a saved student (one commit)
 
 Options come from the dataclasses through `HfArgumentParser`, as in the Hugging Face example scripts: every field of
-`DistillationConfig` (and so of `TrainingArguments`), `DataArguments`, `StudentArguments` is a flag, and a YAML recipe
-can hold them all; flags given after the recipe override it.
+`DistillationConfig` (and so of `TrainingArguments`), `DataArguments`, `TaskDataArguments`, `StudentArguments` is a
+flag, and a YAML recipe can hold them all; flags given after the recipe override it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from transformers import HfArgumentParser
 
 from .config import DistillationConfig
 from .data import DataArguments
-from .pipeline import MeasureArguments, StudentArguments, load_teacher_and_tokenizer, make_student, run_distillation
+from .pipeline import MeasureArguments, StudentArguments, load_teacher_and_tokenizer, make_student
+from .task_data import TaskDataArguments
+from .task_pipeline import run
 
 COMMANDS = {
-    "train": "distil a teacher into a student on a dataset; evaluate, save the student folder and its model card",
+    "train": "distil a teacher into a student on a dataset (text or token classification, question answering, "
+    "masked or causal LM); evaluate, save the student folder and its model card",
     "student": "build a DistilBERT-style student from a teacher (fewer layers, copied weights) and save it",
+    "push": "publish a saved student folder to the Hub in one commit (weights, config, tokenizer, card, metrics)",
 }
 
 
@@ -34,6 +41,22 @@ COMMANDS = {
 class StudentOutputArguments:
     teacher_model_name_or_path: str = field(metadata={"help": "The teacher: a model folder or Hub id."})
     output_dir: str = field(metadata={"help": "Where to save the student (model, config and tokenizer)."})
+
+
+@dataclass
+class PushArguments:
+    folder: str = field(metadata={"help": "The saved student folder (written by `hf-distill train` or save_model)."})
+    repo_id: str = field(metadata={"help": "The Hub model repo, `namespace/name`; created if it does not exist."})
+    private: bool | None = field(
+        default=None, metadata={"help": "Create the repo private (an existing repo keeps its visibility)."}
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch to commit to (default main); created if needed."}
+    )
+    commit_message: str | None = field(default=None, metadata={"help": "Commit message."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN, then `hf auth login`)."})
+    endpoint: str | None = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT, else the Hub)."})
+    create_pr: bool = field(default=False, metadata={"help": "Open a pull request instead of committing."})
 
 
 def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple:
@@ -64,13 +87,14 @@ def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple:
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def train(argv: Sequence[str]) -> dict:
+def train(argv: Sequence[str]):
     parser = HfArgumentParser(
-        (StudentArguments, DataArguments, MeasureArguments, DistillationConfig), prog="hf-distill train"
+        (StudentArguments, DataArguments, TaskDataArguments, MeasureArguments, DistillationConfig),
+        prog="hf-distill train",
     )
     parser.description = COMMANDS["train"]
-    student_args, data_args, measure_args, config = parse_with_recipe(parser, argv)
-    return run_distillation(student_args, data_args, config, measure_args)
+    student_args, data_args, task_args, measure_args, config = parse_with_recipe(parser, argv)
+    return run(student_args, data_args, task_args, config, measure_args)
 
 
 def student(argv: Sequence[str]) -> str:
@@ -91,6 +115,30 @@ def student(argv: Sequence[str]) -> str:
     return output_args.output_dir
 
 
+def push(argv: Sequence[str]) -> str:
+    # The folder may come first, as a positional argument: `hf-distill push OUTPUT_DIR --repo_id NAME`.
+    argv = list(argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--folder", argv[0], *argv[1:]]
+    parser = HfArgumentParser(PushArguments, prog="hf-distill push")
+    parser.description = COMMANDS["push"]
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    from .hub import push_student
+
+    url = push_student(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        token=args.token,
+        endpoint=args.endpoint,
+        create_pr=args.create_pr,
+    )
+    print(f"Pushed {args.folder} to {args.repo_id}: {url}")
+    return url
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -102,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise SystemExit(f"hf-distill: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
-    {"train": train, "student": student}[command](rest)
+    {"train": train, "student": student, "push": push}[command](rest)
 
 
 if __name__ == "__main__":

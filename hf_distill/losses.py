@@ -88,6 +88,7 @@ def logit_mse(
     teacher_logits: torch.Tensor,
     mask: torch.Tensor | None = None,
     num_items: float | torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Mean squared error between raw logits (Ba & Caruana, 2014), no temperature.
 
@@ -96,9 +97,16 @@ def logit_mse(
     Args:
         student_logits (`torch.Tensor` of shape `(..., C)`), teacher_logits (same shape), mask (`(...)`), num_items:
             as in [`soft_target_kl`].
+        class_mask (`torch.Tensor` of shape `(..., C)`, *optional*): True for the classes that exist, when they vary
+            from item to item (the positions of a padded sequence, for span logits); the mean is over these only.
     """
     _check_same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits")
-    per_item = (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
+    squared = (student_logits.float() - teacher_logits.float()).pow(2)
+    if class_mask is None:
+        per_item = squared.mean(-1)
+    else:
+        class_mask = class_mask.to(squared.device, torch.bool)
+        per_item = squared.masked_fill(~class_mask, 0.0).sum(-1) / class_mask.sum(-1).clamp_min(1)
     return _reduce(per_item, mask, num_items)
 
 

@@ -13,7 +13,6 @@ from typing import Literal
 
 import torch
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     PreTrainedModel,
@@ -24,7 +23,7 @@ from .config import DistillationConfig
 from .data import DataArguments, prepare_text_classification
 from .evaluation import classification_metrics, describe_model, predict_logits, score_predictions
 from .student import STRATEGIES, build_student
-from .teacher import load_pretrained_like
+from .teacher import auto_class_for, infer_task, load_pretrained_like
 from .trainer import DistillationTrainer
 
 logger = logging.get_logger(__name__)
@@ -105,15 +104,27 @@ def make_student(
     )
 
 
-def load_teacher_and_tokenizer(path: str | None, init_kwargs: dict | None = None, tokenizer_name: str | None = None):
-    """The teacher at `path` (a sequence classifier), and its tokenizer (or the one at `tokenizer_name`)."""
+def check_teacher_path(path: str | None) -> None:
+    """Fails early, naming the flag, when the teacher is not given or is a local folder that does not exist."""
     if not path:
         raise ValueError("--teacher_model_name_or_path is required: a fine-tuned model folder or Hub id")
     if _looks_local(path) and not os.path.exists(path):
         raise FileNotFoundError(
             f"teacher_model_name_or_path {path!r} does not exist; give a folder written by save_pretrained"
         )
-    teacher = AutoModelForSequenceClassification.from_pretrained(path, **(init_kwargs or {}))
+
+
+def load_teacher_and_tokenizer(
+    path: str | None, init_kwargs: dict | None = None, tokenizer_name: str | None = None, task: str | None = None
+):
+    """The teacher at `path`, and its tokenizer (or the one at `tokenizer_name`).
+
+    The teacher is loaded with the auto class of `task` (hf_distill's task name), by default the task of its head
+    (`config.architectures`), and as a sequence classifier when the config names no architecture.
+    """
+    check_teacher_path(path)
+    auto_class = auto_class_for(task or infer_task(path, init_kwargs))
+    teacher = auto_class.from_pretrained(path, **(init_kwargs or {}))
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path)
     return teacher, tokenizer
 
@@ -132,7 +143,10 @@ def run_distillation(
     """
     measure_args = measure_args or MeasureArguments()
     teacher, tokenizer = load_teacher_and_tokenizer(
-        config.teacher_model_name_or_path, config.teacher_model_init_kwargs, student_args.tokenizer_name
+        config.teacher_model_name_or_path,
+        config.teacher_model_init_kwargs,
+        student_args.tokenizer_name,
+        task="sequence-classification",
     )
     datasets, _ = prepare_text_classification(data_args, tokenizer, id2label=teacher.config.id2label)
     student = make_student(teacher, student_args)
@@ -149,7 +163,8 @@ def run_distillation(
         callbacks=callbacks,
     )
     train_result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model()
+    # The push (when asked for) comes last, once the metrics and the card are in the folder.
+    trainer.save_model(_internal_call=True)
     metrics = None
     if trainer.is_world_process_zero():
         eval_split = "test" if "test" in datasets else "validation"
@@ -175,6 +190,8 @@ def run_distillation(
         metrics["training"]["train_loss"] = train_result.metrics.get("train_loss")
         write_metrics(config.output_dir, metrics)
         trainer.create_model_card()
+    if config.push_to_hub:
+        trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
     return DistillationResult(metrics=metrics, log_history=trainer.state.log_history, trainer=trainer)
 
 

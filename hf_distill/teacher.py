@@ -8,17 +8,65 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
 from transformers.utils import logging
 
-from .tasks import Task, task_name_of
+from .data import is_default_id2label
+from .tasks import PIPELINE_TASKS, SUPPORTED_TASKS, Task, resolve_task_name, task_name_of, task_name_of_class
 
 logger = logging.get_logger(__name__)
 
 _AUTO_CLASSES = {
     "sequence-classification": AutoModelForSequenceClassification,
     "token-classification": AutoModelForTokenClassification,
+    "question-answering": AutoModelForQuestionAnswering,
+    "masked-lm": AutoModelForMaskedLM,
+    "causal-lm": AutoModelForCausalLM,
 }
+# Tasks whose soft targets are distributions over the vocabulary: both output layers must have the same size.
+_VOCABULARY_TASKS = ("masked-lm", "causal-lm")
+# Tasks whose outputs are labels named by `config.id2label`.
+_LABELLED_TASKS = ("sequence-classification", "token-classification")
+
+
+# Keyword arguments of the teacher's `from_pretrained` that also apply to reading its config.
+_CONFIG_KWARGS = ("revision", "token", "trust_remote_code", "cache_dir", "subfolder", "local_files_only")
+
+
+def auto_class_for(task: str):
+    """The transformers auto class that loads a model of `task` (a task or pipeline name)."""
+    return _AUTO_CLASSES[resolve_task_name(task)]
+
+
+def infer_task(path: str, init_kwargs: dict | None = None) -> str:
+    """The task of the model at `path`, from the head its config names (`config.architectures`).
+
+    A config that names no architecture is taken for a sequence classifier (what `hf-distill train` always assumed).
+
+    Raises:
+        `ValueError`: when the named architecture is a bare model or a head hf_distill does not distil.
+    """
+    config_kwargs = {k: v for k, v in (init_kwargs or {}).items() if k in _CONFIG_KWARGS}
+    config = AutoConfig.from_pretrained(path, **config_kwargs)
+    architectures = getattr(config, "architectures", None) or []
+    if not architectures:
+        return "sequence-classification"
+    task = task_name_of_class(architectures[0], getattr(config, "is_encoder_decoder", False))
+    if task is None:
+        raise ValueError(
+            f"cannot tell the task of the teacher {path!r} from its architecture {architectures[0]}; pass --task "
+            f"({', '.join(PIPELINE_TASKS.values())}), or give a teacher with a task head "
+            f"({', '.join(SUPPORTED_TASKS)})"
+        )
+    return task
 
 
 def load_pretrained_like(
@@ -45,7 +93,7 @@ def check_compatibility(teacher: PreTrainedModel, student: PreTrainedModel, task
     """Fails with a message saying what differs, and how to fix it, if teacher and student cannot be distilled.
 
     They must have the same kind of head, read the same token ids (same vocabulary), and, for classification,
-    predict the same labels in the same order.
+    predict the same labels in the same order; language models must also predict over the same vocabulary.
     """
     teacher_task = task_name_of(teacher)
     if teacher_task != task.name:
@@ -59,6 +107,16 @@ def check_compatibility(teacher: PreTrainedModel, student: PreTrainedModel, task
             f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}. Teacher and student read the "
             "same input ids, so they must share a tokenizer; build the student from the teacher with build_student()"
         )
+    if task.name in _VOCABULARY_TASKS:
+        teacher_out, student_out = _output_vocab_size(teacher), _output_vocab_size(student)
+        if teacher_out != student_out:
+            raise ValueError(
+                f"vocabulary size differs: the teacher predicts over {teacher_out} tokens, the student over "
+                f"{student_out}. The {task.name} soft targets are distributions over the vocabulary, compared token "
+                "by token; give the student the teacher's tokenizer and vocabulary (build_student() does)"
+            )
+    if task.name not in _LABELLED_TASKS:
+        return
     teacher_labels, student_labels = teacher.config.num_labels, student.config.num_labels
     if teacher_labels != student_labels:
         raise ValueError(
@@ -66,11 +124,11 @@ def check_compatibility(teacher: PreTrainedModel, student: PreTrainedModel, task
             f"give the student num_labels={teacher_labels} and the teacher's id2label"
         )
     t_id2label, s_id2label = _names(teacher.config.id2label), _names(student.config.id2label)
-    if _is_default(s_id2label) and not _is_default(t_id2label):
+    if is_default_id2label(s_id2label) and not is_default_id2label(t_id2label):
         logger.info(f"The student has no label names; using the teacher's: {t_id2label}")
         student.config.id2label = dict(teacher.config.id2label)
         student.config.label2id = dict(teacher.config.label2id)
-    elif not _is_default(s_id2label) and not _is_default(t_id2label) and s_id2label != t_id2label:
+    elif not is_default_id2label(s_id2label) and not is_default_id2label(t_id2label) and s_id2label != t_id2label:
         raise ValueError(
             f"label mapping differs: teacher id2label={t_id2label}, student id2label={s_id2label}. The soft targets "
             "are compared class by class; give the student the teacher's id2label and label2id"
@@ -104,12 +162,13 @@ def _vocab_size(model: PreTrainedModel) -> int:
     return embeddings.num_embeddings if embeddings is not None else model.config.vocab_size
 
 
+def _output_vocab_size(model: PreTrainedModel) -> int:
+    head = model.get_output_embeddings()
+    return head.out_features if isinstance(head, nn.Linear) else model.config.vocab_size
+
+
 def _names(id2label: dict) -> dict[int, str]:
     return {int(k): str(v) for k, v in id2label.items()}
-
-
-def _is_default(id2label: dict[int, str]) -> bool:
-    return all(name == f"LABEL_{i}" for i, name in id2label.items())
 
 
 # ---- placing the frozen teacher for each engine --------------------------------------------------------------------

@@ -11,6 +11,7 @@ import safetensors.torch
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
+from transformers.trainer_pt_utils import nested_detach
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import find_labels, logging
 
@@ -18,7 +19,7 @@ from . import losses
 from .config import DistillationConfig
 from .layer_map import LayerMap
 from .modeling import DistillationModel, build_projections, input_names
-from .tasks import UNITS, count_items, task_for
+from .tasks import UNITS, task_for
 from .teacher import check_compatibility, load_pretrained_like, place_teacher, prepare_attention_maps
 
 logger = logging.get_logger(__name__)
@@ -142,7 +143,8 @@ class DistillationTrainer(Trainer):
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor]:
         """Counts the items of the whole optimizer step (all micro-batches, summed over processes), per unit."""
-        totals = torch.stack([torch.stack([count_items(b)[unit] for unit in UNITS]) for b in batch_samples]).sum(0)
+        counts = [self.task.count_items(b) for b in batch_samples]
+        totals = torch.stack([torch.stack([c[unit] for unit in UNITS]) for c in counts]).sum(0)
         totals = totals.to(device)
         if self.accelerator.num_processes > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
@@ -157,8 +159,9 @@ class DistillationTrainer(Trainer):
     ):
         """Weighted sum of the distillation terms; each term is also recorded for logging."""
         training = model.training
-        labels = inputs.get("labels")
-        model_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
+        labels = self.task.labels(inputs)
+        label_keys = {"labels", *self.label_names, *self.task.label_names}
+        model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
         teacher_out = self._teacher_forward(model_inputs)
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
@@ -166,7 +169,7 @@ class DistillationTrainer(Trainer):
         counts = (
             num_items_in_batch
             if global_counts
-            else {k: v.to(self.args.device) for k, v in count_items(inputs).items()}
+            else {k: v.to(self.args.device) for k, v in self.task.count_items(inputs).items()}
         )
         terms = self._loss_terms(student_out, teacher_out, inputs, labels, counts, training)
 
@@ -184,6 +187,7 @@ class DistillationTrainer(Trainer):
     def _loss_terms(self, student_out, teacher_out, inputs, labels, counts, training) -> dict:
         """Each weighted-on term: name -> (value, unit its sum was divided by)."""
         args, weights, terms = self.args, self.args.loss_weights, {}
+        # Averaged over the logit pairs (question answering has two: start and end), as the task loss is.
         targets = self.task.logit_targets(student_out, teacher_out, inputs)
         if weights["kd"]:
             if self.task.is_regression:
@@ -193,16 +197,17 @@ class DistillationTrainer(Trainer):
                     losses.soft_target_kl(t.student, t.teacher, args.temperature, t.mask, counts[t.unit])
                     for t in targets
                 )
-            terms["kd"] = (value, targets[0].unit)
+            terms["kd"] = (value / len(targets), targets[0].unit)
         if weights["logit_mse"]:
-            value = sum(losses.logit_mse(t.student, t.teacher, t.mask, counts[t.unit]) for t in targets)
-            terms["logit_mse"] = (value, targets[0].unit)
+            value = sum(losses.logit_mse(t.student, t.teacher, t.mask, counts[t.unit], t.classes) for t in targets)
+            terms["logit_mse"] = (value / len(targets), targets[0].unit)
         if weights["task"]:
             if labels is not None:
-                terms["task"] = self.task.task_loss(student_out, labels, counts)
+                terms["task"] = self.task.task_loss(student_out, inputs, counts)
             elif training:
+                names = " and ".join(repr(name) for name in self.task.label_names)
                 raise ValueError(
-                    "task_weight > 0 but the training batch has no 'labels'; add a label column or set task_weight=0"
+                    f"task_weight > 0 but the training batch has no {names}; add the labels or set task_weight=0"
                 )
         mask, num_tokens = inputs.get("attention_mask"), counts["tokens"]
         if weights["hidden"]:
@@ -283,8 +288,8 @@ class DistillationTrainer(Trainer):
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
         if prediction_loss_only:
             return loss.detach(), None, None
-        labels = inputs.get("labels")
-        return loss.detach(), self.task.predictions(outputs).detach(), None if labels is None else labels.detach()
+        labels = self.task.labels(inputs)
+        return loss.detach(), nested_detach(self.task.predictions(outputs)), nested_detach(labels)
 
     def distillation_settings(self) -> dict[str, float | str]:
         """The config's distillation settings, with the layer map resolved to its teacher:student pairs."""
@@ -326,6 +331,36 @@ class DistillationTrainer(Trainer):
             model_id=model_name or self.args.hub_model_id,
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        **card_kwargs,
+    ) -> str | None:
+        """Saves the student, writes its card, and publishes `output_dir` to `args.hub_model_id` in one commit.
+
+        Only the student's files go up (weights, config, tokenizer, card, metrics, plots): never the projections,
+        optimizer state, training arguments or checkpoints. Returns the commit URL (on the main process).
+        """
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        from .hub import push_student
+
+        repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else self.args.hub_model_id
+        repo_id = repo_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        self.create_model_card(model_name=repo_id, **card_kwargs)
+        return push_student(
+            self.args.output_dir,
+            repo_id,
+            private=self.args.hub_private_repo,
+            revision=revision or self.args.hub_revision,
+            commit_message=commit_message,
+            token=token if token is not None else self.args.hub_token,
+        )
 
     # ---- saving and resuming: the student alone, projections beside it in checkpoints -------------------------------
 

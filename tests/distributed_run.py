@@ -1,9 +1,10 @@
 """A tiny distillation run, launched by tests/test_distributed.py with one process or with torchrun (two ranks).
 
-    torchrun --nproc_per_node 2 tests/distributed_run.py OUT_DIR PER_DEVICE_BATCH [ACCUMULATION]
+    torchrun --nproc_per_node 2 tests/distributed_run.py OUT_DIR PER_DEVICE_BATCH [ACCUMULATION] [MODE]
 
-Each rank writes OUT_DIR/rank{R}.json (what it saw); rank 0 also writes OUT_DIR/final.safetensors with the trained
-student and projections.
+MODE is `full` (3 steps), `interrupt` (saves a checkpoint every step and stops after step 2) or `resume` (resumes
+from OUT_DIR/checkpoint-2 and finishes the 3 steps). Each rank writes OUT_DIR/rank{R}.json (what it saw); rank 0
+also writes OUT_DIR/final.safetensors with the trained student and projections.
 """
 
 import json
@@ -16,15 +17,26 @@ import torch  # noqa: E402
 from conftest import pad_collate, random_classification_dataset, tiny_bert  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from hf_distill import DistillationConfig, DistillationTrainer  # noqa: E402
 
 
-def main(out_dir, per_device_batch, accumulation=1):
+class StopAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def main(out_dir, per_device_batch, accumulation=1, mode="full"):
     config = DistillationConfig(
         output_dir=out_dir,
         report_to="none",
-        use_cpu=True,
+        # HF_DISTILL_TEST_CUDA=1 runs on GPUs (the DeepSpeed and FSDP tests); the default is the CPU (gloo).
+        use_cpu=os.environ.get("HF_DISTILL_TEST_CUDA") != "1",
         per_device_train_batch_size=per_device_batch,
         gradient_accumulation_steps=accumulation,
         max_steps=3,
@@ -34,7 +46,8 @@ def main(out_dir, per_device_batch, accumulation=1):
         weight_decay=0.0,
         max_grad_norm=0.0,
         train_sampling_strategy="sequential",
-        save_strategy="no",
+        save_strategy="no" if mode == "full" else "steps",
+        save_steps=1,
         logging_steps=1,
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
@@ -53,7 +66,9 @@ def main(out_dir, per_device_batch, accumulation=1):
         train_dataset=random_classification_dataset(48, seed=7, min_len=1, max_len=30),
         data_collator=pad_collate,
     )
-    trainer.train()
+    if mode == "interrupt":
+        trainer.add_callback(StopAfter(2))
+    trainer.train(resume_from_checkpoint=os.path.join(out_dir, "checkpoint-2") if mode == "resume" else None)
     rank = trainer.args.process_index
     report = {
         "rank": rank,
@@ -67,14 +82,13 @@ def main(out_dir, per_device_batch, accumulation=1):
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(report, handle)
+    # Gathered on every rank (ZeRO-3 and FSDP hold shards); written by rank 0.
+    full_state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if rank == 0:
-        state = {
-            k: v.detach().cpu().contiguous()
-            for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()
-        }
+        state = {k: v.detach().cpu().contiguous() for k, v in full_state.items()}
         save_file(state, os.path.join(out_dir, "final.safetensors"))
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1, *sys.argv[4:5])

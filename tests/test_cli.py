@@ -153,3 +153,46 @@ def test_accelerate_script_runs_the_same_code(tmp_path, teacher_folder):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "student" / METRICS_FILE).read_text())["student"]["num_layers"] == 2
+
+
+def _downloaded(repo_id, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, cache_dir=str(tmp_path / "cache")))
+
+
+@pytest.mark.timeout(180)
+def test_train_with_push_to_hub_publishes_the_student_with_metrics_and_card(tmp_path, teacher_folder, hub):
+    server = hub(xet=False)
+    recipe = write_recipe(
+        tmp_path, teacher_folder, ".csv", max_steps=1, push_to_hub=True, hub_model_id="me/tiny-student"
+    )
+    main(["train", str(recipe), "--hub_token", server.token])
+    remote = _downloaded("me/tiny-student", tmp_path)
+    local = tmp_path / "student"
+    names = sorted(p.name for p in remote.iterdir())
+    assert {"model.safetensors", "config.json", "README.md", METRICS_FILE, "tokenizer_config.json"} <= set(names)
+    assert "training_args.bin" not in names and not any("projection" in n for n in names)
+    for name in ("model.safetensors", METRICS_FILE, "README.md"):
+        assert (remote / name).read_bytes() == (local / name).read_bytes()
+    front_matter = yaml.safe_load((remote / "README.md").read_text().split("---")[1])
+    assert "distillation" in front_matter["tags"] and front_matter["library_name"] == "transformers"
+    accuracy = json.loads((local / METRICS_FILE).read_text())["student"]["accuracy"]
+    assert front_matter["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(accuracy)
+
+
+@pytest.mark.timeout(180)
+def test_push_command_publishes_a_saved_folder_and_can_be_rerun(tmp_path, teacher_folder, hub, capsys):
+    server = hub(xet=False)
+    recipe = write_recipe(tmp_path, teacher_folder, ".csv", max_steps=1, measure_latency=False)
+    main(["train", str(recipe)])
+    folder = tmp_path / "student"
+    (folder / "distillation_projections.safetensors").write_bytes(b"not for the hub")
+    for _ in range(2):  # a second push of the same folder succeeds and changes nothing
+        main(["push", str(folder), "--repo_id", "me/pushed", "--private", "true", "--token", server.token])
+    assert "Pushed" in capsys.readouterr().out
+    remote = _downloaded("me/pushed", tmp_path)
+    assert (remote / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    assert not (remote / "distillation_projections.safetensors").exists()
+    with pytest.raises(RuntimeError, match="authentication failed"):
+        main(["push", str(folder), "--repo_id", "me/pushed", "--token", "hf_wrong"])

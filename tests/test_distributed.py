@@ -51,3 +51,64 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # The logged loss is the global one on every rank, equal to the single-process loss.
     for report in ranks:
         assert report["losses"] == pytest.approx(one["losses"], rel=1e-4)
+
+
+@pytest.mark.timeout(400)
+def test_two_process_run_interrupted_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    full.mkdir()
+    resumed.mkdir()
+    launch = [torchrun, "--nproc_per_node", "2", "--master_port", "29534", str(SCRIPT)]
+    run([*launch, str(full), "4", "1", "full"], full)
+    interrupted = run([*launch, str(resumed), "4", "1", "interrupt"], resumed)
+    assert all(r["steps"] == 2 for r in interrupted)
+
+    checkpoint = resumed / "checkpoint-2"
+    saved = load_file(checkpoint / "model.safetensors")
+    final_keys = {
+        k.removeprefix("student.") for k in load_file(full / "final.safetensors") if k.startswith("student.")
+    }
+    assert set(saved) == final_keys  # the student alone: the teacher is never written into a checkpoint
+    assert (checkpoint / "distillation_projections.safetensors").is_file()
+
+    finished = run([*launch, str(resumed), "4", "1", "resume"], resumed)
+    assert all(r["steps"] == 3 for r in finished)
+    a, b = load_file(full / "final.safetensors"), load_file(resumed / "final.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def _engine_missing(name: str) -> str | None:
+    import importlib.util
+
+    if torch.cuda.device_count() < 2:
+        return f"needs 2 CUDA GPUs, found {torch.cuda.device_count()}"
+    if name.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        return "needs the deepspeed package"
+    return None
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("config", ["deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"])
+def test_engines_on_gpus_match_one_process(tmp_path, config):
+    reason = _engine_missing(config)
+    if reason:
+        pytest.skip(reason)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    single.mkdir()
+    sharded.mkdir()
+    os.environ["HF_DISTILL_TEST_CUDA"] = "1"
+    try:
+        (one,) = run([sys.executable, str(SCRIPT), str(single), "8"], single)
+        accelerate = str(Path(sys.executable).parent / "accelerate")
+        configs = Path(__file__).resolve().parents[1] / "scripts" / "accelerate_configs"
+        launch = [accelerate, "launch", "--config_file", str(configs / config), "--num_processes", "2"]
+        ranks = run([*launch, "--mixed_precision", "no", str(SCRIPT), str(sharded), "4"], sharded)
+    finally:
+        del os.environ["HF_DISTILL_TEST_CUDA"]
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["steps"] == 3 for r in ranks)
+    assert all(not r["teacher_requires_grad"] for r in ranks)
+    a, b = load_file(single / "final.safetensors"), load_file(sharded / "final.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)

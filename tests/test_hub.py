@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers.utils.hub
 import yaml
-from hub_server import HubServer
-from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import (
     AutoModelForSequenceClassification,
@@ -80,44 +78,6 @@ def saved_student(tmp_path_factory):
 def student(saved_student, tmp_path):
     """A fresh copy of the saved student for each test (pushing may write README.md into it)."""
     return Path(shutil.copytree(saved_student, tmp_path / "student"))
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """Start a server and point the Hub client at it: HF_ENDPOINT, a valid HF_TOKEN, HF_HOME in tmp, online."""
-    servers = []
-
-    def start(xet: bool = True, lfs_patterns=("*.safetensors", "*.png"), serve_xet: bool = True) -> HubServer:
-        server = HubServer(lfs_patterns=lfs_patterns, serve_xet=serve_xet).start()
-        servers.append(server)
-        home = tmp_path / "hf_home"
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_HOME", str(home))
-        monkeypatch.setenv("HF_TOKEN", server.token)
-        if xet:
-            monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
-        else:
-            monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        # The client reads these at import: set the module constants too.
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(
-            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-        )
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
-        monkeypatch.setattr(constants, "HF_HOME", str(home))
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-        # transformers keeps one HfApi, whose endpoint was fixed when it was built: make it build a new one.
-        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:

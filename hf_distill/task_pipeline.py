@@ -1,0 +1,174 @@
+"""One distillation job for token classification, question answering, masked or causal language modelling.
+
+The counterpart of [`hf_distill.pipeline.run_distillation`] (text classification), with the same student options,
+outputs and metrics file: the teacher is loaded with its task's auto class, the data is prepared for the task
+([`hf_distill.task_data`]), the student is evaluated with the task's usual metric ([`hf_distill.task_evaluation`]),
+and the student folder gets `distillation_metrics.json` and a model card.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers.utils import logging
+
+from .config import DistillationConfig
+from .data import DataArguments
+from .evaluation import describe_model
+from .pipeline import (
+    DistillationResult,
+    MeasureArguments,
+    StudentArguments,
+    check_teacher_path,
+    framework_versions,
+    load_teacher_and_tokenizer,
+    make_student,
+    run_distillation,
+    write_metrics,
+)
+from .task_data import TaskDataArguments, collator_for, load_task_datasets
+from .task_evaluation import TaskEvaluation, score_model, task_evaluation
+from .tasks import PIPELINE_TASKS, resolve_task_name
+from .teacher import infer_task
+from .trainer import DistillationTrainer
+
+logger = logging.get_logger(__name__)
+
+
+def run(
+    student_args: StudentArguments,
+    data_args: DataArguments,
+    task_args: TaskDataArguments,
+    config: DistillationConfig,
+    measure_args: MeasureArguments | None = None,
+    callbacks: list | None = None,
+) -> DistillationResult:
+    """Runs the distillation of `task_args.task` (default: the teacher's task): what `hf-distill train` does."""
+    if task_args.task is not None:
+        task = resolve_task_name(task_args.task)
+    else:
+        check_teacher_path(config.teacher_model_name_or_path)
+        task = infer_task(config.teacher_model_name_or_path, config.teacher_model_init_kwargs)
+        logger.info(f"Task inferred from the teacher's head: {PIPELINE_TASKS[task]}")
+    if task == "sequence-classification":
+        return run_distillation(student_args, data_args, config, measure_args, callbacks)
+    return run_task_distillation(task, student_args, data_args, task_args, config, measure_args, callbacks)
+
+
+def run_task_distillation(
+    task: str,
+    student_args: StudentArguments,
+    data_args: DataArguments,
+    task_args: TaskDataArguments,
+    config: DistillationConfig,
+    measure_args: MeasureArguments | None = None,
+    callbacks: list | None = None,
+) -> DistillationResult:
+    """Distils the teacher of `config` into a student for `task` (token-classification, question-answering,
+    masked-lm or causal-lm), on `data_args`' data; saves the student with its metrics file and model card."""
+    task = resolve_task_name(task)
+    measure_args = measure_args or MeasureArguments()
+    teacher, tokenizer = load_teacher_and_tokenizer(
+        config.teacher_model_name_or_path, config.teacher_model_init_kwargs, student_args.tokenizer_name, task=task
+    )
+    datasets = load_task_datasets(task, data_args, task_args, tokenizer, teacher.config)
+    student = make_student(teacher, student_args)
+    collator = collator_for(task, tokenizer, task_args)
+
+    def evaluation_of(split: str) -> TaskEvaluation:
+        return task_evaluation(task, datasets[split], teacher.config.id2label, task_args.max_answer_length)
+
+    evaluation = evaluation_of("validation")
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=config,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=evaluation.compute_metrics,
+        preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
+        callbacks=callbacks,
+    )
+    train_result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model(_internal_call=True)
+
+    # Fidelity to the teacher on the final split, on every process (evaluation gathers across processes).
+    eval_split = "test" if "test" in datasets else "validation"
+    final = evaluation_of(eval_split)
+    trainer.compute_metrics = final.compute_metrics
+    trainer.preprocess_logits_for_metrics = final.preprocess_logits_for_metrics
+    fidelity = trainer.evaluate(datasets[eval_split], metric_key_prefix="final")
+    metrics = None
+    if trainer.is_world_process_zero():
+        metrics = measure_task_models(
+            trainer,
+            teacher,
+            datasets[eval_split],
+            collator,
+            final,
+            config,
+            measure_args,
+            fidelity,
+        )
+        metrics["task"] = PIPELINE_TASKS[task]
+        metrics["dataset"] = {
+            "name": data_args.dataset_name or os.path.basename(data_args.train_file),
+            "train_examples": len(datasets["train"]),
+            "eval_split": eval_split,
+            "eval_examples": len(datasets[eval_split]),
+        }
+        metrics["training"]["train_runtime_s"] = round(train_result.metrics.get("train_runtime", 0.0), 1)
+        metrics["training"]["train_loss"] = train_result.metrics.get("train_loss")
+        write_metrics(config.output_dir, metrics)
+        trainer.create_model_card()
+    if config.push_to_hub:
+        trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
+    return DistillationResult(metrics=metrics, log_history=trainer.state.log_history, trainer=trainer)
+
+
+def measure_task_models(
+    trainer: DistillationTrainer,
+    teacher,
+    dataset,
+    collator,
+    evaluation: TaskEvaluation,
+    config: DistillationConfig,
+    measure_args: MeasureArguments,
+    fidelity: dict,
+) -> dict:
+    """The metrics file's content: each model's task metrics and size, and the student's agreement with the teacher
+    (argmax agreement and KL at the scored items: tokens, masked or next tokens, span positions)."""
+    latency = None
+    if measure_args.measure_latency:
+        latency = {
+            "batch_size": measure_args.latency_batch_size,
+            "sequence_length": measure_args.latency_sequence_length,
+            "threads": torch.get_num_threads(),
+            "device": str(trainer.student.device.type),
+        }
+    batch = config.per_device_eval_batch_size
+    teacher_facts = describe_model(teacher, config.teacher_model_name_or_path, latency)
+    student_facts = describe_model(trainer.student, config.output_dir, latency)
+    teacher_facts.update(score_model(teacher, dataset, collator, evaluation, batch, config.use_cpu))
+    teacher_facts["name_or_path"] = config.teacher_model_name_or_path
+    student_facts.update(score_model(trainer.student, dataset, collator, evaluation, batch, config.use_cpu))
+    for name in ("teacher_agreement", "teacher_kl"):
+        if f"final_{name}" in fidelity:
+            student_facts[name] = fidelity[f"final_{name}"]
+    student_facts["teacher_layers"] = getattr(trainer.student.config, "distillation_teacher_layers", None)
+    metrics = {"teacher": teacher_facts, "student": student_facts, "distillation": trainer.distillation_settings()}
+    if latency is not None:
+        metrics["latency"] = latency
+    metrics["training"] = {
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps if config.max_steps > 0 else None,
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "seed": config.seed,
+    }
+    metrics["framework_versions"] = framework_versions()
+    return metrics
