@@ -19,11 +19,17 @@ import threading
 import time
 
 import psutil
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+)
 
 from hf_distill.data import prepare_text_classification
-from hf_distill.demo import DemoArguments, data_arguments, minilm_path, run_demo
-from hf_distill.evaluation import predict_logits
+from hf_distill.demo import DemoArguments, data_arguments, minilm_path, run_demo, training_arguments
 
 
 class MemorySampler(threading.Thread):
@@ -50,22 +56,26 @@ def main():
     sampler.start()
     metrics = run_demo(args)
 
-    # One teacher inference pass over the training data, batched as in training.
+    # One teacher inference pass over the distillation run's training data, in its batches.
     paths = {split: os.path.join(args.output_dir, "data", f"{split}.csv") for split in ("train", "validation", "test")}
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     if args.unlabeled_examples:
         paths["unlabeled"] = os.path.join(args.output_dir, "data", "unlabeled.csv")
     # The distillation run's training data: the labelled tweets plus the transfer set.
     datasets, _ = prepare_text_classification(data_arguments(args, paths, unlabeled=True), tokenizer)
-    teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(args.output_dir, "teacher"))
-    # Sorted by length, the batches carry the least padding possible: the fastest teacher pass, so the cost ratio
-    # below errs against distillation, never for it.
-    train = datasets["train"]
-    train = (
-        train.add_column("length", [len(ids) for ids in train["input_ids"]]).sort("length").remove_columns("length")
-    )
+    teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(args.output_dir, "teacher")).eval()
+    # The same batches as the distillation run: a Trainer with the same arguments and seed draws the same
+    # length-grouped batches from the same data.
+    loader = Trainer(
+        model=teacher,
+        args=training_arguments(args, os.path.join(args.output_dir, "teacher-pass"), 1.0),
+        train_dataset=datasets["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+    ).get_train_dataloader()
     start = time.time()
-    predict_logits(teacher, train, DataCollatorWithPadding(tokenizer), batch_size=args.batch_size)
+    with torch.no_grad():  # as the distillation trainer runs its teacher
+        for batch in loader:
+            teacher(**{k: v for k, v in batch.items() if k != "labels"})
     end = time.time()
     sampler.running = False
 
