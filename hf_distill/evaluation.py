@@ -74,6 +74,26 @@ def measure_latency_ms(
     return statistics.median(timings)
 
 
+@torch.inference_mode()
+def measure_latencies_ms(
+    models: dict[str, PreTrainedModel], batch_size: int = 32, sequence_length: int = 64, rounds: int = 20
+) -> dict[str, float]:
+    """Median forward-pass time (ms) of several models, measured in turns on the same batch.
+
+    Taking turns (teacher, student, teacher, ...) spreads the machine's drift over all the models, so that two
+    models of the same size get the same figure; timing them one after the other on a busy machine does not.
+    """
+    timings: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
+    for round_index in range(rounds + 2):
+        for name, model in models.items():
+            elapsed = measure_latency_ms(model, batch_size, sequence_length, repeats=1, warmup=0)
+            if round_index >= 2:  # the first two rounds warm up
+                timings[name].append(elapsed)
+    return {name: round(statistics.median(values), 2) for name, values in timings.items()}
+
+
 def describe_model(
     model: PreTrainedModel, folder: str | None, latency: dict | None = None
 ) -> dict[str, int | float | str]:
