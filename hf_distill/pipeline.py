@@ -166,8 +166,8 @@ def run_distillation(
     # The push (when asked for) comes last, once the metrics and the card are in the folder.
     trainer.save_model(_internal_call=True)
     metrics = None
+    eval_split = "test" if "test" in datasets else "validation"
     if trainer.is_world_process_zero():
-        eval_split = "test" if "test" in datasets else "validation"
         metrics = measure_student_and_teacher(
             trainer.student,
             teacher,
@@ -179,7 +179,15 @@ def run_distillation(
             teacher_folder=config.teacher_model_name_or_path,
             settings=trainer.distillation_settings(),
         )
-        metrics["task"] = "text-classification"
+    return finish_run(trainer, metrics, "text-classification", data_args, datasets, eval_split, train_result)
+
+
+def finish_run(trainer, metrics, task, data_args, datasets, eval_split, train_result) -> DistillationResult:
+    """Completes the main process' metrics (task, data, training time), writes them and the model card, then
+    pushes when `push_to_hub` is set: the push comes last, once the metrics and the card are in the folder."""
+    config = trainer.args
+    if metrics is not None:
+        metrics["task"] = task
         metrics["dataset"] = {
             "name": data_args.dataset_name or os.path.basename(data_args.train_file),
             "train_examples": len(datasets["train"]),
@@ -211,14 +219,7 @@ def measure_student_and_teacher(
     batch = config.per_device_eval_batch_size
     teacher_logits = predict_logits(teacher, eval_dataset, collator, batch, config.use_cpu)
     student_logits = predict_logits(student, eval_dataset, collator, batch, config.use_cpu)
-    latency = None
-    if measure_args.measure_latency:
-        latency = {
-            "batch_size": measure_args.latency_batch_size,
-            "sequence_length": measure_args.latency_sequence_length,
-            "threads": torch.get_num_threads(),
-            "device": str(student.device.type),
-        }
+    latency = latency_settings(measure_args, student.device)
     teacher_facts = describe_model(teacher, teacher_folder, latency)
     student_facts = describe_model(student, student_folder, latency)
     teacher_facts.update(score_predictions(teacher_logits, labels), name_or_path=teacher_folder)
@@ -231,7 +232,26 @@ def measure_student_and_teacher(
     }
     if latency is not None:
         metrics["latency"] = latency
-    metrics["training"] = {
+    metrics["training"] = training_settings(config)
+    metrics["framework_versions"] = framework_versions()
+    return metrics
+
+
+def latency_settings(measure_args: MeasureArguments, device: torch.device) -> dict | None:
+    """How latency is measured (None when it is not): the metrics file's `latency` section."""
+    if not measure_args.measure_latency:
+        return None
+    return {
+        "batch_size": measure_args.latency_batch_size,
+        "sequence_length": measure_args.latency_sequence_length,
+        "threads": torch.get_num_threads(),
+        "device": str(device.type),
+    }
+
+
+def training_settings(config: DistillationConfig) -> dict:
+    """The training settings recorded in the metrics file (and shown on the card)."""
+    return {
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps if config.max_steps > 0 else None,
         "learning_rate": config.learning_rate,
@@ -239,8 +259,6 @@ def measure_student_and_teacher(
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "seed": config.seed,
     }
-    metrics["framework_versions"] = framework_versions()
-    return metrics
 
 
 def framework_versions() -> dict[str, str]:

@@ -8,9 +8,6 @@ and the student folder gets `distillation_metrics.json` and a model card.
 
 from __future__ import annotations
 
-import os
-
-import torch
 from transformers.utils import logging
 
 from .config import DistillationConfig
@@ -21,11 +18,13 @@ from .pipeline import (
     MeasureArguments,
     StudentArguments,
     check_teacher_path,
+    finish_run,
     framework_versions,
+    latency_settings,
     load_teacher_and_tokenizer,
     make_student,
     run_distillation,
-    write_metrics,
+    training_settings,
 )
 from .task_data import TaskDataArguments, collator_for, load_task_datasets
 from .task_evaluation import TaskEvaluation, score_model, task_evaluation
@@ -113,20 +112,7 @@ def run_task_distillation(
             measure_args,
             fidelity,
         )
-        metrics["task"] = PIPELINE_TASKS[task]
-        metrics["dataset"] = {
-            "name": data_args.dataset_name or os.path.basename(data_args.train_file),
-            "train_examples": len(datasets["train"]),
-            "eval_split": eval_split,
-            "eval_examples": len(datasets[eval_split]),
-        }
-        metrics["training"]["train_runtime_s"] = round(train_result.metrics.get("train_runtime", 0.0), 1)
-        metrics["training"]["train_loss"] = train_result.metrics.get("train_loss")
-        write_metrics(config.output_dir, metrics)
-        trainer.create_model_card()
-    if config.push_to_hub:
-        trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
-    return DistillationResult(metrics=metrics, log_history=trainer.state.log_history, trainer=trainer)
+    return finish_run(trainer, metrics, PIPELINE_TASKS[task], data_args, datasets, eval_split, train_result)
 
 
 def measure_task_models(
@@ -141,14 +127,7 @@ def measure_task_models(
 ) -> dict:
     """The metrics file's content: each model's task metrics and size, and the student's agreement with the teacher
     (argmax agreement and KL at the scored items: tokens, masked or next tokens, span positions)."""
-    latency = None
-    if measure_args.measure_latency:
-        latency = {
-            "batch_size": measure_args.latency_batch_size,
-            "sequence_length": measure_args.latency_sequence_length,
-            "threads": torch.get_num_threads(),
-            "device": str(trainer.student.device.type),
-        }
+    latency = latency_settings(measure_args, trainer.student.device)
     batch = config.per_device_eval_batch_size
     teacher_facts = describe_model(teacher, config.teacher_model_name_or_path, latency)
     student_facts = describe_model(trainer.student, config.output_dir, latency)
@@ -162,13 +141,6 @@ def measure_task_models(
     metrics = {"teacher": teacher_facts, "student": student_facts, "distillation": trainer.distillation_settings()}
     if latency is not None:
         metrics["latency"] = latency
-    metrics["training"] = {
-        "num_train_epochs": config.num_train_epochs,
-        "max_steps": config.max_steps if config.max_steps > 0 else None,
-        "learning_rate": config.learning_rate,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "seed": config.seed,
-    }
+    metrics["training"] = training_settings(config)
     metrics["framework_versions"] = framework_versions()
     return metrics

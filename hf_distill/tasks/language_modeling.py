@@ -13,24 +13,15 @@ import torch
 
 from .. import losses
 from .base import IGNORE_INDEX, LogitTarget, Task, _counts, attention_mask_of
+from .classification import TokenClassification
 
 
-class MaskedLM(Task):
+class MaskedLM(TokenClassification):
     """Logits `(batch, seq_len, vocab)`; with labels (from `DataCollatorForLanguageModeling`) only the masked
-    positions count, without labels every real token does."""
+    positions count, without labels every real token does: the masking and losses of token classification, over the
+    vocabulary."""
 
     name = "masked-lm"
-
-    def logit_targets(self, student_out, teacher_out, inputs):
-        labels = inputs.get("labels")
-        if labels is not None:
-            mask, unit = labels != IGNORE_INDEX, "labels"
-        else:
-            mask, unit = attention_mask_of(inputs), "tokens"
-        return [LogitTarget(student_out.logits, teacher_out.logits, mask, unit)]
-
-    def task_loss(self, student_out, inputs, counts):
-        return losses.task_cross_entropy(student_out.logits, inputs["labels"], num_items=counts["labels"]), "labels"
 
 
 class CausalLM(Task):
