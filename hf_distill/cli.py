@@ -2,6 +2,9 @@
 
     hf-distill train [RECIPE.yaml] [--flag value ...]   distil a teacher into a student, evaluate, save, write a card
                                                           (--task: the teacher's task unless given)
+    hf-distill cache [RECIPE.yaml] --cache_dir DIR [--top_k K] [--hidden_layers 2,4,6]
+                                                          run the teacher once over the recipe's training data and
+                                                          store its outputs; then `train RECIPE --teacher_cache DIR`
     hf-distill student --teacher_model_name_or_path T --output_dir S [--student_num_layers K ...]
                                                           only build and save a student from a teacher
     hf-distill push OUTPUT_DIR --repo_id NAME [--private] [--revision B] [--token T] [--endpoint URL]
@@ -23,15 +26,18 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser
 
+from .cache import CacheArguments
 from .config import DistillationConfig
 from .data import DataArguments
 from .pipeline import MeasureArguments, StudentArguments, load_teacher_and_tokenizer, make_student
 from .task_data import TaskDataArguments
-from .task_pipeline import run
+from .task_pipeline import build_cache, run
 
 COMMANDS = {
     "train": "distil a teacher into a student on a dataset (text or token classification, question answering, "
     "masked or causal LM); evaluate, save the student folder and its model card",
+    "cache": "run the teacher once over the training data and store its outputs (logits, or top-k, and hidden "
+    "states) for `train --teacher_cache`",
     "student": "build a DistilBERT-style student from a teacher (fewer layers, copied weights) and save it",
     "push": "publish a saved student folder to the Hub in one commit (weights, config, tokenizer, card, metrics)",
 }
@@ -97,6 +103,32 @@ def train(argv: Sequence[str]):
     return run(student_args, data_args, task_args, config, measure_args)
 
 
+def cache(argv: Sequence[str]):
+    parser = HfArgumentParser(
+        (StudentArguments, DataArguments, TaskDataArguments, MeasureArguments, DistillationConfig, CacheArguments),
+        prog="hf-distill cache",
+    )
+    parser.description = COMMANDS["cache"]
+    student_args, data_args, task_args, _, config, cache_args = parse_with_recipe(parser, argv)
+    built = build_cache(student_args, data_args, task_args, config, cache_args)
+    settings = built.settings
+    stored = (
+        f"top-{settings['top_k']} log-probabilities at T={settings['temperature']}"
+        if settings["top_k"]
+        else "all logits"
+    )
+    hidden = (
+        f", hidden states {settings['hidden_layers']} ({settings['hidden_dtype']})"
+        if settings["hidden_layers"]
+        else ""
+    )
+    print(
+        f"Teacher cache {built.path}: {len(built)} examples, {stored}{hidden}, {built.size_bytes() / 2**20:.1f} MB. "
+        f"Train with --teacher_cache {built.path}"
+    )
+    return built
+
+
 def student(argv: Sequence[str]) -> str:
     parser = HfArgumentParser((StudentOutputArguments, StudentArguments), prog="hf-distill student")
     parser.description = COMMANDS["student"]
@@ -150,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise SystemExit(f"hf-distill: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
-    {"train": train, "student": student, "push": push}[command](rest)
+    {"train": train, "cache": cache, "student": student, "push": push}[command](rest)
 
 
 if __name__ == "__main__":

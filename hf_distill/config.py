@@ -42,6 +42,29 @@ class DistillationConfig(TrainingArguments):
             "DistillationTrainer."
         },
     )
+    teacher_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "With several teachers (teacher_model_name_or_path 'a,b' or a list): the weight of each one's "
+            "soft targets, e.g. '0.7,0.3' (normalised to sum to 1; default: equal). The soft targets are the "
+            "weighted average of the teachers' distributions at the temperature."
+        },
+    )
+    intermediate_teacher: int = field(
+        default=0,
+        metadata={
+            "help": "With several teachers: which one (0-based) the hidden-state, attention and relation losses "
+            "learn from."
+        },
+    )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A teacher cache folder (`hf-distill cache`): training reads the teacher's stored outputs "
+            "instead of running it. The cache must have been built from this training data and teacher; anything "
+            "else is refused."
+        },
+    )
     teacher_model_init_kwargs: dict | str | None = field(
         default=None,
         metadata={
@@ -135,6 +158,24 @@ class DistillationConfig(TrainingArguments):
             # Explicit pairs: check their form now; their range is checked against the models by the trainer.
             pairs = parse_layer_pairs(self.layer_map)
             self.layer_map = ",".join(f"{t}:{s}" for t, s in pairs)
+        if isinstance(self.teacher_model_name_or_path, (list, tuple)):
+            self.teacher_model_name_or_path = ",".join(str(p) for p in self.teacher_model_name_or_path)
+        if isinstance(self.teacher_weights, (list, tuple)):
+            self.teacher_weights = ",".join(str(w) for w in self.teacher_weights)
+        if self.teacher_weights is not None:
+            weights = _parse_numbers(self.teacher_weights, "teacher_weights")
+            if any(w < 0 or not math.isfinite(w) for w in weights) or not sum(weights) > 0:
+                raise ValueError(
+                    f"teacher_weights must be numbers >= 0 with a positive sum, got {self.teacher_weights!r}"
+                )
+            paths = self.teacher_paths
+            if paths and len(paths) != len(weights):
+                raise ValueError(
+                    f"teacher_weights has {len(weights)} weights but teacher_model_name_or_path names {len(paths)} "
+                    f"teachers ({self.teacher_model_name_or_path!r}); give one weight per teacher"
+                )
+        if not isinstance(self.intermediate_teacher, int) or self.intermediate_teacher < 0:
+            raise ValueError(f"intermediate_teacher must be a teacher index >= 0, got {self.intermediate_teacher!r}")
         self.teacher_model_init_kwargs = _parse_json_dict(self.teacher_model_init_kwargs, "teacher_model_init_kwargs")
 
     def distillation_settings(self) -> dict[str, float | str]:
@@ -148,9 +189,28 @@ class DistillationConfig(TrainingArguments):
         }
 
     @property
+    def teacher_paths(self) -> list[str]:
+        """The teachers named by `teacher_model_name_or_path` (comma-separated for several)."""
+        if not self.teacher_model_name_or_path:
+            return []
+        return [p.strip() for p in self.teacher_model_name_or_path.split(",") if p.strip()]
+
+    @property
+    def teacher_weight_list(self) -> list[float] | None:
+        """`teacher_weights` as numbers (not normalised), or `None` (equal weights)."""
+        return _parse_numbers(self.teacher_weights, "teacher_weights") if self.teacher_weights is not None else None
+
+    @property
     def loss_weights(self) -> dict[str, float]:
         """The weight of each loss term, by term name (`kd`, `task`, `logit_mse`, `hidden`, `attention`)."""
         return {name: float(getattr(self, field_name)) for name, field_name in LOSS_WEIGHT_FIELDS.items()}
+
+
+def _parse_numbers(value: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in str(value).split(",") if x.strip()]
+    except ValueError as error:
+        raise ValueError(f"{name} must be comma-separated numbers such as '0.7,0.3', got {value!r}") from error
 
 
 def _parse_json_dict(value: Any, name: str) -> dict | None:

@@ -20,9 +20,9 @@ def input_names(model: nn.Module) -> set[str]:
     }
 
 
-def build_projections(teacher: PreTrainedModel, student: PreTrainedModel, layer_map: LayerMap) -> nn.ModuleList | None:
+def build_projections(teacher_width: int, student: PreTrainedModel, layer_map: LayerMap) -> nn.ModuleList | None:
     """One `nn.Linear(student_width, teacher_width)` per layer pair (FitNets regressors), or `None` if widths match."""
-    teacher_width, student_width = teacher.config.hidden_size, student.config.hidden_size
+    student_width = student.config.hidden_size
     if teacher_width == student_width:
         return None
     return nn.ModuleList(

@@ -8,11 +8,14 @@ and the student folder gets `distillation_metrics.json` and a model card.
 
 from __future__ import annotations
 
+from transformers import DataCollatorWithPadding
 from transformers.utils import logging
 
+from .cache import CacheArguments, TeacherCache, build_teacher_cache
 from .config import DistillationConfig
-from .data import DataArguments
+from .data import DataArguments, prepare_text_classification
 from .evaluation import describe_model
+from .layer_map import LayerMap
 from .pipeline import (
     DistillationResult,
     MeasureArguments,
@@ -53,6 +56,56 @@ def run(
     if task == "sequence-classification":
         return run_distillation(student_args, data_args, config, measure_args, callbacks)
     return run_task_distillation(task, student_args, data_args, task_args, config, measure_args, callbacks)
+
+
+def build_cache(
+    student_args: StudentArguments,
+    data_args: DataArguments,
+    task_args: TaskDataArguments,
+    config: DistillationConfig,
+    cache_args: CacheArguments,
+) -> TeacherCache:
+    """Runs the recipe's teacher once over the recipe's training data and stores its outputs in
+    `cache_args.cache_dir`: what `hf-distill cache` does. Train with `--teacher_cache` on the same recipe.
+
+    By default the cache holds the hidden states that the recipe's hidden-state loss will compare (the teacher layers
+    of its layer map for the recipe's student), and all logits.
+    """
+    task = resolve_task_name(task_args.task) if task_args.task is not None else None
+    if task is None:
+        check_teacher_path(config.teacher_model_name_or_path)
+        task = infer_task(config.teacher_model_name_or_path, config.teacher_model_init_kwargs)
+    if len(config.teacher_paths) > 1:
+        raise ValueError("a teacher cache holds one teacher's outputs; give a single teacher_model_name_or_path")
+    teacher, tokenizer = load_teacher_and_tokenizer(
+        config.teacher_model_name_or_path, config.teacher_model_init_kwargs, student_args.tokenizer_name, task=task
+    )
+    if task == "sequence-classification":
+        datasets, _ = prepare_text_classification(data_args, tokenizer, id2label=teacher.config.id2label)
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        datasets = load_task_datasets(task, data_args, task_args, tokenizer, teacher.config)
+        collator = collator_for(task, tokenizer, task_args)
+    hidden_layers = cache_args.hidden_layers
+    if hidden_layers is None and config.hidden_weight:
+        student_layers = make_student(teacher, student_args).config.num_hidden_layers
+        layer_map = LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student_layers)
+        hidden_layers = sorted({t for t, _ in layer_map.hidden_state_indices()})
+    return build_teacher_cache(
+        teacher,
+        datasets["train"],
+        cache_args.cache_dir,
+        tokenizer=tokenizer,
+        data_collator=collator,
+        top_k=cache_args.top_k,
+        temperature=config.temperature,
+        hidden_layers=hidden_layers,
+        hidden_dtype=cache_args.hidden_dtype,
+        batch_size=cache_args.cache_batch_size,
+        shard_size=cache_args.shard_size,
+        device=config.device,
+        progress=not config.disable_tqdm,
+    )
 
 
 def run_task_distillation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from accelerate import Accelerator
@@ -89,26 +90,45 @@ def load_pretrained_like(
         ) from error
 
 
-def check_compatibility(teacher: PreTrainedModel, student: PreTrainedModel, task: Task) -> None:
+def model_facts(model: PreTrainedModel) -> dict:
+    """What distillation needs to know about a teacher when only its outputs are at hand (a teacher cache): its head,
+    vocabulary, labels and shape."""
+    config = model.config
+    return {
+        "class": type(model).__name__,
+        "task": task_name_of(model),
+        "name_or_path": model.name_or_path,
+        "vocab_size": _vocab_size(model),
+        "output_vocab_size": _output_vocab_size(model),
+        "num_labels": config.num_labels,
+        "id2label": {str(k): v for k, v in config.id2label.items()},
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+    }
+
+
+def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedModel, task: Task) -> None:
     """Fails with a message saying what differs, and how to fix it, if teacher and student cannot be distilled.
 
     They must have the same kind of head, read the same token ids (same vocabulary), and, for classification,
     predict the same labels in the same order; language models must also predict over the same vocabulary.
+    `teacher` is the model, or its [`model_facts`] (as a teacher cache records them).
     """
-    teacher_task = task_name_of(teacher)
-    if teacher_task != task.name:
+    facts = teacher if isinstance(teacher, dict) else model_facts(teacher)
+    if facts["task"] != task.name:
         raise ValueError(
-            f"the teacher is a {type(teacher).__name__} ({teacher_task or 'no supported head'}) but the student is a "
+            f"the teacher is a {facts['class']} ({facts['task'] or 'no supported head'}) but the student is a "
             f"{type(student).__name__} ({task.name}); distil between models with the same kind of head"
         )
-    teacher_vocab, student_vocab = _vocab_size(teacher), _vocab_size(student)
+    teacher_vocab, student_vocab = facts["vocab_size"], _vocab_size(student)
     if teacher_vocab != student_vocab:
         raise ValueError(
             f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}. Teacher and student read the "
             "same input ids, so they must share a tokenizer; build the student from the teacher with build_student()"
         )
     if task.name in _VOCABULARY_TASKS:
-        teacher_out, student_out = _output_vocab_size(teacher), _output_vocab_size(student)
+        teacher_out, student_out = facts["output_vocab_size"], _output_vocab_size(student)
         if teacher_out != student_out:
             raise ValueError(
                 f"vocabulary size differs: the teacher predicts over {teacher_out} tokens, the student over "
@@ -117,17 +137,17 @@ def check_compatibility(teacher: PreTrainedModel, student: PreTrainedModel, task
             )
     if task.name not in _LABELLED_TASKS:
         return
-    teacher_labels, student_labels = teacher.config.num_labels, student.config.num_labels
+    teacher_labels, student_labels = facts["num_labels"], student.config.num_labels
     if teacher_labels != student_labels:
         raise ValueError(
             f"number of labels differs: teacher num_labels={teacher_labels}, student num_labels={student_labels}; "
             f"give the student num_labels={teacher_labels} and the teacher's id2label"
         )
-    t_id2label, s_id2label = _names(teacher.config.id2label), _names(student.config.id2label)
+    t_id2label, s_id2label = _names(facts["id2label"]), _names(student.config.id2label)
     if is_default_id2label(s_id2label) and not is_default_id2label(t_id2label):
         logger.info(f"The student has no label names; using the teacher's: {t_id2label}")
-        student.config.id2label = dict(teacher.config.id2label)
-        student.config.label2id = dict(teacher.config.label2id)
+        student.config.id2label = dict(t_id2label)
+        student.config.label2id = {name: i for i, name in t_id2label.items()}
     elif not is_default_id2label(s_id2label) and not is_default_id2label(t_id2label) and s_id2label != t_id2label:
         raise ValueError(
             f"label mapping differs: teacher id2label={t_id2label}, student id2label={s_id2label}. The soft targets "
@@ -258,3 +278,35 @@ def _fsdp_wrap(teacher: PreTrainedModel, accelerator: Accelerator) -> nn.Module:
         limit_all_gathers=plugin.limit_all_gathers,
         device_id=accelerator.device,
     )
+
+
+# ---- several teachers ----------------------------------------------------------------------------------------------
+
+
+def average_soft_targets(
+    logits: list[torch.Tensor], weights: list[float], temperature: float, is_regression: bool = False
+) -> torch.Tensor:
+    r"""The logits of a teacher ensemble: one tensor whose soft targets are the weighted average of the teachers'.
+
+    For classes, with weights $w_i$ summing to 1, the ensemble's distribution at temperature $T$ is
+    $\bar p = \sum_i w_i \,\mathrm{softmax}(z_i / T)$, returned as the logits $T \log \bar p$ (so that
+    $\mathrm{softmax}(\cdot / T) = \bar p$ exactly; their argmax is the ensemble's prediction). For regression outputs
+    it is the weighted mean $\sum_i w_i z_i$.
+
+    Args:
+        logits (`list[torch.Tensor]`): each teacher's logits, all of shape `(..., num_classes)`.
+        weights (`list[float]`): one weight per teacher, summing to 1.
+        temperature (`float`): $T$.
+        is_regression (`bool`): real-valued outputs (averaged as they are).
+
+    Returns:
+        `torch.Tensor` in float32, of the same shape.
+    """
+    if len(logits) != len(weights):
+        raise ValueError(f"{len(logits)} teachers' logits but {len(weights)} weights")
+    if is_regression:
+        return sum(w * z.float() for w, z in zip(weights, logits))
+    log_p = torch.stack(
+        [torch.log_softmax(z.float() / temperature, dim=-1) + math.log(w) for w, z in zip(weights, logits) if w > 0]
+    )
+    return temperature * torch.logsumexp(log_p, dim=0)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
@@ -16,11 +18,19 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import find_labels, logging
 
 from . import losses
+from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_collator
 from .config import DistillationConfig
 from .layer_map import LayerMap
 from .modeling import DistillationModel, build_projections, input_names
 from .tasks import UNITS, task_for
-from .teacher import check_compatibility, load_pretrained_like, place_teacher, prepare_attention_maps
+from .teacher import (
+    average_soft_targets,
+    check_compatibility,
+    load_pretrained_like,
+    model_facts,
+    place_teacher,
+    prepare_attention_maps,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -54,8 +64,9 @@ class DistillationTrainer(Trainer):
     def __init__(
         self,
         model: PreTrainedModel | None = None,
-        teacher_model: PreTrainedModel | str | None = None,
+        teacher_model: PreTrainedModel | str | list[PreTrainedModel | str] | None = None,
         args: DistillationConfig | None = None,
+        teacher_cache: TeacherCache | str | None = None,
         **kwargs: Any,
     ):
         if args is None:
@@ -64,34 +75,48 @@ class DistillationTrainer(Trainer):
             raise TypeError(f"args must be a DistillationConfig, got {type(args).__name__}")
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"model (the student) must be a transformers PreTrainedModel, got {type(model).__name__}")
-        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-        if teacher_model is None:
-            raise ValueError("no teacher: pass teacher_model=... or set teacher_model_name_or_path in the config")
-        if isinstance(teacher_model, (str, os.PathLike)):
-            teacher_model = load_pretrained_like(str(teacher_model), model, args.teacher_model_init_kwargs)
-        if teacher_model is model:
-            raise ValueError("teacher_model and model are the same object; the student must be a separate model")
-
         self.task = task_for(model)
-        check_compatibility(teacher_model, model, self.task)
+        teachers = self._load_teachers(model, teacher_model, args)
+        teacher_cache = teacher_cache if teacher_cache is not None else args.teacher_cache
+        if isinstance(teacher_cache, (str, os.PathLike)):
+            teacher_cache = TeacherCache(str(teacher_cache))
+        if not teachers and teacher_cache is None:
+            raise ValueError(
+                "no teacher: pass teacher_model=..., or set teacher_model_name_or_path or teacher_cache in the config"
+            )
+        self.teacher_cache = teacher_cache
+        self.teacher_weights = self._teacher_weights(len(teachers), args)
+        if args.intermediate_teacher >= max(len(teachers), 1):
+            raise ValueError(
+                f"intermediate_teacher={args.intermediate_teacher} but there are {len(teachers)} teachers; give an "
+                f"index from 0 to {max(len(teachers), 1) - 1}"
+            )
+        # The teacher whose internals (hidden states, attention) the student learns from; its facts size the losses.
+        main_teacher = teachers[args.intermediate_teacher] if teachers else None
+        facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
+        for teacher in teachers:
+            check_compatibility(teacher, model, self.task)
         weights = args.loss_weights
         self.layer_map = None
         if weights["hidden"] or weights["attention"]:
             self.layer_map = LayerMap.from_spec(
-                args.layer_map, teacher_model.config.num_hidden_layers, model.config.num_hidden_layers
+                args.layer_map, facts["num_hidden_layers"], model.config.num_hidden_layers
             )
+        if teacher_cache is not None:
+            check_compatibility(teacher_cache.teacher, model, self.task)
+            kwargs["train_dataset"] = self._join_cache(teacher_cache, main_teacher, len(teachers), args, kwargs)
         if weights["attention"]:
             if not self.layer_map.attention_indices():
                 raise ValueError(
                     f"attention_weight > 0 but layer_map {self.layer_map.spec()} pairs no transformer layers (layer 0 "
                     "is the embedding output, which has no attention map)"
                 )
-            prepare_attention_maps(teacher_model, model)
+            prepare_attention_maps(main_teacher, model)
         projections = None
         if weights["hidden"]:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed)
-                projections = build_projections(teacher_model, model, self.layer_map)
+                projections = build_projections(facts["hidden_size"], model, self.layer_map)
         wrapper = DistillationModel(
             model,
             projections=projections,
@@ -102,11 +127,15 @@ class DistillationTrainer(Trainer):
         super().__init__(model=wrapper, args=args, **kwargs)
         # The wrapper's forward takes **inputs; the loss kwargs are handled here, not by the model.
         self.model_accepts_loss_kwargs = False
+        if teacher_cache is not None:
+            self.data_collator = CacheIndexCollator(self.data_collator)
         if self.args.label_names is None:
             self.label_names = find_labels(type(model))
-        self.teacher_name = teacher_model.name_or_path or args.teacher_model_name_or_path
-        self.teacher = self._prepare_teacher(teacher_model)
-        self._teacher_input_names = input_names(self.teacher)
+        self.teacher_name = facts["name_or_path"] or args.teacher_model_name_or_path
+        self.teachers = [self._prepare_teacher(teacher) for teacher in teachers]
+        self.teacher = self.teachers[args.intermediate_teacher] if self.teachers else None
+        self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
+        self._warned_no_teacher = False
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
         self._eval_sums: dict[str, torch.Tensor] = {}
@@ -116,23 +145,125 @@ class DistillationTrainer(Trainer):
         """The student being trained (unwrapped)."""
         return self.accelerator.unwrap_model(self.model).student
 
-    # ---- the frozen teacher -----------------------------------------------------------------------------------------
+    # ---- the frozen teachers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_teachers(model, teacher_model, args) -> list[PreTrainedModel]:
+        if teacher_model is None:
+            teacher_model = args.teacher_paths
+        if not isinstance(teacher_model, (list, tuple)):
+            teacher_model = [teacher_model]
+        teachers = []
+        for teacher in teacher_model:
+            if isinstance(teacher, (str, os.PathLike)):
+                teacher = load_pretrained_like(str(teacher), model, args.teacher_model_init_kwargs)
+            if teacher is model:
+                raise ValueError("a teacher and the student are the same object; the student must be a separate model")
+            teachers.append(teacher)
+        return teachers
+
+    @staticmethod
+    def _teacher_weights(count: int, args: DistillationConfig) -> list[float]:
+        weights = args.teacher_weight_list
+        if weights is None:
+            return [1.0 / max(count, 1)] * max(count, 1)
+        if count and len(weights) != count:
+            raise ValueError(f"teacher_weights has {len(weights)} weights for {count} teachers; give one per teacher")
+        return [w / sum(weights) for w in weights]
+
+    def _join_cache(self, cache: TeacherCache, teacher, num_teachers: int, args, kwargs) -> Any:
+        """Checks that `cache` belongs to this teacher, data and settings, and gives the training data the column that
+        joins each example to its cached row (it travels with the example through shuffling and sharding)."""
+        import datasets
+
+        if num_teachers > 1:
+            raise ValueError("a teacher cache holds one teacher's outputs; it cannot stand in for several teachers")
+        dataset = kwargs.get("train_dataset")
+        if not isinstance(dataset, datasets.Dataset):
+            raise TypeError(
+                f"teacher_cache needs train_dataset to be the datasets.Dataset the cache was built from, got "
+                f"{type(dataset).__name__}"
+            )
+        check_collator(kwargs.get("data_collator"), dataset)
+        cache.check(teacher=teacher, tokenizer=kwargs.get("processing_class"), dataset=dataset)
+        settings, weights = cache.settings, args.loss_weights
+        if settings["top_k"]:
+            if weights["logit_mse"]:
+                raise ValueError(
+                    f"logit_mse_weight > 0 compares raw logits, which a top-k cache (top_k={settings['top_k']}) does "
+                    "not keep; set logit_mse_weight=0 or build the cache with all logits (no top_k)"
+                )
+            if not math.isclose(settings["temperature"], args.temperature):
+                raise ValueError(
+                    f"the teacher cache stores top-{settings['top_k']} probabilities at temperature "
+                    f"{settings['temperature']}, but this run's temperature is {args.temperature}: use the same "
+                    "temperature, or build the cache again"
+                )
+        if weights["attention"]:
+            raise ValueError(
+                "attention_weight > 0 needs the teacher's attention maps, which a teacher cache does not store; set "
+                "attention_weight=0 or train with the live teacher"
+            )
+        if weights["hidden"]:
+            needed = sorted({t for t, _ in self.layer_map.hidden_state_indices()})
+            missing = [layer for layer in needed if layer not in cache.hidden_layers]
+            if missing:
+                raise ValueError(
+                    f"the hidden-state loss (layer_map {self.layer_map.spec()}) needs teacher hidden states {needed}, "
+                    f"but the teacher cache holds {cache.hidden_layers}; build it with hidden_layers="
+                    f"'{','.join(map(str, needed))}'"
+                )
+        if CACHE_INDEX_COLUMN in dataset.column_names:
+            dataset = dataset.remove_columns(CACHE_INDEX_COLUMN)
+        return dataset.add_column(CACHE_INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
 
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
         return place_teacher(teacher, self.accelerator, self.args)
 
-    def _teacher_forward(self, inputs: dict) -> Any:
-        """The teacher's outputs for `inputs`, computed where the teacher lives, returned on the student's device."""
-        teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_input_names}
-        device = _device_of(self.teacher)
+    def _teacher_forward(self, inputs: dict, training: bool) -> Any:
+        """The teachers' outputs for `inputs`, on the student's device; `None` when no teacher can give them.
+
+        Training batches read the teacher cache when there is one. With several teachers, the logits are their
+        ensemble's ([`average_soft_targets`]) and the hidden states and attention maps the intermediate teacher's.
+        """
+        if training and self.teacher_cache is not None and CACHE_INDEX_COLUMN in inputs:
+            reference = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
+            return self.teacher_cache.outputs(
+                inputs[CACHE_INDEX_COLUMN], inputs.get("attention_mask"), reference.shape[:2], self.args.device
+            )
+        if not self.teachers:
+            if not self._warned_no_teacher:
+                logger.warning(
+                    "No live teacher: the teacher cache covers the training data only, so evaluation reports the task "
+                    "loss and metrics without the distillation terms (pass teacher_model too, to have them)"
+                )
+                self._warned_no_teacher = True
+            return None
+        main = self.args.intermediate_teacher
+        outputs = [
+            self._run_teacher(teacher, names, inputs, internals=i == main)
+            for i, (teacher, names) in enumerate(zip(self.teachers, self._teacher_input_names))
+        ]
+        if len(outputs) == 1:
+            return outputs[0]
+        combined = outputs[main]
+        for name in self.task.logit_fields:
+            combined[name] = average_soft_targets(
+                [out[name] for out in outputs], self.teacher_weights, self.args.temperature, self.task.is_regression
+            )
+        return combined
+
+    def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool) -> Any:
+        teacher_inputs = {k: v for k, v in inputs.items() if k in names}
+        device = _device_of(teacher)
         moved = device is not None and device != self.args.device
         if moved:
             teacher_inputs = {k: v.to(device) for k, v in teacher_inputs.items()}
         with torch.no_grad():
-            outputs = self.teacher(
+            outputs = teacher(
                 **teacher_inputs,
-                output_hidden_states=bool(self.args.hidden_weight),
-                output_attentions=bool(self.args.attention_weight),
+                output_hidden_states=internals and bool(self.args.hidden_weight),
+                output_attentions=internals and bool(self.args.attention_weight),
                 return_dict=True,
             )
         if moved:
@@ -163,7 +294,7 @@ class DistillationTrainer(Trainer):
         label_keys = {"labels", *self.label_names, *self.task.label_names}
         model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
-        teacher_out = self._teacher_forward(model_inputs)
+        teacher_out = self._teacher_forward(inputs, training)
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
         global_counts = training and isinstance(num_items_in_batch, dict)
         counts = (
@@ -174,7 +305,9 @@ class DistillationTrainer(Trainer):
         terms = self._loss_terms(student_out, teacher_out, inputs, labels, counts, training)
 
         weights = self.args.loss_weights
-        loss = sum(weights[name] * value for name, (value, _) in terms.items())
+        loss = sum(
+            (weights[name] * value for name, (value, _) in terms.items()), torch.zeros((), device=self.args.device)
+        )
         if training:
             self._record_train_terms(terms)
         else:
@@ -185,8 +318,19 @@ class DistillationTrainer(Trainer):
         return (loss, student_out) if return_outputs else loss
 
     def _loss_terms(self, student_out, teacher_out, inputs, labels, counts, training) -> dict:
-        """Each weighted-on term: name -> (value, unit its sum was divided by)."""
+        """Each weighted-on term: name -> (value, unit its sum was divided by). Without teacher outputs (evaluation
+        with only a teacher cache) the task term alone."""
         args, weights, terms = self.args, self.args.loss_weights, {}
+        if weights["task"]:
+            if labels is not None:
+                terms["task"] = self.task.task_loss(student_out, inputs, counts)
+            elif training:
+                names = " and ".join(repr(name) for name in self.task.label_names)
+                raise ValueError(
+                    f"task_weight > 0 but the training batch has no {names}; add the labels or set task_weight=0"
+                )
+        if teacher_out is None:
+            return terms
         # Averaged over the logit pairs (question answering has two: start and end), as the task loss is.
         targets = self.task.logit_targets(student_out, teacher_out, inputs)
         if weights["kd"]:
@@ -201,14 +345,6 @@ class DistillationTrainer(Trainer):
         if weights["logit_mse"]:
             value = sum(losses.logit_mse(t.student, t.teacher, t.mask, counts[t.unit], t.classes) for t in targets)
             terms["logit_mse"] = (value / len(targets), targets[0].unit)
-        if weights["task"]:
-            if labels is not None:
-                terms["task"] = self.task.task_loss(student_out, inputs, counts)
-            elif training:
-                names = " and ".join(repr(name) for name in self.task.label_names)
-                raise ValueError(
-                    f"task_weight > 0 but the training batch has no {names}; add the labels or set task_weight=0"
-                )
         mask, num_tokens = inputs.get("attention_mask"), counts["tokens"]
         if weights["hidden"]:
             # Averaged over the pairs, so the weight means the same whatever the number of pairs.
@@ -241,7 +377,7 @@ class DistillationTrainer(Trainer):
             sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0) + torch.stack(
                 [value.detach().double().cpu() * count, count]
             )
-        if self.task.is_regression:
+        if self.task.is_regression or teacher_out is None:
             return
         for target in self.task.logit_targets(student_out, teacher_out, inputs):
             mask = target.mask if target.mask is not None else torch.ones(target.student.shape[:-1], dtype=torch.bool)
@@ -367,7 +503,7 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             columns = list(inspect.signature(self.student.forward).parameters)
-            self._signature_columns = columns + list({"label", "label_ids", *self.label_names})
+            self._signature_columns = columns + list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args."""

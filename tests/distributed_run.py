@@ -2,9 +2,11 @@
 
     torchrun --nproc_per_node 2 tests/distributed_run.py OUT_DIR PER_DEVICE_BATCH [ACCUMULATION] [MODE]
 
-MODE is `full` (3 steps), `interrupt` (saves a checkpoint every step and stops after step 2) or `resume` (resumes
-from OUT_DIR/checkpoint-2 and finishes the 3 steps). Each rank writes OUT_DIR/rank{R}.json (what it saw); rank 0
-also writes OUT_DIR/final.safetensors with the trained student and projections.
+MODE is `full` (3 steps), `interrupt` (saves a checkpoint every step and stops after step 2), `resume` (resumes
+from OUT_DIR/checkpoint-2 and finishes the 3 steps), `live_no_attention` (full, without the attention loss) or
+`cache` (the same from the teacher cache at $HF_DISTILL_TEST_CACHE, with no live teacher).
+Each rank writes OUT_DIR/rank{R}.json (what it saw); rank 0 also writes OUT_DIR/final.safetensors with the trained
+student and projections.
 """
 
 import json
@@ -29,6 +31,10 @@ class StopAfter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             control.should_training_stop = True
+
+
+def training_data():
+    return random_classification_dataset(48, seed=7, min_len=1, max_len=30)
 
 
 def main(out_dir, per_device_batch, accumulation=1, mode="full"):
@@ -56,14 +62,16 @@ def main(out_dir, per_device_batch, accumulation=1, mode="full"):
         task_weight=0.5,
         logit_mse_weight=0.3,
         hidden_weight=2.0,
-        attention_weight=1.0,
+        # A teacher cache holds no attention maps.
+        attention_weight=0.0 if mode in ("cache", "live_no_attention") else 1.0,
+        teacher_cache=os.environ["HF_DISTILL_TEST_CACHE"] if mode == "cache" else None,
     )
     trainer = DistillationTrainer(
         model=tiny_bert(num_layers=2, hidden=16, seed=1),
-        teacher_model=tiny_bert(num_layers=4, hidden=32, seed=0),
+        teacher_model=None if mode == "cache" else tiny_bert(num_layers=4, hidden=32, seed=0),
         args=config,
         # Lengths vary a lot, so ranks see different token counts: only global normalisation makes them agree.
-        train_dataset=random_classification_dataset(48, seed=7, min_len=1, max_len=30),
+        train_dataset=training_data(),
         data_collator=pad_collate,
     )
     if mode == "interrupt":
@@ -76,7 +84,10 @@ def main(out_dir, per_device_batch, accumulation=1, mode="full"):
         "distributed_type": str(trainer.accelerator.distributed_type),
         "student_wrapped_in_ddp": isinstance(trainer.model_wrapped, DistributedDataParallel),
         "teacher_wrapped_in_ddp": isinstance(trainer.teacher, DistributedDataParallel),
-        "teacher_requires_grad": any(p.requires_grad for p in trainer.teacher.parameters()),
+        "teacher_requires_grad": any(p.requires_grad for p in trainer.teachers[0].parameters())
+        if trainer.teachers
+        else None,
+        "teacher_cache": trainer.teacher_cache.path if trainer.teacher_cache is not None else None,
         "steps": trainer.state.global_step,
         "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
     }

@@ -94,6 +94,25 @@ def test_student_command_builds_and_saves(tmp_path, teacher_folder, capsys):
     assert "2-layer student" in capsys.readouterr().out
 
 
+def test_cache_command_then_train_from_it_equals_training_with_the_teacher(tmp_path, teacher_folder, capsys):
+    recipe = write_recipe(tmp_path, teacher_folder, ".csv", measure_latency=False)
+    main(["cache", str(recipe), "--cache_dir", str(tmp_path / "cache"), "--hidden_dtype", "float32"])
+    out = capsys.readouterr().out
+    assert "48 examples, all logits, hidden states [2, 4] (float32)" in out  # the recipe's layer map, 4 -> 2
+    assert "--teacher_cache" in out
+
+    main(["train", str(recipe), "--teacher_cache", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "cached")])
+    main(["train", str(recipe), "--output_dir", str(tmp_path / "live")])
+    cached = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cached").state_dict()
+    live = AutoModelForSequenceClassification.from_pretrained(tmp_path / "live").state_dict()
+    assert max((cached[k] - live[k]).abs().max().item() for k in live) < 1e-5
+
+    # A recipe whose data differ from the cache's is refused, naming the cache.
+    other = write_sentiment_rows(tmp_path / "other.csv", 48, seed=7)
+    with pytest.raises(ValueError, match="built from other data"):
+        main(["train", str(recipe), "--teacher_cache", str(tmp_path / "cache"), "--train_file", str(other)])
+
+
 @pytest.mark.parametrize(
     "command, flags",
     [

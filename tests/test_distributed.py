@@ -54,6 +54,46 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.timeout(400)
+def test_two_processes_reading_a_teacher_cache_match_one_process_with_the_live_teacher(tmp_path):
+    """Each rank reads the cached rows of its own examples: the two-rank cached run ends with the student of the
+    one-process live run."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    from conftest import pad_collate, tiny_bert
+    from distributed_run import training_data
+
+    from hf_distill.cache import build_teacher_cache
+
+    cache = tmp_path / "cache"
+    build_teacher_cache(
+        tiny_bert(num_layers=4, hidden=32, seed=0),
+        training_data(),
+        str(cache),
+        data_collator=pad_collate,
+        hidden_layers="all",
+        hidden_dtype="float32",
+        progress=False,
+    )
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir()
+    double.mkdir()
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    (one,) = run([sys.executable, str(SCRIPT), str(single), "8", "1", "live_no_attention"], single)
+    os.environ["HF_DISTILL_TEST_CACHE"] = str(cache)
+    try:
+        launch = [torchrun, "--nproc_per_node", "2", "--master_port", "29535", str(SCRIPT), str(double), "4", "1"]
+        ranks = run([*launch, "cache"], double)
+    finally:
+        del os.environ["HF_DISTILL_TEST_CACHE"]
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    assert all(r["teacher_cache"] == str(cache) and r["steps"] == 3 for r in ranks)
+    a, b = load_file(single / "final.safetensors"), load_file(double / "final.safetensors")
+    max_diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"max |param(1 process, live teacher) - param(2 processes, teacher cache)| = {max_diff:.3e}")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.timeout(400)
 def test_two_process_run_interrupted_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     full, resumed = tmp_path / "full", tmp_path / "resumed"

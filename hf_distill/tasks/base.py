@@ -44,6 +44,8 @@ class Task:
     is_regression: bool = False
     # The label inputs of the head, as transformers names them (`find_labels`).
     label_names: tuple[str, ...] = ("labels",)
+    # The outputs holding the logits the soft targets come from (what a teacher cache stores, what ensembles average).
+    logit_fields: tuple[str, ...] = ("logits",)
 
     def logit_targets(self, student_out, teacher_out, inputs: dict) -> list[LogitTarget]:
         raise NotImplementedError

@@ -25,6 +25,7 @@ class QuestionAnswering(Task):
 
     name = "question-answering"
     label_names = ("start_positions", "end_positions")
+    logit_fields = ("start_logits", "end_logits")
 
     def logit_targets(self, student_out, teacher_out, inputs):
         mask = inputs.get("attention_mask")

@@ -1,0 +1,594 @@
+"""The teacher-output cache: run the teacher once over a tokenised dataset, then distil from its stored outputs.
+
+A cache is a folder holding an Arrow dataset (one row per example of the training data, memory-mapped when read) and
+`cache_info.json`, which records how it was made. A row holds, for example `index` of the data:
+
+- the teacher's logits (`logits`, or `start_logits` and `end_logits` for question answering): either whole, or the
+  `top_k` largest classes per position with their log-probabilities at the distillation temperature, so that
+  vocabularies of 100k tokens fit (the remaining probability mass is spread evenly over the other classes when read);
+- optionally the hidden states of chosen teacher layers, in float16 or float32, for the hidden-state loss.
+
+Per-token outputs are stored for the real tokens only (where the attention mask is 1) and put back at the real tokens
+of whatever batch the example lands in, so padding and shuffling do not matter.
+
+The cache is keyed by fingerprints of the teacher's weights, the tokenizer, the teacher's input columns of the data,
+and the settings. [`DistillationTrainer`] refuses a cache whose fingerprints do not match what it is given, naming
+what differs. Building streams (one batch in memory at a time, written to shards of `shard_size` rows) and resumes
+where it stopped when run again on the same folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from transformers import DataCollatorWithPadding, PreTrainedModel, default_data_collator
+from transformers.modeling_outputs import ModelOutput
+from transformers.utils import logging
+
+from .modeling import input_names
+from .tasks import Task, task_for
+from .teacher import model_facts
+
+logger = logging.get_logger(__name__)
+
+CACHE_INFO_NAME = "cache_info.json"
+CACHE_INDEX_COLUMN = "teacher_cache_index"
+FORMAT_VERSION = 1
+_SHARDS = "shards"
+_HIDDEN_DTYPES = {"float16": (torch.float16, pa.float16()), "float32": (torch.float32, pa.float32())}
+
+
+class CacheMismatchError(ValueError):
+    """A teacher cache that does not belong to the teacher, tokenizer, data or settings it is used with."""
+
+
+@dataclass
+class CacheArguments:
+    """How `hf-distill cache` stores the teacher's outputs."""
+
+    cache_dir: str = field(metadata={"help": "Folder of the cache (created; an unfinished cache there is resumed)."})
+    top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Store only the k most likely classes per position (with their log-probabilities at the "
+            "distillation temperature) instead of all the logits: for large vocabularies. Default: all logits."
+        },
+    )
+    hidden_layers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher hidden states to store, numbered as hidden_states (0 is the embedding output), e.g. "
+            "'2,4,6', or 'all'. Default: the layers the recipe's hidden-state loss uses (none when hidden_weight=0)."
+        },
+    )
+    hidden_dtype: Literal["float16", "float32"] = field(
+        default="float16", metadata={"help": "Precision of the stored hidden states."}
+    )
+    cache_batch_size: int = field(default=64, metadata={"help": "Batch size of the teacher's pass."})
+    shard_size: int = field(
+        default=4096, metadata={"help": "Rows per shard file: an interrupted build loses at most one shard's work."}
+    )
+
+
+# ---- fingerprints ---------------------------------------------------------------------------------------------------
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's parameters and buffers: names, dtypes, shapes and bytes (adapters included)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what makes a tokenizer produce its ids: its vocabulary, special tokens and padding side."""
+    facts = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special_tokens": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "padding_side": getattr(tokenizer, "padding_side", None),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def data_fingerprint(dataset, columns: list[str], chunk_size: int = 4096) -> str:
+    """sha256 of the given columns of a `datasets.Dataset`, row by row in order (read in chunks)."""
+    digest = hashlib.sha256()
+    digest.update(f"{len(dataset)}|{','.join(columns)}|".encode())
+    table = dataset.with_format("arrow")
+    for start in range(0, len(dataset), chunk_size):
+        chunk = table[start : start + chunk_size]
+        for column in columns:
+            array = chunk.column(column).combine_chunks()
+            if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+                offsets = array.offsets.to_numpy()
+                digest.update((offsets - offsets[0]).astype(np.int64).tobytes())
+                digest.update(array.flatten().to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+            else:
+                digest.update(array.to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def teacher_input_columns(teacher_inputs: set[str], dataset) -> list[str]:
+    """The dataset's columns that the teacher reads (input_ids, attention_mask, token_type_ids, ...)."""
+    columns = sorted(set(dataset.column_names) & teacher_inputs)
+    if "input_ids" not in columns and "inputs_embeds" not in columns:
+        raise ValueError(
+            f"the dataset has no input_ids column (columns: {dataset.column_names}); the teacher cache is built "
+            "from tokenised data: tokenise it first, as for training"
+        )
+    return columns
+
+
+# ---- reading --------------------------------------------------------------------------------------------------------
+
+
+class TeacherCache:
+    """A finished teacher cache, memory-mapped: `TeacherCache(path)`.
+
+    Attributes:
+        path (`str`): the cache folder.
+        info (`dict`): `cache_info.json`: fingerprints, settings, the teacher's facts, the row count.
+        rows (`datasets.Dataset`): the stored rows, in the data's order.
+    """
+
+    def __init__(self, path: str):
+        import datasets
+
+        info_path = os.path.join(path, CACHE_INFO_NAME)
+        if not os.path.isfile(info_path):
+            raise FileNotFoundError(
+                f"{path!r} is not a teacher cache (no {CACHE_INFO_NAME}); build one with `hf-distill cache` or "
+                "build_teacher_cache()"
+            )
+        with open(info_path) as handle:
+            self.info = json.load(handle)
+        if not self.info.get("complete"):
+            raise CacheMismatchError(
+                f"the teacher cache {path!r} is unfinished ({self.info.get('rows_done', 0)} of "
+                f"{self.info['num_rows']} rows): run the same `hf-distill cache` command again to finish it"
+            )
+        if self.info.get("format_version") != FORMAT_VERSION:
+            raise CacheMismatchError(
+                f"the teacher cache {path!r} has format version {self.info.get('format_version')}, this hf_distill "
+                f"reads version {FORMAT_VERSION}: build it again"
+            )
+        self.path = path
+        shards = _shard_files(path)
+        self.rows = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in shards])
+        if len(self.rows) != self.info["num_rows"]:
+            raise CacheMismatchError(
+                f"the teacher cache {path!r} should hold {self.info['num_rows']} rows but its shards hold "
+                f"{len(self.rows)}; build it again in an empty folder"
+            )
+        self._table = self.rows.with_format("arrow")
+
+    @property
+    def settings(self) -> dict:
+        return self.info["settings"]
+
+    @property
+    def teacher(self) -> dict:
+        return self.info["teacher"]
+
+    @property
+    def hidden_layers(self) -> list[int]:
+        return list(self.settings["hidden_layers"])
+
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(f) for f in _shard_files(self.path))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def check(self, *, teacher=None, tokenizer=None, dataset=None, columns: list[str] | None = None) -> None:
+        """Raises [`CacheMismatchError`] naming what differs, if the cache was not built from these.
+
+        Each of `teacher` (its weights), `tokenizer` and `dataset` (its teacher input `columns`, by default those the
+        cache was built from) is checked when given.
+        """
+        fingerprints = self.info["fingerprints"]
+        where = f"the teacher cache {self.path!r}"
+        if dataset is not None:
+            columns = columns or self.info["columns"]
+            missing = [c for c in self.info["columns"] if c not in dataset.column_names]
+            if missing or len(dataset) != self.info["num_rows"]:
+                raise CacheMismatchError(
+                    f"{where} was built from {self.info['num_rows']} rows with columns {self.info['columns']}, but "
+                    f"this dataset has {len(dataset)} rows and columns {dataset.column_names}: build the cache from "
+                    "this training data (the same files, tokenizer, max_length and preprocessing)"
+                )
+            if data_fingerprint(dataset, columns) != fingerprints["data"]:
+                raise CacheMismatchError(
+                    f"{where} was built from other data: the token ids of this training set differ from those it "
+                    "stored (a different dataset, split, shuffle, tokenizer or max_length); build the cache again "
+                    "from this training data"
+                )
+        if tokenizer is not None and fingerprints.get("tokenizer") not in (None, tokenizer_fingerprint(tokenizer)):
+            raise CacheMismatchError(
+                f"{where} was built with another tokenizer (its vocabulary, special tokens or padding side differ); "
+                "build the cache with this tokenizer"
+            )
+        if teacher is not None and weights_fingerprint(teacher) != fingerprints["teacher"]:
+            raise CacheMismatchError(
+                f"{where} was built with other teacher weights (from {self.teacher['name_or_path']!r}); this teacher "
+                f"({getattr(teacher, 'name_or_path', '') or type(teacher).__name__}) differs: build the cache with "
+                "this teacher"
+            )
+
+    def outputs(self, indices: torch.Tensor, attention_mask: torch.Tensor | None, shape: torch.Size, device) -> Any:
+        """The teacher's outputs for the rows `indices` of a batch of `shape` `(batch, seq_len)`, on `device`.
+
+        Logits come back whole: stored top-k log-probabilities are spread back over the classes as logits
+        `T * log p`, with the remaining mass divided evenly among the classes not stored, so that `softmax(z / T)`
+        is the stored distribution. Hidden states come back as a tuple indexed like `hidden_states`, with `None` for
+        the layers not stored.
+        """
+        settings = self.settings
+        index_list = indices.detach().cpu().tolist()
+        table = self._table[index_list]
+        stored = table.column("index").to_pylist()
+        if stored != index_list:
+            raise CacheMismatchError(f"the teacher cache {self.path!r} returned rows {stored} for {index_list}")
+        lengths = torch.tensor(table.column("num_positions").to_pylist())
+        positions = _positions(attention_mask, shape, lengths, self.path)
+        outputs = {}
+        for name, spec in settings["logit_fields"].items():
+            classes = spec["classes"]
+            per_position = spec["per_position"]
+            if settings["top_k"]:
+                ids = _flat(table, f"{name}.topk_ids", torch.long)
+                logprobs = _flat(table, f"{name}.topk_logprobs", torch.float32)
+                values = _dense_from_top_k(ids, logprobs, settings["top_k"], classes, settings["temperature"])
+            else:
+                values = _flat(table, name, torch.float32)
+            width = (classes,) if classes else ()
+            if per_position:
+                outputs[name] = _scatter(values.reshape(-1, *width), positions, shape, width)
+            else:
+                outputs[name] = values.reshape(len(index_list), *width)
+        if settings["hidden_layers"]:
+            hidden = [None] * (self.teacher["num_hidden_layers"] + 1)
+            width = (self.teacher["hidden_size"],)
+            for layer in settings["hidden_layers"]:
+                values = _flat(table, f"hidden_states.{layer}", torch.float32).reshape(-1, *width)
+                hidden[layer] = _scatter(values, positions, shape, width)
+            outputs["hidden_states"] = tuple(hidden)
+        return ModelOutput(**{k: _to(v, device) for k, v in outputs.items()})
+
+
+class CacheIndexCollator:
+    """Wraps a data collator so that each example's cache row index reaches the batch, whatever the collator keeps
+    (custom collators often build the batch from the keys they know)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features: list[dict]) -> dict:
+        if not features or CACHE_INDEX_COLUMN not in features[0]:
+            return self.collator(features)
+        indices = [f[CACHE_INDEX_COLUMN] for f in features]
+        batch = self.collator([{k: v for k, v in f.items() if k != CACHE_INDEX_COLUMN} for f in features])
+        batch[CACHE_INDEX_COLUMN] = torch.tensor(indices, dtype=torch.long)
+        return batch
+
+
+def check_collator(collator, dataset) -> None:
+    """Refuses a collator that masks tokens at random each time an example is drawn (masked-LM training on unmasked
+    rows): the teacher's outputs then depend on the draw, so they cannot be stored once."""
+    from .task_data import LanguageModelingCollator
+
+    if not getattr(collator, "mlm", False):
+        return
+    if isinstance(collator, LanguageModelingCollator) and "labels" in dataset.column_names:
+        return  # rows masked once beforehand: padded as they are
+    raise ValueError(
+        "a teacher cache cannot serve masked-LM training whose collator masks tokens at random each time an example "
+        "is drawn (the teacher's outputs depend on the mask); mask the training data once beforehand (rows with "
+        "input_ids and labels, see hf_distill.task_data.mask_once), or distil from the live teacher"
+    )
+
+
+def _to(value, device):
+    if isinstance(value, tuple):
+        return tuple(_to(v, device) for v in value)
+    return value.to(device) if value is not None else None
+
+
+def _flat(table: pa.Table, column: str, dtype: torch.dtype) -> torch.Tensor:
+    array = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return torch.from_numpy(array.astype(np.float32 if dtype.is_floating_point else np.int64))
+
+
+def _positions(attention_mask, shape, lengths: torch.Tensor, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of each stored position in the batch: its real tokens, in order."""
+    if attention_mask is None:
+        mask = torch.ones(shape, dtype=torch.bool)
+    else:
+        mask = attention_mask.detach().cpu().bool()
+    real = mask.sum(1)
+    if not torch.equal(real, lengths):
+        raise CacheMismatchError(
+            f"the teacher cache {path!r} stored {lengths.tolist()} positions for these examples, but the batch has "
+            f"{real.tolist()} real tokens: the data differ from those the cache was built from (max_length?)"
+        )
+    return mask.nonzero(as_tuple=True)
+
+
+def _scatter(values: torch.Tensor, positions, shape, width: tuple) -> torch.Tensor:
+    out = torch.zeros(*shape, *width, dtype=values.dtype)
+    out[positions] = values
+    return out
+
+
+def _dense_from_top_k(ids, logprobs, k, classes, temperature) -> torch.Tensor:
+    ids, logprobs = ids.reshape(-1, k), logprobs.reshape(-1, k)
+    rest = (1.0 - logprobs.exp().sum(-1)).clamp_min(1e-30)
+    others = max(classes - k, 1)
+    dense = (rest / others).log().unsqueeze(-1).expand(-1, classes).clone()
+    dense.scatter_(1, ids, logprobs)
+    return dense * temperature
+
+
+def _shard_files(path: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(path, _SHARDS, "shard-*.arrow")))
+
+
+# ---- building -------------------------------------------------------------------------------------------------------
+
+
+def build_teacher_cache(
+    teacher: PreTrainedModel,
+    dataset,
+    cache_dir: str,
+    *,
+    tokenizer=None,
+    data_collator=None,
+    top_k: int | None = None,
+    temperature: float | None = None,
+    hidden_layers: list[int] | str | None = None,
+    hidden_dtype: str = "float16",
+    batch_size: int = 64,
+    shard_size: int = 4096,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TeacherCache:
+    """Runs `teacher` once over `dataset` (a tokenised `datasets.Dataset`) and stores its outputs in `cache_dir`.
+
+    Streams: one batch is in memory at a time, written to shard files of `shard_size` rows; when `cache_dir` holds
+    an unfinished cache of the same teacher, data and settings, the build resumes after its last full shard.
+
+    Args:
+        teacher (`PreTrainedModel`): the teacher (a task model: `*ForSequenceClassification`, `*ForCausalLM`, ...).
+        dataset (`datasets.Dataset`): the training data, tokenised as for training (its order is the cache's).
+        cache_dir (`str`): the cache folder.
+        tokenizer (*optional*): the tokenizer, fingerprinted with the cache, and used to pad batches.
+        data_collator (*optional*): pads batches (default: `DataCollatorWithPadding(tokenizer)`).
+        top_k (`int`, *optional*): store the k most likely classes per position instead of all logits.
+        temperature (`float`, *optional*): the distillation temperature; needed with `top_k` (the stored
+            probabilities are at this temperature, and training must use the same).
+        hidden_layers (`list[int]` or `"all"`, *optional*): teacher hidden states to store (0 is the embeddings).
+        hidden_dtype (`str`): `float16` (half the size) or `float32` (exact).
+        batch_size (`int`): batch size of the teacher's pass.
+        shard_size (`int`): rows per shard.
+        device (*optional*): where the teacher runs (default: CUDA when available, else CPU).
+        progress (`bool`): show a progress bar.
+
+    Returns:
+        [`TeacherCache`]: the finished cache.
+    """
+    import datasets
+
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"dataset must be a tokenised datasets.Dataset, got {type(dataset).__name__}")
+    task = task_for(teacher)
+    if data_collator is not None:
+        check_collator(data_collator, dataset)
+    settings = _settings(teacher, task, top_k, temperature, hidden_layers, hidden_dtype)
+    columns = teacher_input_columns(input_names(teacher), dataset)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "task": task.name,
+        "num_rows": len(dataset),
+        "columns": columns,
+        "settings": settings,
+        "teacher": model_facts(teacher),
+        "fingerprints": {
+            "teacher": weights_fingerprint(teacher),
+            "tokenizer": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+            "data": data_fingerprint(dataset, columns),
+        },
+    }
+    os.makedirs(os.path.join(cache_dir, _SHARDS), exist_ok=True)
+    start = _resume_point(cache_dir, info)
+    _write_info(cache_dir, {**info, "complete": False, "rows_done": start})
+
+    if data_collator is None:
+        data_collator = DataCollatorWithPadding(tokenizer) if tokenizer is not None else default_data_collator
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    was_training = teacher.training
+    teacher.eval().to(device)
+    hidden_torch_dtype, hidden_arrow_dtype = _HIDDEN_DTYPES[hidden_dtype]
+    need_hidden = bool(settings["hidden_layers"])
+    source = dataset.select_columns(columns)
+    total_batches = math.ceil((len(dataset) - start) / batch_size)
+    bar = logging.tqdm(total=len(dataset), initial=start, desc="Teacher cache", disable=not progress, unit="ex")
+    writer = shard_start = None
+    try:
+        row = start
+        for _ in range(total_batches):
+            end = min(row + batch_size, len(dataset))
+            batch = data_collator([source[i] for i in range(row, end)])
+            batch = {k: v.to(device) for k, v in batch.items() if k in columns}
+            with torch.no_grad():
+                out = teacher(**batch, output_hidden_states=need_hidden, return_dict=True)
+            shape = (batch["input_ids"] if "input_ids" in batch else batch["inputs_embeds"]).shape[:2]
+            mask = batch.get("attention_mask")
+            mask = mask.bool() if mask is not None else torch.ones(shape, dtype=torch.bool, device=device)
+            record = _record_batch(out, mask, row, settings, hidden_torch_dtype)
+            if writer is None:
+                shard_start = row
+                shard_tmp = os.path.join(cache_dir, _SHARDS, "shard-in-progress.arrow.tmp")
+                sink = pa.OSFile(shard_tmp, "wb")
+                writer = pa.ipc.new_stream(sink, _schema(settings, hidden_arrow_dtype))
+            writer.write_batch(pa.record_batch(record, schema=_schema(settings, hidden_arrow_dtype)))
+            bar.update(end - row)
+            row = end
+            if row - shard_start >= shard_size or row == len(dataset):
+                writer.close()
+                sink.close()
+                os.replace(shard_tmp, os.path.join(cache_dir, _SHARDS, f"shard-{shard_start:010d}-{row:010d}.arrow"))
+                writer = None
+                _write_info(cache_dir, {**info, "complete": False, "rows_done": row})
+    finally:
+        bar.close()
+        if writer is not None:  # interrupted: the unfinished shard is dropped, the finished ones are kept
+            writer.close()
+            sink.close()
+            os.remove(shard_tmp)
+        teacher.train(was_training)
+    _write_info(cache_dir, {**info, "complete": True, "rows_done": len(dataset)})
+    return TeacherCache(cache_dir)
+
+
+def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dtype) -> dict:
+    num_layers = teacher.config.num_hidden_layers
+    if hidden_layers == "all":
+        hidden_layers = list(range(num_layers + 1))
+    elif isinstance(hidden_layers, str):
+        hidden_layers = [int(x) for x in hidden_layers.split(",") if x.strip()]
+    hidden_layers = sorted(set(hidden_layers or []))
+    bad = [layer for layer in hidden_layers if not 0 <= layer <= num_layers]
+    if bad:
+        raise ValueError(
+            f"hidden_layers {bad} are out of range: the teacher's hidden states are numbered 0 (embeddings) to "
+            f"{num_layers}"
+        )
+    if hidden_dtype not in _HIDDEN_DTYPES:
+        raise ValueError(f"hidden_dtype must be one of {tuple(_HIDDEN_DTYPES)}, got {hidden_dtype!r}")
+    per_position = task.name != "sequence-classification"
+    if task.name == "question-answering":
+        fields = {name: {"classes": 0, "per_position": True} for name in ("start_logits", "end_logits")}
+    else:
+        classes = teacher.get_output_embeddings().out_features if task.name in ("masked-lm", "causal-lm") else None
+        classes = classes or teacher.config.num_labels
+        fields = {"logits": {"classes": classes, "per_position": per_position}}
+    if top_k is not None:
+        if task.name == "question-answering" or task.is_regression:
+            raise ValueError(
+                f"top_k caches distributions over classes or the vocabulary; {task.name} outputs are stored whole: "
+                "leave top_k unset"
+            )
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        if temperature is None or temperature <= 0:
+            raise ValueError(
+                "top_k needs the distillation temperature (> 0): the stored probabilities are softmax(logits / T); "
+                "pass temperature=... (the same as the training's)"
+            )
+        top_k = min(top_k, fields["logits"]["classes"])
+    return {
+        "top_k": top_k,
+        "temperature": float(temperature) if top_k else None,
+        "hidden_layers": hidden_layers,
+        "hidden_dtype": hidden_dtype,
+        "logit_fields": fields,
+    }
+
+
+def _schema(settings: dict, hidden_dtype: pa.DataType) -> pa.Schema:
+    columns = [("index", pa.int64()), ("num_positions", pa.int32())]
+    for name in settings["logit_fields"]:
+        if settings["top_k"]:
+            columns += [(f"{name}.topk_ids", pa.list_(pa.int32())), (f"{name}.topk_logprobs", pa.list_(pa.float32()))]
+        else:
+            columns.append((name, pa.list_(pa.float32())))
+    columns += [(f"hidden_states.{layer}", pa.list_(hidden_dtype)) for layer in settings["hidden_layers"]]
+    return pa.schema(columns)
+
+
+def _record_batch(out, mask: torch.Tensor, start: int, settings: dict, hidden_dtype: torch.dtype) -> dict:
+    """One Arrow column per stored output; per-position outputs are kept at the real tokens (`mask`) only."""
+    batch_size = mask.shape[0]
+    lengths = mask.sum(1)
+    record = {
+        "index": pa.array(np.arange(start, start + batch_size, dtype=np.int64)),
+        "num_positions": pa.array(lengths.cpu().numpy().astype(np.int32)),
+    }
+
+    def lists(values: torch.Tensor, per_row: torch.Tensor, arrow_type) -> pa.Array:
+        offsets = np.concatenate([[0], np.cumsum(per_row.cpu().numpy())]).astype(np.int32)
+        flat = values.reshape(-1).cpu().numpy()
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=arrow_type))
+
+    for name, spec in settings["logit_fields"].items():
+        logits = out[name].float()
+        if spec["per_position"]:
+            logits = logits[mask]  # (real tokens, classes) or (real tokens,)
+            items_per_row = lengths
+        else:
+            items_per_row = torch.ones(batch_size, dtype=torch.long)
+        if settings["top_k"]:
+            k = settings["top_k"]
+            logprobs = torch.log_softmax(logits / settings["temperature"], dim=-1)
+            values, ids = logprobs.topk(k, dim=-1)
+            record[f"{name}.topk_ids"] = lists(ids.to(torch.int32), items_per_row * k, pa.int32())
+            record[f"{name}.topk_logprobs"] = lists(values, items_per_row * k, pa.float32())
+        else:
+            width = logits.shape[-1] if logits.dim() > 1 else 1
+            record[name] = lists(logits, items_per_row * width, pa.float32())
+    arrow_hidden = pa.float16() if hidden_dtype == torch.float16 else pa.float32()
+    for layer in settings["hidden_layers"]:
+        hidden = out.hidden_states[layer][mask].to(hidden_dtype)
+        record[f"hidden_states.{layer}"] = lists(hidden, lengths * hidden.shape[-1], arrow_hidden)
+    return record
+
+
+def _resume_point(cache_dir: str, info: dict) -> int:
+    """The row to start from: after the finished shards of an unfinished cache of the same teacher, data and
+    settings; 0 for an empty folder. Anything else there is refused, not overwritten."""
+    info_path = os.path.join(cache_dir, CACHE_INFO_NAME)
+    shards = _shard_files(cache_dir)
+    if not os.path.isfile(info_path):
+        if shards:
+            raise CacheMismatchError(
+                f"{cache_dir!r} holds shard files but no {CACHE_INFO_NAME}; give an empty folder for a new cache"
+            )
+        return 0
+    with open(info_path) as handle:
+        previous = json.load(handle)
+    same = all(previous.get(key) == info[key] for key in ("format_version", "num_rows", "columns", "settings"))
+    same = same and previous.get("fingerprints") == info["fingerprints"]
+    if not same:
+        raise CacheMismatchError(
+            f"{cache_dir!r} already holds a teacher cache of another teacher, tokenizer, data or settings; it is "
+            "left as it is: remove it, or give another cache_dir"
+        )
+    if previous.get("complete"):
+        raise CacheMismatchError(f"{cache_dir!r} already holds this finished teacher cache; use it as it is")
+    ends = [int(os.path.basename(f).split("-")[2].split(".")[0]) for f in shards]
+    start = max(ends, default=0)
+    if start:
+        logger.info(f"Resuming the teacher cache in {cache_dir} at row {start} of {info['num_rows']}")
+    return start
+
+
+def _write_info(cache_dir: str, info: dict) -> None:
+    tmp = os.path.join(cache_dir, CACHE_INFO_NAME + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(info, handle, indent=2)
+    os.replace(tmp, os.path.join(cache_dir, CACHE_INFO_NAME))

@@ -1,0 +1,325 @@
+"""The teacher-output cache: stored outputs equal live ones, training from them equals training with the teacher,
+the wrong cache is refused, and an interrupted build resumes."""
+
+import functools
+import json
+import math
+
+import pytest
+import torch
+from conftest import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer
+from datasets import Dataset
+from tiny_task_models import gpt2, llama, masked_lm, pad_batch, question_answerer, random_task_rows, token_classifier
+
+from hf_distill import DistillationConfig, DistillationTrainer
+from hf_distill.cache import CACHE_INDEX_COLUMN, CacheMismatchError, TeacherCache, build_teacher_cache
+from hf_distill.losses import soft_target_kl
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(tmp_path, **overrides):
+    settings = {
+        "output_dir": str(tmp_path / "out"),
+        "report_to": "none",
+        "use_cpu": True,
+        "per_device_train_batch_size": 4,
+        "max_steps": 3,
+        "optim": "sgd",
+        "learning_rate": 0.5,
+        "lr_scheduler_type": "constant",
+        "weight_decay": 0.0,
+        "max_grad_norm": 0.0,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+        "seed": 0,
+        "kd_weight": 1.0,
+        "task_weight": 0.5,
+        **overrides,
+    }
+    return DistillationConfig(**settings)
+
+
+def build(teacher, dataset, path, collator=pad_collate, **settings):
+    settings = {"batch_size": 8, "shard_size": 16, "progress": False, **settings}
+    return build_teacher_cache(teacher, dataset, str(path), data_collator=collator, **settings)
+
+
+# ---- what is stored ------------------------------------------------------------------------------------------------
+
+TASK_MODELS = {
+    "token-classification": token_classifier,
+    "question-answering": question_answerer,
+    "masked-lm": masked_lm,  # rows masked once, beforehand: a fixed input, so the outputs can be stored
+    "causal-lm": gpt2,
+    "causal-lm-llama": llama,
+}
+
+
+@pytest.mark.parametrize("name", list(TASK_MODELS))
+def test_stored_outputs_equal_the_live_teacher_in_any_order_and_padding(tmp_path, name):
+    teacher = TASK_MODELS[name](num_layers=3, seed=0)
+    rows = Dataset.from_list(random_task_rows(name.removesuffix("-llama"), n=21, seed=2))
+    cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch, hidden_layers="0,3", hidden_dtype="float32")
+    indices = [17, 2, 9, 20, 0]  # shuffled, and padded differently from the build's batches
+    batch = pad_batch([rows[i] for i in indices], pad_to=30)
+    stored = cache.outputs(torch.tensor(indices), batch["attention_mask"], batch["input_ids"].shape, "cpu")
+    with torch.no_grad():
+        live = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    real = batch["attention_mask"].bool()
+    for field in ("start_logits", "end_logits") if name == "question-answering" else ("logits",):
+        torch.testing.assert_close(stored[field][real], live[field][real], rtol=1e-5, atol=1e-5)
+    for layer in (0, 3):
+        torch.testing.assert_close(stored.hidden_states[layer][real], live.hidden_states[layer][real])
+    assert stored.hidden_states[1] is None and stored.hidden_states[2] is None
+
+
+def test_top_k_keeps_the_k_most_likely_classes_and_spreads_the_rest_evenly(tmp_path):
+    teacher = masked_lm(num_layers=2, seed=0)
+    rows = Dataset.from_list(random_task_rows("masked-lm", n=6, seed=1))
+    temperature, k = 2.0, 5
+    cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch, top_k=k, temperature=temperature)
+    batch = pad_batch([rows[i] for i in range(6)])
+    stored = cache.outputs(torch.arange(6), batch["attention_mask"], batch["input_ids"].shape, "cpu")
+    with torch.no_grad():
+        live = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    real = batch["attention_mask"].bool()
+    p_live = torch.softmax(live[real] / temperature, -1)
+    p_stored = torch.softmax(stored.logits[real] / temperature, -1)
+    top = p_live.topk(k, dim=-1)
+    torch.testing.assert_close(p_stored.gather(1, top.indices), top.values, rtol=1e-5, atol=1e-7)
+    rest = 1 - top.values.sum(-1, keepdim=True)
+    others = torch.ones_like(p_stored, dtype=torch.bool).scatter(1, top.indices, False)
+    vocab = live.shape[-1]
+    torch.testing.assert_close(p_stored[others].view(-1, vocab - k), (rest / (vocab - k)).expand(-1, vocab - k))
+    assert cache.size_bytes() < build(teacher, rows, tmp_path / "full", collator=pad_batch).size_bytes() / 5
+
+
+# ---- training from the cache equals training with the teacher -------------------------------------------------------
+
+
+def trainers(tmp_path, cache_settings=None, **overrides):
+    teacher = tiny_bert(num_layers=4, hidden=32, seed=0)
+    data = random_classification_dataset(40, seed=5, min_len=2, max_len=25)
+    settings = {"hidden_weight": 1.0, "logit_mse_weight": 0.3, "layer_map": "uniform", **overrides}
+    cache = build(
+        teacher, data, tmp_path / "cache", hidden_layers="all", hidden_dtype="float32", **(cache_settings or {})
+    )
+    live = DistillationTrainer(
+        model=tiny_bert(num_layers=2, hidden=16, seed=1),
+        teacher_model=teacher,
+        args=config(tmp_path, **settings),
+        train_dataset=data,
+        data_collator=pad_collate,
+    )
+    cached = DistillationTrainer(
+        model=tiny_bert(num_layers=2, hidden=16, seed=1),
+        args=config(tmp_path, teacher_cache=cache.path, **settings),
+        train_dataset=data,
+        data_collator=pad_collate,
+    )
+    return live, cached
+
+
+def test_cache_gives_the_live_loss_on_the_same_batch(tmp_path):
+    live, cached = trainers(tmp_path)
+    assert cached.teacher is None and cached.teacher_name == live.teacher_name
+    batch = next(iter(cached.get_train_dataloader()))
+    assert CACHE_INDEX_COLUMN in batch
+    losses, terms = [], []
+    for trainer in (live, cached):
+        trainer.model.train()
+        losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
+        terms.append({name: value.item() for name, value in trainer._train_terms.items()})
+    assert terms[1].keys() == {"kd", "task", "logit_mse", "hidden"}
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    for term in terms[0]:
+        assert terms[1][term] == pytest.approx(terms[0][term], rel=1e-6), term
+
+
+def test_training_from_the_cache_ends_with_the_student_of_the_live_teacher(tmp_path):
+    live, cached = trainers(tmp_path)  # random sampler: the batches are shuffled
+    live.train()
+    cached.train()
+    a, b = live.model.state_dict(), cached.model.state_dict()
+    start = tiny_bert(num_layers=2, hidden=16, seed=1).state_dict()
+    assert any(not torch.equal(a[f"student.{k}"], v) for k, v in start.items())  # it trained
+    max_diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert max_diff < 1e-5, max_diff
+    assert [e["loss_kd"] for e in live.state.log_history if "loss_kd" in e] == pytest.approx(
+        [e["loss_kd"] for e in cached.state.log_history if "loss_kd" in e], rel=1e-5
+    )
+
+
+def test_cached_run_without_a_teacher_evaluates_the_task_only(tmp_path):
+    _, cached = trainers(tmp_path)
+    cached.eval_dataset = random_classification_dataset(8, seed=9)
+    metrics = cached.evaluate()
+    assert "eval_loss_task" in metrics and "eval_loss_kd" not in metrics
+    assert metrics["eval_loss"] == pytest.approx(0.5 * metrics["eval_loss_task"], rel=1e-5)
+
+
+# ---- the wrong cache is refused -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_cache(tmp_path):
+    teacher = tiny_bert(num_layers=4, hidden=32, seed=0)
+    data = random_classification_dataset(24, seed=5)
+    return teacher, data, build(teacher, data, tmp_path / "cache", tokenizer=tiny_tokenizer(), hidden_layers="2")
+
+
+def make_cached(tmp_path, cache, data, teacher=None, collator=pad_collate, tokenizer=None, **settings):
+    return DistillationTrainer(
+        model=tiny_bert(num_layers=2, hidden=16, seed=1),
+        teacher_model=teacher,
+        teacher_cache=cache,
+        args=config(tmp_path, **settings),
+        train_dataset=data,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+
+
+def test_a_cache_of_another_teacher_tokenizer_or_dataset_is_refused(tmp_path, tiny_cache):
+    teacher, data, cache = tiny_cache
+    make_cached(tmp_path, cache, data, teacher=teacher, tokenizer=tiny_tokenizer())  # the right ones: accepted
+    with pytest.raises(CacheMismatchError, match="other teacher weights"):
+        make_cached(tmp_path, cache, data, teacher=tiny_bert(num_layers=4, hidden=32, seed=3))
+    other_tokenizer = tiny_tokenizer()
+    other_tokenizer.padding_side = "left"
+    with pytest.raises(CacheMismatchError, match="another tokenizer"):
+        make_cached(tmp_path, cache, data, tokenizer=other_tokenizer)
+    with pytest.raises(CacheMismatchError, match="other data"):
+        make_cached(tmp_path, cache, random_classification_dataset(24, seed=6))
+    with pytest.raises(CacheMismatchError, match="24 rows"):
+        make_cached(tmp_path, cache, data.select(range(20)))
+
+
+def test_settings_the_cache_cannot_serve_are_refused(tmp_path, tiny_cache):
+    _, data, cache = tiny_cache
+    with pytest.raises(ValueError, match=r"needs teacher hidden states \[4\].*hidden_layers='4'"):
+        make_cached(tmp_path, cache, data, hidden_weight=1.0, layer_map="4:2")
+    make_cached(tmp_path, cache, data, hidden_weight=1.0, layer_map="2:1")
+    with pytest.raises(ValueError, match="attention maps"):
+        make_cached(tmp_path, cache, data, attention_weight=1.0, layer_map="2:1")
+    top_k = build(tiny_bert(num_layers=4, seed=0), data, tmp_path / "top", top_k=2, temperature=2.0)
+    with pytest.raises(ValueError, match="temperature 2.0, but this run's temperature is 3.0"):
+        make_cached(tmp_path, top_k, data, temperature=3.0)
+    with pytest.raises(ValueError, match="logit_mse_weight"):
+        make_cached(tmp_path, top_k, data, logit_mse_weight=1.0)
+    with pytest.raises(FileNotFoundError, match="not a teacher cache"):
+        TeacherCache(str(tmp_path))
+
+
+def test_masked_lm_with_random_masking_cannot_use_a_cache(tmp_path):
+    from transformers import DataCollatorForLanguageModeling
+
+    teacher = masked_lm(num_layers=2, seed=0)
+    rows = Dataset.from_list(random_task_rows("masked-lm", n=8, seed=1))
+    cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch)
+    collator = DataCollatorForLanguageModeling(tiny_tokenizer(), mlm=True)
+    with pytest.raises(ValueError, match="masks tokens at random"):
+        DistillationTrainer(
+            model=masked_lm(num_layers=1, seed=1),
+            teacher_cache=cache,
+            args=config(tmp_path),
+            train_dataset=rows,
+            data_collator=collator,
+        )
+
+
+# ---- building streams and resumes -----------------------------------------------------------------------------------
+
+
+def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(tmp_path):
+    teacher = tiny_bert(num_layers=4, seed=0)
+    data = random_classification_dataset(50, seed=4)
+    whole = build(teacher, data, tmp_path / "whole", hidden_layers="1")
+
+    calls = {"n": 0}
+    original = teacher.forward
+
+    @functools.wraps(original)
+    def failing_forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # batches of 8, shards of 16 rows: two shards are finished, the third is not
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    teacher.forward = failing_forward
+    with pytest.raises(KeyboardInterrupt):
+        build(teacher, data, tmp_path / "resumed", hidden_layers="1")
+    info = json.loads((tmp_path / "resumed" / "cache_info.json").read_text())
+    assert not info["complete"] and info["rows_done"] == 32
+    assert len(list((tmp_path / "resumed" / "shards").glob("*.arrow"))) == 2
+    with pytest.raises(CacheMismatchError, match="unfinished"):
+        TeacherCache(str(tmp_path / "resumed"))
+    with pytest.raises(CacheMismatchError, match="another teacher"):  # a different build is refused, not mixed in
+        build(tiny_bert(num_layers=4, seed=9), data, tmp_path / "resumed", hidden_layers="1")
+
+    calls["n"] = -100
+    resumed = build(teacher, data, tmp_path / "resumed", hidden_layers="1")
+    assert calls["n"] == -100 + 3  # only the 18 missing rows were run: batches of 8, 8, 2
+    assert resumed.rows.to_dict() == whole.rows.to_dict()
+    with pytest.raises(CacheMismatchError, match="already holds this finished"):
+        build(teacher, data, tmp_path / "resumed", hidden_layers="1")
+
+
+def test_building_memory_does_not_grow_with_the_dataset(tmp_path):
+    """The build holds one batch: the Python objects it keeps alive do not scale with the rows written."""
+    import tracemalloc
+
+    teacher = tiny_bert(num_layers=2, seed=0)
+    peaks = []
+    for n in (64, 512):
+        data = random_classification_dataset(n, seed=1, min_len=20, max_len=20)
+        tracemalloc.start()
+        build(teacher, data, tmp_path / f"c{n}", hidden_layers="all", hidden_dtype="float32", shard_size=10_000)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    # 8x the rows (about 1 MB more of outputs): the peak grows by far less than the data written.
+    written = (512 - 64) * 22 * 32 * 3 * 4
+    assert peaks[1] - peaks[0] < written / 4, (peaks, written)
+
+
+def test_top_k_loss_equals_the_kl_to_the_stored_distribution(tmp_path):
+    """With a top-k cache, the KD term is the KL from the coarse teacher distribution (top k + even tail)."""
+    teacher = masked_lm(num_layers=2, seed=0)
+    rows = Dataset.from_list(random_task_rows("masked-lm", n=8, seed=1))
+    cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch, top_k=3, temperature=2.0)
+    batch = pad_batch([rows[i] for i in range(8)])
+    stored = cache.outputs(torch.arange(8), batch["attention_mask"], batch["input_ids"].shape, "cpu").logits
+    student = torch.randn_like(stored)
+    mask = batch["labels"] != -100
+    value = soft_target_kl(student, stored, 2.0, mask)
+    p = torch.softmax(stored[mask] / 2.0, -1)
+    reference = (p * (p.log() - torch.log_softmax(student[mask] / 2.0, -1))).sum(-1).mean() * 4.0
+    assert value.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert math.isfinite(value.item())
+
+
+def test_collator_padding_for_token_tasks_with_a_cache(tmp_path):
+    """Token classification through the trainer: cache and live teacher give the same KD term."""
+    teacher = token_classifier(num_layers=3, seed=0)
+    rows = Dataset.from_list(random_task_rows("token-classification", n=12, seed=2))
+    cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch)
+    results = []
+    for kwargs in ({"teacher_model": teacher}, {"teacher_cache": cache}):
+        trainer = DistillationTrainer(
+            model=token_classifier(num_layers=1, seed=1),
+            args=config(tmp_path, max_steps=2),
+            train_dataset=rows,
+            data_collator=functools.partial(pad_batch, pad_to=20),
+            **kwargs,
+        )
+        trainer.train()
+        results.append([e["loss_kd"] for e in trainer.state.log_history if "loss_kd" in e])
+    assert results[1] == pytest.approx(results[0], rel=1e-5)
