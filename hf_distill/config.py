@@ -18,6 +18,8 @@ LOSS_WEIGHT_FIELDS = {
     "logit_mse": "logit_mse_weight",
     "hidden": "hidden_weight",
     "attention": "attention_weight",
+    "similarity": "similarity_weight",
+    "relation": "relation_weight",
 }
 
 
@@ -122,6 +124,57 @@ class DistillationConfig(TrainingArguments):
         default="kl",
         metadata={"help": "Attention loss: 'kl' (KL between attention distributions) or 'mse'."},
     )
+    similarity_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the similarity-preserving loss (Tung & Mori 2019) on the pairs of `layer_map` (>= 0): "
+            "the student matches the teacher's matrix of similarities between the examples of a batch, computed "
+            "from each example's hidden states averaged over its real tokens. Works across widths, with no "
+            "projection."
+        },
+    )
+    relation_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the MiniLM self-attention relation loss (>= 0): KL between the teacher's and the "
+            "student's query-query, key-key and value-value relations of `relation_layers`, taken from the models' "
+            "own projections (works with sdpa attention, any head counts)."
+        },
+    )
+    relation_layers: str = field(
+        default="last",
+        metadata={
+            "help": "Which layers the relation loss compares: 'last' (the teacher's last layer and the student's "
+            "last, as MiniLM) or 'teacher:student' such as '9:4' (MiniLMv2 takes an upper-middle teacher layer of "
+            "large teachers), numbered 1..num_hidden_layers."
+        },
+    )
+    relation_heads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Number of relation heads the projections are split into (the same on both sides; must divide "
+            "every query/key/value width). Default: the teacher's number of attention heads."
+        },
+    )
+    relation_types: str = field(
+        default="query,key,value",
+        metadata={"help": "Which relations the relation loss averages: any of query, key, value (comma-separated)."},
+    )
+    peft_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Train the student through PEFT: a peft config as a dict or JSON string, e.g. "
+            '\'{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]}\'. Only the '
+            "adapter (and the hidden-state projections) train. `task_type` defaults to the student's task."
+        },
+    )
+    merge_adapter_on_save: bool = field(
+        default=False,
+        metadata={
+            "help": "With peft_config: save the final student with the adapter merged into its weights (a plain "
+            "transformers model) instead of the adapter alone. Checkpoints always hold the adapter."
+        },
+    )
     layer_map: str = field(
         default="uniform",
         metadata={
@@ -176,17 +229,44 @@ class DistillationConfig(TrainingArguments):
                 )
         if not isinstance(self.intermediate_teacher, int) or self.intermediate_teacher < 0:
             raise ValueError(f"intermediate_teacher must be a teacher index >= 0, got {self.intermediate_teacher!r}")
+        relations = [r.strip() for r in str(self.relation_types).split(",") if r.strip()]
+        if not relations or any(r not in ("query", "key", "value") for r in relations):
+            raise ValueError(
+                f"relation_types must be a comma-separated subset of query, key, value, got {self.relation_types!r}"
+            )
+        self.relation_types = ",".join(relations)
+        if self.relation_layers != "last":
+            try:
+                pairs = parse_layer_pairs(self.relation_layers)
+            except ValueError:
+                pairs = []
+            if len(pairs) != 1 or min(pairs[0]) < 1:
+                raise ValueError(
+                    f"relation_layers must be 'last' or one 'teacher:student' pair of transformer layers (from 1), "
+                    f"got {self.relation_layers!r}"
+                )
+            self.relation_layers = f"{pairs[0][0]}:{pairs[0][1]}"
+        if self.relation_heads is not None and (not isinstance(self.relation_heads, int) or self.relation_heads < 1):
+            raise ValueError(f"relation_heads must be a whole number >= 1, got {self.relation_heads!r}")
+        self.peft_config = _parse_json_dict(self.peft_config, "peft_config")
         self.teacher_model_init_kwargs = _parse_json_dict(self.teacher_model_init_kwargs, "teacher_model_init_kwargs")
 
     def distillation_settings(self) -> dict[str, float | str]:
         """The settings that define the distillation (for the metrics file and the model card)."""
-        return {
+        settings = {
             "temperature": self.temperature,
             **{f"{name}_weight": weight for name, weight in self.loss_weights.items()},
             "hidden_loss_type": self.hidden_loss_type,
             "attention_loss_type": self.attention_loss_type,
             "layer_map": self.layer_map,
         }
+        if self.relation_weight:
+            settings.update(relation_layers=self.relation_layers, relation_types=self.relation_types)
+        if len(self.teacher_paths) > 1:
+            settings.update(teachers=self.teacher_model_name_or_path, teacher_weights=self.teacher_weights)
+        if self.peft_config:
+            settings["peft"] = {**self.peft_config, "saved": "merged" if self.merge_adapter_on_save else "adapter"}
+        return settings
 
     @property
     def teacher_paths(self) -> list[str]:

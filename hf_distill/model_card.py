@@ -182,6 +182,8 @@ def build_model_card(
         "student": student,
         "teacher_layers": _int_list(student.get("teacher_layers")),
         "labels": _labels(config),
+        "peft": _peft(distill.get("peft")),
+        "teachers": _teachers(distill),
         "architecture": (config.get("architectures") or [None])[0],
         "losses": _losses(distill),
         "temperature": _number(distill.get("temperature")),
@@ -283,12 +285,46 @@ def _losses(distill: dict) -> list[dict]:
         ("logit_mse_weight", "Mean squared error between student and teacher logits"),
         ("hidden_weight", f"Hidden-state loss{_kind(distill.get('hidden_loss_type'))} on the mapped layers"),
         ("attention_weight", f"Attention-map loss{_kind(distill.get('attention_loss_type'))} on the mapped layers"),
+        (
+            "similarity_weight",
+            "Similarity-preserving loss (Tung & Mori, 2019): example-to-example similarities within a batch",
+        ),
+        (
+            "relation_weight",
+            "MiniLM self-attention relations"
+            + (f" ({distill['relation_types'].replace(',', ', ')})" if distill.get("relation_types") else "")
+            + (f", teacher:student layers {distill['relation_layers']}" if distill.get("relation_layers") else ""),
+        ),
     ]
     return [
         {"weight": f"{_number(distill[key]):g}", "description": description}
         for key, description in terms
         if _number(distill.get(key)) is not None and _number(distill[key]) > 0
     ]
+
+
+def _peft(peft) -> str | None:
+    """What a peft student's folder holds: the adapter alone, or the model with the adapter merged in."""
+    if not isinstance(peft, dict):
+        return None
+    kind = str(peft.get("peft_type", "PEFT")).upper()
+    rank = f" (r = {peft['r']})" if peft.get("r") else ""
+    if peft.get("saved") == "merged":
+        return f"{kind}{rank}; the adapter is merged into the weights, so this is a plain transformers model."
+    return (
+        f"{kind}{rank}; this repository holds the adapter only: load it with peft (or transformers with peft "
+        "installed) on top of its base model."
+    )
+
+
+def _teachers(distill: dict) -> list[dict]:
+    names = distill.get("teachers")
+    if not isinstance(names, str) or "," not in names:
+        return []
+    weights = str(distill.get("teacher_weights") or "").split(",")
+    names = [n.strip() for n in names.split(",")]
+    weights = weights if len(weights) == len(names) else [""] * len(names)
+    return [{"name": n, "weight": w.strip()} for n, w in zip(names, weights)]
 
 
 def _kind(loss_type) -> str:

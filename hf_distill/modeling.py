@@ -10,9 +10,19 @@ from transformers import PreTrainedModel
 from .layer_map import LayerMap
 
 
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft model (itself otherwise)."""
+    return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
+
+
 def input_names(model: nn.Module) -> set[str]:
     """The inputs that `model.forward` names (a DistilBERT model takes no token_type_ids, a BERT model does)."""
-    forward = getattr(model, "module", model).forward
+    # A peft model's forward passes **kwargs on to the base model: the base names the inputs.
+    forward = base_model_of(getattr(model, "module", model)).forward
     return {
         name
         for name, p in inspect.signature(forward).parameters.items()

@@ -23,6 +23,7 @@ from .config import DistillationConfig
 from .data import DataArguments, prepare_text_classification
 from .evaluation import classification_metrics, describe_model, predict_logits, score_predictions
 from .student import STRATEGIES, build_student
+from .tasks import task_name_of
 from .teacher import auto_class_for, infer_task, load_pretrained_like
 from .trainer import DistillationTrainer
 
@@ -129,6 +130,22 @@ def load_teacher_and_tokenizer(
     return teacher, tokenizer
 
 
+def load_teachers(config: DistillationConfig, tokenizer_name: str | None = None, task: str | None = None):
+    """The teachers of `config` (one, or several given as 'a,b'), and the first one's tokenizer.
+
+    Returns `(teachers, tokenizer)`; the first teacher is the one the metrics file and the card compare with.
+    """
+    paths = config.teacher_paths or [config.teacher_model_name_or_path]
+    teacher, tokenizer = load_teacher_and_tokenizer(paths[0], config.teacher_model_init_kwargs, tokenizer_name, task)
+    teachers = [teacher]
+    for path in paths[1:]:
+        check_teacher_path(path)
+        teachers.append(
+            auto_class_for(task_name_of(teacher)).from_pretrained(path, **(config.teacher_model_init_kwargs or {}))
+        )
+    return teachers, tokenizer
+
+
 def run_distillation(
     student_args: StudentArguments,
     data_args: DataArguments,
@@ -142,18 +159,14 @@ def run_distillation(
     (the model card). Returns the metrics written to the file (on the main process) and the training log.
     """
     measure_args = measure_args or MeasureArguments()
-    teacher, tokenizer = load_teacher_and_tokenizer(
-        config.teacher_model_name_or_path,
-        config.teacher_model_init_kwargs,
-        student_args.tokenizer_name,
-        task="sequence-classification",
-    )
+    teachers, tokenizer = load_teachers(config, student_args.tokenizer_name, task="sequence-classification")
+    teacher = teachers[0]
     datasets, _ = prepare_text_classification(data_args, tokenizer, id2label=teacher.config.id2label)
     student = make_student(teacher, student_args)
     collator = DataCollatorWithPadding(tokenizer)
     trainer = DistillationTrainer(
         model=student,
-        teacher_model=teacher,
+        teacher_model=teachers if len(teachers) > 1 else teacher,
         args=config,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
@@ -176,7 +189,7 @@ def run_distillation(
             config,
             measure_args,
             student_folder=config.output_dir,
-            teacher_folder=config.teacher_model_name_or_path,
+            teacher_folder=config.teacher_paths[0],
             settings=trainer.distillation_settings(),
         )
     return finish_run(trainer, metrics, "text-classification", data_args, datasets, eval_split, train_result)

@@ -25,6 +25,7 @@ from .pipeline import (
     framework_versions,
     latency_settings,
     load_teacher_and_tokenizer,
+    load_teachers,
     make_student,
     run_distillation,
     training_settings,
@@ -50,8 +51,8 @@ def run(
     if task_args.task is not None:
         task = resolve_task_name(task_args.task)
     else:
-        check_teacher_path(config.teacher_model_name_or_path)
-        task = infer_task(config.teacher_model_name_or_path, config.teacher_model_init_kwargs)
+        check_teacher_path(config.teacher_paths[0] if config.teacher_paths else None)
+        task = infer_task(config.teacher_paths[0], config.teacher_model_init_kwargs)
         logger.info(f"Task inferred from the teacher's head: {PIPELINE_TASKS[task]}")
     if task == "sequence-classification":
         return run_distillation(student_args, data_args, config, measure_args, callbacks)
@@ -121,9 +122,8 @@ def run_task_distillation(
     masked-lm or causal-lm), on `data_args`' data; saves the student with its metrics file and model card."""
     task = resolve_task_name(task)
     measure_args = measure_args or MeasureArguments()
-    teacher, tokenizer = load_teacher_and_tokenizer(
-        config.teacher_model_name_or_path, config.teacher_model_init_kwargs, student_args.tokenizer_name, task=task
-    )
+    teachers, tokenizer = load_teachers(config, student_args.tokenizer_name, task=task)
+    teacher = teachers[0]
     datasets = load_task_datasets(task, data_args, task_args, tokenizer, teacher.config)
     student = make_student(teacher, student_args)
     collator = collator_for(task, tokenizer, task_args)
@@ -134,7 +134,7 @@ def run_task_distillation(
     evaluation = evaluation_of("validation")
     trainer = DistillationTrainer(
         model=student,
-        teacher_model=teacher,
+        teacher_model=teachers if len(teachers) > 1 else teacher,
         args=config,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
@@ -182,10 +182,10 @@ def measure_task_models(
     (argmax agreement and KL at the scored items: tokens, masked or next tokens, span positions)."""
     latency = latency_settings(measure_args, trainer.student.device)
     batch = config.per_device_eval_batch_size
-    teacher_facts = describe_model(teacher, config.teacher_model_name_or_path, latency)
+    teacher_facts = describe_model(teacher, config.teacher_paths[0], latency)
     student_facts = describe_model(trainer.student, config.output_dir, latency)
     teacher_facts.update(score_model(teacher, dataset, collator, evaluation, batch, config.use_cpu))
-    teacher_facts["name_or_path"] = config.teacher_model_name_or_path
+    teacher_facts["name_or_path"] = config.teacher_paths[0]
     student_facts.update(score_model(trainer.student, dataset, collator, evaluation, batch, config.use_cpu))
     for name in ("teacher_agreement", "teacher_kl"):
         if f"final_{name}" in fidelity:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,8 @@ from . import losses
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_collator
 from .config import DistillationConfig
 from .layer_map import LayerMap
-from .modeling import DistillationModel, build_projections, input_names
+from .modeling import DistillationModel, base_model_of, build_projections, input_names, is_peft_model
+from .relations import QKVCapture, relation_loss_terms
 from .tasks import UNITS, task_for
 from .teacher import (
     average_soft_targets,
@@ -67,6 +70,7 @@ class DistillationTrainer(Trainer):
         teacher_model: PreTrainedModel | str | list[PreTrainedModel | str] | None = None,
         args: DistillationConfig | None = None,
         teacher_cache: TeacherCache | str | None = None,
+        peft_config: Any | None = None,
         **kwargs: Any,
     ):
         if args is None:
@@ -98,7 +102,7 @@ class DistillationTrainer(Trainer):
             check_compatibility(teacher, model, self.task)
         weights = args.loss_weights
         self.layer_map = None
-        if weights["hidden"] or weights["attention"]:
+        if weights["hidden"] or weights["attention"] or weights["similarity"]:
             self.layer_map = LayerMap.from_spec(
                 args.layer_map, facts["num_hidden_layers"], model.config.num_hidden_layers
             )
@@ -112,6 +116,20 @@ class DistillationTrainer(Trainer):
                     "is the embedding output, which has no attention map)"
                 )
             prepare_attention_maps(main_teacher, model)
+        self._relations = None
+        if weights["relation"]:
+            if main_teacher is None or teacher_cache is not None:
+                raise ValueError(
+                    "relation_weight > 0 reads the teacher's query/key/value projections as it runs, which a teacher "
+                    "cache does not store; set relation_weight=0 or train with the live teacher (no teacher_cache)"
+                )
+            self._relations = _relation_captures(main_teacher, model, args)
+        if peft_config is not None or args.peft_config:
+            model = _peft_student(model, peft_config if peft_config is not None else args.peft_config, self.task)
+            if self._relations is not None:  # the adapter wraps the projections: capture the wrapped modules
+                self._relations.student.detach()
+                self._relations.teacher.detach()
+                self._relations = _relation_captures(main_teacher, model, args)
         projections = None
         if weights["hidden"]:
             with torch.random.fork_rng(devices=[]):
@@ -121,7 +139,7 @@ class DistillationTrainer(Trainer):
             model,
             projections=projections,
             layer_map=self.layer_map,
-            output_hidden_states=bool(weights["hidden"]),
+            output_hidden_states=bool(weights["hidden"] or weights["similarity"]),
             output_attentions=bool(weights["attention"]),
         )
         super().__init__(model=wrapper, args=args, **kwargs)
@@ -136,6 +154,7 @@ class DistillationTrainer(Trainer):
         self.teacher = self.teachers[args.intermediate_teacher] if self.teachers else None
         self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
         self._warned_no_teacher = False
+        self._in_checkpoint = False
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
         self._eval_sums: dict[str, torch.Tensor] = {}
@@ -204,12 +223,13 @@ class DistillationTrainer(Trainer):
                 "attention_weight > 0 needs the teacher's attention maps, which a teacher cache does not store; set "
                 "attention_weight=0 or train with the live teacher"
             )
-        if weights["hidden"]:
+        if weights["hidden"] or weights["similarity"]:
             needed = sorted({t for t, _ in self.layer_map.hidden_state_indices()})
             missing = [layer for layer in needed if layer not in cache.hidden_layers]
             if missing:
                 raise ValueError(
-                    f"the hidden-state loss (layer_map {self.layer_map.spec()}) needs teacher hidden states {needed}, "
+                    f"the hidden-state and similarity losses (layer_map {self.layer_map.spec()}) need teacher hidden "
+                    f"states {needed}, "
                     f"but the teacher cache holds {cache.hidden_layers}; build it with hidden_layers="
                     f"'{','.join(map(str, needed))}'"
                 )
@@ -262,7 +282,7 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             outputs = teacher(
                 **teacher_inputs,
-                output_hidden_states=internals and bool(self.args.hidden_weight),
+                output_hidden_states=internals and bool(self.args.hidden_weight or self.args.similarity_weight),
                 output_attentions=internals and bool(self.args.attention_weight),
                 return_dict=True,
             )
@@ -295,6 +315,7 @@ class DistillationTrainer(Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
         teacher_out = self._teacher_forward(inputs, training)
+
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
         global_counts = training and isinstance(num_items_in_batch, dict)
         counts = (
@@ -303,6 +324,9 @@ class DistillationTrainer(Trainer):
             else {k: v.to(self.args.device) for k, v in self.task.count_items(inputs).items()}
         )
         terms = self._loss_terms(student_out, teacher_out, inputs, labels, counts, training)
+        if self._relations is not None:  # the captured projections are used: let them go
+            self._relations.student.clear()
+            self._relations.teacher.clear()
 
         weights = self.args.loss_weights
         loss = sum(
@@ -359,6 +383,27 @@ class DistillationTrainer(Trainer):
             s_att, t_att, kind = student_out.attentions, teacher_out.attentions, args.attention_loss_type
             value = sum(losses.attention_loss(s_att[s], t_att[t], kind, mask, num_tokens) for t, s in pairs)
             terms["attention"] = (value / len(pairs), "tokens")
+        if weights["similarity"]:
+            pairs = self.layer_map.hidden_state_indices()
+            value = sum(
+                losses.similarity_loss(
+                    _mean_over_tokens(student_out.hidden_states[s], mask),
+                    _mean_over_tokens(teacher_out.hidden_states[t], mask),
+                    counts["examples"],
+                )
+                for t, s in pairs
+            )
+            terms["similarity"] = (value / len(pairs), "examples")
+        if weights["relation"]:
+            value = relation_loss_terms(
+                self._relations.student.outputs,
+                self._relations.teacher.outputs,
+                self._relations.heads,
+                mask,
+                num_tokens,
+                relations=tuple(args.relation_types.split(",")),
+            )
+            terms["relation"] = (value, "tokens")
         return terms
 
     # ---- logging of the terms ---------------------------------------------------------------------------------------
@@ -502,22 +547,34 @@ class DistillationTrainer(Trainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            columns = list(inspect.signature(self.student.forward).parameters)
+            columns = list(inspect.signature(base_model_of(self.student).forward).parameters)
             self._signature_columns = columns + list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args."""
+        """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args.
+
+        A peft student is saved as its adapter; with `merge_adapter_on_save`, the final save (not checkpoints) is the
+        model with the adapter merged into its weights.
+        """
         if state_dict is not None:
             state_dict = {k.removeprefix("student."): v for k, v in state_dict.items() if k.startswith("student.")}
         wrapper = self.model
-        self.model = wrapper.student
+        student = self.accelerator.unwrap_model(wrapper).student
+        if self.args.merge_adapter_on_save and is_peft_model(student) and not self._in_checkpoint:
+            # A copy is merged, so that training (or another save) can go on with the adapter.
+            student, state_dict = copy.deepcopy(student).merge_and_unload(), None
+        self.model = student
         try:
             super()._save(output_dir, state_dict=state_dict)
         finally:
             self.model = wrapper
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
+        self._in_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._in_checkpoint = False
         projections = self.accelerator.unwrap_model(self.model).projections
         if projections is not None and self.args.should_save:
             folder = os.path.join(
@@ -552,6 +609,83 @@ class DistillationTrainer(Trainer):
             )
         device = next(wrapper.projections.parameters()).device
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
+
+
+def _mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each example's hidden states averaged over its real tokens: `(batch, seq, width)` -> `(batch, width)`."""
+    hidden = hidden.float()
+    if mask is None:
+        return hidden.mean(1)
+    weights = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+@dataclass
+class _Relations:
+    student: QKVCapture
+    teacher: QKVCapture
+    heads: int
+
+
+def _relation_captures(teacher: PreTrainedModel, student: nn.Module, args: DistillationConfig) -> _Relations:
+    """Hooks on the query/key/value projections of the relation layers of teacher and student (MiniLM)."""
+    t_layers, s_layers = teacher.config.num_hidden_layers, student.config.num_hidden_layers
+    if args.relation_layers == "last":
+        t_layer, s_layer = t_layers, s_layers
+    else:
+        t_layer, s_layer = (int(x) for x in args.relation_layers.split(":"))
+        if not (1 <= t_layer <= t_layers and 1 <= s_layer <= s_layers):
+            raise ValueError(
+                f"relation_layers {args.relation_layers!r} is out of range: the teacher has layers 1..{t_layers}, "
+                f"the student 1..{s_layers}"
+            )
+    heads = args.relation_heads or teacher.config.num_attention_heads
+    captures = _Relations(QKVCapture(student, s_layer), QKVCapture(teacher, t_layer), heads)
+    for role, capture in (("student", captures.student), ("teacher", captures.teacher)):
+        for name, width in _projection_widths(capture).items():
+            if name in args.relation_types.split(",") and width % heads:
+                raise ValueError(
+                    f"relation_heads={heads} does not divide the {role}'s {name} width {width}; choose a number of "
+                    "relation heads that divides every query/key/value width of both models (relation_heads=...)"
+                )
+        capture.attach()
+    return captures
+
+
+def _projection_widths(capture: QKVCapture) -> dict[str, int]:
+    modules = capture.projections.modules
+    if "fused" in modules:
+        fused = modules["fused"]
+        width = getattr(fused, "nf", None) or fused.out_features
+        return dict.fromkeys(("query", "key", "value"), width // 3)
+    return {name: module.out_features for name, module in modules.items()}
+
+
+# The peft task type of each student task (masked LM has none: the generic PeftModel serves it).
+_PEFT_TASK_TYPES = {
+    "sequence-classification": "SEQ_CLS",
+    "token-classification": "TOKEN_CLS",
+    "question-answering": "QUESTION_ANS",
+    "causal-lm": "CAUSAL_LM",
+}
+
+
+def _peft_student(model: PreTrainedModel, peft_config: Any, task) -> nn.Module:
+    """The student with a PEFT adapter (LoRA, ...): only the adapter's parameters (and the modules the config asks to
+    save, such as a new classification head) train."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError("peft_config needs the peft package: pip install 'hf-distill[peft]'") from error
+    if isinstance(model, peft.PeftModel):
+        raise ValueError("the student is already a PeftModel; pass the base model with peft_config, or no peft_config")
+    if isinstance(peft_config, dict):
+        config = dict(peft_config)
+        if "peft_type" not in config:
+            raise ValueError(f"peft_config needs a peft_type such as 'LORA', got {peft_config!r}")
+        config.setdefault("task_type", _PEFT_TASK_TYPES.get(task.name))
+        peft_config = peft.get_peft_config(config)
+    return peft.get_peft_model(model, peft_config)
 
 
 def _device_of(module: nn.Module) -> torch.device | None:

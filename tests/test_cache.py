@@ -205,7 +205,7 @@ def test_a_cache_of_another_teacher_tokenizer_or_dataset_is_refused(tmp_path, ti
 
 def test_settings_the_cache_cannot_serve_are_refused(tmp_path, tiny_cache):
     _, data, cache = tiny_cache
-    with pytest.raises(ValueError, match=r"needs teacher hidden states \[4\].*hidden_layers='4'"):
+    with pytest.raises(ValueError, match=r"need teacher hidden states \[4\].*hidden_layers=.4."):
         make_cached(tmp_path, cache, data, hidden_weight=1.0, layer_map="4:2")
     make_cached(tmp_path, cache, data, hidden_weight=1.0, layer_map="2:1")
     with pytest.raises(ValueError, match="attention maps"):

@@ -113,6 +113,31 @@ def test_cache_command_then_train_from_it_equals_training_with_the_teacher(tmp_p
         main(["train", str(recipe), "--teacher_cache", str(tmp_path / "cache"), "--train_file", str(other)])
 
 
+def test_train_with_two_teachers_and_a_merged_lora_student(tmp_path, teacher_folder):
+    from conftest import WORDS, tiny_bert, tiny_tokenizer
+
+    second = tmp_path / "teacher2"
+    tiny_bert(num_layers=2, seed=4, vocab_size=len(WORDS) + 5).save_pretrained(second)
+    tiny_tokenizer().save_pretrained(second)
+    recipe = write_recipe(tmp_path, teacher_folder, ".csv", measure_latency=False)
+    lora = '{"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"]}'
+    teachers = f"{teacher_folder},{second}"
+    main(
+        ["train", str(recipe), "--teacher_model_name_or_path", teachers, "--teacher_weights", "0.6,0.4"]
+        + ["--peft_config", lora, "--merge_adapter_on_save", "true", "--hidden_weight", "0"]
+    )
+
+    folder = tmp_path / "student"
+    student, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # merged: a plain model
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    assert metrics["distillation"]["teachers"] == teachers and metrics["distillation"]["teacher_weights"] == "0.6,0.4"
+    assert metrics["distillation"]["peft"]["saved"] == "merged"
+    card = (folder / "README.md").read_text()
+    assert "Teacher ensemble:** soft targets averaged over" in card and "(weight 0.4)" in card
+    assert "the adapter is merged into the weights" in card
+
+
 @pytest.mark.parametrize(
     "command, flags",
     [

@@ -20,6 +20,18 @@ BASE = {"output_dir": "out", "report_to": "none"}
         ({"attention_loss_type": "cosine"}, "attention_loss_type must be one of"),
         ({"layer_map": "2;1"}, "layer_map: cannot read '2;1'"),
         ({"teacher_model_init_kwargs": "{dtype: bf16}"}, "teacher_model_init_kwargs is not valid JSON"),
+        ({"relation_types": "query,score"}, "relation_types must be a comma-separated subset"),
+        ({"relation_layers": "6:3,4:2"}, "relation_layers must be 'last' or one 'teacher:student' pair"),
+        ({"relation_layers": "0:1"}, "relation_layers must be 'last' or one"),
+        ({"relation_heads": 0}, "relation_heads must be a whole number >= 1"),
+        ({"teacher_weights": "0.5,x"}, "teacher_weights must be comma-separated numbers"),
+        ({"teacher_weights": "0,0"}, "teacher_weights must be numbers >= 0 with a positive sum"),
+        (
+            {"teacher_model_name_or_path": "a,b,c", "teacher_weights": "1,2"},
+            "teacher_weights has 2 weights but teacher_model_name_or_path names 3 teachers",
+        ),
+        ({"intermediate_teacher": -1}, "intermediate_teacher must be a teacher index >= 0"),
+        ({"peft_config": "{r: 8}"}, "peft_config is not valid JSON"),
     ],
 )
 def test_bad_values_fail_at_construction(overrides, message):
@@ -33,7 +45,15 @@ def test_defaults_and_normalisation():
     )
     assert config.layer_map == "2:1,4:2"
     assert config.teacher_model_init_kwargs == {"dtype": "float32"}
-    assert config.loss_weights == {"kd": 0.5, "task": 0.5, "logit_mse": 1.0, "hidden": 0.0, "attention": 0.0}
+    assert config.loss_weights == {
+        "kd": 0.5,
+        "task": 0.5,
+        "logit_mse": 1.0,
+        "hidden": 0.0,
+        "attention": 0.0,
+        "similarity": 0.0,
+        "relation": 0.0,
+    }
     assert config.temperature == 2.0
 
 

@@ -84,7 +84,10 @@ def resolve_task_name(name: str) -> str:
 
 
 def task_name_of(model: PreTrainedModel) -> str | None:
-    """The task of a model's head, from its class name (`None` for a bare encoder or an unsupported head)."""
+    """The task of a model's head, from its class name (`None` for a bare encoder or an unsupported head); for a peft
+    model, its base model's."""
+    if callable(getattr(model, "get_base_model", None)):
+        model = model.get_base_model()
     return task_name_of_class(type(model).__name__, getattr(model.config, "is_encoder_decoder", False))
 
 
