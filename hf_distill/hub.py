@@ -31,6 +31,8 @@ ALLOW_PATTERNS = [
     "generation_config.json",
     "model*.safetensors",
     "model.safetensors.index.json",
+    "adapter_config.json",  # a peft student saved as its adapter
+    "adapter_model.safetensors",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -157,6 +159,11 @@ def push_student(
 def _check_student_folder(root: Path) -> None:
     if not root.is_dir():
         raise ValueError(f"{str(root)!r} is not a directory: pass the folder the student was saved to")
+    if (root / "adapter_config.json").is_file():  # a peft adapter: its config and weights make the student
+        missing = [name for name in ("adapter_model.safetensors",) if not (root / name).is_file()]
+        if missing:
+            raise ValueError(f"{str(root)!r} holds adapter_config.json but not {missing[0]}: save the adapter again")
+        return
     missing = []
     if not (root / "config.json").is_file():
         missing.append("config.json")

@@ -12,6 +12,7 @@ from test_trainer import make_config, make_trainer
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill import DistillationTrainer
+from hf_distill.hub import _check_student_folder, files_to_push
 from hf_distill.losses import attention_relation_loss
 from hf_distill.model_card import build_model_card
 from hf_distill.pipeline import write_metrics
@@ -228,7 +229,7 @@ def lora_trainer(tmp_path, data, merge=False, **overrides):
 
 
 def test_lora_student_trains_only_its_adapter_and_head(tmp_path, batch):
-    data, _ = batch
+    data, inputs = batch
     trainer, base = lora_trainer(tmp_path, data, hidden_weight=1.0, layer_map="4:2")
     assert isinstance(trainer.student, peft.PeftModel)
     trainer.train()
@@ -246,6 +247,14 @@ def test_lora_student_trains_only_its_adapter_and_head(tmp_path, batch):
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert not (tmp_path / "adapter" / "model.safetensors").exists()
     assert not (tmp_path / "adapter" / "distillation_projections.safetensors").exists()
+    # The adapter folder is a publishable student: the push takes the adapter's files.
+    _check_student_folder(tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files_to_push(tmp_path / "adapter"))
+    reloaded = peft.PeftModel.from_pretrained(tiny_bert(num_layers=2, seed=1), tmp_path / "adapter").eval()
+    trainer.student.eval()
+    model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**model_inputs).logits, trainer.student(**model_inputs).logits)
 
 
 def test_merged_lora_export_loads_as_a_plain_model_with_the_same_outputs(tmp_path, batch):
