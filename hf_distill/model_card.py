@@ -183,6 +183,7 @@ def build_model_card(
         "teacher_layers": _int_list(student.get("teacher_layers")),
         "labels": _labels(config),
         "peft": _peft(distill.get("peft")),
+        "cache_note": _cache_note(distill.get("teacher_cache")),
         "teachers": _teachers(distill),
         "architecture": (config.get("architectures") or [None])[0],
         "losses": _losses(distill),
@@ -315,6 +316,17 @@ def _peft(peft) -> str | None:
         f"{kind}{rank}; this repository holds the adapter only: load it with peft (or transformers with peft "
         "installed) on top of its base model."
     )
+
+
+def _cache_note(cache) -> str | None:
+    if not isinstance(cache, dict):
+        return None
+    if cache.get("top_k"):
+        return (
+            f"read from a teacher cache holding the top {cache['top_k']} classes per position (the rest of the "
+            "probability spread evenly), not from the running teacher"
+        )
+    return "read from a teacher cache holding all the teacher's logits, not from the running teacher"
 
 
 def _teachers(distill: dict) -> list[dict]:

@@ -477,6 +477,13 @@ class DistillationTrainer(Trainer):
         settings = self.args.distillation_settings()
         if self.layer_map is not None:
             settings["layer_map"] = self.layer_map.spec()
+        if self.teacher_cache is not None:
+            cached = self.teacher_cache.settings
+            settings["teacher_cache"] = {
+                "top_k": cached["top_k"],
+                "hidden_layers": cached["hidden_layers"],
+                "hidden_dtype": cached["hidden_dtype"],
+            }
         return settings
 
     # ---- the model card ---------------------------------------------------------------------------------------

@@ -106,6 +106,14 @@ def test_cache_command_then_train_from_it_equals_training_with_the_teacher(tmp_p
     cached = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cached").state_dict()
     live = AutoModelForSequenceClassification.from_pretrained(tmp_path / "live").state_dict()
     assert max((cached[k] - live[k]).abs().max().item() for k in live) < 1e-5
+    assert (
+        "read from a teacher cache holding all the teacher's logits" in (tmp_path / "cached" / "README.md").read_text()
+    )
+    assert json.loads((tmp_path / "cached" / METRICS_FILE).read_text())["distillation"]["teacher_cache"] == {
+        "top_k": None,
+        "hidden_layers": [2, 4],
+        "hidden_dtype": "float32",
+    }
 
     # A recipe whose data differ from the cache's is refused, naming the cache.
     other = write_sentiment_rows(tmp_path / "other.csv", 48, seed=7)
@@ -143,6 +151,7 @@ def test_train_with_two_teachers_and_a_merged_lora_student(tmp_path, teacher_fol
     [
         ("train", ["--temperature", "--kd_weight", "--train_file", "--text_column", "--student_num_layers"]),
         ("student", ["--teacher_model_name_or_path", "--student_layer_strategy", "--output_dir"]),
+        ("cache", ["--cache_dir", "--top_k", "--hidden_layers", "--hidden_dtype", "--shard_size", "--temperature"]),
     ],
 )
 def test_help_explains_every_option(command, flags, capsys):
