@@ -83,9 +83,11 @@ def main():
             "hidden_loss_type": demo_args.hidden_loss_type,
             **overrides,
         }
+        # The demo's training settings, with this variant's learning rate when it has its own.
+        run_args = replace(demo_args, learning_rate=settings.pop("learning_rate", demo_args.learning_rate))
         epochs = demo_args.student_epochs
         return training_arguments(
-            demo_args, os.path.join(out, "variants", name), epochs, cls=DistillationConfig, **settings
+            run_args, os.path.join(out, "variants", name), epochs, cls=DistillationConfig, **settings
         )
 
     def distil(name, **overrides):
