@@ -687,7 +687,7 @@ def _peft_student(model: PreTrainedModel, peft_config: Any, task) -> nn.Module:
     if isinstance(model, peft.PeftModel):
         raise ValueError("the student is already a PeftModel; pass the base model with peft_config, or no peft_config")
     if isinstance(peft_config, dict):
-        config = dict(peft_config)
+        config = copy.deepcopy(peft_config)  # peft extends some of its lists (modules_to_save) in place
         if "peft_type" not in config:
             raise ValueError(f"peft_config needs a peft_type such as 'LORA', got {peft_config!r}")
         config.setdefault("task_type", _PEFT_TASK_TYPES.get(task.name))

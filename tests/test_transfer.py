@@ -212,6 +212,14 @@ def test_teacher_ensemble_mistakes_are_named(tmp_path, batch):
 LORA = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"], "lora_dropout": 0.0}
 
 
+def test_the_peft_config_given_is_not_changed(tmp_path, batch):
+    data, _ = batch
+    given = {**LORA, "modules_to_save": ["classifier"]}
+    trainer = make_trainer(tmp_path, tiny_bert(num_layers=2, seed=1), tiny_bert(num_layers=4), data, peft_config=given)
+    assert trainer.args.peft_config == given and given["modules_to_save"] == ["classifier"]
+    assert trainer.distillation_settings()["peft"]["modules_to_save"] == ["classifier"]
+
+
 def lora_trainer(tmp_path, data, merge=False, **overrides):
     teacher, student = tiny_bert(num_layers=4, seed=0), tiny_bert(num_layers=2, seed=1)
     base = copy.deepcopy(student.state_dict())
