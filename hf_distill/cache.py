@@ -423,6 +423,7 @@ def build_teacher_cache(
     was_training = teacher.training
     teacher.eval().to(device)
     hidden_torch_dtype, hidden_arrow_dtype = _HIDDEN_DTYPES[hidden_dtype]
+    schema = _schema(settings, hidden_arrow_dtype)
     need_hidden = bool(settings["hidden_layers"])
     source = dataset.select_columns(columns)
     total_batches = math.ceil((len(dataset) - start) / batch_size)
@@ -444,8 +445,8 @@ def build_teacher_cache(
                 shard_start = row
                 shard_tmp = os.path.join(cache_dir, _SHARDS, "shard-in-progress.arrow.tmp")
                 sink = pa.OSFile(shard_tmp, "wb")
-                writer = pa.ipc.new_stream(sink, _schema(settings, hidden_arrow_dtype))
-            writer.write_batch(pa.record_batch(record, schema=_schema(settings, hidden_arrow_dtype)))
+                writer = pa.ipc.new_stream(sink, schema)
+            writer.write_batch(pa.record_batch(record, schema=schema))
             bar.update(end - row)
             row = end
             if row - shard_start >= shard_size or row == len(dataset):

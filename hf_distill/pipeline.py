@@ -23,7 +23,6 @@ from .config import DistillationConfig
 from .data import DataArguments, prepare_text_classification
 from .evaluation import classification_metrics, describe_model, predict_logits, score_predictions
 from .student import STRATEGIES, build_student
-from .tasks import task_name_of
 from .teacher import auto_class_for, infer_task, load_pretrained_like
 from .trainer import DistillationTrainer
 
@@ -140,9 +139,7 @@ def load_teachers(config: DistillationConfig, tokenizer_name: str | None = None,
     teachers = [teacher]
     for path in paths[1:]:
         check_teacher_path(path)
-        teachers.append(
-            auto_class_for(task_name_of(teacher)).from_pretrained(path, **(config.teacher_model_init_kwargs or {}))
-        )
+        teachers.append(load_pretrained_like(path, teacher, config.teacher_model_init_kwargs))
     return teachers, tokenizer
 
 

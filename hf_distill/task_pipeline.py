@@ -48,15 +48,20 @@ def run(
     callbacks: list | None = None,
 ) -> DistillationResult:
     """Runs the distillation of `task_args.task` (default: the teacher's task): what `hf-distill train` does."""
-    if task_args.task is not None:
-        task = resolve_task_name(task_args.task)
-    else:
-        check_teacher_path(config.teacher_paths[0] if config.teacher_paths else None)
-        task = infer_task(config.teacher_paths[0], config.teacher_model_init_kwargs)
-        logger.info(f"Task inferred from the teacher's head: {PIPELINE_TASKS[task]}")
+    task = task_of(task_args, config)
     if task == "sequence-classification":
         return run_distillation(student_args, data_args, config, measure_args, callbacks)
     return run_task_distillation(task, student_args, data_args, task_args, config, measure_args, callbacks)
+
+
+def task_of(task_args: TaskDataArguments, config: DistillationConfig) -> str:
+    """`--task` when given, else the task of the (first) teacher's head."""
+    if task_args.task is not None:
+        return resolve_task_name(task_args.task)
+    check_teacher_path(config.teacher_paths[0] if config.teacher_paths else None)
+    task = infer_task(config.teacher_paths[0], config.teacher_model_init_kwargs)
+    logger.info(f"Task inferred from the teacher's head: {PIPELINE_TASKS[task]}")
+    return task
 
 
 def build_cache(
@@ -72,10 +77,7 @@ def build_cache(
     By default the cache holds the hidden states that the recipe's hidden-state loss will compare (the teacher layers
     of its layer map for the recipe's student), and all logits.
     """
-    task = resolve_task_name(task_args.task) if task_args.task is not None else None
-    if task is None:
-        check_teacher_path(config.teacher_model_name_or_path)
-        task = infer_task(config.teacher_model_name_or_path, config.teacher_model_init_kwargs)
+    task = task_of(task_args, config)
     if len(config.teacher_paths) > 1:
         raise ValueError("a teacher cache holds one teacher's outputs; give a single teacher_model_name_or_path")
     teacher, tokenizer = load_teacher_and_tokenizer(

@@ -116,20 +116,16 @@ class DistillationTrainer(Trainer):
                     "is the embedding output, which has no attention map)"
                 )
             prepare_attention_maps(main_teacher, model)
-        self._relations = None
-        if weights["relation"]:
-            if main_teacher is None or teacher_cache is not None:
-                raise ValueError(
-                    "relation_weight > 0 reads the teacher's query/key/value projections as it runs, which a teacher "
-                    "cache does not store; set relation_weight=0 or train with the live teacher (no teacher_cache)"
-                )
-            self._relations = _relation_captures(main_teacher, model, args)
+        if weights["relation"] and (main_teacher is None or teacher_cache is not None):
+            raise ValueError(
+                "relation_weight > 0 reads the teacher's query/key/value projections as it runs, which a teacher "
+                "cache does not store; set relation_weight=0 or train with the live teacher (no teacher_cache)"
+            )
         if peft_config is not None or args.peft_config:
             model = _peft_student(model, peft_config if peft_config is not None else args.peft_config, self.task)
-            if self._relations is not None:  # the adapter wraps the projections: capture the wrapped modules
-                self._relations.student.detach()
-                self._relations.teacher.detach()
-                self._relations = _relation_captures(main_teacher, model, args)
+        # Hooked after the adapter is in place: an adapter wraps the projections, and the wrapped modules are the ones
+        # that run.
+        self._relations = _relation_captures(main_teacher, model, args) if weights["relation"] else None
         projections = None
         if weights["hidden"]:
             with torch.random.fork_rng(devices=[]):
@@ -315,7 +311,6 @@ class DistillationTrainer(Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
         teacher_out = self._teacher_forward(inputs, training)
-
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
         global_counts = training and isinstance(num_items_in_batch, dict)
         counts = (

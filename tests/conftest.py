@@ -60,6 +60,15 @@ def random_classification_dataset(n=32, seed=0, min_len=4, max_len=12):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, above all on a busy machine (`pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def teacher():
     return tiny_bert(num_layers=4, seed=0)
 

@@ -9,42 +9,32 @@ import pytest
 import torch
 from conftest import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer
 from datasets import Dataset
+from test_trainer import make_config
 from tiny_task_models import gpt2, llama, masked_lm, pad_batch, question_answerer, random_task_rows, token_classifier
 
-from hf_distill import DistillationConfig, DistillationTrainer
+from hf_distill import DistillationTrainer
 from hf_distill.cache import CACHE_INDEX_COLUMN, CacheMismatchError, TeacherCache, build_teacher_cache
 from hf_distill.losses import soft_target_kl
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+# Plain SGD at a constant rate: the student after a few steps shows any difference in the targets.
+SGD = {
+    "per_device_train_batch_size": 4,
+    "max_steps": 3,
+    "optim": "sgd",
+    "learning_rate": 0.5,
+    "lr_scheduler_type": "constant",
+    "weight_decay": 0.0,
+    "max_grad_norm": 0.0,
+    "kd_weight": 1.0,
+    "task_weight": 0.5,
+}
 
 
 def config(tmp_path, **overrides):
-    settings = {
-        "output_dir": str(tmp_path / "out"),
-        "report_to": "none",
-        "use_cpu": True,
-        "per_device_train_batch_size": 4,
-        "max_steps": 3,
-        "optim": "sgd",
-        "learning_rate": 0.5,
-        "lr_scheduler_type": "constant",
-        "weight_decay": 0.0,
-        "max_grad_norm": 0.0,
-        "save_strategy": "no",
-        "logging_steps": 1,
-        "disable_tqdm": True,
-        "seed": 0,
-        "kd_weight": 1.0,
-        "task_weight": 0.5,
-        **overrides,
-    }
-    return DistillationConfig(**settings)
+    return make_config(tmp_path, **{**SGD, **overrides})
 
 
 def build(teacher, dataset, path, collator=pad_collate, **settings):

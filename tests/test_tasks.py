@@ -40,13 +40,7 @@ from hf_distill.tasks import CausalLM, MaskedLM, QuestionAnswering, TokenClassif
 TEMPERATURE = 2.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # name -> (model builder, the auto class that must reload the student)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from transformers import PreTrainedModel
 from transformers.models.auto import modeling_auto
 
+from ..modeling import base_model_of
 from .base import IGNORE_INDEX, UNITS, LogitTarget, Task, count_items
 from .classification import SequenceClassification, TokenClassification
 from .language_modeling import CausalLM, MaskedLM, next_token_mask
@@ -86,8 +87,7 @@ def resolve_task_name(name: str) -> str:
 def task_name_of(model: PreTrainedModel) -> str | None:
     """The task of a model's head, from its class name (`None` for a bare encoder or an unsupported head); for a peft
     model, its base model's."""
-    if callable(getattr(model, "get_base_model", None)):
-        model = model.get_base_model()
+    model = base_model_of(model)
     return task_name_of_class(type(model).__name__, getattr(model.config, "is_encoder_decoder", False))
 
 
