@@ -137,9 +137,10 @@ def _refuse_links_out_of(root: Path, names: list[str]) -> None:
         path = root / name
         target = path.resolve()
         if target != real_root and real_root not in target.parents:
-            shown = os.readlink(path) if path.is_symlink() else str(target)
+            link = os.readlink(path) if path.is_symlink() else str(target)
+            shown = repr(link) if link == str(target) else f"{link!r} ({target})"
             raise ValueError(
-                f"{str(path)!r} is a symlink to {shown!r} ({target}), outside {str(root)!r}: hf_distill does not "
+                f"{str(path)!r} is a symlink to {shown}, outside {str(root)!r}: hf_distill does not "
                 "publish files from outside the folder. Replace the link with a copy of the file "
                 f"(`cp --remove-destination {target} {path}`) if it is meant to be published, or remove it."
             )
