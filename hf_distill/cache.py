@@ -154,8 +154,7 @@ class TeacherCache:
                 f"{path!r} is not a teacher cache (no {CACHE_INFO_NAME}); build one with `hf-distill cache` or "
                 "build_teacher_cache()"
             )
-        with open(info_path) as handle:
-            self.info = json.load(handle)
+        self.info = _read_info(path)
         if not self.info.get("complete"):
             raise CacheMismatchError(
                 f"the teacher cache {path!r} is unfinished ({self.info.get('rows_done', 0)} of "
@@ -412,8 +411,9 @@ def build_teacher_cache(
             "data": data_fingerprint(dataset, columns),
         },
     }
-    os.makedirs(os.path.join(cache_dir, _SHARDS), exist_ok=True)
+    _check_cache_folder(cache_dir)
     start = _resume_point(cache_dir, info)
+    os.makedirs(os.path.join(cache_dir, _SHARDS), exist_ok=True)
     _write_info(cache_dir, {**info, "complete": False, "rows_done": start})
 
     if data_collator is None:
@@ -570,8 +570,7 @@ def _resume_point(cache_dir: str, info: dict) -> int:
                 f"{cache_dir!r} holds shard files but no {CACHE_INFO_NAME}; give an empty folder for a new cache"
             )
         return 0
-    with open(info_path) as handle:
-        previous = json.load(handle)
+    previous = _read_info(cache_dir)
     same = all(previous.get(key) == info[key] for key in ("format_version", "num_rows", "columns", "settings"))
     same = same and previous.get("fingerprints") == info["fingerprints"]
     if not same:
@@ -586,6 +585,42 @@ def _resume_point(cache_dir: str, info: dict) -> int:
     if start:
         logger.info(f"Resuming the teacher cache in {cache_dir} at row {start} of {info['num_rows']}")
     return start
+
+
+def _read_info(cache_dir: str) -> dict:
+    """`cache_info.json` of `cache_dir`, or a one-line error naming it when it is not a cache's record."""
+    info_path = os.path.join(cache_dir, CACHE_INFO_NAME)
+    try:
+        with open(info_path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+    else:
+        if isinstance(info, dict) and all(key in info for key in ("format_version", "num_rows", "settings")):
+            return info
+        problem = "no format_version, num_rows and settings"
+    raise CacheMismatchError(
+        f"{info_path} is not a teacher cache record ({problem}); the folder is left as it is: build it again in an "
+        f"empty folder (remove {cache_dir}, or give another cache_dir)"
+    )
+
+
+def _check_cache_folder(cache_dir: str) -> None:
+    """Refuses, before anything is written, a path that is a file or a non-empty folder that is not a teacher cache:
+    a cache is built in a new or empty folder, or resumed in the folder of an unfinished one."""
+    if not os.path.exists(cache_dir):
+        return
+    if not os.path.isdir(cache_dir):
+        raise CacheMismatchError(f"cache_dir {cache_dir!r} is a file, not a folder: give a new or empty folder")
+    if os.path.isfile(os.path.join(cache_dir, CACHE_INFO_NAME)):
+        return  # a cache: _resume_point decides whether it can be resumed
+    others = sorted(name for name in os.listdir(cache_dir) if name not in (_SHARDS, CACHE_INFO_NAME + ".tmp"))
+    if others:
+        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+        raise CacheMismatchError(
+            f"cache_dir {cache_dir!r} holds {shown} and no {CACHE_INFO_NAME}: it is not a teacher cache, and nothing "
+            "was written into it. Give a new or empty folder for the cache (cache_dir=...)"
+        )
 
 
 def _write_info(cache_dir: str, info: dict) -> None:

@@ -15,8 +15,8 @@ import safetensors.torch
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import nested_detach
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import find_labels, logging
 
 from . import losses
@@ -525,16 +525,17 @@ class DistillationTrainer(Trainer):
     ) -> str | None:
         """Saves the student, writes its card, and publishes `output_dir` to `args.hub_model_id` in one commit.
 
-        Only the student's files go up (weights, config, tokenizer, card, metrics, plots): never the projections,
-        optimizer state, training arguments or checkpoints. Returns the commit URL (on the main process).
+        Only the student's files go up (weights, config, tokenizer, card, metrics, plots: [`hub.files_to_push`]): never
+        the projections, optimizer state, training arguments (which hold the token) or checkpoints. Returns the commit
+        URL (on the main process).
         """
+        from .hub import check_repo_id, push_student
+
+        repo_id = self._hub_repo_id()
+        check_repo_id(repo_id, "hub_model_id")  # before the card is written for it
         self.save_model(_internal_call=True)
         if not self.is_world_process_zero():
             return None
-        from .hub import push_student
-
-        repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else self.args.hub_model_id
-        repo_id = repo_id or os.path.basename(os.path.abspath(self.args.output_dir))
         self.create_model_card(model_name=repo_id, **card_kwargs)
         return push_student(
             self.args.output_dir,
@@ -544,6 +545,70 @@ class DistillationTrainer(Trainer):
             commit_message=commit_message,
             token=token if token is not None else self.args.hub_token,
         )
+
+    # ---- pushes during training: transformers' hub machinery, narrowed to the student's files ----------------------
+
+    # `hub_strategy` values that exist to put resumable training state on the Hub.
+    _TRAINING_STATE_STRATEGIES = ("checkpoint", "all_checkpoints")
+
+    def _hub_repo_id(self) -> str:
+        repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
+        return repo_id or os.path.basename(os.path.abspath(self.args.output_dir))
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Checks the push settings and creates the repo, at start-up (`push_to_hub=True`), before any training.
+
+        Refuses `hub_strategy="checkpoint"` / `"all_checkpoints"`: they exist to publish a resumable checkpoint,
+        that is optimizer, scheduler and RNG state and `training_args.bin` (which holds `hub_token` in plain text),
+        which hf_distill never publishes. `"every_save"` pushes the student's files at each save, `"end"` only at the
+        end. The repo is created through [`hub.create_repo`], with a timeout and a clear message on failure.
+        """
+        strategy = str(getattr(self.args.hub_strategy, "value", self.args.hub_strategy))
+        if strategy in self._TRAINING_STATE_STRATEGIES:
+            raise ValueError(
+                f"hub_strategy={strategy!r} publishes whole checkpoints (optimizer, scheduler and RNG state, "
+                "trainer_state.json and training_args.bin, which holds the hub token in plain text) so that training "
+                "can resume from the Hub; hf_distill never publishes training state. Use hub_strategy='every_save' "
+                "(the student's files at each save) or 'end' (one commit at the end), and keep checkpoints local "
+                "(resume with resume_from_checkpoint)."
+            )
+        from .hub import check_repo_id, create_repo
+
+        repo_id = self._hub_repo_id()
+        check_repo_id(repo_id, "hub_model_id" if self.args.hub_model_id else "the repo name taken from output_dir")
+        self.push_in_progress = None
+        if not self.is_world_process_zero():
+            return
+        self.hub_model_id = create_repo(
+            repo_id,
+            private=private if private is not None else self.args.hub_private_repo,
+            token=token if token is not None else self.args.hub_token,
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """With `hub_strategy="every_save"`: publishes the student's files of the checkpoint just saved, in one commit
+        (the files a final push sends, never the training state beside them). A failed push is logged and training
+        goes on; the final `push_to_hub` reports its own failures."""
+        strategy = str(getattr(self.args.hub_strategy, "value", self.args.hub_strategy))
+        if not self.is_world_process_zero() or strategy != "every_save":
+            return
+        from .hub import push_student
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        if self.args.save_strategy == "steps":
+            message = f"Training in progress, step {self.state.global_step}"
+        else:
+            message = f"Training in progress, epoch {int(self.state.epoch or 0)}"
+        try:
+            push_student(
+                checkpoint_folder,
+                self._hub_repo_id(),
+                revision=self.args.hub_revision,
+                commit_message=message,
+                token=self.args.hub_token,
+            )
+        except (RuntimeError, ValueError) as err:
+            logger.warning(f"Pushing {checkpoint_folder} during training failed; training goes on. {err}")
 
     # ---- saving and resuming: the student alone, projections beside it in checkpoints -------------------------------
 
@@ -556,7 +621,9 @@ class DistillationTrainer(Trainer):
         """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args.
 
         A peft student is saved as its adapter; with `merge_adapter_on_save`, the final save (not checkpoints) is the
-        model with the adapter merged into its weights.
+        model with the adapter merged into its weights. In a checkpoint, the projections are written right after the
+        student: before transformers writes `trainer_state.json` (what makes a checkpoint complete) and rotates the
+        older checkpoints away, so an interruption never leaves only a checkpoint without them.
         """
         if state_dict is not None:
             state_dict = {k.removeprefix("student."): v for k, v in state_dict.items() if k.startswith("student.")}
@@ -570,22 +637,30 @@ class DistillationTrainer(Trainer):
             super()._save(output_dir, state_dict=state_dict)
         finally:
             self.model = wrapper
+        if self._in_checkpoint:
+            self._save_projections(output_dir if output_dir is not None else self.args.output_dir)
+
+    def _save_projections(self, folder: str) -> None:
+        projections = self.accelerator.unwrap_model(self.model).projections
+        if projections is None or not self.args.should_save:
+            return
+        state = {k: v.detach().contiguous().cpu() for k, v in projections.state_dict().items()}
+        path = os.path.join(folder, PROJECTIONS_NAME)
+        # Written under a temporary name and renamed: a file by the final name is always whole.
+        safetensors.torch.save_file(state, path + ".tmp", metadata={"format": "pt"})
+        os.replace(path + ".tmp", path)
 
     def _save_checkpoint(self, model, trial) -> None:
+        # transformers saves the model (our `_save`, which adds the projections), then optimizer, scheduler and RNG
+        # state, then trainer_state.json, and only then rotates older checkpoints: a failure before the end keeps them.
         self._in_checkpoint = True
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._in_checkpoint = False
-        projections = self.accelerator.unwrap_model(self.model).projections
-        if projections is not None and self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            state = {k: v.detach().contiguous().cpu() for k, v in projections.state_dict().items()}
-            safetensors.torch.save_file(state, os.path.join(folder, PROJECTIONS_NAME), metadata={"format": "pt"})
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        _check_checkpoint_complete(resume_from_checkpoint)
         wrapper = self.accelerator.unwrap_model(self.model if model is None else model)
         super()._load_from_checkpoint(resume_from_checkpoint, model=wrapper.student)
         self._load_projections(resume_from_checkpoint, wrapper)
@@ -605,12 +680,28 @@ class DistillationTrainer(Trainer):
             return
         path = os.path.join(checkpoint, PROJECTIONS_NAME)
         if not os.path.isfile(path):
+            _check_checkpoint_complete(checkpoint)
             raise FileNotFoundError(
                 f"checkpoint {checkpoint} has no {PROJECTIONS_NAME}, but this run trains hidden-state projections; "
                 "resume from a checkpoint of a run with the same hidden-state settings"
             )
         device = next(wrapper.projections.parameters()).device
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
+
+
+def _check_checkpoint_complete(checkpoint: str) -> None:
+    """Refuses a checkpoint whose saving was interrupted (transformers writes `trainer_state.json` last), naming the
+    newest complete one beside it."""
+    if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+        return
+    from .outputs import last_complete_checkpoint
+
+    previous = last_complete_checkpoint(os.path.dirname(os.path.abspath(checkpoint)))
+    hint = f"resume from {previous}" if previous else "no complete checkpoint is left beside it; start again"
+    raise FileNotFoundError(
+        f"checkpoint {checkpoint} is incomplete (no {TRAINER_STATE_NAME}: the run stopped while saving it): {hint}, "
+        f"and delete {checkpoint}"
+    )
 
 
 def _mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

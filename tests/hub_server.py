@@ -18,7 +18,7 @@ memory: branches pointing at commits, commits holding a full file listing (path 
 Auth: one valid token (`HubServer.token`). A request with any other `Authorization: Bearer` token gets 401, as does a
 write without a token; a private repo reads as "not found" without the token. Faults: `fail_next("commit", 500)`
 makes the next request of that kind fail once. `requests` logs `(method, path)` of every request; `unhandled` the ones
-that matched no route (a test can assert it stays empty).
+that matched no route (a test can assert it stays empty); `bodies` the raw body of every request.
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, bytes]] = []  # (method, path, raw body) of every request
         self.unhandled: list[tuple[str, str]] = []
         self.xet_tokens_issued: list[str] = []  # "read" / "write", in order
         self._faults: dict[str, list[int]] = {}
@@ -232,6 +233,16 @@ class HubServer:
 
     def head(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> Commit:
         return self.repo(repo_id, repo_type).resolve(revision)
+
+    def every_file_ever(self) -> dict[str, bytes]:
+        """Every file of every commit of every repo, `"repo_id:path"` -> bytes (the last version of each path):
+        what a push published at any time, not only what the head holds."""
+        found: dict[str, bytes] = {}
+        for (_, repo_id), repo in self.repos.items():
+            for commit in repo.commits.values():
+                for path, stored in commit.files.items():
+                    found[f"{repo_id}:{path}"] = self._content(stored)
+        return found
 
     # ---- internals ----------------------------------------------------------------------------------------------
     def _take_fault(self, kind: str) -> None:
@@ -302,6 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.requests.append((method, self.url_path))
         try:
             self.body = self._read_body()
+            self.hub.bodies.append((method, self.url_path, self.body))
             for route_method, pattern, handler in _ROUTES:
                 match = pattern.match(self.url_path)
                 if match and (route_method == method or (route_method == "GET" and method == "HEAD")):

@@ -67,7 +67,7 @@ def saved_student(tmp_path_factory):
     BertForSequenceClassification(config).save_pretrained(folder)
     BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(folder)
     (folder / METRICS_FILE).write_text(json.dumps(METRICS), encoding="utf-8")
-    (folder / "loss_curve.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (folder / "distillation.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     for leftover in LEFTOVERS:
         (folder / leftover).parent.mkdir(parents=True, exist_ok=True)
         (folder / leftover).write_bytes(b"training state " + leftover.encode())
@@ -93,8 +93,8 @@ def test_files_to_push_is_the_allow_list(student):
     assert files_to_push(student) == [
         "README.md",
         "config.json",
+        "distillation.png",
         METRICS_FILE,
-        "loss_curve.png",
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
@@ -176,10 +176,10 @@ def test_private_branch_and_message_reach_the_server(hub, student):
         HfApi(endpoint=server.endpoint, token=False).model_info(REPO)
 
     # A second push to the existing branch; asking for a public repo that exists as private warns.
-    (student / "extra.png").write_bytes(b"\x89PNG more")
+    (student / "distillation.png").write_bytes(b"\x89PNG a new plot")
     with pytest.warns(UserWarning, match="already exists and is private"):
         push_student(str(student), REPO, private=False, revision="distilled")
-    assert "extra.png" in server.head(REPO, "distilled").files
+    assert server.files(REPO, "distilled")["distillation.png"] == b"\x89PNG a new plot"
 
 
 def test_failed_commit_then_retry(hub, student):
@@ -270,7 +270,8 @@ def test_invalid_folder_fails_before_any_request(hub, student):
 def test_create_pr(hub, student):
     server = hub()
     push_student(str(student), REPO)
-    (student / "extra.png").write_bytes(b"\x89PNG more")
+    before = server.files(REPO)["distillation.png"]
+    (student / "distillation.png").write_bytes(b"\x89PNG a new plot")
     push_student(str(student), REPO, create_pr=True)
-    assert "extra.png" not in server.head(REPO).files
-    assert "extra.png" in server.head(REPO, "refs/pr/1").files
+    assert server.files(REPO)["distillation.png"] == before
+    assert server.files(REPO, "refs/pr/1")["distillation.png"] == b"\x89PNG a new plot"
