@@ -7,12 +7,11 @@ import inspect
 from torch import nn
 from transformers import PreTrainedModel
 
+from .architectures import unwrap
 from .layer_map import LayerMap
 
-
-def base_model_of(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft model (itself otherwise)."""
-    return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+# The old name, for code on other branches that still imports it; `unwrap` also sees through torch.compile and DDP.
+base_model_of = unwrap
 
 
 def is_peft_model(model: nn.Module) -> bool:
@@ -20,12 +19,17 @@ def is_peft_model(model: nn.Module) -> bool:
 
 
 def input_names(model: nn.Module) -> set[str]:
-    """The inputs that `model.forward` names (a DistilBERT model takes no token_type_ids, a BERT model does)."""
-    # A peft model's forward passes **kwargs on to the base model: the base names the inputs.
-    forward = base_model_of(getattr(model, "module", model)).forward
+    """
+    The inputs that the model's `forward` names (a DistilBERT model takes no token_type_ids, a BERT model does).
+
+    Read from the transformers model inside any wrapper (see [`~hf_distill.architectures.unwrap`]): a PEFT model, a
+    `torch.compile`d module and a DDP wrapper all take `(*args, **kwargs)` and pass them on, so their own signature
+    names nothing (and a teacher given no inputs fails with "You must specify exactly one of input_ids or
+    inputs_embeds").
+    """
     return {
         name
-        for name, p in inspect.signature(forward).parameters.items()
+        for name, p in inspect.signature(unwrap(model).forward).parameters.items()
         if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     }
 

@@ -18,33 +18,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .architectures import SUPPORTED_MODEL_TYPES, layer_stack, qkv_paths, unwrap
 from .losses import attention_relation_loss
 
-__all__ = ["RELATIONS", "QKVCapture", "QKVProjections", "qkv_projections", "relation_loss_terms"]
+__all__ = [
+    "RELATIONS",
+    "SUPPORTED_MODEL_TYPES",
+    "QKVCapture",
+    "QKVProjections",
+    "qkv_projections",
+    "relation_loss_terms",
+]
 
 RELATIONS = ("query", "key", "value")
-
-# Per model type: the layer `nn.ModuleList`, relative to the base model (`model.base_model`), and the query, key and
-# value projections relative to one layer. A single path is a fused projection whose output is [query | key | value]
-# along the last dimension, in three equal parts (GPT-2's `Conv1D`, split with `split(embed_dim, dim=2)`).
-_LAYOUTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "bert": ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value")),
-    "roberta": ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value")),
-    "xlm-roberta": ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value")),
-    "electra": ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value")),
-    "mpnet": ("encoder.layer", ("attention.attn.q", "attention.attn.k", "attention.attn.v")),
-    "deberta-v2": (
-        "encoder.layer",
-        ("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj"),
-    ),
-    "distilbert": ("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
-    "gpt2": ("h", ("attn.c_attn",)),
-    "llama": ("layers", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-    "mistral": ("layers", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-    "qwen2": ("layers", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-    "qwen3": ("layers", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-}
-SUPPORTED_MODEL_TYPES = tuple(sorted(_LAYOUTS))
 
 
 @dataclass(frozen=True)
@@ -83,18 +69,23 @@ class QKVProjections:
             return {"fused": self.fused}
         return {"query": self.query, "key": self.key, "value": self.value}
 
+    @property
+    def widths(self) -> dict[str, int]:
+        """
+        The output width of each projection, `{"query", "key", "value"}` to `num_heads * head_dim` (keys and values:
+        `num_key_value_heads * head_dim` under grouped-query attention); a fused projection's width split in three.
+        """
+        if self.fused is not None:
+            return dict.fromkeys(RELATIONS, _out_features(self.fused) // 3)
+        return {name: _out_features(module) for name, module in self.modules.items()}
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model inside PEFT (`get_base_model()`), torch.compile (`_orig_mod`) and DDP (`module`)."""
-    while True:
-        if callable(getattr(model, "get_base_model", None)):
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        elif getattr(model, "config", None) is None and isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            return model
+
+def _out_features(module: nn.Module) -> int:
+    # nn.Linear and PEFT layers have `out_features`; GPT-2's Conv1D has `nf`.
+    width = getattr(module, "out_features", None) or getattr(module, "nf", None)
+    if not isinstance(width, int):
+        raise TypeError(f"Cannot tell the output width of the projection {type(module).__name__}.")
+    return width
 
 
 def qkv_projections(model: nn.Module, layer: int) -> QKVProjections:
@@ -111,21 +102,10 @@ def qkv_projections(model: nn.Module, layer: int) -> QKVProjections:
     Returns:
         [`QKVProjections`]: The modules, as they sit in `model` (hooks on them see its forward passes).
     """
-    model = _unwrap(model)
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in _LAYOUTS:
-        raise ValueError(
-            f"Cannot find the query, key and value projections of {type(model).__name__} (model_type "
-            f"{model_type!r}); supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}."
-        )
-    layers_path, paths = _LAYOUTS[model_type]
-    base = getattr(model, "base_model", model)
-    try:
-        layers = base.get_submodule(layers_path)
-    except AttributeError:
-        layers = None
-    if not isinstance(layers, nn.ModuleList):
-        raise RuntimeError(f"{type(base).__name__} has no layer list at {layers_path!r}, as a {model_type} should.")
+    model = unwrap(model)
+    purpose = "find the query, key and value projections of"
+    layers = layer_stack(model, purpose)
+    paths = qkv_paths(model.config.model_type)
     num_layers = len(layers)
     if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
         raise ValueError(

@@ -6,43 +6,24 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 import transformers
-from torch import nn
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import logging
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "build_student", "select_teacher_layers"]
+from .architectures import SUPPORTED_MODEL_TYPES, layer_stack_path
+from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES, strategy_teacher_layers
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "build_student", "select_teacher_layers", "teacher_reference"]
 
 logger = logging.get_logger(__name__)
 
-STRATEGIES = ("uniform", "every_other", "first", "last")
-
-# Dotted path of the layer `nn.ModuleList`, relative to the base model (`model.base_model`). Only families whose
-# layers are independent, identically shaped blocks are listed: anything else could silently produce a broken student.
-_LAYER_STACKS = {
-    "bert": "encoder.layer",
-    "roberta": "encoder.layer",
-    "xlm-roberta": "encoder.layer",
-    "electra": "encoder.layer",
-    "mpnet": "encoder.layer",
-    "deberta-v2": "encoder.layer",
-    "distilbert": "transformer.layer",
-    "gpt2": "h",
-    "llama": "layers",
-    "mistral": "layers",
-    "qwen2": "layers",
-    "qwen3": "layers",
-}
-SUPPORTED_MODEL_TYPES = tuple(sorted(_LAYER_STACKS))
-
-# Families we know about but deliberately refuse, with the reason.
-_REJECTED = {
-    "albert": "ALBERT shares one set of layer weights across all its layers, so there are no per-layer weights to "
-    "select from; shrink `num_hidden_layers` in the config instead",
-}
+# Kept for code that imports it from here (the command's StudentArguments); the vocabulary lives in layer_map.
+STRATEGIES = LAYER_STRATEGIES
 
 # Config attributes holding one entry per layer; they must follow the chosen layers.
 _PER_LAYER_CONFIG_KEYS = ("layer_types", "mlp_layer_types")
@@ -52,25 +33,33 @@ _CONFIG_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "r
 
 
 def select_teacher_layers(
-    num_teacher_layers: int, num_layers: int | None, strategy: str, layers: Sequence[int] | None
+    num_teacher_layers: int,
+    num_layers: int | None,
+    strategy: str = DEFAULT_STUDENT_STRATEGY,
+    layers: Sequence[int] | None = None,
 ) -> list[int]:
     """
-    Choose which teacher layers initialise the student.
+    Choose which teacher blocks initialise the student.
+
+    The strategies are those of [`~hf_distill.layer_map.strategy_teacher_layers`], which names teacher layers in
+    `hidden_states` numbering (1..n); the student copies the blocks that write them (0-based, `layer - 1`), so a
+    [`LayerMap`] of the same strategy pairs each student layer with the teacher layer it was copied from.
 
     Args:
         num_teacher_layers (`int`): Number of layers `n` of the teacher.
         num_layers (`int`, *optional*): Number of student layers `k`. Required for `"uniform"`, `"first"` and
             `"last"`; defaults to `ceil(n / 2)` for `"every_other"`; must be `None` or `len(layers)` with `layers`.
-        strategy (`str`): One of `"uniform"` (`round(i * n / k)`), `"every_other"` (0, 2, 4, ..., DistilBERT's
-            choice), `"first"` (0..k-1) or `"last"` (n-k..n-1). Ignored when `layers` is given.
-        layers (`Sequence[int]`, *optional*): Explicit, strictly increasing teacher layer indices.
+        strategy (`str`, *optional*, defaults to `"every_other"`): One of `"uniform"` (blocks `round(i * n / k) - 1`
+            for i = 1..k: 12 -> 4 keeps 2, 5, 8, 11, ending with the teacher's last block), `"every_other"` (0, 2,
+            4, ..., DistilBERT's choice), `"first"` (0..k-1) or `"last"` (n-k..n-1). Ignored when `layers` is given.
+        layers (`Sequence[int]`, *optional*): Explicit, strictly increasing teacher block indices (0-based).
 
     Returns:
-        `list[int]`: The strictly increasing teacher layer indices; student layer `i` copies teacher layer `result[i]`.
+        `list[int]`: The strictly increasing teacher block indices; student block `i` copies teacher block `result[i]`.
     """
     n = num_teacher_layers
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; valid strategies are {', '.join(STRATEGIES)}.")
+    if strategy not in LAYER_STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; valid strategies are {', '.join(LAYER_STRATEGIES)}.")
     if layers is not None:
         chosen = [int(i) for i in layers]
         if not chosen:
@@ -83,23 +72,24 @@ def select_teacher_layers(
         if num_layers is not None and num_layers != len(chosen):
             raise ValueError(f"num_layers={num_layers} disagrees with len(layers)={len(chosen)}; pass only one.")
         return chosen
+    return [layer - 1 for layer in strategy_teacher_layers(strategy, n, num_layers)]
 
-    if strategy == "every_other":
-        every_other = list(range(0, n, 2))
-        num_layers = len(every_other) if num_layers is None else num_layers
-        if not 1 <= num_layers <= len(every_other):
-            raise ValueError(f"every_other from {n} teacher layers allows 1 <= num_layers <= {len(every_other)}.")
-        return every_other[:num_layers]
-    if num_layers is None:
-        raise ValueError(f"strategy={strategy!r} requires `num_layers`.")
-    if not 1 <= num_layers <= n:
-        raise ValueError(f"num_layers must satisfy 1 <= num_layers <= {n} (teacher layers), got {num_layers}.")
-    if strategy == "first":
-        return list(range(num_layers))
-    if strategy == "last":
-        return list(range(n - num_layers, n))
-    # Spacing is n / k >= 1, so rounding keeps the indices distinct, increasing and <= n - 1.
-    return [round(i * n / num_layers) for i in range(num_layers)]
+
+def teacher_reference(name_or_path: str | os.PathLike | None) -> str | None:
+    """
+    How a student's config names its teacher: a Hub id as it is; a local folder by its base name only, which is what
+    the model card shows (a published model must not reveal the layout of the user's file system).
+    """
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+    if not local:
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            local = True
+    return Path(os.path.abspath(os.path.expanduser(name))).name if local else name
 
 
 def _load_teacher(path: str | os.PathLike, **kwargs) -> PreTrainedModel:
@@ -117,22 +107,10 @@ def _load_teacher(path: str | os.PathLike, **kwargs) -> PreTrainedModel:
 
 def _layer_prefix(model: PreTrainedModel, num_layers: int) -> str:
     """State-dict prefix of the layer list, e.g. `bert.encoder.layer` (head model) or `encoder.layer` (base model)."""
-    model_type = model.config.model_type
-    if model_type in _REJECTED:
-        raise ValueError(f"Cannot build a student for model_type {model_type!r}: {_REJECTED[model_type]}.")
-    if model_type not in _LAYER_STACKS:
-        raise ValueError(
-            f"Unsupported model_type {model_type!r}; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}."
-        )
-    path = _LAYER_STACKS[model_type]
-    for prefix in (f"{model.base_model_prefix}.{path}", path):
-        try:
-            module = model.get_submodule(prefix)
-        except AttributeError:
-            continue
-        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
-            return prefix
-    raise RuntimeError(f"{type(model).__name__} has no {num_layers}-layer nn.ModuleList at {path!r}.")
+    prefix = layer_stack_path(model, "build a student from")
+    if len(model.get_submodule(prefix)) != num_layers:
+        raise RuntimeError(f"{type(model).__name__} has no {num_layers}-layer nn.ModuleList at {prefix!r}.")
+    return prefix
 
 
 def _source_key(key: str, prefix: str, chosen: list[int]) -> str:
@@ -146,7 +124,7 @@ def _source_key(key: str, prefix: str, chosen: list[int]) -> str:
 def build_student(
     teacher: PreTrainedModel | str | os.PathLike,
     num_layers: int | None = None,
-    strategy: Literal["uniform", "every_other", "first", "last"] = "uniform",
+    strategy: Literal["uniform", "every_other", "first", "last"] = DEFAULT_STUDENT_STRATEGY,
     layers: Sequence[int] | None = None,
     **from_pretrained_kwargs,
 ) -> PreTrainedModel:
@@ -161,13 +139,16 @@ def build_student(
         teacher (`PreTrainedModel`, `str` or `os.PathLike`): The teacher, or a local directory / Hub id to load it
             from with the class named in `config.architectures[0]`.
         num_layers (`int`, *optional*): Number of student layers; see [`select_teacher_layers`].
-        strategy (`str`, *optional*, defaults to `"uniform"`): `"uniform"`, `"every_other"`, `"first"` or `"last"`.
+        strategy (`str`, *optional*, defaults to `"every_other"`): `"uniform"`, `"every_other"` (DistilBERT's
+            choice, and the command's default), `"first"` or `"last"`; see [`select_teacher_layers`]. The same name
+            given as `layer_map` pairs each student layer with the teacher layer it was copied from.
         layers (`Sequence[int]`, *optional*): Explicit teacher layer indices; overrides `strategy`.
         from_pretrained_kwargs: Passed to `from_pretrained` when `teacher` is a path (e.g. `dtype`, `revision`).
 
     Returns:
         `PreTrainedModel`: The student, on the teacher's device and dtype and in the teacher's train/eval mode. Its
-        config records `distillation_teacher_layers` and `distillation_teacher`.
+        config records `distillation_teacher_layers` (the copied blocks, 0-based) and `distillation_teacher` (the
+        teacher's Hub id, or only the base name of a local folder; see [`teacher_reference`]).
     """
     if isinstance(teacher, (str, os.PathLike)):
         teacher = _load_teacher(teacher, **from_pretrained_kwargs)
@@ -194,7 +175,7 @@ def build_student(
         logger.warning("scale_attn_by_inverse_layer_idx scales attention by layer position; moved layers will differ.")
     config.name_or_path = ""  # the student is not the teacher checkpoint
     config.distillation_teacher_layers = chosen
-    config.distillation_teacher = teacher.name_or_path or None
+    config.distillation_teacher = teacher_reference(teacher.name_or_path)
 
     with torch.device(teacher.device):
         student = type(teacher)._from_config(

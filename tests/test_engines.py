@@ -94,3 +94,39 @@ def test_teacher_runs_in_its_own_dtype_while_the_student_trains_in_float32(tmp_p
 def test_bad_teacher_dtype_is_named(tmp_path):
     with pytest.raises(ValueError, match="teacher_dtype must be one of"):
         DistillationConfig(output_dir=str(tmp_path), teacher_dtype="int8")
+
+
+@pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile (dynamo) is not supported here")
+def test_torch_compile_trains_with_the_teacher_given_its_inputs(tmp_path):
+    """`torch_compile=True`: Accelerate compiles the teacher, and the teacher's inputs are read through the compiled
+    wrapper. The `eager` dynamo backend gives the same `OptimizedModule` wrapper without code generation (inductor
+    compiles C++ for about a minute even for this tiny model on a CPU), so the check stays fast."""
+
+    def losses(compile):
+        teacher, student = tiny_bert(4, seed=0), tiny_bert(2, seed=1)
+        args = DistillationConfig(
+            output_dir=str(tmp_path / str(compile)),
+            report_to="none",
+            use_cpu=True,
+            max_steps=2,
+            logging_steps=1,
+            per_device_train_batch_size=8,
+            torch_compile=compile,
+            torch_compile_backend="eager" if compile else None,
+            disable_tqdm=True,
+            save_strategy="no",
+        )
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=random_classification_dataset(),
+            data_collator=pad_collate,
+        )
+        assert isinstance(trainer.teacher, torch._dynamo.eval_frame.OptimizedModule) == compile
+        trainer.train()
+        return [value for e in trainer.state.log_history if "loss" in e for value in (e["loss"], e["loss_kd"])]
+
+    compiled = losses(True)
+    assert len(compiled) == 4
+    assert compiled == pytest.approx(losses(False), rel=1e-5)

@@ -322,6 +322,24 @@ def test_capture_equals_projections_applied_by_hand(model_type, layer):
         torch.testing.assert_close(outputs[name], expected[name], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_projection_widths_are_the_captured_widths(model_type):
+    model = tiny_model(model_type, hidden=32, heads=4, kv_heads=2)
+    with torch.no_grad(), QKVCapture(model, 1) as capture:
+        model(**_batch())
+    assert capture.projections.widths == {name: tensor.shape[-1] for name, tensor in capture.outputs.items()}
+
+
+def test_projection_widths_through_a_peft_adapter():
+    peft = pytest.importorskip("peft")
+    for model_type, targets in (("llama", ["q_proj", "k_proj"]), ("gpt2", ["c_attn"])):
+        model = peft.get_peft_model(
+            tiny_model(model_type, task=True), peft.LoraConfig(r=2, target_modules=targets, fan_in_fan_out=False)
+        )
+        expected = {"query": 32, "key": 16, "value": 16} if model_type == "llama" else dict.fromkeys(RELATIONS, 32)
+        assert qkv_projections(model, 1).widths == expected
+
+
 @pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "mistral"])
 def test_grouped_query_attention_keys_and_values_are_narrower(model_type):
     model = tiny_model(model_type, hidden=32, heads=4, kv_heads=2)
@@ -340,7 +358,7 @@ def test_projections_of_task_base_and_wrapped_models_are_the_same_modules():
             self.module = module
 
     expected = model.model.layers[1].self_attn
-    for wrapped in (model, model.model, DataParallelLike(model)):
+    for wrapped in (model, model.model, DataParallelLike(model), torch.compile(model)):
         projections = qkv_projections(wrapped, 2)
         assert projections.query is expected.q_proj and projections.key is expected.k_proj
         assert projections.value is expected.v_proj and projections.block is model.model.layers[1]

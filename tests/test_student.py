@@ -10,7 +10,9 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from hf_distill.student import SUPPORTED_MODEL_TYPES, build_student, select_teacher_layers
+from hf_distill import LayerMap
+from hf_distill.layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES
+from hf_distill.student import SUPPORTED_MODEL_TYPES, build_student, select_teacher_layers, teacher_reference
 
 ENCODER = dict(
     hidden_size=32,
@@ -169,9 +171,11 @@ def test_untied_lm_head_and_layer_types():
 @pytest.mark.parametrize(
     ("n", "k", "strategy", "layers", "expected"),
     [
-        (6, 3, "uniform", None, [0, 2, 4]),
-        (12, 4, "uniform", None, [0, 3, 6, 9]),
-        (12, 6, "uniform", None, [0, 2, 4, 6, 8, 10]),
+        # uniform: blocks round(i * n / k) - 1, i = 1..k, TinyBERT's layers (the last block is always kept)
+        (6, 3, "uniform", None, [1, 3, 5]),
+        (12, 4, "uniform", None, [2, 5, 8, 11]),
+        (12, 6, "uniform", None, [1, 3, 5, 7, 9, 11]),
+        (4, 3, "uniform", None, [0, 2, 3]),
         (4, 4, "uniform", None, [0, 1, 2, 3]),
         (12, None, "every_other", None, [0, 2, 4, 6, 8, 10]),
         (5, None, "every_other", None, [0, 2, 4]),
@@ -210,7 +214,9 @@ def test_select_teacher_layers_errors(k, strategy, layers, match):
 def test_build_student_validates_layer_choice():
     teacher = make("bert")
     with pytest.raises(ValueError, match=r"1 <= num_layers <= 4"):
-        build_student(teacher, num_layers=0)
+        build_student(teacher, num_layers=0, strategy="uniform")
+    with pytest.raises(ValueError, match=r"every_other from 4 teacher layers allows 1 <= num_layers <= 2"):
+        build_student(teacher, num_layers=3)
     with pytest.raises(ValueError, match=r"0\.\.3"):
         build_student(teacher, layers=[0, 7])
 
@@ -271,11 +277,81 @@ def test_teacher_from_path_logs_and_keeps_dtype(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="hf_distill.student"):
         student = build_student(str(tmp_path), num_layers=2, strategy="last", dtype=torch.bfloat16)
     assert student.dtype == torch.bfloat16
-    assert student.config.distillation_teacher == str(tmp_path)
+    assert student.config.distillation_teacher == tmp_path.name  # the folder's name only, not where it lies
     assert student.config.distillation_teacher_layers == [2, 3]
     assert "kept teacher layers [2, 3]" in caplog.text and " -> " in caplog.text
     student.save_pretrained(tmp_path / "student")
     config = transformers.AutoConfig.from_pretrained(tmp_path / "student")
-    assert config.distillation_teacher == str(tmp_path) and config.distillation_teacher_layers == [2, 3]
+    assert config.distillation_teacher == tmp_path.name and config.distillation_teacher_layers == [2, 3]
     with pytest.raises(ValueError, match="only apply when `teacher` is a path"):
         build_student(make("bert"), num_layers=2, dtype=torch.float16)
+
+
+def test_default_strategy_is_distilberts_every_other():
+    assert DEFAULT_STUDENT_STRATEGY == "every_other"
+    assert select_teacher_layers(12, 4) == [0, 2, 4, 6]
+    # 12 -> 6 would be 0,3,6,9 under the old default ("uniform" with the first block kept)
+    teacher = transformers.BertForSequenceClassification(transformers.BertConfig(**dict(ENCODER, num_hidden_layers=6)))
+    assert build_student(teacher, num_layers=3).config.distillation_teacher_layers == [0, 2, 4]
+    assert build_student(teacher).config.distillation_teacher_layers == [0, 2, 4]  # k defaults to ceil(n / 2)
+
+
+@pytest.mark.parametrize(("n", "k"), [(12, 4), (6, 3), (4, 3)])
+@pytest.mark.parametrize("strategy", LAYER_STRATEGIES)
+def test_a_strategy_names_the_same_teacher_layers_for_build_student_and_layer_map(strategy, n, k):
+    if strategy == "every_other" and k > (n + 1) // 2:  # 4 -> 3: there are only 2 every-other layers
+        for build in (lambda: select_teacher_layers(n, k, strategy), lambda: LayerMap.from_spec(strategy, n, k)):
+            with pytest.raises(ValueError, match=r"every_other from 4 teacher layers allows 1 <= num_layers <= 2"):
+                build()
+        return
+    copied_blocks = select_teacher_layers(n, k, strategy)
+    layer_map = LayerMap.from_spec(strategy, n, k)
+    # Student block i copies teacher block b, whose output is hidden_states[b + 1]; the layer map pairs them.
+    assert layer_map.hidden_state_indices() == [(block + 1, i) for i, block in enumerate(copied_blocks, start=1)]
+
+
+def test_uniform_student_learns_each_layer_from_the_teacher_layer_it_copies():
+    teacher = make("bert")  # 4 layers
+    student = build_student(teacher, num_layers=3, strategy="uniform")
+    assert student.config.distillation_teacher_layers == [0, 2, 3]
+    assert LayerMap.from_spec("uniform", 4, 3).spec() == "1:1,3:2,4:3"
+    # The last student block is the teacher's last block: same weights, so the same map of its input to its output.
+    hidden = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(student.bert.encoder.layer[2](hidden)[0], teacher.bert.encoder.layer[3](hidden)[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("org/teacher", "org/teacher"),
+        ("bert-base-uncased", "bert-base-uncased"),
+        ("/home/someone/models/my-teacher", "my-teacher"),
+        ("/home/someone/models/my-teacher/", "my-teacher"),
+        ("./runs/my-teacher", "my-teacher"),
+        ("../my-teacher", "my-teacher"),
+        ("~/models/my-teacher", "my-teacher"),
+        ("runs/deep/my-teacher", "my-teacher"),  # not a valid repo id: a path
+        ("", None),
+        (None, None),
+    ],
+)
+def test_teacher_reference_keeps_hub_ids_and_only_the_name_of_local_folders(name, expected):
+    assert teacher_reference(name) == expected
+
+
+def test_saved_config_names_a_hub_teacher_by_id_and_a_local_one_by_folder_name(tmp_path, monkeypatch):
+    teacher = make("bert")
+    teacher.name_or_path = "some-org/bert-teacher"  # what from_pretrained("some-org/bert-teacher") records
+    assert build_student(teacher, num_layers=2).config.distillation_teacher == "some-org/bert-teacher"
+
+    # A relative folder that looks like a repo id is local when it exists.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    make("bert").save_pretrained(tmp_path / "runs" / "teacher")
+    student = build_student("runs/teacher", num_layers=2)
+    assert student.config.distillation_teacher == "teacher"
+    student.save_pretrained(tmp_path / "student")
+    config_text = (tmp_path / "student" / "config.json").read_text()
+    assert '"distillation_teacher": "teacher"' in config_text
+    assert str(tmp_path) not in config_text and "runs" not in config_text
