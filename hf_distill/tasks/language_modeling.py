@@ -157,7 +157,8 @@ def prepare_language_modeling(
 ) -> DatasetDict:
     """Tokenises the text column line by line (cut to `max_length`, empty lines dropped).
 
-    The training split is masked afresh in every batch by the collator; the evaluation splits are masked once, here,
+    The training (and unlabeled) split is masked afresh in every batch by the collator; the evaluation splits are
+    masked once, here,
     with `seed` (for MLM), so every evaluation scores the same positions and results can be compared.
     """
     text_column, _, _ = resolve_columns(raw, data_args, require_label=False)
@@ -173,7 +174,7 @@ def prepare_language_modeling(
     for name, split in raw.items():
         split = split.filter(lambda row: bool(row[text_column] and row[text_column].strip()), desc="Dropping empty")
         split = split.map(tokenize, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
-        if mlm and name != "train":
+        if mlm and name not in ("train", "unlabeled"):
             split = mask_once(split, tokenizer, mlm_probability, seed=seed)
         tokenized[name] = split
     return tokenized
