@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .base import IGNORE_INDEX, UNITS, CardMetric, LogitTarget, Task, TaskEvaluation, count_items
+from .base import IGNORE_INDEX, UNITS, CardMetric, LogitTarget, Task, TaskEvaluation, count_items, is_default_id2label
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -42,6 +42,7 @@ __all__ = [
     "TokenClassification",
     "count_items",
     "get_task",
+    "is_default_id2label",
     "next_token_mask",
     "register_task",
     "resolve_task_name",
