@@ -28,7 +28,7 @@ logger = logging.get_logger(__name__)
 METRICS_FILE = "distillation_metrics.json"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")
 # What `trainer.evaluate` reports besides the task metrics: not figures of the model's quality.
-_RUN_FIGURES = ("loss", "epoch", "model_preparation_time")
+_RUN_FIGURES = ("loss", "epoch", "model_preparation_time", "runtime", "samples_per_second", "steps_per_second")
 
 
 @dataclass
