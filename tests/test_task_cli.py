@@ -13,8 +13,17 @@ import pytest
 import torch
 import yaml
 from conftest import WORDS, tiny_bert, tiny_tokenizer, write_sentiment_rows
-from tiny_task_models import TAGS, bert_config, corpus_sentence, gpt2, llama, masked_lm, question_answerer, regressor
-from tiny_task_models import token_classifier
+from tiny_task_models import (
+    TAGS,
+    bert_config,
+    corpus_sentence,
+    gpt2,
+    llama,
+    masked_lm,
+    question_answerer,
+    regressor,
+    token_classifier,
+)
 from transformers import AutoModelForCausalLM, BertModel
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student, load_model, measure_distillation
