@@ -121,7 +121,6 @@ def data_arguments(args: DemoArguments, paths: dict[str, str], unlabeled: bool =
         validation_file=paths["validation"],
         test_file=paths["test"],
         text_column="text",
-        label_column="sentiment",
         max_length=args.max_length,
     )
 

@@ -96,7 +96,8 @@ def check_model_path(path: str | None, role: str = "teacher") -> None:
         raise ValueError(f"--{role}_model_name_or_path is required: a fine-tuned model folder or Hub id")
     if _looks_local(path) and not os.path.exists(path):
         raise FileNotFoundError(
-            f"{role}_model_name_or_path {path!r} does not exist; give a folder written by save_pretrained"
+            f"could not load the {role} {path!r}: {role}_model_name_or_path names a folder that does not exist; give "
+            "a folder written by save_pretrained"
         )
 
 
