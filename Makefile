@@ -26,14 +26,14 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check hf_distill tests scripts
-	$(BIN)/ruff format --check hf_distill tests scripts
+	$(BIN)/ruff check hf_distill tests examples
+	$(BIN)/ruff format --check hf_distill tests examples
 
 demo: install
-	$(BIN)/python -m hf_distill.demo
+	$(BIN)/python examples/demo.py
 
 benchmark: install
-	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python examples/benchmark.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

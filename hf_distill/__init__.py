@@ -13,10 +13,12 @@ from .losses import (
     task_cross_entropy,
     task_mse,
 )
+from .measure import measure_distillation
 from .modeling import DistillationModel
 from .relations import QKVCapture
+from .run import run_distillation
 from .student import build_student, select_teacher_layers
-from .teacher import average_soft_targets
+from .teacher import average_soft_targets, load_model
 from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
@@ -36,7 +38,10 @@ __all__ = [
     "build_student",
     "build_teacher_cache",
     "hidden_state_loss",
+    "load_model",
     "logit_mse",
+    "measure_distillation",
+    "run_distillation",
     "select_teacher_layers",
     "similarity_loss",
     "soft_target_kl",

@@ -11,8 +11,12 @@
                                                           publish a saved student (one commit)
 
 Options come from the dataclasses through `HfArgumentParser`, as in the Hugging Face example scripts: every field of
-`DistillationConfig` (and so of `TrainingArguments`), `DataArguments`, `TaskDataArguments`, `StudentArguments` is a
-flag, and a YAML recipe can hold them all; flags given after the recipe override it.
+`DistillationConfig` (and so of `TrainingArguments`), `DataArguments`, each registered task's own `data_arguments`,
+`StudentArguments` and `MeasureArguments` is a flag, and a YAML recipe can hold them all; flags given after the recipe
+override it.
+
+Several processes or GPUs: `accelerate launch [--config_file examples/accelerate_configs/multi_gpu.yaml] -m
+hf_distill.cli train RECIPE.yaml [--flags]` (or `examples/distill.py`, the same command as a script).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from transformers import HfArgumentParser
 from .cache import CacheArguments
 from .config import DistillationConfig
 from .data import DataArguments
-from .pipeline import MeasureArguments, StudentArguments, load_teacher_and_tokenizer, make_student
-from .task_data import TaskDataArguments
-from .task_pipeline import build_cache, run
+from .measure import MeasureArguments
+from .run import StudentArguments, build_cache, make_student, run_distillation
+from .tasks import TASKS
+from .teacher import load_model, load_tokenizer
 
 COMMANDS = {
     "train": "distil a teacher into a student on a dataset (text or token classification, question answering, "
@@ -93,24 +98,55 @@ def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple:
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def train(argv: Sequence[str]):
-    parser = HfArgumentParser(
-        (StudentArguments, DataArguments, TaskDataArguments, MeasureArguments, DistillationConfig),
-        prog="hf-distill train",
+def task_argument_classes() -> list[type]:
+    """The own data-argument dataclasses of the registered tasks, each once (two tasks may share one)."""
+    classes = []
+    for task in TASKS.values():
+        if task.data_arguments is not None and task.data_arguments not in classes:
+            classes.append(task.data_arguments)
+    return classes
+
+
+def run_parser(prog: str, *extra: type) -> HfArgumentParser:
+    """The options of a run (`train`, and `cache` with its own `extra` options): student, data (with the task), each
+    task's own data arguments, measurement and distillation settings."""
+    return HfArgumentParser(
+        (
+            StudentArguments,
+            DataArguments,
+            *task_argument_classes(),
+            MeasureArguments,
+            DistillationConfig,
+            *extra,
+        ),
+        prog=prog,
     )
+
+
+def _split_run_arguments(parsed: Sequence, extra: int = 0) -> tuple:
+    """(student, data, task data arguments, measure, config, *extra) from a `run_parser` parse."""
+    parsed = list(parsed)
+    count = len(task_argument_classes())
+    student_args, data_args, task_args = parsed[0], parsed[1], parsed[2 : 2 + count]
+    measure_args, config, *rest = parsed[2 + count :]
+    return student_args, data_args, task_args, measure_args, config, *rest
+
+
+def train(argv: Sequence[str]):
+    parser = run_parser("hf-distill train")
     parser.description = COMMANDS["train"]
-    student_args, data_args, task_args, measure_args, config = parse_with_recipe(parser, argv)
-    return run(student_args, data_args, task_args, config, measure_args)
+    student_args, data_args, task_args, measure_args, config = _split_run_arguments(parse_with_recipe(parser, argv))
+    result = run_distillation(student_args, data_args, config, measure_args, task_args=task_args)
+    if result.summary:
+        print(result.summary)
+    return result
 
 
 def cache(argv: Sequence[str]):
-    parser = HfArgumentParser(
-        (StudentArguments, DataArguments, TaskDataArguments, MeasureArguments, DistillationConfig, CacheArguments),
-        prog="hf-distill cache",
-    )
+    parser = run_parser("hf-distill cache", CacheArguments)
     parser.description = COMMANDS["cache"]
-    student_args, data_args, task_args, _, config, cache_args = parse_with_recipe(parser, argv)
-    built = build_cache(student_args, data_args, task_args, config, cache_args)
+    student_args, data_args, task_args, _, config, cache_args = _split_run_arguments(parse_with_recipe(parser, argv))
+    built = build_cache(student_args, data_args, config, cache_args, task_args=task_args)
     settings = built.settings
     stored = (
         f"top-{settings['top_k']} log-probabilities at T={settings['temperature']}"
@@ -133,9 +169,8 @@ def student(argv: Sequence[str]) -> str:
     parser = HfArgumentParser((StudentOutputArguments, StudentArguments), prog="hf-distill student")
     parser.description = COMMANDS["student"]
     output_args, student_args = parse_with_recipe(parser, argv)
-    teacher, tokenizer = load_teacher_and_tokenizer(
-        output_args.teacher_model_name_or_path, None, student_args.tokenizer_name
-    )
+    teacher = load_model(output_args.teacher_model_name_or_path)
+    tokenizer = load_tokenizer(student_args.tokenizer_name or output_args.teacher_model_name_or_path)
     built = make_student(teacher, student_args)
     built.save_pretrained(output_args.output_dir)
     tokenizer.save_pretrained(output_args.output_dir)

@@ -1,44 +1,36 @@
 """
-Data loading and preprocessing for text classification (single text or text pair) used by `hf-distill train`.
+Loading the raw data of a distillation job, whatever its task: files or a Hub dataset, split, checked, de-duplicated.
 
-The pipeline is:
+[`load_raw_datasets`] returns a [`~datasets.DatasetDict`] of untokenised splits: `"train"`, `"validation"` (unless
+`--validation_split_percentage 0` leaves none), `"test"` when given, and `"unlabeled"` (the transfer set of
+`--unlabeled_file`). Each task tokenises them ([`hf_distill.tasks.Task.prepare_datasets`]). Where each split came from
+is kept in the dict's `sources` attribute ([`source_of`]), so that later errors can name the file.
 
-1. [`load_raw_datasets`]: load a Hub dataset (or a local dataset folder) or local CSV / JSON Lines / Parquet files into
-   a [`~datasets.DatasetDict`] with `"train"`, `"validation"` and optionally `"test"` splits, optionally de-duplicated
-   and truncated.
-2. [`resolve_columns`]: find the text, text-pair and label columns.
-3. [`build_label_mapping`]: map the label values to ids, by name onto the teacher's `config.id2label` when it has
-   meaningful names.
-4. [`tokenize_datasets`]: tokenize without padding (padding is dynamic, done by
-   [`~transformers.DataCollatorWithPadding`]) and keep only the model inputs and `labels`.
-
-[`prepare_text_classification`] chains the four steps.
+The input columns of an example (its text, text pair, question and context, or word list: [`input_columns`]) are
+what duplicates, overlaps between training and evaluation data, and empty cells are looked for in.
 """
 
 from __future__ import annotations
 
 import glob
-import logging
+import json
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
+from datasets import Dataset, DatasetDict
+from transformers.utils import logging
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+logger = logging.get_logger(__name__)
 
-logger = logging.getLogger(__name__)
-
-# The label of a transfer-set example: the hard-label loss ignores it (as transformers' losses ignore -100).
-IGNORED_LABEL = -100
-
-# Candidates for the automatic column detection, in order of preference.
+# Candidates for the automatic detection of the text column, in order of preference.
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "tweet", "question")
-LABEL_COLUMN_CANDIDATES = ("label", "labels", "sentiment", "class", "target")
+# Word-list columns (token classification): inputs too, when no text column is found.
+WORDS_COLUMN_CANDIDATES = ("tokens", "words")
+# Question answering's inputs, when the data has both and no --text_column is given.
+QUESTION_CONTEXT_COLUMNS = ("question", "context")
 
 # Local file extension -> `datasets` packaged builder.
 _EXTENSION_TO_BUILDER = {
@@ -51,19 +43,26 @@ _EXTENSION_TO_BUILDER = {
 }
 # Split names that are used as the evaluation split when `eval_split` is not given.
 _EVAL_SPLIT_CANDIDATES = ("validation", "valid", "dev")
-# Matches the names `PretrainedConfig` invents when a checkpoint has no real label names.
-_DEFAULT_LABEL_NAME = re.compile(r"LABEL_(\d+)")
+_SPLIT_ORDER = ("train", "validation", "test", "unlabeled")
 
 
 @dataclass
 class DataArguments:
     """
-    Arguments describing the text classification data used for distillation.
+    Where the data of a distillation job comes from, and how it is split: the flags every task shares.
 
     Every field carries a `help` metadata entry so that [`~transformers.HfArgumentParser`] turns it into a documented
-    command line flag (`--dataset_name`, `--train_file`, ...).
+    command line flag (`--dataset_name`, `--train_file`, ...). Each task adds its own flags (its `data_arguments`).
     """
 
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": "The task: text-classification, token-classification, question-answering, fill-mask (masked LM) "
+            "or text-generation (causal LM); hf_distill's names (sequence-classification, masked-lm, causal-lm) "
+            "work too. Default: inferred from the teacher's head (its config.architectures)."
+        },
+    )
     dataset_name: str | None = field(
         default=None,
         metadata={
@@ -97,23 +96,26 @@ class DataArguments:
     train_file: str | None = field(
         default=None,
         metadata={
-            "help": "Local training file: .csv, .tsv, .json/.jsonl (JSON Lines) or .parquet; the format is inferred "
-            "from the extension. Mutually exclusive with --dataset_name."
+            "help": "Local training file: .csv, .tsv, .json/.jsonl (JSON Lines), .parquet or .txt (one text a "
+            "line); the format is inferred from the extension. Mutually exclusive with --dataset_name."
         },
     )
     validation_file: str | None = field(
         default=None,
-        metadata={"help": "Local evaluation file (.csv, .tsv, .json/.jsonl or .parquet). Overrides --eval_split."},
+        metadata={
+            "help": "Local evaluation file (.csv, .tsv, .json/.jsonl, .parquet or .txt). Overrides --eval_split."
+        },
     )
     test_file: str | None = field(
         default=None,
-        metadata={"help": "Local test file (.csv, .tsv, .json/.jsonl or .parquet). Overrides --test_split."},
+        metadata={"help": "Local test file (.csv, .tsv, .json/.jsonl, .parquet or .txt). Overrides --test_split."},
     )
     validation_split_percentage: int = field(
         default=10,
         metadata={
-            "help": "Percentage of the training data held out for evaluation when there is no evaluation split or "
-            "file."
+            "help": "Percentage (1-99) of the training data held out for evaluation when there is no evaluation "
+            "split or file; 0 holds nothing out: every training example is trained on, and the final evaluation "
+            "uses the test data (or there is none)."
         },
     )
     split_seed: int = field(
@@ -123,8 +125,8 @@ class DataArguments:
     text_column: str | None = field(
         default=None,
         metadata={
-            "help": "Column holding the text. If not set, the first existing column of "
-            f"{', '.join(TEXT_COLUMN_CANDIDATES)} is used."
+            "help": "Column holding the text (text classification, language modelling). If not set, the first "
+            f"existing column of {', '.join(TEXT_COLUMN_CANDIDATES)} is used."
         },
     )
     text_pair_column: str | None = field(
@@ -132,13 +134,6 @@ class DataArguments:
         metadata={
             "help": "Column holding the second text of text-pair tasks (e.g. the hypothesis of NLI). If not set, the "
             "task is single-text."
-        },
-    )
-    label_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "Column holding the label. If not set, the first existing column of "
-            f"{', '.join(LABEL_COLUMN_CANDIDATES)} is used."
         },
     )
     max_length: int = field(
@@ -159,17 +154,18 @@ class DataArguments:
     unlabeled_file: str | None = field(
         default=None,
         metadata={
-            "help": "Extra in-domain texts without labels (a transfer set: .csv, .jsonl or .parquet, same text "
+            "help": "Extra in-domain inputs without labels (a transfer set: .csv, .jsonl or .parquet, same input "
             "column(s)). They join the training data: the teacher's soft targets teach the student on them, the "
-            "hard-label loss skips them. Texts that also appear in the evaluation or test data are dropped."
+            "hard-label loss skips them. Inputs that also appear in the evaluation or test data are dropped."
         },
     )
     drop_duplicates: bool = field(
         default=False,
         metadata={
-            "help": "Drop examples whose text (and text pair) repeats an earlier example, before any split is made. "
-            "Splits are scanned in the order train, validation, test, so an evaluation example that repeats a "
-            "training example is dropped too and evaluation accuracy is not inflated by memorized examples."
+            "help": "Drop examples whose input (text and text pair, question and context, or words) repeats an "
+            "earlier example, before any split is made. Splits are scanned in the order train, validation, test, so "
+            "an evaluation example that repeats a training example is dropped too and evaluation scores are not "
+            "inflated by memorized examples."
         },
     )
     preprocessing_num_workers: int | None = field(
@@ -178,17 +174,22 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        if self.task is not None:
+            from .tasks import get_task
+
+            get_task(self.task)  # fails at parsing time on a misspelt task, naming the accepted ones
         if (self.dataset_name is None) == (self.train_file is None):
             given = "both were given" if self.dataset_name is not None else "neither was given"
             raise ValueError(f"Pass exactly one of --dataset_name or --train_file ({given}).")
         # Fail at argument parsing time rather than after the model has been loaded.
-        for argument in ("train_file", "validation_file", "test_file"):
+        for argument in ("train_file", "validation_file", "test_file", "unlabeled_file"):
             path = getattr(self, argument)
             if path is not None:
                 _builder_for_file(path, argument)
-        if not 0 < self.validation_split_percentage < 100:
+        if not 0 <= self.validation_split_percentage < 100:
             raise ValueError(
-                f"--validation_split_percentage must be between 1 and 99, got {self.validation_split_percentage}."
+                "--validation_split_percentage must be between 1 and 99 (the share held out for evaluation), or 0 to "
+                f"hold out nothing; got {self.validation_split_percentage}."
             )
         if self.max_length <= 0:
             raise ValueError(f"--max_length must be positive, got {self.max_length}.")
@@ -199,12 +200,13 @@ class DataArguments:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Loading
+# Reading files
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def _builder_for_file(path: str, argument: str) -> str:
-    """Returns the `datasets` builder name (`"csv"`, `"json"` or `"parquet"`) for a local file, from its extension."""
+    """Returns the `datasets` builder name (`"csv"`, `"json"`, `"parquet"` or `"text"`) for a local file, from its
+    extension."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in _EXTENSION_TO_BUILDER:
         supported = ", ".join(_EXTENSION_TO_BUILDER)
@@ -255,7 +257,12 @@ def _file_has_no_rows(path: str, builder: str, csv_kwargs: dict[str, Any]) -> bo
 
 
 def _load_file(path: str, argument: str) -> Dataset:
-    """Loads one local file (or glob pattern) as a single [`~datasets.Dataset`]."""
+    """Loads one local file (or glob pattern) as a single [`~datasets.Dataset`].
+
+    Raises:
+        `ValueError`: the file is empty, or cannot be read (not UTF-8, a broken JSON line, ...), naming the file, the
+        line where it is known, and the fix, in the last line of the traceback.
+    """
     builder = _builder_for_file(path, argument)
     files = _resolve_paths(path, argument)
     kwargs: dict[str, Any] = {}
@@ -265,10 +272,78 @@ def _load_file(path: str, argument: str) -> Dataset:
         kwargs = {"keep_default_na": False}
         if os.path.splitext(path)[1].lower() == ".tsv":
             kwargs["sep"] = "\t"
-    if all(_file_has_no_rows(file, builder, kwargs) for file in files):
-        raise ValueError(f"--{argument} {path!r} is empty: it contains no examples.")
-    # A single split per call so that files of different formats can be mixed (e.g. train.csv + validation.jsonl).
-    return datasets.load_dataset(builder, data_files={"data": files}, split="data", **kwargs)
+    try:
+        if all(_file_has_no_rows(file, builder, kwargs) for file in files):
+            raise ValueError(f"--{argument} {path!r} is empty: it contains no examples.")
+        # A single split per call so that files of different formats can be mixed (e.g. train.csv + validation.jsonl).
+        return datasets.load_dataset(builder, data_files={"data": files}, split="data", **kwargs)
+    except ValueError as error:
+        if str(error).startswith(f"--{argument} "):
+            raise
+        raise _read_error(argument, files, builder, error) from error
+    except Exception as error:  # datasets wraps what went wrong in DatasetGenerationError, Arrow errors, ...
+        raise _read_error(argument, files, builder, error) from error
+
+
+def _read_error(argument: str, files: list[str], builder: str, error: BaseException) -> ValueError:
+    """A `ValueError` saying which file could not be read, where, and what to do about it."""
+    causes = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in causes:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, UnicodeDecodeError) for c in causes):
+        for file in files:
+            line, byte = _first_non_utf8_line(file)
+            if line is not None:
+                return ValueError(
+                    f"--{argument} {file!r} is not UTF-8 text: line {line} holds the byte {byte}, which UTF-8 cannot "
+                    f"decode. Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {os.path.basename(file)} > "
+                    "fixed.csv`, or 'Save as... UTF-8' in a spreadsheet)."
+                )
+    if builder == "json":
+        for file in files:
+            found = _first_broken_json_line(file)
+            if found is not None:
+                line, reason = found
+                return ValueError(
+                    f"--{argument} {file!r}: line {line} is not valid JSON ({reason}). A JSON Lines file holds one "
+                    'JSON object per line, such as {"text": "...", "label": "..."}; fix or delete that line.'
+                )
+    last = str(causes[-1]).strip().splitlines()
+    detail = f"{type(causes[-1]).__name__}: {last[-1] if last else ''}"
+    return ValueError(
+        f"--{argument} {', '.join(map(repr, files))} could not be read as {builder} ({detail}). Check that the file "
+        f"is a well-formed {builder} file, or give it the extension of its real format."
+    )
+
+
+def _first_non_utf8_line(path: str) -> tuple[int | None, str | None]:
+    with open(path, "rb") as file:
+        for number, raw_line in enumerate(file, start=1):
+            try:
+                raw_line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, f"0x{raw_line[error.start]:02x}"
+    return None, None
+
+
+def _first_broken_json_line(path: str) -> tuple[int, str] | None:
+    with open(path, encoding="utf-8", errors="replace") as file:
+        head = file.read(1)
+        if head == "[":
+            return None  # a JSON array, not JSON Lines: the generic message names the file
+        file.seek(0)
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                return number, f"{error.msg} at column {error.colno}"
+            if not isinstance(value, dict):
+                return number, f"a {type(value).__name__}, not an object of column: value"
+    return None
 
 
 def _load_hub_splits(args: DataArguments) -> dict[str, Dataset]:
@@ -299,31 +374,120 @@ def _load_hub_splits(args: DataArguments) -> dict[str, Dataset]:
     return splits
 
 
-def _drop_duplicate_texts(splits: dict[str, Dataset], text_columns: list[str]) -> dict[str, Dataset]:
-    """
-    Drops every example whose text columns repeat an earlier example, scanning the splits in order.
+# ---------------------------------------------------------------------------------------------------------------------
+# Input columns: duplicates, overlaps, empty cells
+# ---------------------------------------------------------------------------------------------------------------------
 
-    Done with pandas on the text columns only (vectorized hashing) and applied with `Dataset.select`; a stateful
-    `Dataset.filter` would be unsafe because `datasets` caches it by a fingerprint taken before it runs.
-    """
-    import pandas as pd
 
-    names = list(splits)
-    frames = [splits[name].select_columns(text_columns).to_pandas() for name in names]
-    combined = pd.concat(frames, ignore_index=True)
-    keep = ~combined.duplicated(subset=text_columns, keep="first")
+def detect_column(columns: Iterable[str], candidates: Iterable[str]) -> str | None:
+    """First candidate present in `columns`: exact match first, then case-insensitive (CSV headers like "Text")."""
+    columns, candidates = list(columns), list(candidates)
+    for candidate in candidates:
+        if candidate in columns:
+            return candidate
+    lowered = {column.lower(): column for column in columns}
+    for candidate in candidates:
+        if candidate in lowered:
+            return lowered[candidate]
+    return None
+
+
+def input_columns(columns: Iterable[str], args: DataArguments) -> list[str]:
+    """The columns that hold an example's input, or `[]` when none is recognised.
+
+    `--text_column` (and `--text_pair_column`) when given; else question and context (question answering) when the
+    data has both; else the first detected text column (`TEXT_COLUMN_CANDIDATES`), or word-list column.
+    """
+    columns = list(columns)
+    pair = [args.text_pair_column] if args.text_pair_column else []
+    if args.text_column:
+        return [args.text_column, *pair]
+    if all(name in columns for name in QUESTION_CONTEXT_COLUMNS):
+        return list(QUESTION_CONTEXT_COLUMNS)
+    detected = detect_column(columns, TEXT_COLUMN_CANDIDATES) or detect_column(columns, WORDS_COLUMN_CANDIDATES)
+    return [detected, *pair] if detected else []
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _keys(dataset: Dataset, columns: list[str]) -> list[tuple]:
+    """One hashable key per example: the values of its input columns."""
+    values = [list(dataset[column]) for column in columns]
+    return [tuple(_hashable(v) for v in row) for row in zip(*values)]
+
+
+def _drop_duplicate_inputs(splits: dict[str, Dataset], columns: list[str]) -> dict[str, Dataset]:
+    """
+    Drops every example whose input columns repeat an earlier example, scanning the splits in order.
+
+    Applied with `Dataset.select`; a stateful `Dataset.filter` would be unsafe because `datasets` caches it by a
+    fingerprint taken before it runs.
+    """
+    seen: set = set()
     result = {}
-    start = 0
-    for name in names:
-        num_rows = splits[name].num_rows
-        kept = [index for index, flag in enumerate(keep.iloc[start : start + num_rows].tolist()) if flag]
-        start += num_rows
-        if len(kept) < num_rows:
-            logger.info("drop_duplicates: dropped %d of %d %s examples.", num_rows - len(kept), num_rows, name)
-            result[name] = splits[name].select(kept)
+    for name, dataset in splits.items():
+        kept = []
+        for index, key in enumerate(_keys(dataset, columns)):
+            if key not in seen:
+                seen.add(key)
+                kept.append(index)
+        if len(kept) < dataset.num_rows:
+            logger.info(
+                "drop_duplicates: dropped %d of %d %s examples.", dataset.num_rows - len(kept), dataset.num_rows, name
+            )
+            result[name] = dataset.select(kept)
         else:
-            result[name] = splits[name]
+            result[name] = dataset
     return result
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _check_no_empty_inputs(dataset: Dataset, columns: list[str], source: str, builder: str | None) -> None:
+    """Refuses a missing or blank input cell (an empty CSV cell, a JSON `null`) alike, naming where the first is.
+
+    Refused rather than dropped: a missing text is most often a broken export (a shifted column, a lost quote), whose
+    other cells, the label included, are wrong too; training on `""` or quietly losing rows would both hide that.
+    """
+    for column in columns:
+        if column not in dataset.column_names:
+            continue
+        empty = [index for index, value in enumerate(dataset[column]) if _is_empty(value)]
+        if not empty:
+            continue
+        first = empty[0]
+        where = f"row {first + 1}"
+        if builder == "csv":
+            where += f" (line {first + 2} of the file, after the header)"
+        elif builder == "json":
+            where += f" (line {first + 1})"
+        raise ValueError(
+            f"{source}: {where} has no text in column {column!r} ({len(empty)} row(s) in all have an empty or missing "
+            f"{column!r}). Fill these cells or delete these rows."
+        )
+
+
+def _warn_overlaps(splits: dict[str, Dataset], columns: list[str], sources: dict[str, str]) -> None:
+    """Warns, with the count, when evaluation or test inputs also appear in the training data."""
+    train = set(_keys(splits["train"], columns))
+    for name in ("validation", "test"):
+        if name not in splits:
+            continue
+        overlapping = sum(key in train for key in _keys(splits[name], columns))
+        if overlapping:
+            logger.warning(
+                f"{overlapping} of {splits[name].num_rows} {name} examples ({sources[name]}) also appear in the "
+                f"training data (same {' + '.join(columns)}): their scores say how well the model remembers, not how "
+                "well it generalises. Pass --drop_duplicates to drop them from the evaluation data."
+            )
 
 
 def _check_not_empty(splits: dict[str, Dataset], sources: dict[str, str], reason: str = "") -> None:
@@ -332,53 +496,78 @@ def _check_not_empty(splits: dict[str, Dataset], sources: dict[str, str], reason
             raise ValueError(f"The {name} split ({sources[name]}) is empty: it has no examples{reason}.")
 
 
+def source_of(raw: DatasetDict, split: str) -> str:
+    """Where a split of [`load_raw_datasets`] came from, for messages: `"--train_file 'train.csv'"`, ..."""
+    return getattr(raw, "sources", {}).get(split, f"the {split} split")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
 def load_raw_datasets(args: DataArguments) -> DatasetDict:
     """
-    Loads the raw (untokenized) text classification data described by `args`.
+    Loads the raw (untokenised) data described by `args`, for any task.
 
     The training data comes from `args.dataset_name` or `args.train_file`. The evaluation data comes from
     `args.validation_file`, else `args.eval_split` (or a "validation"/"valid"/"dev" split of the Hub dataset), else is
-    held out from the training data with a seeded `train_test_split`. Duplicates are dropped (if
-    `args.drop_duplicates`) *before* that split, and the `max_*_samples` truncations after it.
+    held out from the training data with a seeded `train_test_split` (none with `validation_split_percentage=0`).
+    Duplicates are dropped (if `args.drop_duplicates`) *before* that split, and the `max_*_samples` truncations after
+    it. Evaluation or test inputs that also appear in the training data are counted in a warning.
 
     Args:
         args ([`DataArguments`]):
             The data arguments.
 
     Returns:
-        [`~datasets.DatasetDict`]: with the splits `"train"`, `"validation"` and, when a test file or split is given,
-        `"test"`.
+        [`~datasets.DatasetDict`]: the splits `"train"`, `"validation"` (unless nothing is held out and no
+        evaluation data is given), `"test"` (when a test file or split is given) and `"unlabeled"` (when an
+        unlabeled file is given; without the inputs of the evaluation and test data). Its `sources` attribute names
+        where each split came from ([`source_of`]).
 
     Raises:
         `FileNotFoundError`: a local file does not exist.
-        `ValueError`: a file has an unsupported extension, a split or file has no examples, or a requested split does
-        not exist.
+        `ValueError`: a file has an unsupported extension or cannot be read, a split or file has no examples, an input
+        cell is empty, or a requested split does not exist.
     """
+    builders: dict[str, str | None] = {}
     if args.dataset_name is not None:
         splits = _load_hub_splits(args)
-        sources = {name: f"dataset {args.dataset_name!r}" for name in ("train", "validation", "test")}
+        sources = {name: f"dataset {args.dataset_name!r} ({name} split)" for name in splits}
+        builders = dict.fromkeys(splits)
     else:
         splits = {"train": _load_file(args.train_file, "train_file")}
         sources = {"train": f"--train_file {args.train_file!r}"}
+        builders["train"] = _builder_for_file(args.train_file, "train_file")
     # Local evaluation/test files win over Hub splits, so a Hub training set can be evaluated on local data.
     for name, argument in (("validation", "validation_file"), ("test", "test_file")):
         path = getattr(args, argument)
         if path is not None:
             splits[name] = _load_file(path, argument)
             sources[name] = f"--{argument} {path!r}"
+            builders[name] = _builder_for_file(path, argument)
     _check_not_empty(splits, sources)
 
-    if args.drop_duplicates:
-        text_column, text_pair_column, _ = resolve_columns(splits["train"], args, require_label=False)
-        text_columns = [text_column] + ([text_pair_column] if text_pair_column else [])
-        splits = _drop_duplicate_texts(splits, text_columns)
+    columns = input_columns(splits["train"].column_names, args)
+    for name, dataset in splits.items():
+        if builders.get(name) != "text":  # blank lines of a plain-text corpus separate paragraphs: the task drops them
+            _check_no_empty_inputs(dataset, columns, sources[name], builders.get(name))
 
-    if "validation" not in splits:
+    if args.drop_duplicates:
+        if not columns or any(column not in splits["train"].column_names for column in columns):
+            raise ValueError(
+                f"--drop_duplicates needs the input column(s) of the data, but {columns or 'no text column'} is not "
+                f"among the training columns {splits['train'].column_names}; pass --text_column."
+            )
+        splits = _drop_duplicate_inputs(splits, columns)
+
+    if "validation" not in splits and args.validation_split_percentage > 0:
         train = splits["train"]
         if train.num_rows < 2:
             raise ValueError(
                 f"Cannot hold out evaluation data from a training set of {train.num_rows} example(s) "
-                f"({sources['train']}); give --validation_file or --eval_split."
+                f"({sources['train']}); give --validation_file or --eval_split, or --validation_split_percentage 0."
             )
         held_out = train.train_test_split(test_size=args.validation_split_percentage / 100, seed=args.split_seed)
         splits["train"], splits["validation"] = held_out["train"], held_out["test"]
@@ -391,496 +580,44 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
             if name in splits:
                 splits[name] = _take_first(splits[name], args.max_eval_samples)
     _check_not_empty(splits, sources, " left after dropping duplicates")
+    if columns and all(column in splits["train"].column_names for column in columns):
+        _warn_overlaps(splits, columns, sources)
 
-    # Fixed key order: train, validation, test.
-    return DatasetDict({name: splits[name] for name in ("train", "validation", "test") if name in splits})
+    if args.unlabeled_file is not None:
+        splits["unlabeled"] = load_unlabeled(args, splits, columns)
+        sources["unlabeled"] = f"--unlabeled_file {args.unlabeled_file!r}"
+
+    raw = DatasetDict({name: splits[name] for name in _SPLIT_ORDER if name in splits})
+    raw.sources = {name: sources[name] for name in raw}
+    return raw
+
+
+def load_unlabeled(args: DataArguments, splits: dict[str, Dataset], columns: list[str]) -> Dataset:
+    """The transfer set of `args.unlabeled_file`, without the inputs that the evaluation or test data hold.
+
+    Raises:
+        `ValueError`: the file lacks the input column(s), has an empty input cell, or has no example left.
+    """
+    source = f"--unlabeled_file {args.unlabeled_file!r}"
+    unlabeled = _load_file(args.unlabeled_file, "unlabeled_file")
+    if not columns:
+        raise ValueError(f"{source}: the training data has no text column to match; pass --text_column.")
+    missing = [c for c in columns if c not in unlabeled.column_names]
+    if missing:
+        raise ValueError(
+            f"{source} has no column {missing[0]!r} (an input column of the training data); its columns are "
+            f"{unlabeled.column_names}"
+        )
+    _check_no_empty_inputs(unlabeled, columns, source, _builder_for_file(args.unlabeled_file, "unlabeled_file"))
+    # Evaluating on inputs the student was taught from, even without their labels, would inflate its scores.
+    held_out = {key for name in ("validation", "test") if name in splits for key in _keys(splits[name], columns)}
+    keep = [i for i, key in enumerate(_keys(unlabeled, columns)) if key not in held_out]
+    if len(keep) < unlabeled.num_rows:
+        logger.info(f"Dropped {unlabeled.num_rows - len(keep)} unlabeled examples that also appear in evaluation data")
+    unlabeled = unlabeled.select(keep)
+    _check_not_empty({"unlabeled": unlabeled}, {"unlabeled": source})
+    return unlabeled
 
 
 def _take_first(dataset: Dataset, num_examples: int) -> Dataset:
     return dataset.select(range(min(num_examples, dataset.num_rows)))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Columns
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _detect_column(columns: list[str], candidates: Iterable[str]) -> str | None:
-    """First candidate present in `columns`: exact match first, then case-insensitive (CSV headers like "Text")."""
-    for candidate in candidates:
-        if candidate in columns:
-            return candidate
-    lowered = {column.lower(): column for column in columns}
-    for candidate in candidates:
-        if candidate in lowered:
-            return lowered[candidate]
-    return None
-
-
-def _pick_column(columns: list[str], given: str | None, candidates: tuple[str, ...], argument: str) -> str:
-    if given is not None:
-        if given not in columns:
-            raise ValueError(f"Column {given!r} (--{argument}) is not in the data; available columns: {columns}.")
-        return given
-    detected = _detect_column(columns, candidates)
-    if detected is None:
-        raise ValueError(
-            f"Could not find the {argument.removesuffix('_column')} column: none of {list(candidates)} is in the data "
-            f"(available columns: {columns}). Pass --{argument}."
-        )
-    return detected
-
-
-def resolve_columns(
-    dataset: Dataset | DatasetDict, args: DataArguments, require_label: bool = True
-) -> tuple[str, str | None, str | None]:
-    """
-    Finds the text, text-pair and label columns.
-
-    Columns given in `args` must exist; the others are detected: the text column is the first of
-    `TEXT_COLUMN_CANDIDATES` and the label column the first of `LABEL_COLUMN_CANDIDATES` that exists (exact name
-    first, then case-insensitive). The text-pair column is never guessed.
-
-    Args:
-        dataset ([`~datasets.Dataset`] or [`~datasets.DatasetDict`]):
-            The raw data. For a `DatasetDict` the columns are resolved on the `"train"` split and must exist in all
-            splits.
-        args ([`DataArguments`]):
-            Provides `text_column`, `text_pair_column` and `label_column`.
-        require_label (`bool`, *optional*, defaults to `True`):
-            Whether a missing label column is an error. If `False` and no label column is found, `None` is returned
-            for it.
-
-    Returns:
-        `tuple[str, str | None, str]`: the text column, the text-pair column (or `None`) and the label column.
-
-    Raises:
-        `ValueError`: naming the missing column, the flag that selects it and the available columns.
-    """
-    if isinstance(dataset, DatasetDict):
-        reference = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
-    else:
-        reference = dataset
-    columns = list(reference.column_names)
-
-    text_column = _pick_column(columns, args.text_column, TEXT_COLUMN_CANDIDATES, "text_column")
-    text_pair_column = None
-    if args.text_pair_column is not None:
-        text_pair_column = _pick_column(columns, args.text_pair_column, (), "text_pair_column")
-    if args.text_column is None and text_pair_column is None:
-        # E.g. QNLI has both "question" and "sentence": picking one silently would drop half of every example.
-        others = [c for c in columns if c != text_column and _detect_column([c], TEXT_COLUMN_CANDIDATES)]
-        if others:
-            logger.warning(
-                "Using %r as the text column; column(s) %s also look like text. Pass --text_pair_column for a "
-                "text-pair task, or --text_column to choose another column.",
-                text_column,
-                others,
-            )
-    try:
-        label_column = _pick_column(columns, args.label_column, LABEL_COLUMN_CANDIDATES, "label_column")
-    except ValueError:
-        if require_label or args.label_column is not None:
-            raise
-        label_column = None
-
-    used = [text_column, text_pair_column, label_column]
-    used = [column for column in used if column is not None]
-    if len(set(used)) != len(used):
-        raise ValueError(
-            f"The text ({text_column!r}), text pair ({text_pair_column!r}) and label ({label_column!r}) columns must "
-            "be different columns."
-        )
-    if isinstance(dataset, DatasetDict):
-        for split, split_dataset in dataset.items():
-            missing = [column for column in used if column not in split_dataset.column_names]
-            if missing:
-                raise ValueError(
-                    f"The {split} split lacks column(s) {missing} found in the train split; its columns are "
-                    f"{split_dataset.column_names}."
-                )
-    return text_column, text_pair_column, label_column
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Labels
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def is_default_id2label(id2label: dict[int, str] | None) -> bool:
-    """Whether `id2label` is missing or only holds the placeholder names `LABEL_0`, `LABEL_1`, ... of transformers."""
-    if not id2label:
-        return True
-    return all(
-        (match := _DEFAULT_LABEL_NAME.fullmatch(str(name))) is not None and int(match.group(1)) == int(index)
-        for index, name in id2label.items()
-    )
-
-
-def _normalize_label(value: Any) -> Any:
-    """Integer-valued floats (e.g. from a CSV column with a stray missing value) become ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _class_names(dataset: Dataset, label_column: str) -> list[str] | None:
-    feature = dataset.features[label_column]
-    return list(feature.names) if isinstance(feature, ClassLabel) else None
-
-
-def _label_key(value: Any, class_names: list[str] | None, label2id: dict[str, int]) -> Any:
-    """
-    The value looked up in `label2id`: the class name for `ClassLabel` columns whose names are all known to
-    `label2id`, otherwise the (normalized) value itself.
-    """
-    if class_names is not None and _is_int(value) and 0 <= value < len(class_names):
-        if all(name in label2id for name in class_names):
-            return class_names[value]
-    return _normalize_label(value)
-
-
-def _label_to_id(key: Any, label2id: dict[str, int], num_labels: int) -> int | None:
-    """
-    Maps one label value to its id, or `None` if it cannot be mapped.
-
-    Strings (and other values) are looked up by name as strings. Integers are looked up by name first (so integer
-    labels of a mapping built from the data map to themselves), then accepted as ids when in `[0, num_labels)`.
-    """
-    if key is None or key == "":
-        return None
-    name = str(key)
-    if name in label2id:
-        return label2id[name]
-    if _is_int(key) and 0 <= key < num_labels:
-        return key
-    return None
-
-
-def _unique_labels(dataset_dict: DatasetDict, label_column: str) -> list[Any]:
-    """The distinct (normalized) values of `label_column` in all splits, in order of first appearance."""
-    seen: dict[Any, None] = {}
-    for split, dataset in dataset_dict.items():
-        if label_column not in dataset.column_names:
-            raise ValueError(
-                f"The {split} split has no label column {label_column!r} (--label_column); its columns are "
-                f"{dataset.column_names}."
-            )
-        for value in dataset.unique(label_column):
-            value = _normalize_label(value)
-            if value is None or value == "":
-                raise ValueError(
-                    f"The {split} split has examples with a missing label in column {label_column!r}; fill or drop "
-                    "them."
-                )
-            seen.setdefault(value, None)
-    return list(seen)
-
-
-def _sort_labels(values: list[Any]) -> list[Any]:
-    """Sorts label values: numbers numerically, strings that all spell integers numerically, other strings by text."""
-    if all(_is_int(value) or isinstance(value, float) for value in values):
-        return sorted(values)
-    if all(isinstance(value, str) and re.fullmatch(r"-?\d+", value) for value in values):
-        return sorted(values, key=int)
-    return sorted(values, key=str)
-
-
-def _mapping_from_data(
-    dataset_dict: DatasetDict, label_column: str, values: list[Any], num_teacher_labels: int = 0
-) -> dict[str, int]:
-    class_names = _class_names(dataset_dict["train"], label_column) if "train" in dataset_dict else None
-    if class_names is not None:
-        # The dataset's own class names and order are the most meaningful mapping there is.
-        return {name: index for index, name in enumerate(class_names)}
-    if all(_is_int(value) for value in values):
-        # Integer labels are ids already when they are 0..n-1, or, for a teacher without label names but with
-        # `num_labels` outputs, when they are in [0, num_labels) (a small split need not contain every class).
-        num_labels = max(len(values), num_teacher_labels)
-        if all(0 <= value < num_labels for value in values) and (
-            num_teacher_labels or set(values) == set(range(num_labels))
-        ):
-            return {str(index): index for index in range(num_labels)}
-    return {str(value): index for index, value in enumerate(_sort_labels(values))}
-
-
-def _mapping_from_teacher(
-    dataset_dict: DatasetDict, label_column: str, values: list[Any], id2label: dict[int, str]
-) -> dict[str, int]:
-    label2id = {str(name): int(index) for index, name in sorted(id2label.items(), key=lambda item: int(item[0]))}
-    num_labels = len(id2label)
-    known = list(label2id)
-    for split, dataset in dataset_dict.items():
-        class_names = _class_names(dataset, label_column)
-        if class_names is not None and not all(name in label2id for name in class_names):
-            logger.warning(
-                "The %s split's label column %r has class names %s that differ from the teacher's labels %s; its "
-                "integer labels are used as the teacher's ids as they are.",
-                split,
-                label_column,
-                class_names,
-                known,
-            )
-        for value in dataset.unique(label_column):
-            key = _label_key(value, class_names, label2id)
-            if _label_to_id(key, label2id, num_labels) is None:
-                raise ValueError(
-                    f"label {key!r} in column {label_column!r} ({split} split) is not one of the teacher's labels "
-                    f"{known} (config.id2label); map or filter it, or pass a teacher trained on these labels. "
-                    f"Integer labels are also accepted as ids in [0, {num_labels})."
-                )
-    # Integer labels are looked up by name first; mixing "by name" and "by id" in one column would be inconsistent.
-    ints = [value for value in values if _is_int(value)]
-    by_name = [value for value in ints if str(value) in label2id]
-    if by_name and len(by_name) != len(ints):
-        raise ValueError(
-            f"Integer labels in column {label_column!r} are ambiguous: {by_name} match the teacher's label names "
-            f"{known} while the others can only be ids. Convert the column to the teacher's label names."
-        )
-    return label2id
-
-
-def build_label_mapping(
-    dataset_dict: DatasetDict, label_column: str, id2label: dict[int, str] | None = None
-) -> dict[str, int]:
-    """
-    Builds the mapping from label names to ids, checking that every label in the data can be mapped.
-
-    - With a teacher `id2label` that has real names (not the `LABEL_0`, `LABEL_1`, ... placeholders), labels are mapped
-      *by name* onto the teacher's ids, so the student learns the teacher's label order whatever order the data uses.
-      String labels are compared as strings; integer labels that are valid ids (in `[0, len(id2label))`) are accepted
-      as ids. A `ClassLabel` column whose class names all are teacher labels is mapped by name.
-    - Otherwise the mapping is built from the data: the class names of a `ClassLabel` column, integer labels
-      `0..n-1` map to themselves, anything else is sorted and numbered `0..n-1`.
-
-    The mapping is applied by [`tokenize_datasets`] and is meant to be stored as `label2id` (and its inverse as
-    `id2label`) in the config of a model trained from scratch.
-
-    Args:
-        dataset_dict ([`~datasets.DatasetDict`]):
-            The raw data; the labels of all its splits are checked.
-        label_column (`str`):
-            The label column.
-        id2label (`dict[int, str]`, *optional*):
-            The teacher's `config.id2label`.
-
-    Returns:
-        `dict[str, int]`: label name -> id. For integer labels without names, the names are the integers as strings.
-
-    Raises:
-        `ValueError`: a label is missing, or unknown to the teacher (naming the value, the column and the known
-        labels), or the data has more labels than a teacher without label names.
-    """
-    values = _unique_labels(dataset_dict, label_column)
-    if not is_default_id2label(id2label):
-        return _mapping_from_teacher(dataset_dict, label_column, values, id2label)
-
-    num_teacher_labels = len(id2label) if id2label else 0
-    label2id = _mapping_from_data(dataset_dict, label_column, values, num_teacher_labels)
-    if num_teacher_labels:
-        # A teacher without label names: its number of outputs still has to fit the data.
-        if len(set(label2id.values())) > num_teacher_labels:
-            raise ValueError(
-                f"Column {label_column!r} has {len(label2id)} distinct labels {list(label2id)} but the teacher has "
-                f"only {num_teacher_labels} outputs (config.id2label has no label names)."
-            )
-        if not all(_is_int(value) for value in values):
-            logger.warning(
-                "The teacher has no label names (config.id2label = %s); the labels of column %r are numbered in "
-                "sorted order %s. Make sure the teacher was trained with the same order.",
-                id2label,
-                label_column,
-                label2id,
-            )
-    return label2id
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Tokenization
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _make_tokenize_function(
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str,
-    label2id: dict[str, int],
-    class_names: list[str] | None,
-) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-    """
-    Builds the batched `map` function. It only closes over picklable values, so `datasets` can hash it into a stable
-    fingerprint (the cache key) and send it to worker processes.
-    """
-    num_labels = len(set(label2id.values()))
-
-    def check_texts(texts: list[Any], column: str, indices: list[int]) -> None:
-        for text, index in zip(texts, indices):
-            if not isinstance(text, str):
-                raise ValueError(f"Example {index} has no text in column {column!r} (got {text!r}).")
-
-    def tokenize(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        texts = batch[text_column]
-        check_texts(texts, text_column, indices)
-        text_pairs = None
-        if text_pair_column is not None:
-            text_pairs = batch[text_pair_column]
-            check_texts(text_pairs, text_pair_column, indices)
-        # No padding: `DataCollatorWithPadding` pads each batch to its own longest example, which is much cheaper.
-        encoding = tokenizer(texts, text_pairs, truncation=True, max_length=max_length)
-        labels = []
-        for value, index in zip(batch[label_column], indices):
-            label_id = _label_to_id(_label_key(value, class_names, label2id), label2id, num_labels)
-            if label_id is None:
-                raise ValueError(
-                    f"Example {index}: label {value!r} in column {label_column!r} is not one of {list(label2id)}."
-                )
-            labels.append(label_id)
-        return {**encoding, "labels": labels}
-
-    return tokenize
-
-
-def tokenize_datasets(
-    dataset_dict: DatasetDict,
-    tokenizer: PreTrainedTokenizerBase,
-    args: DataArguments,
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str,
-    label2id: dict[str, int],
-) -> DatasetDict:
-    """
-    Tokenizes every split and converts the labels to ids.
-
-    Uses a batched [`~datasets.Dataset.map`], so with file-backed data the result is cached by fingerprint and a
-    second run with the same data, tokenizer and arguments reloads it instead of tokenizing again. Examples are
-    truncated to `args.max_length` tokens and *not* padded; pad dynamically with
-    [`~transformers.DataCollatorWithPadding`].
-
-    Args:
-        dataset_dict ([`~datasets.DatasetDict`]):
-            The raw data, e.g. from [`load_raw_datasets`].
-        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
-            The tokenizer (of the student; teacher and student must share the vocabulary).
-        args ([`DataArguments`]):
-            Provides `max_length` and `preprocessing_num_workers`.
-        text_column (`str`), text_pair_column (`str`, *optional*), label_column (`str`):
-            The columns, e.g. from [`resolve_columns`].
-        label2id (`dict[str, int]`):
-            The label mapping from [`build_label_mapping`].
-
-    Returns:
-        [`~datasets.DatasetDict`]: the same splits with only the columns `input_ids`, `attention_mask`,
-        `token_type_ids` (if the tokenizer returns them) and `labels` (int).
-    """
-    tokenized = {}
-    for split, dataset in dataset_dict.items():
-        function = _make_tokenize_function(
-            tokenizer,
-            args.max_length,
-            text_column,
-            text_pair_column,
-            label_column,
-            label2id,
-            _class_names(dataset, label_column),
-        )
-        tokenized[split] = dataset.map(
-            function,
-            batched=True,
-            with_indices=True,
-            remove_columns=dataset.column_names,
-            num_proc=args.preprocessing_num_workers,
-            desc=f"Tokenizing the {split} split",
-        )
-    return DatasetDict(tokenized)
-
-
-def prepare_text_classification(
-    args: DataArguments, tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str] | None = None
-) -> tuple[DatasetDict, dict[str, int]]:
-    """
-    Loads, checks and tokenizes the text classification data: [`load_raw_datasets`], [`resolve_columns`],
-    [`build_label_mapping`] and [`tokenize_datasets`] in a row.
-
-    Args:
-        args ([`DataArguments`]):
-            The data arguments.
-        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
-            The tokenizer.
-        id2label (`dict[int, str]`, *optional*):
-            The teacher's `config.id2label`; labels are mapped onto it by name when it has real label names.
-
-    Returns:
-        `tuple[DatasetDict, dict[str, int]]`: the tokenized splits and the label mapping (label name -> id).
-    """
-    raw = load_raw_datasets(args)
-    text_column, text_pair_column, label_column = resolve_columns(raw, args)
-    label2id = build_label_mapping(raw, label_column, id2label)
-    tokenized = tokenize_datasets(raw, tokenizer, args, text_column, text_pair_column, label_column, label2id)
-    if args.unlabeled_file is not None:
-        unlabeled = load_unlabeled_texts(args, raw, text_column, text_pair_column)
-        tokenized["train"] = concatenate_datasets(
-            [tokenized["train"], tokenize_unlabeled(unlabeled, tokenizer, args, text_column, text_pair_column)]
-        )
-    return tokenized, label2id
-
-
-def load_unlabeled_texts(
-    args: DataArguments, raw: DatasetDict, text_column: str, text_pair_column: str | None
-) -> Dataset:
-    """The transfer set of `args.unlabeled_file`, without the texts that the evaluation or test data hold.
-
-    Raises:
-        `ValueError`: the file lacks the text column(s), or has no text left.
-    """
-    unlabeled = _load_file(args.unlabeled_file, "unlabeled_file")
-    columns = [text_column] + ([text_pair_column] if text_pair_column else [])
-    missing = [c for c in columns if c not in unlabeled.column_names]
-    if missing:
-        raise ValueError(
-            f"--unlabeled_file {args.unlabeled_file!r} has no column {missing[0]!r} (the text column of the training "
-            f"data); its columns are {unlabeled.column_names}"
-        )
-
-    def key(row: dict) -> tuple:
-        return tuple(row[c] for c in columns)
-
-    # Evaluating on texts the student was taught from, even without their labels, would inflate its accuracy.
-    held_out = {
-        key(row) for name in ("validation", "test") if name in raw for row in raw[name].select_columns(columns)
-    }
-    keep = [i for i, row in enumerate(unlabeled.select_columns(columns)) if key(row) not in held_out]
-    if len(keep) < unlabeled.num_rows:
-        logger.info(f"Dropped {unlabeled.num_rows - len(keep)} unlabeled texts that also appear in evaluation data")
-    unlabeled = unlabeled.select(keep)
-    _check_not_empty({"unlabeled": unlabeled}, {"unlabeled": f"--unlabeled_file {args.unlabeled_file!r}"})
-    return unlabeled
-
-
-def tokenize_unlabeled(
-    dataset: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    args: DataArguments,
-    text_column: str,
-    text_pair_column: str | None,
-) -> Dataset:
-    """Tokenizes the transfer set like the training data, with every label -100 (ignored by the hard-label loss)."""
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        pairs = batch[text_pair_column] if text_pair_column else None
-        encoding = tokenizer(batch[text_column], pairs, truncation=True, max_length=args.max_length)
-        return {**encoding, "labels": [IGNORED_LABEL] * len(batch[text_column])}
-
-    return dataset.map(
-        tokenize,
-        batched=True,
-        remove_columns=dataset.column_names,
-        num_proc=args.preprocessing_num_workers,
-        desc="Tokenizing the unlabeled texts",
-    )

@@ -1,5 +1,7 @@
 """The usual metric of each task, computed offline (no metric is downloaded): plain functions of predictions.
 
+- [`accuracy`] and [`macro_f1`]: classification, as scikit-learn's `accuracy_score` and `f1_score(average="macro")`;
+- [`mean_squared_error`] and [`pearson`]: regression;
 - [`entity_scores`]: entity-level precision, recall and F1 for BIO / IOBES tags, as seqeval (and conlleval) count
   them, plus token accuracy;
 - [`squad_scores`]: exact match and F1 over answer strings, as the SQuAD evaluation script computes them;
@@ -16,7 +18,71 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 
-__all__ = ["entities", "entity_scores", "exact_match", "normalize_answer", "perplexity", "squad_f1", "squad_scores"]
+import numpy as np
+
+__all__ = [
+    "accuracy",
+    "entities",
+    "entity_scores",
+    "exact_match",
+    "macro_f1",
+    "mean_squared_error",
+    "normalize_answer",
+    "pearson",
+    "perplexity",
+    "squad_f1",
+    "squad_scores",
+]
+
+
+# ---- classes and real values (text classification, regression) -----------------------------------------------------
+
+
+def accuracy(labels: Sequence, predicted: Sequence) -> float:
+    """The share of predictions equal to their label."""
+    labels, predicted = _pair(labels, predicted)
+    return float((labels == predicted).mean()) if labels.size else 0.0
+
+
+def macro_f1(labels: Sequence, predicted: Sequence) -> float:
+    """The unweighted mean of each class's F1, over the classes that occur in the labels or the predictions.
+
+    A class's F1 is `2 TP / (2 TP + FP + FN)`; a class that is predicted but never right, or never predicted, scores 0
+    (scikit-learn's `f1_score(average="macro")` with its default `zero_division`).
+    """
+    labels, predicted = _pair(labels, predicted)
+    classes = np.union1d(labels, predicted)
+    if not classes.size:
+        return 0.0
+    scores = []
+    for label in classes:
+        true_positives = np.sum((labels == label) & (predicted == label))
+        denominator = np.sum(labels == label) + np.sum(predicted == label)
+        scores.append(2 * true_positives / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def mean_squared_error(targets: Sequence[float], predicted: Sequence[float]) -> float:
+    """The mean of `(predicted - target)²`."""
+    targets, predicted = _pair(targets, predicted, dtype=np.float64)
+    return float(np.mean((predicted - targets) ** 2)) if targets.size else float("nan")
+
+
+def pearson(targets: Sequence[float], predicted: Sequence[float]) -> float:
+    """Pearson's correlation of predictions and targets; `nan` when either is constant (no correlation is defined)."""
+    targets, predicted = _pair(targets, predicted, dtype=np.float64)
+    if targets.size < 2:
+        return float("nan")
+    x, y = targets - targets.mean(), predicted - predicted.mean()
+    norm = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
+    return float(np.sum(x * y) / norm) if norm > 0 else float("nan")
+
+
+def _pair(first: Sequence, second: Sequence, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    first, second = np.asarray(first, dtype=dtype).reshape(-1), np.asarray(second, dtype=dtype).reshape(-1)
+    if first.shape != second.shape:
+        raise ValueError(f"{second.size} predictions for {first.size} labels")
+    return first, second
 
 
 # ---- entities (token classification) ------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """A model card (README.md) for a distilled student, from its folder and the run's `distillation_metrics.json`.
 
 Every figure in the card comes from the metrics (the training command measures and writes them) or from the folder's
-`config.json`; a figure that is not known is left out, never guessed. The body is rendered from the Jinja template
-`model_cards/student.md` (see [`template_path`]).
+`config.json`; a figure that is not known is left out, never guessed. Which figures a task shows (accuracy, entity F1,
+exact match, perplexity, ...), its pipeline tag and its usage example come from the task
+([`~hf_distill.tasks.Task.card_metrics`], `pipeline_tag`, `usage_example`). The body is rendered from the Jinja
+template `model_cards/student.md` (see [`template_path`]).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import PretrainedConfig
+
+from .tasks import CardMetric, Task, get_task, task_name_of_class
 
 __all__ = ["METRICS_FILE", "TEMPLATE_NAME", "build_model_card", "template_path"]
 
@@ -23,25 +28,6 @@ METRICS_FILE = "distillation_metrics.json"
 TEMPLATE_NAME = "student.md"
 TAGS = ["distillation", "hf-distill", "knowledge-distillation"]
 
-# Task names used in metrics (pipeline names, and hf_distill's own task names) -> Hub pipeline tag.
-_PIPELINE_OF_TASK = {
-    "text-classification": "text-classification",
-    "sequence-classification": "text-classification",
-    "token-classification": "token-classification",
-    "question-answering": "question-answering",
-    "fill-mask": "fill-mask",
-    "masked-lm": "fill-mask",
-    "text-generation": "text-generation",
-    "causal-lm": "text-generation",
-}
-# Architecture suffix in config.json -> pipeline tag, when the metrics do not name the task.
-_PIPELINE_OF_ARCH = {
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForMaskedLM": "fill-mask",
-    "ForCausalLM": "text-generation",
-}
 _NUM_LAYERS_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 _HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _DATA_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow")
@@ -68,13 +54,6 @@ _FRAMEWORK_NAMES = {
     "accelerate": "Accelerate",
     "huggingface_hub": "huggingface_hub",
 }
-_USAGE_EXAMPLES = {
-    "text-classification": ("classifier", 'classifier("I love this movie!")'),
-    "token-classification": ("tagger", 'tagger("My name is Sarah and I live in London.")'),
-    "question-answering": ("qa", 'qa(question="Where do I live?", context="My name is Sarah and I live in London.")'),
-    "fill-mask": ("unmasker", None),  # needs the tokenizer's mask token, see _usage
-    "text-generation": ("generator", 'generator("Once upon a time", max_new_tokens=20)'),
-}
 
 
 def template_path() -> Path:
@@ -96,6 +75,7 @@ def build_model_card(
     license: str | None = None,  # noqa: A002 - the Hub metadata field's name
     language: str | list | None = None,
     model_id: str | None = None,
+    task: Task | None = None,
 ) -> ModelCard:
     """
     Render the model card of a saved student.
@@ -114,6 +94,8 @@ def build_model_card(
         language (`str` or `list`, *optional*): Language code(s) for the metadata.
         model_id (`str`, *optional*): The repo id the card is for: its title and the usage snippet's `model=`
             (defaults to `output_dir`, so the snippet runs against the local folder).
+        task ([`~hf_distill.tasks.Task`], *optional*): The student's task: its metrics are the card's result rows and
+            `model-index` entries. Defaults to the task the metrics name, else the head `config.json` names.
 
     Returns:
         `huggingface_hub.ModelCard`: Save it with `card.save(path)`; `str(card)` is the README text.
@@ -150,14 +132,16 @@ def build_model_card(
         if config_value is not None:
             student[key] = config_value
 
-    pipeline_tag = _pipeline_tag(metrics.get("task"), config)
+    task = task if task is not None else _task_of(metrics.get("task"), config)
+    pipeline_tag = task.pipeline_tag if task is not None else None
+    card_metrics = tuple(task.card_metrics) if task is not None else ()
     teacher_ref = teacher.get("name_or_path")
     teacher_is_hub_id = _is_hub_id(teacher_ref)
     ds_name = dataset.get("name")
     model_ref = model_id or str(output_dir)
     title = model_id.split("/")[-1] if model_id else folder.resolve().name
 
-    eval_results = _eval_results(student, pipeline_tag, dataset) if ds_name else []
+    eval_results = _eval_results(student, pipeline_tag, dataset, card_metrics)
     tags = list(TAGS)
     if isinstance(config.get("model_type"), str):
         tags.append(config["model_type"])
@@ -193,10 +177,11 @@ def build_model_card(
         "dataset": dataset,
         "dataset_is_hub_id": bool(ds_name) and _is_hub_id(ds_name, dataset=True),
         "training": _training_rows(training),
-        "results": _results(teacher, student, baseline),
+        "results": _results(teacher, student, baseline, card_metrics),
         "latency_setup": _latency_setup(latency),
-        "summary": _summary(teacher, student, baseline),
-        "usage": _usage(pipeline_tag, model_ref, folder),
+        "summary": _summary(teacher, student, baseline, card_metrics),
+        "usage": _usage(task, model_ref, folder),
+        "train_examples": _train_examples(dataset),
         "versions": [(_FRAMEWORK_NAMES.get(k, k), v) for k, v in _section(metrics, "framework_versions").items() if v],
     }
     card = ModelCard.from_template(card_data, template_path=str(template_path()), **context)
@@ -232,14 +217,33 @@ def _int_list(value) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else []
 
 
-def _pipeline_tag(task, config: dict) -> str | None:
-    if isinstance(task, str) and task in _PIPELINE_OF_TASK:
-        return _PIPELINE_OF_TASK[task]
-    for arch in config.get("architectures") or []:
-        for suffix, tag in _PIPELINE_OF_ARCH.items():
-            if isinstance(arch, str) and arch.endswith(suffix):
-                return tag
-    return None
+def _task_of(name, config: dict) -> Task | None:
+    """The task the metrics name (a pipeline tag or task name), else the task of the head `config.json` names; with
+    the settings its config gives (a regression head shows MSE and Pearson)."""
+    task_class = None
+    if isinstance(name, str):
+        try:
+            task_class = get_task(name)
+        except ValueError:
+            task_class = None
+    for arch in config.get("architectures") or [] if task_class is None else []:
+        found = task_name_of_class(arch, bool(config.get("is_encoder_decoder"))) if isinstance(arch, str) else None
+        if found is not None:
+            task_class = get_task(found)
+            break
+    if task_class is None:
+        return None
+    try:
+        return task_class.from_model(_SavedModel(PretrainedConfig.from_dict(config)))
+    except (AttributeError, TypeError, ValueError):
+        return task_class()
+
+
+class _SavedModel:
+    """A model known only by its saved `config.json`: enough for a task to read its settings."""
+
+    def __init__(self, config: PretrainedConfig):
+        self.config = config
 
 
 def _is_hub_id(name, dataset: bool = False) -> bool:
@@ -425,14 +429,21 @@ def _speedup(teacher: dict, model: dict) -> str | None:
 _SHAPE_ROWS = ("Transformer layers", "Hidden size")
 
 
-def _results(teacher: dict, student: dict, baseline: dict) -> dict | None:
-    """The comparison table: columns teacher / student (/ baseline), only rows with at least one known value."""
+def _metric_value(metric: CardMetric, value) -> str | None:
+    value = _number(value)
+    if value is None:
+        return None
+    return f"{value * 100:.2f}%" if metric.percent else f"{value:.4g}"
+
+
+def _results(teacher: dict, student: dict, baseline: dict, card_metrics: tuple[CardMetric, ...]) -> dict | None:
+    """The comparison table: columns teacher / student (/ baseline), the task's metrics then the sizes, only rows with
+    at least one known value."""
     columns = [("Teacher", teacher), ("Student (distilled)", student)]
     if baseline:
         columns.append(("Student without teacher (baseline)", baseline))
-    row_specs = [
-        ("Accuracy", lambda m: _pct(m.get("accuracy"))),
-        ("Macro-F1", lambda m: _pct(m.get("macro_f1"))),
+    row_specs = [(m.label, lambda values, m=m: _metric_value(m, values.get(m.key))) for m in card_metrics]
+    row_specs += [
         ("Agreement with the teacher", lambda m: _pct(m.get("teacher_agreement"))),
         ("Transformer layers", lambda m: _integer(m.get("num_layers"))),
         ("Hidden size", lambda m: _integer(m.get("hidden_size"))),
@@ -464,8 +475,9 @@ def _latency_setup(latency: dict) -> str | None:
     return ", ".join(parts) if parts else None
 
 
-def _summary(teacher: dict, student: dict, baseline: dict) -> list[str]:
-    """Sentences that compare the models, each only when both figures are known."""
+def _summary(teacher: dict, student: dict, baseline: dict, card_metrics: tuple[CardMetric, ...]) -> list[str]:
+    """Sentences that compare the models, each only when both figures are known; the task's headline metric (its
+    first card metric) is the one compared."""
     sentences = []
     t_params, s_params = _number(teacher.get("parameters")), _number(student.get("parameters"))
     if t_params and s_params is not None:
@@ -473,50 +485,71 @@ def _summary(teacher: dict, student: dict, baseline: dict) -> list[str]:
     speedup = _speedup(teacher, student)
     if speedup:
         sentences.append(f"It runs {speedup} faster than the teacher in the latency measurement below.")
-    t_acc, s_acc, b_acc = (_number(m.get("accuracy")) for m in (teacher, student, baseline))
-    if t_acc and s_acc is not None:
-        sentences.append(f"It keeps {s_acc / t_acc * 100:.1f}% of the teacher's accuracy.")
-    if s_acc is not None and b_acc is not None:
-        delta = (s_acc - b_acc) * 100
+    if not card_metrics:
+        return sentences
+    metric = card_metrics[0]
+    name = metric.label[0].lower() + metric.label[1:] if metric.label[1:2].islower() else metric.label
+    t_value, s_value, b_value = (_number(m.get(metric.key)) for m in (teacher, student, baseline))
+    if t_value and s_value is not None:
+        if metric.higher_is_better:
+            sentences.append(f"It keeps {s_value / t_value * 100:.1f}% of the teacher's {name}.")
+        else:
+            sentences.append(f"Its {name} is {s_value:.4g}, the teacher's {t_value:.4g}.")
+    if s_value is not None and b_value is not None:
+        delta = f"{(s_value - b_value) * 100:+.2f} points" if metric.percent else f"{s_value - b_value:+.4g}"
         sentences.append(
-            f"Distillation changes accuracy by {delta:+.2f} points compared with the same student trained on the "
-            "labels alone (baseline)."
+            f"Distillation changes {name} by {delta} compared with the same student trained on the labels alone "
+            "(baseline)."
         )
     return sentences
 
 
-def _usage(pipeline_tag: str | None, model_ref: str, folder: Path) -> dict | None:
-    if pipeline_tag not in _USAGE_EXAMPLES:
+def _train_examples(dataset: dict) -> str | None:
+    """How many examples the student learnt from: the labelled ones, and the transfer set's apart."""
+    labelled, unlabelled = _integer(dataset.get("train_examples")), _integer(dataset.get("unlabeled_examples"))
+    if labelled is None:
         return None
-    variable, call = _USAGE_EXAMPLES[pipeline_tag]
-    if pipeline_tag == "fill-mask":
+    if unlabelled is None:
+        return labelled
+    return f"{labelled} labelled, plus {unlabelled} unlabelled (a transfer set: only the teacher's soft targets teach)"
+
+
+def _usage(task: Task | None, model_ref: str, folder: Path) -> dict | None:
+    example = task.usage_example if task is not None else None
+    if not example:
+        return None
+    variable, call = example
+    if "{mask_token}" in call:
         tokenizer_config = _read_json(folder / "tokenizer_config.json")
         mask = tokenizer_config.get("mask_token") or _read_json(folder / "special_tokens_map.json").get("mask_token")
         mask = mask.get("content") if isinstance(mask, dict) else mask
-        sentence = f"Paris is the {mask or '[MASK]'} of France."
-        call = f"unmasker({sentence!r})"
+        call = call.replace("{mask_token}", mask or "[MASK]")
     return {"variable": variable, "model": model_ref, "call": call}
 
 
-def _eval_results(student: dict, pipeline_tag: str | None, dataset: dict) -> list[EvalResult]:
+def _eval_results(
+    student: dict, pipeline_tag: str | None, dataset: dict, card_metrics: tuple[CardMetric, ...]
+) -> list[EvalResult]:
+    """The `model-index` entries: the student's value of each of the task's card metrics, on the data it was measured
+    on (the evaluation file for local data, never the training file; the Hub dataset's split otherwise)."""
+    name = dataset.get("eval_file") or dataset.get("name")
+    if not name:
+        return []
     results = []
-    for key, metric_type, metric_name, args in (
-        ("accuracy", "accuracy", "Accuracy", None),
-        ("macro_f1", "f1", "Macro-F1", {"average": "macro"}),
-    ):
-        value = _number(student.get(key))
+    for metric in card_metrics:
+        value = _number(student.get(metric.key))
         if value is None:
             continue
         results.append(
             EvalResult(
                 task_type=pipeline_tag or "other",
-                dataset_type=dataset["name"],
-                dataset_name=dataset["name"],
+                dataset_type=name,
+                dataset_name=name,
                 dataset_split=dataset.get("eval_split"),
-                metric_type=metric_type,
-                metric_name=metric_name,
+                metric_type=metric.model_index_type,
+                metric_name=metric.label,
                 metric_value=value,
-                metric_args=args,
+                metric_args=metric.args,
             )
         )
     return results

@@ -1,93 +1,135 @@
-"""Loading the teacher, and checking up front that it and the student can be distilled together."""
+"""Loading the teacher (and any model that goes with it), and checking up front that teacher and student fit.
+
+[`load_model`] is the one loader: the command, the scripts, the demo, the trainer (a teacher given by path) and the
+student builder all load through it. What differs between tasks (the auto class, whether outputs are over the
+vocabulary or over labels) is read from the [`~hf_distill.tasks.Task`], never from a table here.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PreTrainedModel,
-)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto import modeling_auto
 from transformers.utils import logging
 
-from .data import is_default_id2label
-from .tasks import PIPELINE_TASKS, SUPPORTED_TASKS, Task, resolve_task_name, task_name_of, task_name_of_class
+from .tasks import TASKS, Task, get_task, task_for, task_name_of
 
 logger = logging.get_logger(__name__)
 
-_AUTO_CLASSES = {
-    "sequence-classification": AutoModelForSequenceClassification,
-    "token-classification": AutoModelForTokenClassification,
-    "question-answering": AutoModelForQuestionAnswering,
-    "masked-lm": AutoModelForMaskedLM,
-    "causal-lm": AutoModelForCausalLM,
-}
-# Tasks whose soft targets are distributions over the vocabulary: both output layers must have the same size.
-_VOCABULARY_TASKS = ("masked-lm", "causal-lm")
-# Tasks whose outputs are labels named by `config.id2label`.
-_LABELLED_TASKS = ("sequence-classification", "token-classification")
-
-
 # Keyword arguments of the teacher's `from_pretrained` that also apply to reading its config.
 _CONFIG_KWARGS = ("revision", "token", "trust_remote_code", "cache_dir", "subfolder", "local_files_only")
+# The task of a model whose config names no architecture (what `hf-distill train` always assumed).
+_DEFAULT_TASK = "text-classification"
 
 
-def auto_class_for(task: str):
-    """The transformers auto class that loads a model of `task` (a task or pipeline name)."""
-    return _AUTO_CLASSES[resolve_task_name(task)]
+def load_model(
+    name_or_path: str | os.PathLike,
+    task: Task | type[Task] | str | PreTrainedModel | None = None,
+    init_kwargs: dict | None = None,
+    role: str = "teacher",
+) -> PreTrainedModel:
+    """Loads a teacher (or a student, or a second teacher) with the auto class of its task.
+
+    Args:
+        name_or_path (`str`): a folder written by `save_pretrained`, or a Hub id.
+        task: the task whose auto class loads the model: a [`Task`] (class or instance), a task name or pipeline tag
+            (`"fill-mask"`), or a model whose head the loaded one must share (a student for a teacher, or the other
+            way round). By default, the task of the head that the model's config names ([`task_of_pretrained`]).
+        init_kwargs (`dict`, *optional*): keyword arguments of `from_pretrained` (`torch_dtype`, `revision`, ...).
+        role (`str`): `"teacher"` or `"student"`, for the error messages.
+
+    Raises:
+        `FileNotFoundError`: a local folder that does not exist. `OSError`: naming the path or id when it cannot be
+        loaded. `ValueError`: a head hf_distill cannot tell the task of, naming `--task`.
+    """
+    path = str(name_or_path)
+    check_model_path(path, role)
+    task_class = _task_class(task) if task is not None else task_of_pretrained(path, init_kwargs, role)
+    try:
+        return task_class.auto_class.from_pretrained(path, **(init_kwargs or {}))
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"could not load the {role} {path!r} ({error.__class__.__name__}: {str(error).splitlines()[0]}). "
+            "Give a folder written by save_pretrained, or a Hub id reachable from this machine"
+        ) from error
 
 
-def infer_task(path: str, init_kwargs: dict | None = None) -> str:
-    """The task of the model at `path`, from the head its config names (`config.architectures`).
+def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """The tokenizer at `name_or_path` (the teacher's folder or Hub id unless another is named)."""
+    return AutoTokenizer.from_pretrained(str(name_or_path))
 
-    A config that names no architecture is taken for a sequence classifier (what `hf-distill train` always assumed).
+
+def task_of_pretrained(path: str, init_kwargs: dict | None = None, role: str = "teacher") -> type[Task]:
+    """The task class of the model at `path`, from the head its config names (`config.architectures`).
+
+    A config that names no architecture is taken for a text classifier (what `hf-distill train` always assumed).
 
     Raises:
         `ValueError`: when the named architecture is a bare model or a head hf_distill does not distil.
     """
+    check_model_path(path, role)
     config_kwargs = {k: v for k, v in (init_kwargs or {}).items() if k in _CONFIG_KWARGS}
     config = AutoConfig.from_pretrained(path, **config_kwargs)
     architectures = getattr(config, "architectures", None) or []
     if not architectures:
-        return "sequence-classification"
-    task = task_name_of_class(architectures[0], getattr(config, "is_encoder_decoder", False))
-    if task is None:
+        return get_task(_DEFAULT_TASK)
+    task_class = None if getattr(config, "is_encoder_decoder", False) else _task_of_class_name(architectures[0])
+    if task_class is None:
         raise ValueError(
-            f"cannot tell the task of the teacher {path!r} from its architecture {architectures[0]}; pass --task "
-            f"({', '.join(PIPELINE_TASKS.values())}), or give a teacher with a task head "
-            f"({', '.join(SUPPORTED_TASKS)})"
+            f"cannot tell the task of the {role} {path!r} from its architecture {architectures[0]}; pass --task "
+            f"({', '.join(t.pipeline_tag for t in TASKS.values())}), or give a {role} with a task head "
+            f"({', '.join(TASKS)})"
         )
-    return task
+    return task_class
 
 
-def load_pretrained_like(
-    name_or_path: str, reference: PreTrainedModel, init_kwargs: dict | None = None, role: str = "teacher"
-) -> PreTrainedModel:
-    """Loads a model with the auto class of `reference`'s task (a teacher for a student, or the other way round).
+def check_model_path(path: str | None, role: str = "teacher") -> None:
+    """Fails early, naming the flag, when a model is not given or is a local folder that does not exist."""
+    if not path:
+        raise ValueError(f"--{role}_model_name_or_path is required: a fine-tuned model folder or Hub id")
+    if _looks_local(path) and not os.path.exists(path):
+        raise FileNotFoundError(
+            f"could not load the {role} {path!r}: {role}_model_name_or_path names a folder that does not exist; give "
+            "a folder written by save_pretrained"
+        )
 
-    Raises:
-        `OSError`: naming the path or id when it cannot be loaded.
-    """
-    auto_class = _AUTO_CLASSES.get(task_name_of(reference))
-    if auto_class is None:
-        raise ValueError(f"cannot load a {role} to go with a {type(reference).__name__}; pass the {role} model object")
-    try:
-        return auto_class.from_pretrained(name_or_path, **(init_kwargs or {}))
-    except (OSError, ValueError) as error:
-        raise OSError(
-            f"could not load the {role} {name_or_path!r} ({error.__class__.__name__}: {str(error).splitlines()[0]}). "
-            "Give a folder written by save_pretrained, or a Hub id reachable from this machine"
-        ) from error
+
+# Kept while the trainer still calls it by this name (`load_pretrained_like(path, reference, init_kwargs)`).
+load_pretrained_like = load_model
+
+
+def _task_class(task) -> type[Task]:
+    if isinstance(task, str):
+        return get_task(task)
+    if isinstance(task, nn.Module):  # a model (or a peft model) whose head to match
+        return type(task_for(task))
+    return task if isinstance(task, type) else type(task)
+
+
+def _task_of_class_name(class_name: str) -> type[Task] | None:
+    # In order of registration: a class listed in two mappings (XLMWithLMHeadModel) gets the first task.
+    for task_class in TASKS.values():
+        mapping = getattr(modeling_auto, task_class.mapping_name)
+        names = set()
+        for value in mapping.values():
+            names.update(value if isinstance(value, (list, tuple)) else (value,))
+        if class_name in names:
+            return task_class
+    return None
+
+
+def _looks_local(path: str) -> bool:
+    # A Hub id is "name" or "org/name"; anything else (absolute, relative with ./, or deeper) is a local path.
+    return (
+        os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
+    )
 
 
 def model_facts(model: PreTrainedModel) -> dict:
@@ -127,7 +169,7 @@ def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedMode
             f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}. Teacher and student read the "
             "same input ids, so they must share a tokenizer; build the student from the teacher with build_student()"
         )
-    if task.name in _VOCABULARY_TASKS:
+    if task.vocabulary_outputs:
         teacher_out, student_out = facts["output_vocab_size"], _output_vocab_size(student)
         if teacher_out != student_out:
             raise ValueError(
@@ -135,7 +177,7 @@ def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedMode
                 f"{student_out}. The {task.name} soft targets are distributions over the vocabulary, compared token "
                 "by token; give the student the teacher's tokenizer and vocabulary (build_student() does)"
             )
-    if task.name not in _LABELLED_TASKS:
+    if not task.labelled_outputs:
         return
     teacher_labels, student_labels = facts["num_labels"], student.config.num_labels
     if teacher_labels != student_labels:
@@ -144,11 +186,11 @@ def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedMode
             f"give the student num_labels={teacher_labels} and the teacher's id2label"
         )
     t_id2label, s_id2label = _names(facts["id2label"]), _names(student.config.id2label)
-    if is_default_id2label(s_id2label) and not is_default_id2label(t_id2label):
+    if _placeholder_names(s_id2label) and not _placeholder_names(t_id2label):
         logger.info(f"The student has no label names; using the teacher's: {t_id2label}")
         student.config.id2label = dict(t_id2label)
         student.config.label2id = {name: i for i, name in t_id2label.items()}
-    elif not is_default_id2label(s_id2label) and not is_default_id2label(t_id2label) and s_id2label != t_id2label:
+    elif not _placeholder_names(s_id2label) and not _placeholder_names(t_id2label) and s_id2label != t_id2label:
         raise ValueError(
             f"label mapping differs: teacher id2label={t_id2label}, student id2label={s_id2label}. The soft targets "
             "are compared class by class; give the student the teacher's id2label and label2id"
@@ -185,6 +227,11 @@ def _vocab_size(model: PreTrainedModel) -> int:
 def _output_vocab_size(model: PreTrainedModel) -> int:
     head = model.get_output_embeddings()
     return head.out_features if isinstance(head, nn.Linear) else model.config.vocab_size
+
+
+def _placeholder_names(id2label: dict | None) -> bool:
+    """Whether `id2label` is missing or holds only the placeholder names `LABEL_0`, `LABEL_1`, ... of transformers."""
+    return not id2label or all(str(name) == f"LABEL_{int(index)}" for index, name in id2label.items())
 
 
 def _names(id2label: dict) -> dict[int, str]:

@@ -483,6 +483,12 @@ class DistillationTrainer(Trainer):
 
     # ---- the model card ---------------------------------------------------------------------------------------
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, remembering the result (`last_eval_metrics`, `last_eval_prefix`) for the model card."""
+        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        self.last_eval_metrics, self.last_eval_prefix = dict(metrics), metric_key_prefix
+        return metrics
+
     def create_model_card(
         self,
         language: str | None = None,
@@ -498,20 +504,32 @@ class DistillationTrainer(Trainer):
         """Writes `README.md` into `output_dir`: the student's card, naming the teacher and showing what was measured.
 
         Used by `push_to_hub`. Figures come from `distillation_metrics.json` in `output_dir` when the run wrote one
-        (`hf-distill train` does); the distillation settings come from this trainer's config.
+        (`hf-distill train` and [`~hf_distill.measure_distillation`] do), else from the last `trainer.evaluate()`;
+        the distillation settings come from this trainer's config, the rows from its task's card metrics.
         """
         if not self.is_world_process_zero():
             return
+        from .measure import METRICS_FILE, task_figures
         from .model_card import build_model_card
 
+        metrics = None
+        last = getattr(self, "last_eval_metrics", None)
+        if last and not os.path.isfile(os.path.join(self.args.output_dir, METRICS_FILE)):
+            metrics = {
+                "task": self.task.pipeline_tag,
+                "teacher": {"name_or_path": self.teacher_name},
+                "student": task_figures(last, self.last_eval_prefix),
+            }
         card = build_model_card(
             self.args.output_dir,
+            metrics,
             teacher_name=finetuned_from or self.teacher_name,
             dataset_name=dataset if isinstance(dataset, str) else None,
             distillation=self.distillation_settings(),
             license=license,
             language=language,
             model_id=model_name or self.args.hub_model_id,
+            task=self.task,
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 

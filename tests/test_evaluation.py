@@ -1,9 +1,8 @@
-import numpy as np
-import pytest
-from conftest import tiny_bert
-from sklearn.metrics import f1_score
+"""Measuring models (hf_distill.measure): latency in turns, sizes, and the figures kept from an evaluation."""
 
-from hf_distill.evaluation import measure_latencies_ms, score_predictions
+from conftest import tiny_bert
+
+from hf_distill.measure import describe_model, measure_latencies_ms, task_figures
 
 
 def test_latencies_taken_in_turns_rank_models_by_size():
@@ -13,11 +12,25 @@ def test_latencies_taken_in_turns_rank_models_by_size():
     assert latencies["deep"] > 2 * latencies["shallow"] > 0
 
 
-def test_score_predictions_against_sklearn():
-    logits = np.array([[2.0, 0.1, 0.0], [0.0, 3.0, 0.0], [0.1, 0.0, 1.0], [1.0, 0.0, 0.2]])
-    teacher = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    labels = np.array([0, 1, 2, 2])
-    scores = score_predictions(logits, labels, teacher)
-    assert scores["accuracy"] == 0.75
-    assert scores["macro_f1"] == pytest.approx(f1_score(labels, [0, 1, 2, 0], average="macro"))
-    assert scores["teacher_agreement"] == 0.5
+def test_describe_model_counts_parameters_and_the_weights_on_disk(tmp_path):
+    model = tiny_bert(num_layers=2)
+    model.save_pretrained(tmp_path)
+    (tmp_path / "optimizer.bin").write_bytes(b"x" * 1000)  # training state is not part of the model's size
+    facts = describe_model(model, str(tmp_path))
+    assert facts["num_layers"] == 2 and facts["hidden_size"] == 32
+    assert facts["parameters"] == sum(p.numel() for p in model.parameters())
+    assert facts["size_bytes"] == (tmp_path / "model.safetensors").stat().st_size
+
+
+def test_task_figures_keep_the_models_figures_only():
+    metrics = {
+        "final_accuracy": 0.5,
+        "final_teacher_agreement": 0.75,
+        "final_teacher_kl": 0.1,
+        "final_loss": 1.2,
+        "final_loss_kd": 0.3,
+        "final_runtime": 0.01,
+        "final_samples_per_second": 100.0,
+        "epoch": 1.0,
+    }
+    assert task_figures(metrics, "final") == {"accuracy": 0.5, "teacher_agreement": 0.75, "teacher_kl": 0.1}

@@ -1,4 +1,5 @@
-"""The offline metrics, against values computed by hand."""
+"""The offline metrics, against values computed by hand, and the numpy classification metrics against scikit-learn's
+(a test dependency only: the package computes them with numpy)."""
 
 import math
 
@@ -8,21 +9,66 @@ import torch
 from transformers import EvalPrediction
 
 from hf_distill.metrics import (
+    accuracy,
     entities,
     entity_scores,
     exact_match,
+    macro_f1,
+    mean_squared_error,
     normalize_answer,
+    pearson,
     perplexity,
     squad_f1,
     squad_scores,
 )
-from hf_distill.task_evaluation import (
-    LanguageModelStatistics,
-    QuestionAnsweringMetrics,
-    TokenClassificationMetrics,
-    best_span,
-    language_model_metrics,
-)
+from hf_distill.tasks.language_modeling import LanguageModelStatistics, language_model_metrics
+from hf_distill.tasks.question_answering import QuestionAnsweringMetrics, best_span
+from hf_distill.tasks.text_classification import classification_metrics, regression_metrics
+from hf_distill.tasks.token_classification import TokenClassificationMetrics
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_accuracy_and_macro_f1_equal_scikit_learn_on_random_cases(seed):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    num_classes = int(rng.integers(2, 7))
+    size = int(rng.integers(1, 60))
+    labels = rng.integers(0, num_classes, size)
+    # Sometimes a class never predicted, sometimes one predicted that never occurs, sometimes mostly right.
+    predicted = np.where(rng.random(size) < 0.5, labels, rng.integers(0, num_classes + int(seed % 3 == 0), size))
+    assert accuracy(labels, predicted) == pytest.approx(sklearn_metrics.accuracy_score(labels, predicted))
+    expected = sklearn_metrics.f1_score(labels, predicted, average="macro", zero_division=0)
+    assert macro_f1(labels, predicted) == pytest.approx(expected)
+
+
+def test_macro_f1_by_hand():
+    # class 0: TP 1, FP 1, FN 1 -> 0.5; class 1: TP 1, FP 0, FN 1 -> 2/3; class 2: predicted once, never true -> 0.
+    assert macro_f1([0, 0, 1, 1], [0, 2, 1, 0]) == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+    assert accuracy([0, 0, 1, 1], [0, 2, 1, 0]) == 0.5
+    with pytest.raises(ValueError, match="3 predictions for 2 labels"):
+        accuracy([0, 1], [0, 1, 1])
+
+
+def test_classification_metrics_from_a_trainers_predictions():
+    logits = np.array([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0], [0.0, 5.0, 1.0], [1.0, 0.0, 0.0]])
+    scores = classification_metrics(EvalPrediction(predictions=logits, label_ids=np.array([0, 2, 2, 1])))
+    assert scores == pytest.approx({"accuracy": 0.5, "macro_f1": macro_f1([0, 2, 2, 1], [0, 2, 1, 0])})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mse_and_pearson_equal_numpy_and_scipy(seed):
+    rng = np.random.default_rng(seed)
+    targets, predicted = rng.normal(size=30), rng.normal(size=30)
+    predicted = predicted + seed * targets  # from no correlation to a strong one
+    assert mean_squared_error(targets, predicted) == pytest.approx(np.mean((targets - predicted) ** 2))
+    assert pearson(targets, predicted) == pytest.approx(np.corrcoef(targets, predicted)[0, 1])
+    stats = pytest.importorskip("scipy.stats")
+    assert pearson(targets, predicted) == pytest.approx(stats.pearsonr(targets, predicted)[0])
+    scores = regression_metrics(EvalPrediction(predictions=predicted[:, None], label_ids=targets))
+    assert scores == pytest.approx(
+        {"mse": mean_squared_error(targets, predicted), "pearson": pearson(targets, predicted)}
+    )
+    assert math.isnan(pearson([1.0, 2.0], [3.0, 3.0]))  # a constant prediction has no correlation
 
 
 @pytest.mark.parametrize(

@@ -250,3 +250,76 @@ def test_usage_snippet_runs(student_dir):
         exec(compile(snippet, "usage-snippet", "exec"), {})
     assert output.getvalue().strip().startswith("[{'label': ")
     assert any(label in output.getvalue() for label in LABELS.values())
+
+
+# Each task's own metrics: (task in the metrics file, student figures, table rows as shown, model-index types)
+TASK_CARDS = {
+    "question-answering": (
+        {"exact_match": 0.5, "f1": 0.625},
+        {"Exact match": "50.00%", "F1": "62.50%"},
+        {"exact_match", "f1"},
+    ),
+    "token-classification": (
+        {"f1": 0.8, "precision": 0.75, "recall": 0.9, "accuracy": 0.95},
+        {"Entity F1": "80.00%", "Entity precision": "75.00%", "Entity recall": "90.00%"},
+        {"f1", "precision", "recall", "accuracy"},
+    ),
+    "fill-mask": ({"perplexity": 12.3456, "accuracy": 0.4}, {"Perplexity": "12.35"}, {"perplexity", "accuracy"}),
+    "text-generation": ({"perplexity": 40.0, "accuracy": 0.2}, {"Perplexity": "40"}, {"perplexity", "accuracy"}),
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_CARDS))
+def test_each_task_shows_its_own_metrics(student_dir, task):
+    figures, rows, index_types = TASK_CARDS[task]
+    metrics = {
+        "task": task,
+        "dataset": {"name": "train.jsonl", "eval_split": "test", "eval_file": "test.jsonl", "eval_examples": 10},
+        "teacher": {"name_or_path": TEACHER, **figures},
+        "student": dict(figures),
+    }
+    meta, body = split_card(build_model_card(str(student_dir), metrics))
+    table = table_rows(body)
+    for label, shown in rows.items():
+        assert table[label] == [shown, shown], label
+    assert "Accuracy" not in table and "No evaluation results were recorded" not in body
+    (result,) = meta["model-index"][0]["results"]
+    assert result["task"]["type"] == meta["pipeline_tag"] == task
+    assert {metric["type"] for metric in result["metrics"]} == index_types
+
+
+def test_regression_card_shows_mse_and_pearson(tmp_path):
+    folder = tmp_path / "regressor"
+    config = tiny_config()
+    config.num_labels, config.problem_type = 1, "regression"
+    BertForSequenceClassification(config).save_pretrained(folder)
+    metrics = {
+        "task": "text-classification",
+        "dataset": {"name": "scores.csv", "eval_split": "validation", "eval_file": "validation.csv"},
+        "student": {"mse": 0.0312, "pearson": 0.91},
+    }
+    meta, body = split_card(build_model_card(str(folder), metrics))
+    table = table_rows(body)
+    assert table["MSE"] == ["–", "0.0312"] and table["Pearson correlation"] == ["–", "0.91"]
+    assert "Accuracy" not in table
+    types = {metric["type"] for metric in meta["model-index"][0]["results"][0]["metrics"]}
+    assert types == {"mse", "pearsonr"}
+
+
+def test_local_files_name_the_evaluation_file_and_count_the_transfer_set_apart(student_dir):
+    metrics = full_metrics()
+    metrics["dataset"] = {
+        "name": "train.csv",
+        "train_examples": 48,
+        "unlabeled_examples": 32,
+        "eval_split": "test",
+        "eval_file": "test.csv",
+        "eval_examples": 16,
+    }
+    meta, body = split_card(build_model_card(str(student_dir), metrics))
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["name"] == "test.csv" and result["dataset"]["type"] == "test.csv"
+    assert "train.csv" not in json.dumps(meta) and "datasets" not in meta
+    assert "**Training data:** `train.csv`" in body and "**Evaluation data:** `test.csv`" in body
+    assert "Measured on 16 examples of `test.csv`." in body
+    assert "**Training examples:** 48 labelled, plus 32 unlabelled" in body

@@ -1,15 +1,19 @@
-"""Each task's soft-target and task losses, against naive references written with loops, and short trainings."""
+"""Each task, through the one table of task cases: its losses against naive references written with loops, its
+data, collator and metrics, short trainings, and the registry that holds the tasks."""
 
+import dataclasses
 import functools
 import math
 
 import pytest
 import torch
-from conftest import tiny_tokenizer
 from datasets import load_dataset
 from tiny_task_models import (
+    CASE_IDS,
+    CASES,
     MASK_ID,
     VOCAB_SIZE,
+    case,
     gpt2,
     llama,
     masked_lm,
@@ -17,45 +21,37 @@ from tiny_task_models import (
     question_answerer,
     random_task_rows,
     regressor,
+    tiny_tokenizer,
     token_classifier,
     write_corpus,
+    write_task_file,
 )
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    BartConfig,
-    BartForConditionalGeneration,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import BartConfig, BartForConditionalGeneration, Trainer, TrainingArguments
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student
+from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.losses import soft_target_kl
-from hf_distill.task_data import LanguageModelingCollator, mask_once
-from hf_distill.tasks import CausalLM, MaskedLM, QuestionAnswering, TokenClassification, task_for
+from hf_distill.tasks import (
+    SUPPORTED_TASKS,
+    TASKS,
+    CardMetric,
+    CausalLM,
+    MaskedLM,
+    QuestionAnswering,
+    Task,
+    TokenClassification,
+    get_task,
+    register_task,
+    task_for,
+    task_name_of,
+    task_name_of_class,
+)
+from hf_distill.tasks.language_modeling import LanguageModelingCollator, mask_once
 
 TEMPERATURE = 2.0
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-# name -> (model builder, the auto class that must reload the student)
-TASKS = {
-    "token-classification": (token_classifier, AutoModelForTokenClassification),
-    "question-answering": (question_answerer, AutoModelForQuestionAnswering),
-    "masked-lm": (masked_lm, AutoModelForMaskedLM),
-    "causal-lm-gpt2": (gpt2, AutoModelForCausalLM),
-    "causal-lm-llama": (llama, AutoModelForCausalLM),
-    "regression": (regressor, AutoModelForSequenceClassification),
-}
-
-
-def rows_task(name):
-    return "causal-lm" if name.startswith("causal-lm") else name
 
 
 def make_trainer(tmp_path, student, teacher, rows, pad_to=None, **overrides):
@@ -116,7 +112,7 @@ def single_outputs(model, row):
 
 
 def naive_losses(task, student, teacher, rows, temperature=TEMPERATURE):
-    """(soft-target KL, task loss, logit MSE) of the whole set: per-item sums over all rows / the item count."""
+    """(soft-target KL, label loss, logit MSE) of the whole set: per-item sums over all rows / the item count."""
     kd = task_loss = mse = 0.0
     items = 0
     for row in rows:
@@ -142,6 +138,12 @@ def naive_losses(task, student, teacher, rows, temperature=TEMPERATURE):
                 task_loss += naive_ce(s_logits, position) / 2
                 mse += naive_mse(s_logits, t_logits) / 2
             items += 1
+        elif task == "sequence-classification":
+            s_logits, t_logits = s.logits[0].tolist(), t.logits[0].tolist()
+            kd += naive_kl(s_logits, t_logits, temperature)
+            task_loss += naive_ce(s_logits, row["labels"])
+            mse += naive_mse(s_logits, t_logits)
+            items += 1
         elif task == "regression":
             kd += (s.logits[0, 0].item() - t.logits[0, 0].item()) ** 2
             task_loss += (s.logits[0, 0].item() - row["labels"]) ** 2
@@ -150,25 +152,26 @@ def naive_losses(task, student, teacher, rows, temperature=TEMPERATURE):
     return kd / items, task_loss / items, mse / items
 
 
-def pair(name, student_hidden=32):
-    build, _ = TASKS[name]
-    return build(num_layers=2, hidden=student_hidden, seed=1), build(num_layers=4, seed=0)
+def label_term(metrics):
+    """The hard-label loss term of an evaluation, under its new name or the one it had before the terms registry."""
+    return metrics["eval_loss_label"] if "eval_loss_label" in metrics else metrics["eval_loss_task"]
 
 
-@pytest.mark.parametrize("name", list(TASKS))
-def test_losses_equal_a_naive_reference_whatever_the_padding(tmp_path, name):
-    student, teacher = pair(name)
-    rows = random_task_rows(rows_task(name), n=10, seed=3)
-    expected = naive_losses(rows_task(name), student, teacher, rows)
+@pytest.mark.parametrize("task_case", CASES, ids=CASE_IDS)
+def test_losses_equal_a_naive_reference_whatever_the_padding(tmp_path, task_case):
+    student, teacher = task_case.pair()
+    rows = random_task_rows(task_case.rows, n=10, seed=3)
+    expected = naive_losses(task_case.rows, student, teacher, rows)
     for pad_to in (None, 40):  # padding to the longest in each batch of 4, then far beyond it
         trainer = make_trainer(tmp_path, student, teacher, rows, pad_to=pad_to, logit_mse_weight=1.0)
         metrics = trainer.evaluate()
-        for term, value in zip(("kd", "task", "logit_mse"), expected):
-            assert metrics[f"eval_loss_{term}"] == pytest.approx(value, rel=1e-4), (term, pad_to)
+        found = (metrics["eval_loss_kd"], label_term(metrics), metrics["eval_loss_logit_mse"])
+        for term, value, reference in zip(("kd", "label", "logit_mse"), found, expected):
+            assert value == pytest.approx(reference, rel=1e-4), (term, pad_to)
 
 
 def test_regression_soft_target_is_the_squared_error_whatever_the_temperature(tmp_path):
-    student, teacher = pair("regression")
+    student, teacher = case("regression").pair()
     assert task_for(student).is_regression
     rows = random_task_rows("regression", n=8, seed=2)
     losses = [
@@ -197,14 +200,9 @@ def test_ignored_labels_and_padding_change_nothing(name):
     """Any logits at ignored or padded positions give the same losses, each the mean over the scored items."""
     rows = random_task_rows(name, n=6, seed=4)
     batch = pad_batch(rows)
-    task = {
-        "token-classification": TokenClassification(),
-        "question-answering": QuestionAnswering(),
-        "masked-lm": MaskedLM(),
-        "causal-lm": CausalLM(),
-    }[name]
+    task = get_task(name)()
     shape = (*batch["input_ids"].shape, VOCAB_SIZE)
-    keys = ("start_logits", "end_logits") if name == "question-answering" else ("logits",)
+    keys = task.logit_fields
     torch.manual_seed(0)
     student = Outputs({k: torch.randn(shape[:2] if "_" in k else shape) for k in keys})
     teacher = Outputs({k: torch.randn_like(v) for k, v in student.items()})
@@ -224,7 +222,7 @@ def test_ignored_labels_and_padding_change_nothing(name):
             soft_target_kl(x.student, x.teacher, TEMPERATURE, x.mask, counts[x.unit])
             for x in task.logit_targets(s, t, batch)
         )
-        return kd, task.task_loss(s, batch, counts)[0]
+        return kd, task.label_loss(s, batch, counts)[0]
 
     clean = loss_terms(student, teacher)
     torch.testing.assert_close(loss_terms(noisy(student), noisy(teacher)), clean)
@@ -263,11 +261,12 @@ def test_question_answering_labels_and_predictions():
 # ---- gradient accumulation: the same update as one big batch ------------------------------------------------------
 
 
-def one_sgd_step(tmp_path, name, batch_size, accumulation):
-    build, _ = TASKS[name]
-    teacher = build(num_layers=4, seed=0)
-    student = build(num_layers=2, hidden=16, seed=1)  # another width: the hidden loss goes through projections
-    rows = random_task_rows(rows_task(name), n=8, seed=5, min_len=2, max_len=16)
+def one_sgd_step(tmp_path, task_case, batch_size, accumulation):
+    teacher = task_case.build(num_layers=4, seed=0)
+    student = task_case.build(
+        num_layers=2, hidden=16, seed=1
+    )  # another width: the hidden loss goes through projections
+    rows = random_task_rows(task_case.rows, n=8, seed=5, min_len=2, max_len=16)
     trainer = make_trainer(
         tmp_path / f"{batch_size}x{accumulation}",
         student,
@@ -289,12 +288,10 @@ def one_sgd_step(tmp_path, name, batch_size, accumulation):
     return {k: before[k] - v.detach() for k, v in trainer.model.named_parameters()}
 
 
-@pytest.mark.parametrize(
-    "name", ["token-classification", "question-answering", "masked-lm", "causal-lm-gpt2", "causal-lm-llama"]
-)
-def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, name):
-    big = one_sgd_step(tmp_path, name, batch_size=8, accumulation=1)
-    accumulated = one_sgd_step(tmp_path, name, batch_size=4, accumulation=2)
+@pytest.mark.parametrize("task_case", CASES, ids=CASE_IDS)
+def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, task_case):
+    big = one_sgd_step(tmp_path, task_case, batch_size=8, accumulation=1)
+    accumulated = one_sgd_step(tmp_path, task_case, batch_size=4, accumulation=2)
     assert sum(d.abs().sum().item() for d in big.values()) > 1e-3
     for key in big:
         torch.testing.assert_close(accumulated[key], big[key], rtol=1e-4, atol=1e-6, msg=key)
@@ -303,11 +300,10 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, nam
 # ---- short training: the distillation loss falls, the student reloads as its auto class ----------------------------
 
 
-@pytest.mark.parametrize("name", list(TASKS))
-def test_training_lowers_the_distillation_loss_and_the_student_reloads(tmp_path, name):
-    _, auto_class = TASKS[name]
-    student, teacher = pair(name)
-    rows = random_task_rows(rows_task(name), n=16, seed=6)
+@pytest.mark.parametrize("task_case", CASES, ids=CASE_IDS)
+def test_training_lowers_the_distillation_loss_and_the_student_reloads(tmp_path, task_case):
+    student, teacher = task_case.pair()
+    rows = random_task_rows(task_case.rows, n=16, seed=6)
     trainer = make_trainer(tmp_path, student, teacher, rows, max_steps=12, learning_rate=3e-3, task_weight=0.0)
     before = trainer.evaluate()["eval_loss_kd"]
     trainer.train()
@@ -315,7 +311,7 @@ def test_training_lowers_the_distillation_loss_and_the_student_reloads(tmp_path,
     assert after < 0.8 * before, (before, after)
 
     trainer.save_model(str(tmp_path / "student"))
-    reloaded = auto_class.from_pretrained(tmp_path / "student")
+    reloaded = get_task(task_case.task).auto_class.from_pretrained(tmp_path / "student")
     assert type(reloaded) is type(student) and reloaded.config.num_hidden_layers == 2
     for key, value in trainer.student.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
@@ -359,6 +355,186 @@ def test_output_vocabulary_mismatch_is_named(tmp_path):
 def test_masked_lm_rows_mask_something():
     for row in random_task_rows("masked-lm", n=5):
         assert MASK_ID in row["input_ids"] or any(label != -100 for label in row["labels"])
+
+
+# ---- what each task owns: data files -> tokenised splits -> batches -> its metrics and card rows --------------------
+
+
+@pytest.mark.parametrize("task_case", CASES, ids=CASE_IDS)
+def test_each_task_prepares_its_data_and_scores_its_own_metrics(tmp_path, task_case):
+    tokenizer = tiny_tokenizer()
+    teacher = task_case.build(num_layers=2, vocab_size=len(tokenizer))
+    task = task_for(teacher)
+    assert task.name == task_case.task and task.is_regression == task_case.is_regression
+    assert isinstance(task, get_task(task.pipeline_tag))
+
+    data_args = DataArguments(
+        train_file=str(write_task_file(task_case.id, tmp_path / "train.jsonl", 24, seed=0)),
+        validation_file=str(write_task_file(task_case.id, tmp_path / "validation.jsonl", 10, seed=1)),
+        max_length=24,
+    )
+    raw = load_raw_datasets(data_args)
+    tokenized = task.prepare_datasets(raw, tokenizer, data_args, None, teacher.config)
+    assert list(tokenized) == ["train", "validation"]
+    assert tokenized["train"].num_rows == 24
+    assert set(task.label_names) <= set(tokenized["validation"].column_names) or task.vocabulary_outputs
+
+    evaluation = task.evaluation(tokenized["validation"], teacher.config)
+    args = TrainingArguments(str(tmp_path / "eval"), use_cpu=True, report_to="none", per_device_eval_batch_size=4)
+    trainer = Trainer(
+        model=teacher,
+        args=args,
+        data_collator=task.data_collator(tokenizer),
+        compute_metrics=evaluation.compute_metrics,
+        preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
+    )
+    metrics = trainer.evaluate(tokenized["validation"])
+    for key in task_case.metric_keys:
+        assert math.isfinite(metrics[f"eval_{key}"]) or key == "pearson", (key, metrics)
+
+    # The card shows the task's own metrics, headline first, each one that evaluation reports.
+    rows = task.card_metrics
+    assert rows and all(isinstance(row, CardMetric) for row in rows)
+    assert [row.key for row in rows] == [key for key in _CARD_KEYS[task_case.id]]
+    assert {row.key for row in rows} <= set(task_case.metric_keys)
+
+
+# The metrics each card shows, headline first: what issue 12 asks of each task.
+_CARD_KEYS = {
+    "text-classification": ("accuracy", "macro_f1"),
+    "regression": ("mse", "pearson"),
+    "token-classification": ("f1", "precision", "recall", "accuracy"),
+    "question-answering": ("exact_match", "f1"),
+    "masked-lm": ("perplexity", "accuracy"),
+    "causal-lm-gpt2": ("perplexity", "accuracy"),
+    "causal-lm-llama": ("perplexity", "accuracy"),
+}
+
+
+def test_lower_is_better_metrics_are_plain_numbers():
+    for name in ("masked-lm", "causal-lm"):
+        perplexity = get_task(name).card_metrics[0]
+        assert (perplexity.key, perplexity.percent, perplexity.higher_is_better) == ("perplexity", False, False)
+    mse = task_for(regressor(2)).card_metrics[0]
+    assert (mse.key, mse.model_index_type, mse.percent, mse.higher_is_better) == ("mse", "mse", False, False)
+
+
+def test_the_unlabeled_split_of_a_language_model_is_more_training_text(tmp_path):
+    tokenizer = tiny_tokenizer()
+    data_args = DataArguments(
+        train_file=str(write_task_file("masked-lm", tmp_path / "train.jsonl", 8)),
+        validation_file=str(write_task_file("masked-lm", tmp_path / "validation.jsonl", 4, seed=1)),
+        unlabeled_file=str(write_task_file("masked-lm", tmp_path / "more.jsonl", 6, seed=2)),
+    )
+    tokenized = MaskedLM().prepare_datasets(load_raw_datasets(data_args), tokenizer, data_args)
+    assert tokenized["unlabeled"].column_names == tokenized["train"].column_names  # masked by the collator
+    assert "labels" in tokenized["validation"].column_names  # masked once, here
+
+
+@pytest.mark.parametrize("case_id", ["token-classification", "question-answering", "regression"])
+def test_tasks_without_a_transfer_set_refuse_the_unlabeled_file(tmp_path, case_id):
+    tokenizer = tiny_tokenizer()
+    task_case = case(case_id)
+    teacher = task_case.build(num_layers=2, vocab_size=len(tokenizer))
+    data_args = DataArguments(
+        train_file=str(write_task_file(case_id, tmp_path / "train.jsonl", 8)),
+        validation_file=str(write_task_file(case_id, tmp_path / "validation.jsonl", 4, seed=1)),
+        unlabeled_file=str(write_task_file(case_id, tmp_path / "more.jsonl", 6, seed=2)),
+    )
+    with pytest.raises(ValueError, match=r"--unlabeled_file .*more.jsonl.*leave out --unlabeled_file"):
+        task_for(teacher).prepare_datasets(load_raw_datasets(data_args), tokenizer, data_args, None, teacher.config)
+
+
+# ---- the registry --------------------------------------------------------------------------------------------------
+
+
+def test_every_task_of_the_table_is_registered_with_what_it_owns():
+    assert (
+        SUPPORTED_TASKS
+        == tuple(TASKS)
+        == (
+            "sequence-classification",
+            "token-classification",
+            "question-answering",
+            "masked-lm",
+            "causal-lm",
+        )
+    )
+    assert {c.task for c in CASES} == set(TASKS)
+    expected = {
+        "sequence-classification": ("text-classification", "SEQ_CLS", False, True),
+        "token-classification": ("token-classification", "TOKEN_CLS", False, True),
+        "question-answering": ("question-answering", "QUESTION_ANS", False, False),
+        "masked-lm": ("fill-mask", None, True, False),
+        "causal-lm": ("text-generation", "CAUSAL_LM", True, False),
+    }
+    for name, cls in TASKS.items():
+        assert (cls.pipeline_tag, cls.peft_task_type, cls.vocabulary_outputs, cls.labelled_outputs) == expected[name]
+        assert get_task(name) is get_task(cls.pipeline_tag) is cls
+        assert cls.auto_class.__name__.startswith("AutoModelFor") and cls.usage_example is not None
+
+
+@pytest.mark.parametrize("task_case", CASES, ids=CASE_IDS)
+def test_a_model_is_recognised_by_its_head(task_case):
+    model = task_case.build(num_layers=1)
+    assert task_name_of(model) == task_case.task
+    assert task_name_of_class(type(model).__name__) == task_case.task
+    assert isinstance(task_for(model), get_task(task_case.task))
+
+
+def test_unknown_names_are_refused_listing_the_accepted_ones():
+    with pytest.raises(ValueError, match="unknown task 'ner'; choose one of: text-classification, .*fill-mask"):
+        get_task("ner")
+    with pytest.raises(ValueError, match="unknown task 'summarization'"):
+        DataArguments(train_file="train.csv", task="summarization")
+    assert DataArguments(train_file="train.csv", task="fill-mask").task == "fill-mask"
+    assert task_name_of_class("BartForConditionalGeneration", is_encoder_decoder=True) is None
+    assert task_name_of_class("BertModel") is None
+
+
+def test_register_task_refuses_a_taken_name_or_pipeline_tag(monkeypatch):
+    from hf_distill import tasks
+
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+
+    def toy(**attributes):
+        base = {"name": "toy", "pipeline_tag": "toy-task", "mapping_name": "MODEL_FOR_CTC_MAPPING_NAMES"}
+        return type("Toy", (Task,), {**base, **attributes})
+
+    with pytest.raises(ValueError, match="'masked-lm' is already the name or pipeline tag of MaskedLM"):
+        register_task(toy(name="masked-lm"))
+    with pytest.raises(ValueError, match="'fill-mask' is already the name or pipeline tag of MaskedLM"):
+        register_task(toy(pipeline_tag="fill-mask"))
+    with pytest.raises(ValueError, match="Toy has no pipeline_tag"):
+        register_task(toy(pipeline_tag=""))
+    with pytest.raises(TypeError, match="subclass of Task"):
+        register_task(object)
+    # A new task is one class: registered, it is found by name, by pipeline tag and by the head of a model.
+    register_task(toy())
+    assert tasks.get_task("toy-task").name == "toy" and tasks.task_name_of_class("Wav2Vec2ForCTC") == "toy"
+    with pytest.raises(ValueError, match="'toy' is already"):
+        register_task(toy())
+
+
+def test_task_flags_have_unique_names_and_help():
+    owners = {f.name: "DataArguments" for f in dataclasses.fields(DataArguments)}
+    for cls in TASKS.values():
+        if cls.data_arguments is None:
+            continue
+        for f in dataclasses.fields(cls.data_arguments):
+            assert f.name not in owners, f"--{f.name} of {cls.__name__} is also a flag of {owners[f.name]}"
+            assert f.metadata.get("help"), f"--{f.name} of {cls.__name__} has no help"
+            owners[f.name] = cls.__name__
+    for f in dataclasses.fields(DataArguments):
+        assert f.metadata.get("help"), f"--{f.name} has no help"
+
+
+def test_task_flags_are_checked_when_given():
+    with pytest.raises(ValueError, match="--mlm_probability must be between 0 and 1"):
+        MaskedLM.data_arguments(mlm_probability=1.5)
+    with pytest.raises(ValueError, match="--max_answer_length must be positive"):
+        QuestionAnswering.data_arguments(max_answer_length=0)
+    assert TokenClassification.data_arguments().label_all_tokens is False
 
 
 # ---- a general student on plain text: masked and causal LM agreement with the teacher rises ------------------------

@@ -1,4 +1,14 @@
-"""Tiny models of each task head, random data for them, and a padding collator: for tests/test_tasks*.py."""
+"""The shared factory of the test suite: tiny models of each task head, a word tokenizer, random batches, tiny data
+files, and `CASES`, the one table of task cases that task tests are parametrised over.
+
+Adding a task: one row in `CASES` (and, if its data is new, a branch in `random_task_rows` and `write_task_file`).
+This is a plain module (no tests, no fixtures): test files import it, never each other.
+"""
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from transformers import (
@@ -16,6 +26,26 @@ from transformers import (
 VOCAB_SIZE = 99
 MASK_ID = 4
 TAGS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# The first 18 words are conftest.WORDS, in its order (the same ids); the others serve the data tests.
+WORDS = (
+    "good bad great awful fine okay love hate the a is was movie film day it not very "
+    "plot actors music ok boring fun loved hated really story ending cat dog sat on mat sleeps outside inside "
+    "animal weather sunny rainy today na null sarah london lives in my name where do i live paris how"
+).split()
+
+
+# conftest.WORDS: the vocabulary of the corpus sentences, and of the tokenizer the task tests' figures were set with.
+CORE_WORDS = WORDS[:18]
+
+
+def tiny_tokenizer(words=CORE_WORDS):
+    """A word-level BERT tokenizer built from a dict (`BertTokenizerFast(vocab_file=...)` ignores the file in 5.x);
+    `tiny_tokenizer(WORDS)` knows the words of the data tests too."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + list(words))})
 
 
 def bert_config(num_layers=4, hidden=32, heads=4, vocab_size=VOCAB_SIZE, **kwargs):
@@ -50,8 +80,19 @@ def masked_lm(num_layers=4, hidden=32, seed=0, **kwargs):
     return _seeded(seed, lambda: BertForMaskedLM(bert_config(num_layers, hidden, **kwargs)))
 
 
-def regressor(num_layers=4, hidden=32, seed=0):
-    return _seeded(seed, lambda: BertForSequenceClassification(bert_config(num_layers, hidden, num_labels=1)))
+def regressor(num_layers=4, hidden=32, seed=0, **kwargs):
+    return _seeded(
+        seed, lambda: BertForSequenceClassification(bert_config(num_layers, hidden, num_labels=1, **kwargs))
+    )
+
+
+def classifier(num_layers=4, hidden=32, seed=0, **kwargs):
+    """A sequence classifier whose labels are negative / neutral / positive (initialised wider than BERT's default, so
+    that teacher and student disagree by more than float32 rounding)."""
+    kwargs.setdefault("initializer_range", 0.3)
+    kwargs.setdefault("id2label", dict(LABELS))
+    kwargs.setdefault("label2id", {v: k for k, v in kwargs["id2label"].items()})
+    return _seeded(seed, lambda: BertForSequenceClassification(bert_config(num_layers, hidden, **kwargs)))
 
 
 def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
@@ -119,6 +160,8 @@ def random_task_rows(task, n=12, seed=0, min_len=4, max_len=14):
             row["labels"] = [-100] * prompt + ids[prompt:]
         elif task == "regression":
             row["labels"] = float(torch.randn((), generator=g))
+        elif task == "sequence-classification":
+            row["labels"] = int(randint(0, len(LABELS)))
         rows.append(row)
     return rows
 
@@ -139,7 +182,7 @@ def pad_batch(features, pad_to=None):
 
 
 def corpus_sentence(rng):
-    """A sentence of a small weighted grammar over conftest.WORDS: a teacher learns clear next and masked tokens."""
+    """A sentence of a small weighted grammar over `WORDS`: a teacher learns clear next and masked tokens."""
 
     def pick(words, weights):
         return rng.choices(words.split(), weights)[0]
@@ -153,9 +196,111 @@ def corpus_sentence(rng):
 
 def write_corpus(path, count, seed=0):
     """A plain text file, one sentence a line."""
-    import random
-
     rng = random.Random(seed)
     with open(path, "w") as handle:
         handle.write("".join(corpus_sentence(rng) + "\n" for _ in range(count)))
     return path
+
+
+def task_rows(case_id: str, count: int, seed: int = 0) -> list[dict]:
+    """Raw examples of a task case, as a user's data file holds them (columns named as the tasks expect)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        sentence = corpus_sentence(rng)
+        if case_id == "text-classification":
+            rows.append({"text": sentence, "sentiment": rng.choice(list(LABELS.values()))})
+        elif case_id == "regression":
+            rows.append({"text": sentence, "label": round(rng.uniform(0, 5), 2)})
+        elif case_id == "token-classification":
+            tokens = sentence.split()
+            tags = ["B-PER" if word in ("movie", "film") else "O" for word in tokens]
+            rows.append({"tokens": tokens, "ner_tags": tags})
+        elif case_id == "question-answering":
+            context = sentence
+            answer = context.split()[-1]
+            rows.append(
+                {
+                    "question": "how is it",
+                    "context": context,
+                    "answers": {"text": [answer], "answer_start": [context.rindex(answer)]},
+                }
+            )
+        else:  # language models
+            rows.append({"text": sentence})
+    return rows
+
+
+def write_task_file(case_id: str, path, count: int, seed: int = 0):
+    """Writes `task_rows` to `path`: JSON Lines (.jsonl) or CSV (.csv, flat rows only)."""
+    rows = task_rows(case_id, count, seed)
+    with open(path, "w") as handle:
+        if str(path).endswith(".csv"):
+            columns = list(rows[0])
+            handle.write(",".join(columns) + "\n" + "".join(",".join(str(r[c]) for c in columns) + "\n" for r in rows))
+        else:
+            handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@dataclass(frozen=True)
+class TaskCase:
+    """One row of the task table.
+
+    Args:
+        id: the case's test id (a task may have several cases: causal LM with GPT-2 and Llama, classification and
+            regression).
+        task: the registered task name.
+        build: the model factory: `build(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE)`.
+        rows: the `random_task_rows` kind of its tokenised batches.
+        metric_keys: the keys its evaluation's `compute_metrics` returns.
+        is_regression: a regression head.
+    """
+
+    id: str
+    task: str
+    build: Callable
+    rows: str
+    metric_keys: tuple[str, ...]
+    is_regression: bool = False
+
+    def pair(self, student_hidden: int = 32, **kwargs):
+        """(student, teacher): a 2-layer student of width `student_hidden`, a 4-layer teacher."""
+        return self.build(num_layers=2, hidden=student_hidden, seed=1, **kwargs), self.build(
+            num_layers=4, seed=0, **kwargs
+        )
+
+    def __str__(self) -> str:
+        return self.id
+
+
+CASES = (
+    TaskCase(
+        "text-classification",
+        "sequence-classification",
+        classifier,
+        "sequence-classification",
+        ("accuracy", "macro_f1"),
+    ),
+    TaskCase("regression", "sequence-classification", regressor, "regression", ("mse", "pearson"), True),
+    TaskCase(
+        "token-classification",
+        "token-classification",
+        token_classifier,
+        "token-classification",
+        ("precision", "recall", "f1", "accuracy"),
+    ),
+    TaskCase(
+        "question-answering", "question-answering", question_answerer, "question-answering", ("exact_match", "f1")
+    ),
+    TaskCase("masked-lm", "masked-lm", masked_lm, "masked-lm", ("perplexity", "accuracy")),
+    TaskCase("causal-lm-gpt2", "causal-lm", gpt2, "causal-lm", ("perplexity", "accuracy")),
+    TaskCase("causal-lm-llama", "causal-lm", llama, "causal-lm", ("perplexity", "accuracy")),
+)
+CASE_IDS = [case.id for case in CASES]
+# One case per task (the first of each), for tests about what a task owns rather than about a model family.
+ONE_CASE_PER_DATA = [case for case in CASES if case.id != "causal-lm-llama"]
+
+
+def case(case_id: str) -> TaskCase:
+    return next(c for c in CASES if c.id == case_id)

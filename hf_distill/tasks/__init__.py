@@ -1,128 +1,144 @@
-"""What each task head outputs, and therefore which logits the losses compare and over which items.
+"""The task registry: one [`Task`] class per kind of head, each in its own file of this folder.
 
 A task is inferred from the model class (`BertForSequenceClassification` -> sequence classification), through the
-auto-model mappings of transformers. See [`Task`] for what a task tells the trainer.
+auto-model mapping each task names. See [`Task`] for what a task owns.
 
-| task | heads | soft targets | task loss |
+| task (pipeline tag) | heads | soft targets | label loss |
 | --- | --- | --- | --- |
-| `sequence-classification` | `*ForSequenceClassification` | KL per example (MSE for regression) | CE (MSE) |
+| `sequence-classification` (`text-classification`) | `*ForSequenceClassification` | KL per example (MSE) | CE (MSE) |
 | `token-classification` | `*ForTokenClassification` | KL per labelled token | CE per labelled token |
-| `question-answering` | `*ForQuestionAnswering` | (KL start + KL end) / 2, per example | (CE start + CE end) / 2 |
-| `masked-lm` | `*ForMaskedLM` | KL per masked token | MLM loss |
-| `causal-lm` | `*ForCausalLM`, `*LMHeadModel` | shifted KL per next-token target | LM loss |
+| `question-answering` | `*ForQuestionAnswering` | (KL start + KL end) / 2 per example | (CE start + CE end) / 2 |
+| `masked-lm` (`fill-mask`) | `*ForMaskedLM` | KL per masked token | MLM loss |
+| `causal-lm` (`text-generation`) | `*ForCausalLM`, `*LMHeadModel` | shifted KL per next-token target | LM loss |
+
+Adding a task: one file here that ends with `register_task(TheTask)`, and its import line at the end of this file.
 """
 
 from __future__ import annotations
 
-from transformers import PreTrainedModel
-from transformers.models.auto import modeling_auto
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from ..modeling import base_model_of
-from .base import IGNORE_INDEX, UNITS, LogitTarget, Task, count_items
-from .classification import SequenceClassification, TokenClassification
-from .language_modeling import CausalLM, MaskedLM, next_token_mask
-from .question_answering import QuestionAnswering
+from .base import IGNORE_INDEX, UNITS, CardMetric, LogitTarget, Task, TaskEvaluation, count_items, is_default_id2label
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "IGNORE_INDEX",
     "PIPELINE_TASKS",
     "SUPPORTED_TASKS",
+    "TASKS",
     "UNITS",
+    "CardMetric",
     "CausalLM",
     "LogitTarget",
     "MaskedLM",
     "QuestionAnswering",
     "SequenceClassification",
     "Task",
+    "TaskEvaluation",
     "TokenClassification",
     "count_items",
+    "get_task",
+    "is_default_id2label",
     "next_token_mask",
+    "register_task",
     "resolve_task_name",
     "task_for",
     "task_name_of",
     "task_name_of_class",
 ]
 
-# In order of precedence: a class listed in two mappings (XLMWithLMHeadModel) gets the first.
-_TASKS_BY_MAPPING = {
-    "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES": "sequence-classification",
-    "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES": "token-classification",
-    "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES": "question-answering",
-    "MODEL_FOR_MASKED_LM_MAPPING_NAMES": "masked-lm",
-    "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES": "causal-lm",
-}
-SUPPORTED_TASKS = tuple(_TASKS_BY_MAPPING.values())
-# The transformers pipeline name of each task (what `hf-distill train --task` and the Hub call it).
-PIPELINE_TASKS = {
-    "sequence-classification": "text-classification",
-    "token-classification": "token-classification",
-    "question-answering": "question-answering",
-    "masked-lm": "fill-mask",
-    "causal-lm": "text-generation",
-}
-_TASK_CLASSES = {
-    "token-classification": TokenClassification,
-    "question-answering": QuestionAnswering,
-    "masked-lm": MaskedLM,
-    "causal-lm": CausalLM,
-}
+_REGISTRY: dict[str, type[Task]] = {}
+# The registered task classes by name, in order of registration (which is the precedence of `task_name_of_class`).
+TASKS: Mapping[str, type[Task]] = MappingProxyType(_REGISTRY)
 
 
-def resolve_task_name(name: str) -> str:
-    """hf_distill's task name for a task name or a pipeline name (`fill-mask` -> `masked-lm`).
+def register_task(cls: type[Task]) -> type[Task]:
+    """Adds a [`Task`] subclass to the registry (returns it, so it can decorate the class).
+
+    Raises:
+        `ValueError`: the class has no name, pipeline tag or auto mapping, or its name or pipeline tag is already
+        taken by another task.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"register_task takes a subclass of Task, got {cls!r}")
+    for attribute in ("name", "pipeline_tag", "mapping_name"):
+        if not getattr(cls, attribute):
+            raise ValueError(f"{cls.__name__} has no {attribute}; a task must declare it to be registered")
+    for other in _REGISTRY.values():
+        taken = {other.name, other.pipeline_tag} & {cls.name, cls.pipeline_tag}
+        if taken:
+            raise ValueError(
+                f"cannot register {cls.__name__}: {sorted(taken)[0]!r} is already the name or pipeline tag of "
+                f"{other.__name__}"
+            )
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class of a task name (`masked-lm`) or pipeline tag (`fill-mask`).
 
     Raises:
         `ValueError`: naming the accepted names.
     """
-    by_pipeline = {pipeline: task for task, pipeline in PIPELINE_TASKS.items()}
-    if name in PIPELINE_TASKS:
-        return name
-    if name in by_pipeline:
-        return by_pipeline[name]
-    raise ValueError(
-        f"unknown task {name!r}; choose one of: {', '.join(by_pipeline)} (or {', '.join(SUPPORTED_TASKS)})"
-    )
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for cls in _REGISTRY.values():
+        if cls.pipeline_tag == name:
+            return cls
+    pipelines = ", ".join(cls.pipeline_tag for cls in _REGISTRY.values())
+    raise ValueError(f"unknown task {name!r}; choose one of: {pipelines} (or {', '.join(_REGISTRY)})")
+
+
+def resolve_task_name(name: str) -> str:
+    """hf_distill's task name for a task name or a pipeline tag (`fill-mask` -> `masked-lm`); see [`get_task`]."""
+    return get_task(name).name
 
 
 def task_name_of(model: PreTrainedModel) -> str | None:
     """The task of a model's head, from its class name (`None` for a bare encoder or an unsupported head); for a peft
     model, its base model's."""
+    from ..modeling import base_model_of
+
     model = base_model_of(model)
     return task_name_of_class(type(model).__name__, getattr(model.config, "is_encoder_decoder", False))
 
 
 def task_name_of_class(class_name: str, is_encoder_decoder: bool = False) -> str | None:
-    """The task of a model class, by name (as `config.architectures` lists it), or `None`."""
+    """The task of a model class, by name (as `config.architectures` lists it), or `None`.
+
+    A class listed in two auto mappings (XLMWithLMHeadModel) gets the task registered first.
+    """
     if is_encoder_decoder:
         return None  # BART's ForConditionalGeneration is in the masked-LM mapping, but it is a seq2seq model
-    for mapping_name, task_name in _TASKS_BY_MAPPING.items():
-        if class_name in _mapping_class_names(getattr(modeling_auto, mapping_name)):
-            return task_name
+    from transformers.models.auto import modeling_auto
+
+    for cls in _REGISTRY.values():
+        if class_name in _mapping_class_names(getattr(modeling_auto, cls.mapping_name)):
+            return cls.name
     return None
 
 
 def task_for(model: PreTrainedModel) -> Task:
-    """The [`Task`] for a student model.
+    """The [`Task`] of a model (its settings, such as regression, read from its config).
 
     Raises:
         `ValueError`: for a head that distillation does not support yet, naming the supported ones.
     """
     name = task_name_of(model)
-    if name == "sequence-classification":
-        if model.config.problem_type == "multi_label_classification":
-            raise ValueError(
-                f"{type(model).__name__} has problem_type='multi_label_classification', which is not supported; "
-                "use single-label classification or regression (num_labels=1)"
-            )
-        regression = model.config.problem_type == "regression" or model.config.num_labels == 1
-        return SequenceClassification(is_regression=regression)
-    if name in _TASK_CLASSES:
-        return _TASK_CLASSES[name]()
-    raise ValueError(
-        f"{type(model).__name__} has a head that hf_distill cannot distil yet; supported: "
-        f"{', '.join(SUPPORTED_TASKS)} models (e.g. BertForSequenceClassification, BertForTokenClassification, "
-        "BertForQuestionAnswering, BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM)"
-    )
+    if name is None:
+        raise ValueError(
+            f"{type(model).__name__} has a head that hf_distill cannot distil yet; supported: "
+            f"{', '.join(_REGISTRY)} models (e.g. BertForSequenceClassification, BertForTokenClassification, "
+            "BertForQuestionAnswering, BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM)"
+        )
+    from ..modeling import base_model_of
+
+    return _REGISTRY[name].from_model(base_model_of(model))
 
 
 def _mapping_class_names(mapping) -> set[str]:
@@ -130,3 +146,17 @@ def _mapping_class_names(mapping) -> set[str]:
     for value in mapping.values():
         names.update(value if isinstance(value, (list, tuple)) else (value,))
     return names
+
+
+# Each task registers itself; the order of these imports is the precedence of `task_name_of_class`.
+# isort: off
+from .text_classification import SequenceClassification  # noqa: E402
+from .token_classification import TokenClassification  # noqa: E402
+from .question_answering import QuestionAnswering  # noqa: E402
+from .language_modeling import CausalLM, MaskedLM, next_token_mask  # noqa: E402
+
+# isort: on
+
+# Derived from the registry (kept for the callers of the old tables).
+SUPPORTED_TASKS = tuple(_REGISTRY)
+PIPELINE_TASKS = MappingProxyType({name: cls.pipeline_tag for name, cls in _REGISTRY.items()})

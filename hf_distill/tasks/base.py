@@ -1,20 +1,33 @@
-"""The `Task` interface: which logits a task head outputs, and therefore which ones the losses compare.
+"""The `Task` interface: everything hf_distill knows about one kind of head, in one object.
 
-A task tells the trainer four things: the logit pairs that the soft-target losses compare (each with the mask of the
-items that count and the unit they are averaged over), the hard-label loss, the labels of a batch, and the item counts
-of a batch. Units are `examples`, `tokens` (real tokens, from the attention mask) and `labels` (the items that the
-task scores: labels that are not -100, or, for causal language modelling, the next-token targets).
+A task says how its models are loaded (`auto_class`) and named (`pipeline_tag`), which logits the losses compare
+([`Task.logit_targets`]) and what the hard-label loss is ([`Task.label_loss`]), how its data is read, tokenised and
+batched ([`Task.prepare_datasets`], [`Task.data_collator`], its own `data_arguments` flags), how it is scored
+([`Task.evaluation`]), and which of those scores the model card shows ([`Task.card_metrics`]).
+
+Units are `examples`, `tokens` (real tokens, from the attention mask) and `labels` (the items that the task scores:
+labels that are not -100, or, for causal language modelling, the next-token targets).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+    from transformers import EvalPrediction, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..data import DataArguments
+
 UNITS = ("examples", "tokens", "labels")
 IGNORE_INDEX = -100
+# Matches the names `PretrainedConfig` invents when a checkpoint has no real label names.
+_DEFAULT_LABEL_NAME = re.compile(r"LABEL_(\d+)")
 
 
 @dataclass(frozen=True)
@@ -32,28 +45,92 @@ class LogitTarget:
     classes: torch.Tensor | None = None
 
 
-class Task:
-    """Base class: a task head of the models being distilled.
+@dataclass(frozen=True)
+class CardMetric:
+    """One row of the model card's result table, and one `model-index` metric.
 
-    Subclasses implement [`logit_targets`] and [`task_loss`]; the others have defaults that fit heads with one
-    `labels` input and one `logits` output.
+    Args:
+        key: the key of the metric in a model's metrics (e.g. `"accuracy"`, `"f1"`, `"perplexity"`).
+        label: the table row's label (e.g. `"Entity F1"`).
+        model_index_type: the `model-index` metric type (`"accuracy"`, `"f1"`, `"exact_match"`, `"perplexity"`, ...).
+        percent: whether the value is a fraction shown as a percentage (`False`: a plain number, e.g. perplexity).
+        args: the `model-index` metric arguments, e.g. `{"average": "macro"}`.
+        higher_is_better: whether a larger value is better (`False` for perplexity and MSE).
     """
 
+    key: str
+    label: str
+    model_index_type: str
+    percent: bool = True
+    args: dict | None = None
+    higher_is_better: bool = True
+
+
+@dataclass
+class TaskEvaluation:
+    """What a Trainer needs to compute a task's metrics: `compute_metrics` and `preprocess_logits_for_metrics`."""
+
+    compute_metrics: Callable[[EvalPrediction], dict[str, float]]
+    preprocess_logits_for_metrics: Callable | None = None
+
+
+class Task:
+    """Base class of a task head; one subclass per task, registered with [`hf_distill.tasks.register_task`].
+
+    Subclasses set the class attributes and implement [`logit_targets`], [`label_loss`], [`prepare_datasets`],
+    [`data_collator`] and [`evaluation`]; the others have defaults that fit heads with one `labels` input and one
+    `logits` output.
+    """
+
+    # hf_distill's name of the task (`--task` accepts it, and `pipeline_tag`).
     name: str = ""
+    # The Hub / transformers pipeline name (`text-classification`, `fill-mask`, ...).
+    pipeline_tag: str = ""
+    # The transformers auto class that loads a model of this task.
+    auto_class: type | None = None
+    # The transformers auto mapping whose classes are of this task (infers the task of a model class).
+    mapping_name: str = ""
+    # PEFT's `task_type` for this head (None: the generic PeftModel).
+    peft_task_type: str | None = None
+    # Outputs over the vocabulary (language models): teacher and student output vocabularies must match.
+    vocabulary_outputs: bool = False
+    # Outputs are classes named by `config.id2label`: teacher and student labels must match.
+    labelled_outputs: bool = False
+    # A dataclass of this task's own command-line flags (field names unique across tasks), or None.
+    data_arguments: type | None = None
+    # How the card shows the model in use: (variable, call) of a transformers pipeline; `{mask_token}` in the call
+    # stands for the tokenizer's mask token.
+    usage_example: tuple[str, str] | None = None
     # Whether the soft targets are class distributions (KL at a temperature) or real values (regression: MSE).
     is_regression: bool = False
     # The label inputs of the head, as transformers names them (`find_labels`).
     label_names: tuple[str, ...] = ("labels",)
     # The outputs holding the logits the soft targets come from (what a teacher cache stores, what ensembles average).
     logit_fields: tuple[str, ...] = ("logits",)
+    # The metrics the card's result table and `model-index` show, headline first.
+    card_metrics: tuple[CardMetric, ...] = ()
+
+    @classmethod
+    def from_model(cls, model: PreTrainedModel) -> Task:
+        """The task of `model` (a model of this task): subclasses read settings such as regression from its config."""
+        return cls()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # ---- training ------------------------------------------------------------------------------------------------
 
     def logit_targets(self, student_out, teacher_out, inputs: dict) -> list[LogitTarget]:
         raise NotImplementedError
 
-    def task_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
+    def label_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
         """The hard-label loss of a batch that has labels (a sum over the batch divided by `counts[unit]`), and its
         unit."""
         raise NotImplementedError
+
+    def task_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
+        """Deprecated name of [`label_loss`], kept until every caller says `label_loss`."""
+        return self.label_loss(student_out, inputs, counts)
 
     def labels(self, inputs: dict) -> Any | None:
         """The hard labels of a batch (a tuple for heads with several label inputs), or `None` when it has none."""
@@ -65,6 +142,39 @@ class Task:
     def count_items(self, batch: dict) -> dict[str, torch.Tensor]:
         """Counts the examples, real tokens and labels of one batch, as int64 CPU tensors keyed by `UNITS`."""
         return count_items(batch)
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+
+    def task_arguments(self, task_args=None):
+        """`task_args`, or this task's default flags (None for a task without flags)."""
+        if task_args is not None or self.data_arguments is None:
+            return task_args
+        return self.data_arguments()
+
+    def prepare_datasets(
+        self,
+        raw: DatasetDict,
+        tokenizer: PreTrainedTokenizerBase,
+        data_args: DataArguments,
+        task_args=None,
+        teacher_config: PretrainedConfig | None = None,
+    ) -> DatasetDict:
+        """Tokenises the raw splits of [`hf_distill.data.load_raw_datasets`]: `"train"`, `"validation"` (when there is
+        one), `"test"` (when given) and `"unlabeled"` (the transfer set, tokenised so that the hard-label loss ignores
+        it; the run path trains on train + unlabeled)."""
+        raise NotImplementedError
+
+    def data_collator(self, tokenizer: PreTrainedTokenizerBase, task_args=None):
+        """The batch maker (dynamic padding)."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+
+    def evaluation(self, eval_dataset=None, teacher_config: PretrainedConfig | None = None, task_args=None):
+        """The [`TaskEvaluation`] of this task on `eval_dataset` (the tokenised split it will score, in order)."""
+        raise NotImplementedError
 
 
 def count_items(batch: dict) -> dict[str, torch.Tensor]:
@@ -86,3 +196,20 @@ def _counts(batch: dict, num_labels: torch.Tensor) -> dict[str, torch.Tensor]:
 def attention_mask_of(inputs: dict) -> torch.Tensor | None:
     mask = inputs.get("attention_mask")
     return mask.bool() if mask is not None else None
+
+
+def argmax_logits(logits, labels):
+    """`preprocess_logits_for_metrics` that keeps only the predicted class of each item."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(-1)
+
+
+def is_default_id2label(id2label: dict[int, str] | None) -> bool:
+    """Whether `id2label` is missing or only holds the placeholder names `LABEL_0`, `LABEL_1`, ... of transformers."""
+    if not id2label:
+        return True
+    return all(
+        (match := _DEFAULT_LABEL_NAME.fullmatch(str(name))) is not None and int(match.group(1)) == int(index)
+        for index, name in id2label.items()
+    )

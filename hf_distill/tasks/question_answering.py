@@ -1,15 +1,57 @@
-"""Extractive question answering: a start and an end distribution over the positions of each example."""
+"""Extractive question answering: a start and an end distribution over the positions of each example.
+
+- Data: SQuAD-style `question`, `context` and `answers` (`{"text": [...], "answer_start": [...]}`) columns ->
+  `start_positions` and `end_positions` (0, the first token, when the answer was cut off or there is none); one
+  feature per example (the context is cut to `max_length`). Evaluation splits keep `QA_EVAL_COLUMNS`, which the
+  metrics read (the trainer drops them from the batches).
+- Metrics: exact match and F1 over the answer strings, as the SQuAD evaluation script computes them.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
+from datasets import DatasetDict
+from transformers import AutoModelForQuestionAnswering
 
 from .. import losses
-from .base import IGNORE_INDEX, LogitTarget, Task
+from ..data import DataArguments, source_of
+from ..metrics import squad_scores
+from . import register_task
+from .base import IGNORE_INDEX, CardMetric, LogitTarget, Task, TaskEvaluation
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedTokenizerBase
 
 # Where padding is, both models' span logits are set to this: no probability, whatever the model put there, so padding
 # changes nothing. Finite (and within float16's range), so that 0 * log 0 never turns into nan.
 _PADDING_LOGIT = -1e4
+# Columns that evaluation needs beside the model inputs (question answering maps spans back to answer strings).
+QA_EVAL_COLUMNS = ("offset_mapping", "context", "answers")
+
+
+@dataclass
+class QuestionAnsweringArguments:
+    """The flags of question answering."""
+
+    question_column: str = field(default="question", metadata={"help": "Question answering: the question column."})
+    context_column: str = field(default="context", metadata={"help": "Question answering: the context column."})
+    answers_column: str = field(
+        default="answers",
+        metadata={
+            "help": "Question answering: the answers column, SQuAD style: {'text': [...], 'answer_start': [...]}."
+        },
+    )
+    max_answer_length: int = field(
+        default=30, metadata={"help": "Question answering: the longest answer span (tokens) evaluation predicts."}
+    )
+
+    def __post_init__(self):
+        if self.max_answer_length <= 0:
+            raise ValueError(f"--max_answer_length must be positive, got {self.max_answer_length}")
 
 
 class QuestionAnswering(Task):
@@ -17,15 +59,25 @@ class QuestionAnswering(Task):
     `end_positions` of shape `(batch,)`.
 
     The soft-target loss is the KL between the teacher's and the student's distributions over the positions, for the
-    start and for the end, averaged (the trainer averages over the logit pairs), per example. The task loss is
+    start and for the end, averaged (the trainer averages over the logit pairs), per example. The label loss is
     transformers' (CE(start) + CE(end)) / 2, per example; a position outside the sequence (transformers clamps and
     ignores it) counts as a zero loss. Padded positions get no probability in either model, in the soft targets and
-    in the task loss alike.
+    in the label loss alike.
     """
 
     name = "question-answering"
+    pipeline_tag = "question-answering"
+    auto_class = AutoModelForQuestionAnswering
+    mapping_name = "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"
+    peft_task_type = "QUESTION_ANS"
+    data_arguments = QuestionAnsweringArguments
+    usage_example = ("qa", 'qa(question="Where do I live?", context="My name is Sarah and I live in London.")')
     label_names = ("start_positions", "end_positions")
     logit_fields = ("start_logits", "end_logits")
+    card_metrics = (
+        CardMetric("exact_match", "Exact match", "exact_match"),
+        CardMetric("f1", "F1", "f1"),
+    )
 
     def logit_targets(self, student_out, teacher_out, inputs):
         mask = inputs.get("attention_mask")
@@ -46,7 +98,7 @@ class QuestionAnswering(Task):
             return None
         return start, end
 
-    def task_loss(self, student_out, inputs, counts):
+    def label_loss(self, student_out, inputs, counts):
         mask = inputs.get("attention_mask")
         total = 0.0
         for logits, positions in zip((student_out.start_logits, student_out.end_logits), self.labels(inputs)):
@@ -61,8 +113,151 @@ class QuestionAnswering(Task):
     def predictions(self, outputs):
         return outputs.start_logits, outputs.end_logits
 
+    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
+        if "unlabeled" in raw:
+            raise ValueError(
+                f"{source_of(raw, 'unlabeled')}: question answering cannot learn from unlabeled examples yet (its "
+                "label loss is averaged over every example); leave out --unlabeled_file"
+            )
+        return prepare_question_answering(raw, tokenizer, data_args, self.task_arguments(task_args))
+
+    def evaluation(self, eval_dataset=None, teacher_config=None, task_args=None):
+        if eval_dataset is None:
+            raise ValueError("question answering metrics need the evaluation split (its contexts and answers)")
+        task_args = self.task_arguments(task_args)
+        return TaskEvaluation(QuestionAnsweringMetrics(eval_dataset, task_args.max_answer_length))
+
 
 def _mask_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     if attention_mask is None:
         return logits
     return logits.masked_fill(~attention_mask.to(logits.device, torch.bool), _PADDING_LOGIT)
+
+
+# ---- data ----------------------------------------------------------------------------------------------------------
+
+
+def prepare_question_answering(
+    raw: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    data_args: DataArguments,
+    task_args: QuestionAnsweringArguments,
+) -> DatasetDict:
+    """Tokenises (question, context) pairs, one feature per example (the context is cut to `max_length`), with the
+    answer's first and last token as `start_positions` / `end_positions`; (0, 0) when the answer was cut off or
+    there is none. Evaluation splits also keep `QA_EVAL_COLUMNS`."""
+    columns = raw["train"].column_names
+    for name in (task_args.question_column, task_args.context_column, task_args.answers_column):
+        if name not in columns:
+            raise ValueError(
+                f"question answering needs the columns question, context and answers; {name!r} is not in the data "
+                f"(available columns: {columns}). Pass --question_column, --context_column or --answers_column"
+            )
+    pad_right = tokenizer.padding_side == "right"
+
+    def tokenize(batch, keep_for_eval: bool):
+        questions = [q.lstrip() for q in batch[task_args.question_column]]
+        contexts = batch[task_args.context_column]
+        first, second = (questions, contexts) if pad_right else (contexts, questions)
+        encoded = tokenizer(
+            first,
+            second,
+            truncation="only_second" if pad_right else "only_first",
+            max_length=data_args.max_length,
+            return_offsets_mapping=True,
+        )
+        context_index = 1 if pad_right else 0
+        starts, ends, offsets = [], [], []
+        for i, answers in enumerate(batch[task_args.answers_column]):
+            sequence_ids = encoded.sequence_ids(i)
+            start, end = _answer_span(answers, encoded["offset_mapping"][i], sequence_ids, context_index)
+            starts.append(start)
+            ends.append(end)
+            offsets.append(
+                [o if s == context_index else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids)]
+            )
+        encoded["start_positions"], encoded["end_positions"] = starts, ends
+        if keep_for_eval:
+            encoded["offset_mapping"] = offsets
+            encoded["context"] = contexts
+            encoded["answers"] = batch[task_args.answers_column]
+        else:
+            encoded.pop("offset_mapping")
+        return encoded
+
+    return DatasetDict(
+        {
+            name: split.map(
+                tokenize,
+                batched=True,
+                remove_columns=split.column_names,
+                fn_kwargs={"keep_for_eval": name != "train"},
+                desc=f"Tokenizing {name}",
+            )
+            for name, split in raw.items()
+        }
+    )
+
+
+def _answer_span(answers: dict, offsets: list, sequence_ids: list, context_index: int) -> tuple[int, int]:
+    texts, starts = answers.get("text") or [], answers.get("answer_start") or []
+    if not texts or not starts:
+        return 0, 0
+    start_char, end_char = int(starts[0]), int(starts[0]) + len(texts[0])
+    context = [i for i, s in enumerate(sequence_ids) if s == context_index]
+    if not context or offsets[context[0]][0] > start_char or offsets[context[-1]][1] < end_char:
+        return 0, 0  # cut off by the truncation
+    start = next(i for i in context if offsets[i][1] > start_char)
+    end = next(i for i in reversed(context) if offsets[i][0] < end_char)
+    return start, end
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------------
+
+
+def best_span(start_logits, end_logits, offsets, max_answer_length: int = 30, n_best: int = 20) -> tuple[int, int]:
+    """The context span `(start, end)` (token indices, end included) with the highest start + end logit, among the
+    `n_best` best starts and ends; `(-1, -1)` when the context has no token. Padding positions (beyond `offsets`) and
+    tokens outside the context (offset `None`) are never chosen."""
+    length = len(offsets)
+    starts = np.argsort(start_logits[:length])[::-1][:n_best]
+    ends = np.argsort(end_logits[:length])[::-1][:n_best]
+    best, best_score = (-1, -1), -np.inf
+    for s in starts:
+        for e in ends:
+            if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                continue
+            score = start_logits[s] + end_logits[e]
+            if score > best_score:
+                best, best_score = (int(s), int(e)), score
+    return best
+
+
+class QuestionAnsweringMetrics:
+    """Exact match and F1 of the predicted answer strings, for the rows of `eval_dataset` in order (one feature
+    per question, with `offset_mapping` (`None` outside the context), `context` and `answers`)."""
+
+    def __init__(self, eval_dataset, max_answer_length: int = 30):
+        self.offsets = eval_dataset["offset_mapping"]
+        self.contexts = eval_dataset["context"]
+        self.answers = [a.get("text") or [] for a in eval_dataset["answers"]]
+        self.max_answer_length = max_answer_length
+
+    def answer_texts(self, start_logits: np.ndarray, end_logits: np.ndarray) -> list[str]:
+        texts = []
+        for i, (offsets, context) in enumerate(zip(self.offsets, self.contexts)):
+            s, e = best_span(start_logits[i], end_logits[i], offsets, self.max_answer_length)
+            texts.append("" if s < 0 else context[offsets[s][0] : offsets[e][1]])
+        return texts
+
+    def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
+        start_logits, end_logits = (np.asarray(p) for p in prediction.predictions[:2])
+        if len(start_logits) != len(self.contexts):
+            raise ValueError(
+                f"{len(start_logits)} predictions for {len(self.contexts)} evaluation questions: these metrics "
+                "were built for another evaluation set"
+            )
+        return squad_scores(self.answer_texts(start_logits, end_logits), self.answers)
+
+
+register_task(QuestionAnswering)

@@ -1,6 +1,6 @@
 """Quality and speed benchmark of distillation on the demo recipe (real model, real data). Not a unit test.
 
-    python scripts/benchmark.py [demo options, e.g. --train_examples 6000 --output_dir bench-output]
+    python examples/benchmark.py [demo options, e.g. --train_examples 6000 --output_dir bench-output]
 
 Runs the demo recipe once (teacher fine-tuning, the student without the teacher, the distilled student), then one
 teacher inference pass over the training data, and prints, from that one run:
@@ -20,6 +20,7 @@ import time
 
 import psutil
 import torch
+from demo import DemoArguments, data_arguments, minilm_path, prepare_tweets, run_demo, training_arguments
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -27,9 +28,6 @@ from transformers import (
     HfArgumentParser,
     Trainer,
 )
-
-from hf_distill.data import prepare_text_classification
-from hf_distill.demo import DemoArguments, data_arguments, minilm_path, run_demo, training_arguments
 
 
 class MemorySampler(threading.Thread):
@@ -62,8 +60,8 @@ def main():
     if args.unlabeled_examples:
         paths["unlabeled"] = os.path.join(args.output_dir, "data", "unlabeled.csv")
     # The distillation run's training data: the labelled tweets plus the transfer set.
-    datasets, _ = prepare_text_classification(data_arguments(args, paths, unlabeled=True), tokenizer)
     teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(args.output_dir, "teacher")).eval()
+    datasets = prepare_tweets(data_arguments(args, paths, unlabeled=True), tokenizer, teacher.config)
     # The same batches as the distillation run: a Trainer with the same arguments and seed draws the same
     # length-grouped batches from the same data.
     loader = Trainer(

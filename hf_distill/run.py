@@ -1,0 +1,303 @@
+"""One distillation job, from a teacher and a dataset to an evaluated student folder, for every task.
+
+`hf-distill train`, `examples/distill.py` (what `accelerate launch` runs), the demo and Python callers all run
+[`run_distillation`]; `hf-distill cache` runs [`build_cache`]. Whatever differs between tasks (the auto class, the
+data preparation and collator, the metric, the card's rows) comes from the task object
+([`~hf_distill.tasks.Task`]), resolved from `--task` or from the teacher's head.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from datasets import DatasetDict, concatenate_datasets
+from transformers import PreTrainedModel
+from transformers.utils import logging
+
+from .cache import CacheArguments, TeacherCache, build_teacher_cache
+from .config import DistillationConfig
+from .data import DataArguments, load_raw_datasets
+from .layer_map import LayerMap
+from .measure import MeasureArguments, measure_distillation
+from .student import STRATEGIES, build_student
+from .tasks import Task, get_task
+from .teacher import load_model, load_tokenizer, task_of_pretrained
+from .trainer import DistillationTrainer
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "DistillationResult",
+    "StudentArguments",
+    "build_cache",
+    "make_student",
+    "run_distillation",
+]
+
+
+@dataclass
+class DistillationResult:
+    metrics: dict | None
+    log_history: list[dict]
+    trainer: DistillationTrainer
+    summary: str = ""  # where the student is and how it scored (what the command prints at the end)
+
+
+@dataclass
+class StudentArguments:
+    """Which student to train: an existing model, or one built from the teacher (DistilBERT style)."""
+
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "An existing student model (path or Hub id). When omitted, the student is built from the "
+            "teacher: same architecture and width, fewer layers copied from the teacher's."
+        },
+    )
+    student_num_layers: int | None = field(
+        default=None,
+        metadata={"help": "Number of layers of the built student (default: half the teacher's, rounded up)."},
+    )
+    student_layer_strategy: Literal["uniform", "every_other", "first", "last"] = field(
+        default="every_other",
+        metadata={"help": f"Which teacher layers the built student copies: {', '.join(STRATEGIES)}."},
+    )
+    student_layers: str | None = field(
+        default=None,
+        metadata={"help": "Explicit teacher layers the built student copies, e.g. '0,2,4' (overrides the strategy)."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer path or Hub id (default: the teacher's)."}
+    )
+
+    def __post_init__(self):
+        if self.student_layers is not None and not isinstance(self.student_layers, (list, tuple)):
+            try:
+                self.student_layers = [int(x) for x in str(self.student_layers).split(",") if x.strip()]
+            except ValueError as error:
+                raise ValueError(
+                    f"student_layers must be comma-separated teacher layer indices such as '0,2,4', "
+                    f"got {self.student_layers!r}"
+                ) from error
+
+
+def make_student(
+    teacher: PreTrainedModel, student_args: StudentArguments, init_kwargs: dict | None = None
+) -> PreTrainedModel:
+    """Loads the given student (with the teacher's head), or builds one from the teacher."""
+    if student_args.student_model_name_or_path:
+        return load_model(student_args.student_model_name_or_path, teacher, init_kwargs, role="student")
+    num_layers = student_args.student_num_layers
+    if num_layers is None and student_args.student_layers is None:
+        num_layers = (teacher.config.num_hidden_layers + 1) // 2
+    return build_student(
+        teacher,
+        num_layers=num_layers,
+        strategy=student_args.student_layer_strategy,
+        layers=student_args.student_layers,
+    )
+
+
+# ---- the pieces of a run
+
+
+@dataclass
+class _Prepared:
+    """What a run and a cache build share: the task, the teachers and tokenizer, the tokenised data, the collator."""
+
+    task: Task
+    teachers: list[PreTrainedModel]
+    tokenizer: Any
+    datasets: DatasetDict
+    collator: Any
+    task_args: Any
+
+    @property
+    def teacher(self) -> PreTrainedModel:
+        return self.teachers[0]
+
+    @property
+    def train_dataset(self):
+        """The training data: the labelled examples, then the transfer set (labels ignored) when there is one."""
+        if "unlabeled" not in self.datasets:
+            return self.datasets["train"]
+        return concatenate_datasets([self.datasets["train"], self.datasets["unlabeled"]])
+
+    @property
+    def eval_split(self) -> str | None:
+        """The split the figures are measured on: the test split when there is one, else the validation split."""
+        return next((name for name in ("test", "validation") if name in self.datasets), None)
+
+
+def _prepare(
+    student_args: StudentArguments, data_args: DataArguments, config: DistillationConfig, task_args
+) -> _Prepared:
+    paths = config.teacher_paths or [config.teacher_model_name_or_path]
+    init_kwargs = config.teacher_model_init_kwargs
+    task_class = get_task(data_args.task) if data_args.task else task_of_pretrained(paths[0], init_kwargs)
+    if not data_args.task:
+        logger.info(f"Task inferred from the teacher's head: {task_class.pipeline_tag}")
+    teachers = [load_model(paths[0], task_class, init_kwargs)]
+    teachers += [load_model(path, teachers[0], init_kwargs) for path in paths[1:]]
+    resolved = task_class.from_model(teachers[0])
+    tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0])
+    own_args = _own_arguments(resolved, task_args)
+    raw = load_raw_datasets(data_args)
+    datasets = resolved.prepare_datasets(raw, tokenizer, data_args, own_args, teachers[0].config)
+    collator = resolved.data_collator(tokenizer, own_args)
+    return _Prepared(resolved, teachers, tokenizer, datasets, collator, own_args)
+
+
+def _own_arguments(task: Task, task_args: Iterable | Any) -> Any:
+    """The instance of the task's own data arguments among `task_args` (a default one when none is given)."""
+    wanted = task.data_arguments
+    candidates = task_args if isinstance(task_args, (list, tuple)) else [task_args]
+    return task.task_arguments(next((a for a in candidates if wanted and isinstance(a, wanted)), None))
+
+
+def describe_data(data_args: DataArguments, datasets: DatasetDict, eval_split: str) -> dict:
+    """What the metrics file and the card say about the data: its name, how many labelled and unlabelled examples the
+    student learnt from, and where the evaluation examples come from (truthfully: the test or validation file, or the
+    share of the training file held out)."""
+    facts: dict[str, Any] = {}
+    if data_args.dataset_name:
+        facts["name"] = data_args.dataset_name
+    elif data_args.train_file:
+        facts["name"] = os.path.basename(data_args.train_file)
+    facts["train_examples"] = len(datasets["train"])
+    if "unlabeled" in datasets:
+        facts["unlabeled_examples"] = len(datasets["unlabeled"])
+    facts["eval_split"] = eval_split
+    if not data_args.dataset_name:
+        given = data_args.test_file if eval_split == "test" else data_args.validation_file
+        if given:
+            facts["eval_file"] = os.path.basename(given)
+        elif data_args.train_file:
+            facts["eval_file"] = (
+                f"{os.path.basename(data_args.train_file)} ({data_args.validation_split_percentage}% held out, "
+                "not trained on)"
+            )
+    return facts
+
+
+# ---- the run
+
+
+def run_distillation(
+    student_args: StudentArguments,
+    data_args: DataArguments,
+    config: DistillationConfig,
+    measure_args: MeasureArguments | None = None,
+    *,
+    task_args: Iterable | Any = (),
+    callbacks: list | None = None,
+) -> DistillationResult:
+    """Distils the teacher of `config` into a student on `data_args`' data; saves, measures and describes it.
+
+    Args:
+        student_args ([`StudentArguments`]): the student to build or load.
+        data_args ([`DataArguments`]): the data, and the task (`data_args.task`; default: the teacher's head's).
+        config ([`DistillationConfig`]): the training and distillation settings (the teacher(s) among them).
+        measure_args ([`MeasureArguments`], *optional*): what to measure after training.
+        task_args: the task's own data arguments (one dataclass instance, or several of which the task's is used).
+        callbacks (`list`, *optional*): Trainer callbacks.
+
+    Writes the student folder (`config.output_dir`): model, tokenizer, `distillation_metrics.json` and `README.md`
+    (the model card), then pushes it when `config.push_to_hub` is set. Returns the metrics (on the main process) and
+    the training log.
+    """
+    prepared = _prepare(student_args, data_args, config, task_args)
+    datasets, teachers = prepared.datasets, prepared.teachers
+    student = make_student(prepared.teacher, student_args)
+    validation = datasets.get("validation")
+    evaluation = prepared.task.evaluation(validation, prepared.teacher.config, prepared.task_args)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teachers if len(teachers) > 1 else prepared.teacher,
+        args=config,
+        train_dataset=prepared.train_dataset,
+        eval_dataset=validation,
+        data_collator=prepared.collator,
+        processing_class=prepared.tokenizer,
+        compute_metrics=evaluation.compute_metrics,
+        preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
+        callbacks=callbacks,
+    )
+    train_result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model(_internal_call=True)
+    eval_split = prepared.eval_split
+    metrics = None
+    if eval_split is None:
+        logger.warning("No validation or test split: the student is saved unmeasured, with a card without figures")
+        if trainer.is_world_process_zero():
+            trainer.create_model_card()
+    else:
+        metrics = measure_distillation(
+            trainer,
+            datasets[eval_split],
+            measure_args=measure_args,
+            task_args=prepared.task_args,
+            dataset=describe_data(data_args, datasets, eval_split),
+            train_result=train_result,
+        )
+    summary = summarize(config.output_dir, metrics, prepared.task) if metrics is not None else ""
+    # The push comes last, once the metrics and the card are in the folder.
+    if config.push_to_hub:
+        trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
+    return DistillationResult(metrics, trainer.state.log_history, trainer, summary)
+
+
+def summarize(folder: str, metrics: dict, task: Task) -> str:
+    """One line saying where the student is and how it scored against the teacher, in the task's own metrics."""
+    scores = []
+    for metric in task.card_metrics:
+        student, teacher = metrics["student"].get(metric.key), metrics["teacher"].get(metric.key)
+        if isinstance(student, (int, float)):
+            versus = f" (teacher {teacher:.4g})" if isinstance(teacher, (int, float)) else ""
+            scores.append(f"{metric.label} {student:.4g}{versus}")
+    split = metrics["dataset"].get("eval_file") or metrics["dataset"].get("eval_split")
+    return f"Student saved to {folder}: {', '.join(scores) or 'no task metric'} on {split}"
+
+
+def build_cache(
+    student_args: StudentArguments,
+    data_args: DataArguments,
+    config: DistillationConfig,
+    cache_args: CacheArguments,
+    *,
+    task_args: Iterable | Any = (),
+) -> TeacherCache:
+    """Runs the recipe's teacher once over the recipe's training data and stores its outputs in
+    `cache_args.cache_dir`: what `hf-distill cache` does. Train with `--teacher_cache` on the same recipe.
+
+    By default the cache holds all logits and the hidden states that the recipe's layer losses will compare (the
+    teacher layers of its layer map for the recipe's student).
+    """
+    if len(config.teacher_paths) > 1:
+        raise ValueError("a teacher cache holds one teacher's outputs; give a single teacher_model_name_or_path")
+    prepared = _prepare(student_args, data_args, config, task_args)
+    teacher = prepared.teacher
+    hidden_layers = cache_args.hidden_layers
+    # The hidden-state and the similarity loss both read the hidden states of the layer map's teacher layers.
+    if hidden_layers is None and (config.hidden_weight or config.similarity_weight):
+        student_layers = make_student(teacher, student_args).config.num_hidden_layers
+        layer_map = LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student_layers)
+        hidden_layers = sorted({t for t, _ in layer_map.hidden_state_indices()})
+    return build_teacher_cache(
+        teacher,
+        prepared.train_dataset,
+        cache_args.cache_dir,
+        tokenizer=prepared.tokenizer,
+        data_collator=prepared.collator,
+        top_k=cache_args.top_k,
+        temperature=config.temperature,
+        hidden_layers=hidden_layers,
+        hidden_dtype=cache_args.hidden_dtype,
+        batch_size=cache_args.cache_batch_size,
+        shard_size=cache_args.shard_size,
+        device=config.device,
+        progress=not config.disable_tqdm,
+    )
