@@ -288,7 +288,7 @@ class CacheIndexCollator:
 def check_collator(collator, dataset) -> None:
     """Refuses a collator that masks tokens at random each time an example is drawn (masked-LM training on unmasked
     rows): the teacher's outputs then depend on the draw, so they cannot be stored once."""
-    from .task_data import LanguageModelingCollator
+    from .tasks.language_modeling import LanguageModelingCollator
 
     if not getattr(collator, "mlm", False):
         return
@@ -297,7 +297,7 @@ def check_collator(collator, dataset) -> None:
     raise ValueError(
         "a teacher cache cannot serve masked-LM training whose collator masks tokens at random each time an example "
         "is drawn (the teacher's outputs depend on the mask); mask the training data once beforehand (rows with "
-        "input_ids and labels, see hf_distill.task_data.mask_once), or distil from the live teacher"
+        "input_ids and labels, see hf_distill.tasks.language_modeling.mask_once), or distil from the live teacher"
     )
 
 

@@ -20,9 +20,9 @@ from transformers.utils import logging
 from .cache import CacheArguments, TeacherCache, build_teacher_cache
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
-from .layer_map import LayerMap
+from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES, LayerMap
 from .measure import MeasureArguments, measure_distillation
-from .student import STRATEGIES, build_student
+from .student import build_student
 from .tasks import Task, get_task
 from .teacher import load_model, load_tokenizer, task_of_pretrained
 from .trainer import DistillationTrainer
@@ -62,8 +62,11 @@ class StudentArguments:
         metadata={"help": "Number of layers of the built student (default: half the teacher's, rounded up)."},
     )
     student_layer_strategy: Literal["uniform", "every_other", "first", "last"] = field(
-        default="every_other",
-        metadata={"help": f"Which teacher layers the built student copies: {', '.join(STRATEGIES)}."},
+        default=DEFAULT_STUDENT_STRATEGY,
+        metadata={
+            "help": f"Which teacher layers the built student copies: {', '.join(LAYER_STRATEGIES)} (the same "
+            "vocabulary as layer_map: 'uniform' keeps the teacher layers that layer_map='uniform' pairs)."
+        },
     )
     student_layers: str | None = field(
         default=None,

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import transformers
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import AutoConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .architectures import SUPPORTED_MODEL_TYPES, layer_stack_path
@@ -27,9 +26,6 @@ STRATEGIES = LAYER_STRATEGIES
 
 # Config attributes holding one entry per layer; they must follow the chosen layers.
 _PER_LAYER_CONFIG_KEYS = ("layer_types", "mlp_layer_types")
-
-# Keyword arguments of `from_pretrained` that also make sense for `AutoConfig.from_pretrained`.
-_CONFIG_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 def select_teacher_layers(
@@ -92,19 +88,6 @@ def teacher_reference(name_or_path: str | os.PathLike | None) -> str | None:
     return Path(os.path.abspath(os.path.expanduser(name))).name if local else name
 
 
-def _load_teacher(path: str | os.PathLike, **kwargs) -> PreTrainedModel:
-    config_kwargs = {key: kwargs[key] for key in _CONFIG_KWARGS if key in kwargs}
-    try:
-        config = AutoConfig.from_pretrained(path, **config_kwargs)
-    except (OSError, ValueError) as err:
-        raise OSError(f"Cannot load a teacher from {str(path)!r}: not a model directory or Hub repo ({err})") from err
-    arch = (config.architectures or [None])[0]
-    model_class = getattr(transformers, arch, None) if arch else None
-    if model_class is None:
-        raise ValueError(f"{str(path)!r}: config.architectures={config.architectures!r} names no transformers class.")
-    return model_class.from_pretrained(path, **kwargs)
-
-
 def _layer_prefix(model: PreTrainedModel, num_layers: int) -> str:
     """State-dict prefix of the layer list, e.g. `bert.encoder.layer` (head model) or `encoder.layer` (base model)."""
     prefix = layer_stack_path(model, "build a student from")
@@ -151,7 +134,11 @@ def build_student(
         teacher's Hub id, or only the base name of a local folder; see [`teacher_reference`]).
     """
     if isinstance(teacher, (str, os.PathLike)):
-        teacher = _load_teacher(teacher, **from_pretrained_kwargs)
+        from .teacher import (
+            load_model,  # the one loader (it imports the task registry, which imports this module's users)
+        )
+
+        teacher = load_model(teacher, init_kwargs=from_pretrained_kwargs)
     elif not isinstance(teacher, PreTrainedModel):
         raise TypeError(f"teacher must be a PreTrainedModel or a path, got {type(teacher).__name__}.")
     elif from_pretrained_kwargs:

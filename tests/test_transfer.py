@@ -14,8 +14,8 @@ from transformers import AutoModelForSequenceClassification
 from hf_distill import DistillationTrainer
 from hf_distill.hub import _check_student_folder, files_to_push
 from hf_distill.losses import attention_relation_loss
+from hf_distill.measure import write_metrics
 from hf_distill.model_card import build_model_card
-from hf_distill.pipeline import write_metrics
 
 TEMPERATURE = 2.0
 

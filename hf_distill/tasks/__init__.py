@@ -102,9 +102,9 @@ def resolve_task_name(name: str) -> str:
 def task_name_of(model: PreTrainedModel) -> str | None:
     """The task of a model's head, from its class name (`None` for a bare encoder or an unsupported head); for a peft
     model, its base model's."""
-    from ..modeling import base_model_of
+    from ..architectures import unwrap
 
-    model = base_model_of(model)
+    model = unwrap(model)
     return task_name_of_class(type(model).__name__, getattr(model.config, "is_encoder_decoder", False))
 
 
@@ -136,9 +136,9 @@ def task_for(model: PreTrainedModel) -> Task:
             f"{', '.join(_REGISTRY)} models (e.g. BertForSequenceClassification, BertForTokenClassification, "
             "BertForQuestionAnswering, BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM)"
         )
-    from ..modeling import base_model_of
+    from ..architectures import unwrap
 
-    return _REGISTRY[name].from_model(base_model_of(model))
+    return _REGISTRY[name].from_model(unwrap(model))
 
 
 def _mapping_class_names(mapping) -> set[str]:
