@@ -11,11 +11,10 @@ from __future__ import annotations
 from transformers import DataCollatorWithPadding
 from transformers.utils import logging
 
-from .cache import CacheArguments, TeacherCache, build_teacher_cache
+from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
 from .config import DistillationConfig
 from .data import DataArguments, prepare_text_classification
 from .evaluation import describe_model
-from .layer_map import LayerMap
 from .pipeline import (
     DistillationResult,
     MeasureArguments,
@@ -74,8 +73,8 @@ def build_cache(
     """Runs the recipe's teacher once over the recipe's training data and stores its outputs in
     `cache_args.cache_dir`: what `hf-distill cache` does. Train with `--teacher_cache` on the same recipe.
 
-    By default the cache holds the hidden states that the recipe's hidden-state loss will compare (the teacher layers
-    of its layer map for the recipe's student), and all logits.
+    By default the cache holds the hidden states that the recipe's loss terms will compare (the teacher layers of its
+    layer map for the recipe's student, when a term compares hidden states), and all logits.
     """
     task = task_of(task_args, config)
     if len(config.teacher_paths) > 1:
@@ -90,10 +89,12 @@ def build_cache(
         datasets = load_task_datasets(task, data_args, task_args, tokenizer, teacher.config)
         collator = collator_for(task, tokenizer, task_args)
     hidden_layers = cache_args.hidden_layers
-    if hidden_layers is None and config.hidden_weight:
-        student_layers = make_student(teacher, student_args).config.num_hidden_layers
-        layer_map = LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student_layers)
-        hidden_layers = sorted({t for t, _ in layer_map.hidden_state_indices()})
+    if hidden_layers is None:
+        hidden_layers = default_hidden_layers(
+            config,
+            teacher.config.num_hidden_layers,
+            lambda: make_student(teacher, student_args).config.num_hidden_layers,
+        )
     return build_teacher_cache(
         teacher,
         datasets["train"],

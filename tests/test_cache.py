@@ -29,7 +29,7 @@ SGD = {
     "weight_decay": 0.0,
     "max_grad_norm": 0.0,
     "kd_weight": 1.0,
-    "task_weight": 0.5,
+    "label_weight": 0.5,
 }
 
 
@@ -128,7 +128,7 @@ def test_cache_gives_the_live_loss_on_the_same_batch(tmp_path):
         trainer.model.train()
         losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
         terms.append({name: value.item() for name, value in trainer._train_terms.items()})
-    assert terms[1].keys() == {"kd", "task", "logit_mse", "hidden"}
+    assert terms[1].keys() == {"kd", "label", "logit_mse", "hidden"}
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
     for term in terms[0]:
         assert terms[1][term] == pytest.approx(terms[0][term], rel=1e-6), term
@@ -152,8 +152,8 @@ def test_cached_run_without_a_teacher_evaluates_the_task_only(tmp_path):
     _, cached = trainers(tmp_path)
     cached.eval_dataset = random_classification_dataset(8, seed=9)
     metrics = cached.evaluate()
-    assert "eval_loss_task" in metrics and "eval_loss_kd" not in metrics
-    assert metrics["eval_loss"] == pytest.approx(0.5 * metrics["eval_loss_task"], rel=1e-5)
+    assert "eval_loss_label" in metrics and "eval_loss_kd" not in metrics
+    assert metrics["eval_loss"] == pytest.approx(0.5 * metrics["eval_loss_label"], rel=1e-5)
 
 
 # ---- the wrong cache is refused -------------------------------------------------------------------------------------

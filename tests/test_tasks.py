@@ -73,7 +73,7 @@ def make_trainer(tmp_path, student, teacher, rows, pad_to=None, **overrides):
         "disable_tqdm": True,
         "temperature": TEMPERATURE,
         "kd_weight": 1.0,
-        "task_weight": 1.0,
+        "label_weight": 1.0,
         **overrides,
     }
     return DistillationTrainer(
@@ -224,7 +224,7 @@ def test_ignored_labels_and_padding_change_nothing(name):
             soft_target_kl(x.student, x.teacher, TEMPERATURE, x.mask, counts[x.unit])
             for x in task.logit_targets(s, t, batch)
         )
-        return kd, task.task_loss(s, batch, counts)[0]
+        return kd, task.label_loss(s, batch, counts)[0]
 
     clean = loss_terms(student, teacher)
     torch.testing.assert_close(loss_terms(noisy(student), noisy(teacher)), clean)
@@ -308,7 +308,7 @@ def test_training_lowers_the_distillation_loss_and_the_student_reloads(tmp_path,
     _, auto_class = TASKS[name]
     student, teacher = pair(name)
     rows = random_task_rows(rows_task(name), n=16, seed=6)
-    trainer = make_trainer(tmp_path, student, teacher, rows, max_steps=12, learning_rate=3e-3, task_weight=0.0)
+    trainer = make_trainer(tmp_path, student, teacher, rows, max_steps=12, learning_rate=3e-3, label_weight=0.0)
     before = trainer.evaluate()["eval_loss_kd"]
     trainer.train()
     after = trainer.evaluate()["eval_loss_kd"]
@@ -439,7 +439,7 @@ def test_masked_lm_distils_a_half_depth_student_on_a_text_file(tmp_path):
         eval_rows,
         collator,
         kd_weight=5.0,
-        task_weight=2.0,
+        label_weight=2.0,
         hidden_weight=1.0,
         hidden_loss_type="cosine",
         layer_map="4:2",
@@ -456,7 +456,7 @@ def test_causal_lm_distils_a_half_depth_student_on_a_text_file(tmp_path, build):
     collator = LanguageModelingCollator(tokenizer, mlm=False)
     teacher = pretrain(build(num_layers=4, vocab_size=len(tokenizer)), train_rows, collator, tmp_path)
     before, after = distil_and_measure(
-        tmp_path, teacher, train_rows, eval_rows, collator, kd_weight=1.0, task_weight=0.5
+        tmp_path, teacher, train_rows, eval_rows, collator, kd_weight=1.0, label_weight=0.5
     )
     assert after["eval_teacher_agreement"] > before["eval_teacher_agreement"]
     assert after["eval_teacher_kl"] < 0.5 * before["eval_teacher_kl"]

@@ -12,7 +12,7 @@ from hf_distill.trainer import PROJECTIONS_NAME
 
 ALL_TERMS = {
     "kd_weight": 1.0,
-    "task_weight": 0.5,
+    "label_weight": 0.5,
     "logit_mse_weight": 0.3,
     "hidden_weight": 2.0,
     "attention_weight": 1.0,
@@ -82,7 +82,7 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path):
     accumulated, _ = one_sgd_step_delta(tmp_path, batch_size=8, accumulation=2)
     assert set(trainer.state.log_history[0]) >= {
         "loss_kd",
-        "loss_task",
+        "loss_label",
         "loss_logit_mse",
         "loss_hidden",
         "loss_attention",
@@ -115,13 +115,13 @@ def test_each_term_is_logged_and_weighted_into_the_loss(tmp_path, dataset):
     log = trainer.state.log_history[0]
     weighted = sum(
         ALL_TERMS[f"{name}_weight"] * log[f"loss_{name}"]
-        for name in ("kd", "task", "logit_mse", "hidden", "attention")
+        for name in ("kd", "label", "logit_mse", "hidden", "attention")
     )
     assert log["loss"] == pytest.approx(weighted, rel=1e-4)
     metrics = trainer.evaluate()
     for key in (
         "eval_loss_kd",
-        "eval_loss_task",
+        "eval_loss_label",
         "eval_loss_hidden",
         "eval_loss_attention",
         "eval_teacher_agreement",

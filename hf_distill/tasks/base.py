@@ -35,11 +35,12 @@ class LogitTarget:
 class Task:
     """Base class: a task head of the models being distilled.
 
-    Subclasses implement [`logit_targets`] and [`task_loss`]; the others have defaults that fit heads with one
+    Subclasses implement [`logit_targets`] and [`label_loss`]; the others have defaults that fit heads with one
     `labels` input and one `logits` output.
     """
 
     name: str = ""
+    peft_task_type: str | None = None  # the peft TaskType of the head (None: the generic PeftModel)
     # Whether the soft targets are class distributions (KL at a temperature) or real values (regression: MSE).
     is_regression: bool = False
     # The label inputs of the head, as transformers names them (`find_labels`).
@@ -50,7 +51,7 @@ class Task:
     def logit_targets(self, student_out, teacher_out, inputs: dict) -> list[LogitTarget]:
         raise NotImplementedError
 
-    def task_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
+    def label_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
         """The hard-label loss of a batch that has labels (a sum over the batch divided by `counts[unit]`), and its
         unit."""
         raise NotImplementedError

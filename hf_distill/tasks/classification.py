@@ -13,6 +13,7 @@ class SequenceClassification(Task):
     """
 
     name = "sequence-classification"
+    peft_task_type = "SEQ_CLS"
 
     def __init__(self, is_regression: bool = False):
         self.is_regression = is_regression
@@ -20,7 +21,7 @@ class SequenceClassification(Task):
     def logit_targets(self, student_out, teacher_out, inputs):
         return [LogitTarget(student_out.logits, teacher_out.logits, None, "examples")]
 
-    def task_loss(self, student_out, inputs, counts):
+    def label_loss(self, student_out, inputs, counts):
         labels = inputs["labels"]
         if self.is_regression:
             return losses.task_mse(student_out.logits, labels, num_items=counts["examples"]), "examples"
@@ -35,6 +36,7 @@ class TokenClassification(Task):
     """
 
     name = "token-classification"
+    peft_task_type = "TOKEN_CLS"
 
     def logit_targets(self, student_out, teacher_out, inputs):
         labels = inputs.get("labels")
@@ -44,5 +46,5 @@ class TokenClassification(Task):
             mask, unit = attention_mask_of(inputs), "tokens"
         return [LogitTarget(student_out.logits, teacher_out.logits, mask, unit)]
 
-    def task_loss(self, student_out, inputs, counts):
+    def label_loss(self, student_out, inputs, counts):
         return losses.task_cross_entropy(student_out.logits, inputs["labels"], num_items=counts["labels"]), "labels"

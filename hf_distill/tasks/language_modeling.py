@@ -22,6 +22,7 @@ class MaskedLM(TokenClassification):
     vocabulary."""
 
     name = "masked-lm"
+    peft_task_type = None
 
 
 class CausalLM(Task):
@@ -35,12 +36,13 @@ class CausalLM(Task):
     """
 
     name = "causal-lm"
+    peft_task_type = "CAUSAL_LM"
 
     def logit_targets(self, student_out, teacher_out, inputs):
         mask = next_token_mask(inputs, student_out.logits.shape[:2])
         return [LogitTarget(student_out.logits[:, :-1], teacher_out.logits[:, :-1], mask, "labels")]
 
-    def task_loss(self, student_out, inputs, counts):
+    def label_loss(self, student_out, inputs, counts):
         logits, labels = student_out.logits[:, :-1], inputs["labels"][:, 1:]
         return losses.task_cross_entropy(logits, labels, num_items=counts["labels"]), "labels"
 

@@ -24,6 +24,7 @@ class QuestionAnswering(Task):
     """
 
     name = "question-answering"
+    peft_task_type = "QUESTION_ANS"
     label_names = ("start_positions", "end_positions")
     logit_fields = ("start_logits", "end_logits")
 
@@ -46,7 +47,7 @@ class QuestionAnswering(Task):
             return None
         return start, end
 
-    def task_loss(self, student_out, inputs, counts):
+    def label_loss(self, student_out, inputs, counts):
         mask = inputs.get("attention_mask")
         total = 0.0
         for logits, positions in zip((student_out.start_logits, student_out.end_logits), self.labels(inputs)):
