@@ -55,7 +55,8 @@ def test_every_term_weight_is_a_validated_documented_field(term):
     fields = {f.name: f for f in dataclasses.fields(DistillationConfig)}
     assert fields[term.weight_field].default == term.default_weight
     assert fields[term.weight_field].metadata["help"] == term.help
-    assert f"`{term.weight_field}`" in DistillationConfig.__doc__ and f"`loss_{term.name}`" in DistillationConfig.__doc__
+    assert f"`{term.weight_field}`" in DistillationConfig.__doc__
+    assert f"`loss_{term.name}`" in DistillationConfig.__doc__
     with pytest.raises(ValueError, match=f"{term.weight_field} must be a finite number >= 0"):
         DistillationConfig(**BASE, **{term.weight_field: -1.0})
     config = DistillationConfig(**BASE, **{term.weight_field: 3.0})

@@ -131,6 +131,22 @@ def test_each_term_is_logged_and_weighted_into_the_loss(tmp_path, dataset):
     assert 0.0 <= metrics["eval_teacher_agreement"] <= 1.0
 
 
+@pytest.mark.parametrize("terms", [ALL_TERMS, {"kd_weight": 1.0, "similarity_weight": 0.7, "layer_map": "2:1"}])
+def test_eval_loss_is_the_weighted_sum_of_the_exact_term_means_with_uneven_batches(tmp_path, terms):
+    """10 examples of 2 to 20 tokens in batches of 4, 4 and 2: the per-token terms give each batch a weight of its
+    real tokens, which the mean of the batches' own losses (weighted by examples) does not."""
+    data = random_classification_dataset(10, seed=3, min_len=2, max_len=20)
+    trainer = make_trainer(
+        tmp_path, tiny_bert(2, hidden=16, seed=1), tiny_bert(4), data, per_device_eval_batch_size=4, **terms
+    )
+    metrics = trainer.evaluate()
+    weights = trainer.args.loss_weights
+    logged = [name for name in weights if f"eval_loss_{name}" in metrics]
+    assert set(logged) == {name for name, weight in weights.items() if weight}
+    expected = sum(weights[name] * metrics[f"eval_loss_{name}"] for name in logged)
+    assert metrics["eval_loss"] == pytest.approx(expected, abs=1e-6, rel=1e-6)
+
+
 def test_a_student_identical_to_the_teacher_has_zero_distillation_losses(tmp_path, dataset):
     teacher = tiny_bert(num_layers=4, seed=0)
     trainer = make_trainer(tmp_path, copy.deepcopy(teacher), teacher, dataset, layer_map="first", **ALL_TERMS)
