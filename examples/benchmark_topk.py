@@ -101,7 +101,7 @@ def main():
             seed=0,
             temperature=args.temperature,
             kd_weight=1.0,
-            task_weight=0.5,
+            label_weight=0.5,
             teacher_cache=cache,
         )
         trainer = DistillationTrainer(

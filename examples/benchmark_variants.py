@@ -86,7 +86,7 @@ def main():
             "teacher_model_name_or_path": teacher_dir,
             "temperature": demo_args.temperature,
             "kd_weight": demo_args.kd_weight,
-            "task_weight": demo_args.task_weight,
+            "label_weight": demo_args.label_weight,
             "hidden_weight": demo_args.hidden_weight,
             "hidden_loss_type": demo_args.hidden_loss_type,
             **overrides,

@@ -63,7 +63,7 @@ class DemoArguments:
     student_layers: str = field(default="0,2,4", metadata={"help": "Teacher layers the 3-layer student copies."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature."})
     kd_weight: float = field(default=0.5, metadata={"help": "Weight of the soft-target KL."})
-    task_weight: float = field(default=0.5, metadata={"help": "Weight of the hard-label loss."})
+    label_weight: float = field(default=0.5, metadata={"help": "Weight of the hard-label loss."})
     hidden_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
     hidden_loss_type: str = field(default="cosine", metadata={"help": "Hidden-state loss: mse or cosine."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and of every training run."})
@@ -231,7 +231,7 @@ def run_demo(args: DemoArguments) -> dict:
         teacher_model_name_or_path=teacher_dir,
         temperature=args.temperature,
         kd_weight=args.kd_weight,
-        task_weight=args.task_weight,
+        label_weight=args.label_weight,
         hidden_weight=args.hidden_weight,
         hidden_loss_type=args.hidden_loss_type,
     )

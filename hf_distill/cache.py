@@ -38,6 +38,7 @@ from transformers.utils import logging
 from .modeling import input_names
 from .tasks import Task, task_for
 from .teacher import model_facts
+from .terms import NEED_NAMES, LossTerm, teacher_hidden_layers
 
 logger = logging.get_logger(__name__)
 
@@ -68,7 +69,8 @@ class CacheArguments:
         default=None,
         metadata={
             "help": "Teacher hidden states to store, numbered as hidden_states (0 is the embedding output), e.g. "
-            "'2,4,6', or 'all'. Default: the layers the recipe's hidden-state loss uses (none when hidden_weight=0)."
+            "'2,4,6', or 'all'. Default: the teacher layers of the recipe's layer map when one of its loss terms "
+            "compares hidden states (hidden_weight or similarity_weight > 0), else none."
         },
     )
     hidden_dtype: Literal["float16", "float32"] = field(
@@ -299,6 +301,54 @@ def check_collator(collator, dataset) -> None:
         "is drawn (the teacher's outputs depend on the mask); mask the training data once beforehand (rows with "
         "input_ids and labels, see hf_distill.tasks.language_modeling.mask_once), or distil from the live teacher"
     )
+
+
+# ---- what a cache can serve: derived from the loss terms' declarations ----------------------------------------------
+
+
+def default_hidden_layers(args, num_teacher_layers: int, num_student_layers) -> list[int]:
+    """The teacher hidden states a cache stores by default for the recipe `args`: those its active loss terms compare
+    (the teacher side of the layer map), `[]` when none compares hidden states. `num_student_layers` may be a function
+    (called only when needed)."""
+    return teacher_hidden_layers(args, num_teacher_layers, num_student_layers)
+
+
+def check_cache_serves(cache: TeacherCache, terms: list[LossTerm], args, layer_map) -> None:
+    """Raises `ValueError` naming the setting to change when `cache` cannot serve one of the active `terms`: a term
+    that needs what no cache stores (attention maps, query/key/value projections), all logits from a top-k cache,
+    top-k probabilities at another temperature, or hidden states the cache does not hold."""
+    settings = cache.settings
+    for term in terms:
+        if not term.cacheable:
+            missing = " and ".join(
+                NEED_NAMES[need] for need in sorted(term.needs - {"labels", "logits", "hidden_states"})
+            )
+            raise ValueError(
+                f"{term.weight_field} > 0 needs the teacher's {missing}, which a teacher cache does not store; set "
+                f"{term.weight_field}=0 or train with the live teacher (no teacher_cache)"
+            )
+        if settings["top_k"] and term.cache_logits == "all":
+            raise ValueError(
+                f"{term.weight_field} > 0 compares raw logits, which a top-k cache (top_k={settings['top_k']}) does "
+                f"not keep; set {term.weight_field}=0 or build the cache with all logits (no top_k)"
+            )
+    if settings["top_k"] and any(term.cache_logits == "top_k" for term in terms):
+        if not math.isclose(settings["temperature"], args.temperature):
+            raise ValueError(
+                f"the teacher cache stores top-{settings['top_k']} probabilities at temperature "
+                f"{settings['temperature']}, but this run's temperature is {args.temperature}: use the same "
+                "temperature, or build the cache again"
+            )
+    users = [term.weight_field for term in terms if "hidden_states" in term.needs]
+    if users:
+        needed = sorted({t for t, _ in layer_map.hidden_state_indices()})
+        missing = [layer for layer in needed if layer not in cache.hidden_layers]
+        if missing:
+            raise ValueError(
+                f"{' and '.join(users)} > 0 (layer_map {layer_map.spec()}) need teacher hidden states {needed}, but "
+                f"the teacher cache holds {cache.hidden_layers}; build it with hidden_layers="
+                f"'{','.join(map(str, needed))}'"
+            )
 
 
 def _to(value, device):

@@ -4,52 +4,84 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transformers import TrainingArguments
 
 from .layer_map import LAYER_MAP_STRATEGIES, parse_layer_pairs
+from .terms import TERMS
 
-# The loss terms, by the name they are logged under (`loss_<name>`), and the config field holding their weight.
-LOSS_WEIGHT_FIELDS = {
-    "kd": "kd_weight",
-    "task": "task_weight",
-    "logit_mse": "logit_mse_weight",
-    "hidden": "hidden_weight",
-    "attention": "attention_weight",
-    "similarity": "similarity_weight",
-    "relation": "relation_weight",
-}
+_RELATION_TYPES = ("query", "key", "value")
+
+
+def _with_term_weights(cls):
+    """Adds each registered loss term's weight field (and its deprecated names) to the config, after `temperature`,
+    and lists the terms in the docstring: a term is declared once, in `terms.py`."""
+    annotations = {}
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        annotations[name] = annotation
+        if name != "temperature":
+            continue
+        for term in TERMS.values():
+            annotations[term.weight_field] = "float"
+            setattr(cls, term.weight_field, field(default=term.default_weight, metadata={"help": term.help}))
+            for old in term.deprecated_weight_fields:
+                annotations[old] = "float | None"
+                setattr(
+                    cls,
+                    old,
+                    field(default=None, metadata={"help": f"Deprecated: use {term.weight_field} (the same weight)."}),
+                )
+    cls.__annotations__ = annotations
+    rows = "\n".join(
+        f"    - `{term.weight_field}` (default {term.default_weight:g}), logged as `loss_{term.name}`, averaged over "
+        f"{term.unit}: {term.help}"
+        + "".join(f" `{old}` is its old name, accepted with a FutureWarning." for old in term.deprecated_weight_fields)
+        for term in TERMS.values()
+    )
+    cls.__doc__ = cls.__doc__.replace("    {terms}", rows)
+    return cls
 
 
 @dataclass
+@_with_term_weights
 class DistillationConfig(TrainingArguments):
     r"""[`~transformers.TrainingArguments`] for [`DistillationTrainer`], plus what distillation needs.
 
-    The loss is a weighted sum of terms, each logged separately as `loss_<term>`:
+    The loss is a weighted sum of terms, each logged separately as `loss_<term>` (`eval_loss_<term>` in evaluation,
+    where `eval_loss` is the same weighted sum of the exact per-item means):
 
-    $$\mathcal{L} = w_{kd} \, T^2 \mathrm{KL}(p^t_T \| p^s_T) + w_{task} \, \mathcal{L}_{task}
-        + w_{mse} \, \|z^s - z^t\|^2 + w_{hidden} \, \mathcal{L}_{hidden} + w_{attn} \, \mathcal{L}_{attn}$$
+    $$\mathcal{L} = w_{label} \, \mathcal{L}_{label} + w_{kd} \, T^2 \mathrm{KL}(p^t_T \| p^s_T)
+        + w_{mse} \, \|z^s - z^t\|^2 + w_{hidden} \, \mathcal{L}_{hidden} + w_{attn} \, \mathcal{L}_{attn}
+        + w_{sim} \, \mathcal{L}_{sim} + w_{rel} \, \mathcal{L}_{rel}$$
+
+    The terms (declared in `hf_distill/terms.py`; each weight is a field, >= 0, 0 turns the term off):
+
+    {terms}
 
     Every field is a command-line flag through [`~transformers.HfArgumentParser`], and can be set in a YAML recipe.
     The teacher itself may also be passed to [`DistillationTrainer`] as a model object; a path or Hub id goes here so
     that the config stays serialisable.
     """
 
+    # Fields given as JSON strings on the command line, parsed into dicts by TrainingArguments (as TRL does).
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["peft_config", "teacher_model_init_kwargs"]
+
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Path or Hub id of the teacher model. Can be omitted when a teacher model object is passed to "
-            "DistillationTrainer."
+            "help": "Path or Hub id of the teacher model (several teachers: comma-separated, or a list in Python or "
+            "YAML). Can be omitted when a teacher model object is passed to DistillationTrainer."
         },
     )
-    teacher_weights: str | None = field(
+    teacher_weights: list[float] | str | None = field(
         default=None,
         metadata={
             "help": "With several teachers (teacher_model_name_or_path 'a,b' or a list): the weight of each one's "
-            "soft targets, e.g. '0.7,0.3' (normalised to sum to 1; default: equal). The soft targets are the "
-            "weighted average of the teachers' distributions at the temperature."
+            "soft targets, e.g. '0.7,0.3' or a list (normalised to sum to 1; default: equal). The soft targets are "
+            "the weighted average of the teachers' distributions at the temperature. Read as a list of numbers."
         },
     )
     intermediate_teacher: int = field(
@@ -92,54 +124,13 @@ class DistillationConfig(TrainingArguments):
         default=2.0,
         metadata={"help": "Softmax temperature T of the soft targets (> 0). The KL term is scaled by T^2."},
     )
-    kd_weight: float = field(
-        default=0.5, metadata={"help": "Weight of the soft-target KL divergence to the teacher (>= 0)."}
-    )
-    task_weight: float = field(
-        default=0.5, metadata={"help": "Weight of the ordinary hard-label task loss (>= 0). Needs labels."}
-    )
-    logit_mse_weight: float = field(
-        default=0.0, metadata={"help": "Weight of the mean squared error between student and teacher logits (>= 0)."}
-    )
-    hidden_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the hidden-state loss on the pairs of `layer_map` (>= 0). When the widths differ a "
-            "learned linear projection maps the student to the teacher's width; it is kept in checkpoints but not in "
-            "the saved student."
-        },
-    )
     hidden_loss_type: Literal["mse", "cosine"] = field(
         default="mse",
         metadata={"help": "Hidden-state loss: 'mse' (FitNets, TinyBERT) or 'cosine' (1 - cosine, as DistilBERT)."},
     )
-    attention_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the attention-map loss on the pairs of `layer_map` (>= 0). Needs the same number of "
-            "heads in teacher and student; switches both models to eager attention, which returns attention maps."
-        },
-    )
     attention_loss_type: Literal["kl", "mse"] = field(
         default="kl",
         metadata={"help": "Attention loss: 'kl' (KL between attention distributions) or 'mse'."},
-    )
-    similarity_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the similarity-preserving loss (Tung & Mori 2019) on the pairs of `layer_map` (>= 0): "
-            "the student matches the teacher's matrix of similarities between the examples of a batch, computed "
-            "from each example's hidden states averaged over its real tokens. Works across widths, with no "
-            "projection."
-        },
-    )
-    relation_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the MiniLM self-attention relation loss (>= 0): KL between the teacher's and the "
-            "student's query-query, key-key and value-value relations of `relation_layers`, taken from the models' "
-            "own projections (works with sdpa attention, any head counts)."
-        },
     )
     relation_layers: str = field(
         default="last",
@@ -156,9 +147,12 @@ class DistillationConfig(TrainingArguments):
             "every query/key/value width). Default: the teacher's number of attention heads."
         },
     )
-    relation_types: str = field(
-        default="query,key,value",
-        metadata={"help": "Which relations the relation loss averages: any of query, key, value (comma-separated)."},
+    relation_types: list[str] | str = field(
+        default_factory=lambda: list(_RELATION_TYPES),
+        metadata={
+            "help": "Which relations the relation loss averages: any of query, key, value (a list, or "
+            "comma-separated). Read as a list."
+        },
     )
     peft_config: dict | str | None = field(
         default=None,
@@ -184,21 +178,27 @@ class DistillationConfig(TrainingArguments):
             "[teacher, student] pairs is accepted too."
         },
     )
+    # The teachers named by teacher_model_name_or_path, read once (not a flag).
+    teacher_paths: list[str] = field(init=False, default_factory=list, repr=False)
 
     def __post_init__(self):
+        # JSON strings are checked here so that a typo is named; TrainingArguments then parses them into dicts.
+        for name in ("peft_config", "teacher_model_init_kwargs"):
+            _check_json_dict(getattr(self, name), name)
+        self._resolve_deprecated_weights()
         super().__post_init__()
         if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}; try 1.0 to 4.0 (DistilBERT used 2.0)")
-        for field_name in LOSS_WEIGHT_FIELDS.values():
-            weight = getattr(self, field_name)
+        for term in TERMS.values():
+            weight = getattr(self, term.weight_field)
             if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"{field_name} must be a finite number >= 0, got {weight!r}")
+                raise ValueError(f"{term.weight_field} must be a finite number >= 0, got {weight!r}")
         if not any(self.loss_weights.values()):
+            fields = ", ".join(term.weight_field for term in TERMS.values())
             raise ValueError(
-                f"all loss weights are 0 ({', '.join(LOSS_WEIGHT_FIELDS.values())}): set at least one above 0, "
-                "e.g. kd_weight=0.5 and task_weight=0.5"
+                f"all loss weights are 0 ({fields}): set at least one above 0, e.g. kd_weight=0.5 and label_weight=0.5"
             )
         for field_name, choices in (
             ("hidden_loss_type", ("mse", "cosine")),
@@ -211,30 +211,15 @@ class DistillationConfig(TrainingArguments):
             # Explicit pairs: check their form now; their range is checked against the models by the trainer.
             pairs = parse_layer_pairs(self.layer_map)
             self.layer_map = ",".join(f"{t}:{s}" for t, s in pairs)
-        if isinstance(self.teacher_model_name_or_path, (list, tuple)):
-            self.teacher_model_name_or_path = ",".join(str(p) for p in self.teacher_model_name_or_path)
-        if isinstance(self.teacher_weights, (list, tuple)):
-            self.teacher_weights = ",".join(str(w) for w in self.teacher_weights)
-        if self.teacher_weights is not None:
-            weights = _parse_numbers(self.teacher_weights, "teacher_weights")
-            if any(w < 0 or not math.isfinite(w) for w in weights) or not sum(weights) > 0:
-                raise ValueError(
-                    f"teacher_weights must be numbers >= 0 with a positive sum, got {self.teacher_weights!r}"
-                )
-            paths = self.teacher_paths
-            if paths and len(paths) != len(weights):
-                raise ValueError(
-                    f"teacher_weights has {len(weights)} weights but teacher_model_name_or_path names {len(paths)} "
-                    f"teachers ({self.teacher_model_name_or_path!r}); give one weight per teacher"
-                )
+        self._parse_teachers()
         if not isinstance(self.intermediate_teacher, int) or self.intermediate_teacher < 0:
             raise ValueError(f"intermediate_teacher must be a teacher index >= 0, got {self.intermediate_teacher!r}")
-        relations = [r.strip() for r in str(self.relation_types).split(",") if r.strip()]
-        if not relations or any(r not in ("query", "key", "value") for r in relations):
+        relations = _split(self.relation_types)
+        if not relations or any(r not in _RELATION_TYPES for r in relations):
             raise ValueError(
                 f"relation_types must be a comma-separated subset of query, key, value, got {self.relation_types!r}"
             )
-        self.relation_types = ",".join(relations)
+        self.relation_types = relations
         if self.relation_layers != "last":
             try:
                 pairs = parse_layer_pairs(self.relation_layers)
@@ -248,61 +233,102 @@ class DistillationConfig(TrainingArguments):
             self.relation_layers = f"{pairs[0][0]}:{pairs[0][1]}"
         if self.relation_heads is not None and (not isinstance(self.relation_heads, int) or self.relation_heads < 1):
             raise ValueError(f"relation_heads must be a whole number >= 1, got {self.relation_heads!r}")
-        self.peft_config = _parse_json_dict(self.peft_config, "peft_config")
-        self.teacher_model_init_kwargs = _parse_json_dict(self.teacher_model_init_kwargs, "teacher_model_init_kwargs")
+        for name in ("peft_config", "teacher_model_init_kwargs"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict or a JSON object string, got {getattr(self, name)!r}")
+
+    def _resolve_deprecated_weights(self) -> None:
+        """`task_weight=w` means `label_weight=w` (with a FutureWarning); both given and different is an error. The
+        old field is then cleared, so that a copy of the config (`dataclasses.replace`) does not warn again."""
+        for term in TERMS.values():
+            for old in term.deprecated_weight_fields:
+                value = getattr(self, old)
+                if value is None:
+                    continue
+                warnings.warn(
+                    f"{old} is deprecated and will be removed in a future version; use {term.weight_field} (the same "
+                    "weight) instead",
+                    FutureWarning,
+                    stacklevel=4,
+                )
+                current = getattr(self, term.weight_field)
+                if current != term.default_weight and current != value:
+                    raise ValueError(
+                        f"{old}={value!r} and {term.weight_field}={current!r} disagree; {old} is the old name of "
+                        f"{term.weight_field}: give only {term.weight_field}"
+                    )
+                setattr(self, term.weight_field, value)
+                setattr(self, old, None)
+
+    def _parse_teachers(self) -> None:
+        """Reads the teacher list and its weights once: `teacher_paths` and `teacher_weights` become lists."""
+        paths = self.teacher_model_name_or_path
+        if isinstance(paths, (list, tuple)):
+            self.teacher_model_name_or_path = ",".join(str(p).strip() for p in paths)
+        self.teacher_paths = _split(self.teacher_model_name_or_path)
+        if self.teacher_weights is None:
+            return
+        given = self.teacher_weights
+        try:
+            weights = [float(w) for w in _split(given)]
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"teacher_weights must be comma-separated numbers such as '0.7,0.3' (or a list), got {given!r}"
+            ) from error
+        if any(w < 0 or not math.isfinite(w) for w in weights) or not sum(weights) > 0:
+            raise ValueError(f"teacher_weights must be numbers >= 0 with a positive sum, got {given!r}")
+        if self.teacher_paths and len(self.teacher_paths) != len(weights):
+            raise ValueError(
+                f"teacher_weights has {len(weights)} weights but teacher_model_name_or_path names "
+                f"{len(self.teacher_paths)} teachers ({self.teacher_model_name_or_path!r}): give one weight per "
+                "teacher"
+            )
+        self.teacher_weights = weights
 
     def distillation_settings(self) -> dict[str, float | str]:
-        """The settings that define the distillation (for the metrics file and the model card)."""
+        """The settings that define the distillation (for the metrics file and the model card): JSON-serialisable,
+        each term's weight under its weight field's name."""
         settings = {
             "temperature": self.temperature,
-            **{f"{name}_weight": weight for name, weight in self.loss_weights.items()},
+            **{term.weight_field: float(getattr(self, term.weight_field)) for term in TERMS.values()},
             "hidden_loss_type": self.hidden_loss_type,
             "attention_loss_type": self.attention_loss_type,
             "layer_map": self.layer_map,
         }
         if self.relation_weight:
-            settings.update(relation_layers=self.relation_layers, relation_types=self.relation_types)
+            settings.update(relation_layers=self.relation_layers, relation_types=",".join(self.relation_types))
         if len(self.teacher_paths) > 1:
-            settings.update(teachers=self.teacher_model_name_or_path, teacher_weights=self.teacher_weights)
+            weights = self.teacher_weights
+            settings.update(
+                teachers=",".join(self.teacher_paths),
+                teacher_weights=None if weights is None else ",".join(f"{w:g}" for w in weights),
+            )
         if self.peft_config:
             settings["peft"] = {**self.peft_config, "saved": "merged" if self.merge_adapter_on_save else "adapter"}
         return settings
 
     @property
-    def teacher_paths(self) -> list[str]:
-        """The teachers named by `teacher_model_name_or_path` (comma-separated for several)."""
-        if not self.teacher_model_name_or_path:
-            return []
-        return [p.strip() for p in self.teacher_model_name_or_path.split(",") if p.strip()]
-
-    @property
-    def teacher_weight_list(self) -> list[float] | None:
-        """`teacher_weights` as numbers (not normalised), or `None` (equal weights)."""
-        return _parse_numbers(self.teacher_weights, "teacher_weights") if self.teacher_weights is not None else None
-
-    @property
     def loss_weights(self) -> dict[str, float]:
-        """The weight of each loss term, by term name (`kd`, `task`, `logit_mse`, `hidden`, `attention`)."""
-        return {name: float(getattr(self, field_name)) for name, field_name in LOSS_WEIGHT_FIELDS.items()}
+        """The weight of each loss term, by term name (`label`, `kd`, `logit_mse`, `hidden`, ...)."""
+        return {term.name: float(getattr(self, term.weight_field)) for term in TERMS.values()}
 
 
-def _parse_numbers(value: str, name: str) -> list[float]:
+def _split(value: Any) -> list[str]:
+    """A list from a list, or from a comma-separated string (items stripped, empty ones dropped)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def _check_json_dict(value: Any, name: str) -> None:
+    if not isinstance(value, str):
+        return
     try:
-        return [float(x) for x in str(value).split(",") if x.strip()]
-    except ValueError as error:
-        raise ValueError(f"{name} must be comma-separated numbers such as '0.7,0.3', got {value!r}") from error
-
-
-def _parse_json_dict(value: Any, name: str) -> dict | None:
-    if value is None or isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f'{name} is not valid JSON ({error}): {value!r}; expected e.g. \'{{"dtype": "bfloat16"}}\''
-            ) from error
-        if isinstance(parsed, dict):
-            return parsed
-    raise ValueError(f"{name} must be a dict or a JSON object string, got {value!r}")
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f'{name} is not valid JSON ({error}): {value!r}; expected e.g. \'{{"dtype": "bfloat16"}}\''
+        ) from error
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a dict or a JSON object string, got {value!r}")

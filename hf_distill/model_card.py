@@ -21,6 +21,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
 from .tasks import CardMetric, Task, get_task, task_name_of_class
+from .terms import TERMS
 
 __all__ = ["METRICS_FILE", "TEMPLATE_NAME", "build_model_card", "template_path"]
 
@@ -280,32 +281,16 @@ def _labels(config: dict) -> list[str]:
 
 # ---- what the card says -------------------------------------------------------------------------------------------
 def _losses(distill: dict) -> list[dict]:
-    temperature = _number(distill.get("temperature"))
-    soft = "KL divergence to the teacher's softened class probabilities (soft targets)"
-    if temperature is not None:
-        soft += f", at temperature T = {temperature:g}, scaled by T²"
-    terms = [
-        ("kd_weight", soft),
-        ("task_weight", "Task loss on the dataset's labels (cross-entropy; MSE for regression)"),
-        ("logit_mse_weight", "Mean squared error between student and teacher logits"),
-        ("hidden_weight", f"Hidden-state loss{_kind(distill.get('hidden_loss_type'))} on the mapped layers"),
-        ("attention_weight", f"Attention-map loss{_kind(distill.get('attention_loss_type'))} on the mapped layers"),
-        (
-            "similarity_weight",
-            "Similarity-preserving loss (Tung & Mori, 2019): example-to-example similarities within a batch",
-        ),
-        (
-            "relation_weight",
-            "MiniLM self-attention relations"
-            + (f" ({distill['relation_types'].replace(',', ', ')})" if distill.get("relation_types") else "")
-            + (f", teacher:student layers {distill['relation_layers']}" if distill.get("relation_layers") else ""),
-        ),
-    ]
-    return [
-        {"weight": f"{_number(distill[key]):g}", "description": description}
-        for key, description in terms
-        if _number(distill.get(key)) is not None and _number(distill[key]) > 0
-    ]
+    """One row per loss term with a weight above 0, described by the term's own declaration (`hf_distill.terms`)."""
+    rows = []
+    for term in TERMS.values():
+        for key in (term.weight_field, *term.deprecated_weight_fields):  # settings written before a rename
+            weight = _number(distill.get(key))
+            if weight is not None:
+                break
+        if weight is not None and weight > 0:
+            rows.append({"weight": f"{weight:g}", "description": term.card(distill)})
+    return rows
 
 
 def _peft(peft) -> str | None:

@@ -10,9 +10,6 @@ from transformers import PreTrainedModel
 from .architectures import unwrap
 from .layer_map import LayerMap
 
-# The old name, for code on other branches that still imports it; `unwrap` also sees through torch.compile and DDP.
-base_model_of = unwrap
-
 
 def is_peft_model(model: nn.Module) -> bool:
     return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")

@@ -17,10 +17,10 @@ from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
-from .cache import CacheArguments, TeacherCache, build_teacher_cache
+from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
-from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES, LayerMap
+from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES
 from .measure import MeasureArguments, measure_distillation
 from .student import build_student
 from .tasks import Task, get_task
@@ -284,11 +284,12 @@ def build_cache(
     prepared = _prepare(student_args, data_args, config, task_args)
     teacher = prepared.teacher
     hidden_layers = cache_args.hidden_layers
-    # The hidden-state and the similarity loss both read the hidden states of the layer map's teacher layers.
-    if hidden_layers is None and (config.hidden_weight or config.similarity_weight):
-        student_layers = make_student(teacher, student_args).config.num_hidden_layers
-        layer_map = LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student_layers)
-        hidden_layers = sorted({t for t, _ in layer_map.hidden_state_indices()})
+    if hidden_layers is None:  # those the recipe's active loss terms compare (the student is built only if needed)
+        hidden_layers = default_hidden_layers(
+            config,
+            teacher.config.num_hidden_layers,
+            lambda: make_student(teacher, student_args).config.num_hidden_layers,
+        )
     return build_teacher_cache(
         teacher,
         prepared.train_dataset,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ from transformers.trainer_pt_utils import nested_detach
 from transformers.utils import find_labels, logging
 
 from . import losses
-from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_collator
+from .architectures import unwrap
+from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
 from .layer_map import LayerMap
-from .modeling import DistillationModel, base_model_of, build_projections, input_names, is_peft_model
-from .relations import QKVCapture, relation_loss_terms
+from .modeling import DistillationModel, build_projections, input_names, is_peft_model
+from .relations import QKVCapture
 from .tasks import UNITS, task_for
 from .teacher import (
     average_soft_targets,
@@ -34,6 +34,7 @@ from .teacher import (
     place_teacher,
     prepare_attention_maps,
 )
+from .terms import LossContext, active_terms, needs_of
 
 logger = logging.get_logger(__name__)
 
@@ -100,34 +101,32 @@ class DistillationTrainer(Trainer):
         facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
         for teacher in teachers:
             check_compatibility(teacher, model, self.task)
-        weights = args.loss_weights
+        # What the models must give is what the active loss terms declare they need.
+        self.terms = active_terms(args)
+        self._needs = needs_of(self.terms)
         self.layer_map = None
-        if weights["hidden"] or weights["attention"] or weights["similarity"]:
+        if self._needs & {"hidden_states", "attentions"}:
             self.layer_map = LayerMap.from_spec(
                 args.layer_map, facts["num_hidden_layers"], model.config.num_hidden_layers
             )
         if teacher_cache is not None:
             check_compatibility(teacher_cache.teacher, model, self.task)
             kwargs["train_dataset"] = self._join_cache(teacher_cache, main_teacher, len(teachers), args, kwargs)
-        if weights["attention"]:
+        if "attentions" in self._needs:
             if not self.layer_map.attention_indices():
+                fields = " and ".join(f"{t.weight_field} > 0" for t in self.terms if "attentions" in t.needs)
                 raise ValueError(
-                    f"attention_weight > 0 but layer_map {self.layer_map.spec()} pairs no transformer layers (layer 0 "
-                    "is the embedding output, which has no attention map)"
+                    f"{fields} but layer_map {self.layer_map.spec()} pairs no transformer layers (layer 0 is the "
+                    "embedding output, which has no attention map)"
                 )
             prepare_attention_maps(main_teacher, model)
-        if weights["relation"] and (main_teacher is None or teacher_cache is not None):
-            raise ValueError(
-                "relation_weight > 0 reads the teacher's query/key/value projections as it runs, which a teacher "
-                "cache does not store; set relation_weight=0 or train with the live teacher (no teacher_cache)"
-            )
         if peft_config is not None or args.peft_config:
             model = _peft_student(model, peft_config if peft_config is not None else args.peft_config, self.task)
         # Hooked after the adapter is in place: an adapter wraps the projections, and the wrapped modules are the ones
         # that run.
-        self._relations = _relation_captures(main_teacher, model, args) if weights["relation"] else None
+        self._relations = _relation_captures(main_teacher, model, args) if "qkv" in self._needs else None
         projections = None
-        if weights["hidden"]:
+        if any(term.projects_hidden_states for term in self.terms):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed)
                 projections = build_projections(facts["hidden_size"], model, self.layer_map)
@@ -135,8 +134,8 @@ class DistillationTrainer(Trainer):
             model,
             projections=projections,
             layer_map=self.layer_map,
-            output_hidden_states=bool(weights["hidden"] or weights["similarity"]),
-            output_attentions=bool(weights["attention"]),
+            output_hidden_states="hidden_states" in self._needs,
+            output_attentions="attentions" in self._needs,
         )
         super().__init__(model=wrapper, args=args, **kwargs)
         # The wrapper's forward takes **inputs; the loss kwargs are handled here, not by the model.
@@ -179,7 +178,7 @@ class DistillationTrainer(Trainer):
 
     @staticmethod
     def _teacher_weights(count: int, args: DistillationConfig) -> list[float]:
-        weights = args.teacher_weight_list
+        weights = args.teacher_weights
         if weights is None:
             return [1.0 / max(count, 1)] * max(count, 1)
         if count and len(weights) != count:
@@ -201,34 +200,7 @@ class DistillationTrainer(Trainer):
             )
         check_collator(kwargs.get("data_collator"), dataset)
         cache.check(teacher=teacher, tokenizer=kwargs.get("processing_class"), dataset=dataset)
-        settings, weights = cache.settings, args.loss_weights
-        if settings["top_k"]:
-            if weights["logit_mse"]:
-                raise ValueError(
-                    f"logit_mse_weight > 0 compares raw logits, which a top-k cache (top_k={settings['top_k']}) does "
-                    "not keep; set logit_mse_weight=0 or build the cache with all logits (no top_k)"
-                )
-            if not math.isclose(settings["temperature"], args.temperature):
-                raise ValueError(
-                    f"the teacher cache stores top-{settings['top_k']} probabilities at temperature "
-                    f"{settings['temperature']}, but this run's temperature is {args.temperature}: use the same "
-                    "temperature, or build the cache again"
-                )
-        if weights["attention"]:
-            raise ValueError(
-                "attention_weight > 0 needs the teacher's attention maps, which a teacher cache does not store; set "
-                "attention_weight=0 or train with the live teacher"
-            )
-        if weights["hidden"] or weights["similarity"]:
-            needed = sorted({t for t, _ in self.layer_map.hidden_state_indices()})
-            missing = [layer for layer in needed if layer not in cache.hidden_layers]
-            if missing:
-                raise ValueError(
-                    f"the hidden-state and similarity losses (layer_map {self.layer_map.spec()}) need teacher hidden "
-                    f"states {needed}, "
-                    f"but the teacher cache holds {cache.hidden_layers}; build it with hidden_layers="
-                    f"'{','.join(map(str, needed))}'"
-                )
+        check_cache_serves(cache, self.terms, args, self.layer_map)
         if CACHE_INDEX_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(CACHE_INDEX_COLUMN)
         return dataset.add_column(CACHE_INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
@@ -278,8 +250,8 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             outputs = teacher(
                 **teacher_inputs,
-                output_hidden_states=internals and bool(self.args.hidden_weight or self.args.similarity_weight),
-                output_attentions=internals and bool(self.args.attention_weight),
+                output_hidden_states=internals and "hidden_states" in self._needs,
+                output_attentions=internals and "attentions" in self._needs,
                 return_dict=True,
             )
         if moved:
@@ -306,7 +278,6 @@ class DistillationTrainer(Trainer):
     ):
         """Weighted sum of the distillation terms; each term is also recorded for logging."""
         training = model.training
-        labels = self.task.labels(inputs)
         label_keys = {"labels", *self.label_names, *self.task.label_names}
         model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
@@ -318,7 +289,7 @@ class DistillationTrainer(Trainer):
             if global_counts
             else {k: v.to(self.args.device) for k, v in self.task.count_items(inputs).items()}
         )
-        terms = self._loss_terms(student_out, teacher_out, inputs, labels, counts, training)
+        terms = self._loss_terms(student_out, teacher_out, inputs, counts, training)
         if self._relations is not None:  # the captured projections are used: let them go
             self._relations.student.clear()
             self._relations.teacher.clear()
@@ -336,69 +307,27 @@ class DistillationTrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, student_out) if return_outputs else loss
 
-    def _loss_terms(self, student_out, teacher_out, inputs, labels, counts, training) -> dict:
-        """Each weighted-on term: name -> (value, unit its sum was divided by). Without teacher outputs (evaluation
-        with only a teacher cache) the task term alone."""
-        args, weights, terms = self.args, self.args.loss_weights, {}
-        if weights["task"]:
-            if labels is not None:
-                terms["task"] = self.task.task_loss(student_out, inputs, counts)
-            elif training:
-                names = " and ".join(repr(name) for name in self.task.label_names)
-                raise ValueError(
-                    f"task_weight > 0 but the training batch has no {names}; add the labels or set task_weight=0"
-                )
-        if teacher_out is None:
-            return terms
-        # Averaged over the logit pairs (question answering has two: start and end), as the task loss is.
-        targets = self.task.logit_targets(student_out, teacher_out, inputs)
-        if weights["kd"]:
-            if self.task.is_regression:
-                value = sum(losses.task_mse(t.student, t.teacher, counts[t.unit]) for t in targets)
-            else:
-                value = sum(
-                    losses.soft_target_kl(t.student, t.teacher, args.temperature, t.mask, counts[t.unit])
-                    for t in targets
-                )
-            terms["kd"] = (value / len(targets), targets[0].unit)
-        if weights["logit_mse"]:
-            value = sum(losses.logit_mse(t.student, t.teacher, t.mask, counts[t.unit], t.classes) for t in targets)
-            terms["logit_mse"] = (value / len(targets), targets[0].unit)
-        mask, num_tokens = inputs.get("attention_mask"), counts["tokens"]
-        if weights["hidden"]:
-            # Averaged over the pairs, so the weight means the same whatever the number of pairs.
-            pairs = self.layer_map.hidden_state_indices()
-            value = sum(
-                losses.hidden_state_loss(s_h, teacher_out.hidden_states[t], args.hidden_loss_type, mask, num_tokens)
-                for (t, _), s_h in zip(pairs, student_out.projected_hidden_states)
-            )
-            terms["hidden"] = (value / len(pairs), "tokens")
-        if weights["attention"]:
-            pairs = self.layer_map.attention_indices()
-            s_att, t_att, kind = student_out.attentions, teacher_out.attentions, args.attention_loss_type
-            value = sum(losses.attention_loss(s_att[s], t_att[t], kind, mask, num_tokens) for t, s in pairs)
-            terms["attention"] = (value / len(pairs), "tokens")
-        if weights["similarity"]:
-            pairs = self.layer_map.hidden_state_indices()
-            value = sum(
-                losses.similarity_loss(
-                    _mean_over_tokens(student_out.hidden_states[s], mask),
-                    _mean_over_tokens(teacher_out.hidden_states[t], mask),
-                    counts["examples"],
-                )
-                for t, s in pairs
-            )
-            terms["similarity"] = (value / len(pairs), "examples")
-        if weights["relation"]:
-            value = relation_loss_terms(
-                self._relations.student.outputs,
-                self._relations.teacher.outputs,
-                self._relations.heads,
-                mask,
-                num_tokens,
-                relations=tuple(args.relation_types.split(",")),
-            )
-            terms["relation"] = (value, "tokens")
+    def _loss_terms(self, student_out, teacher_out, inputs, counts, training) -> dict:
+        """Each active term: name -> (value, unit its sum was divided by). Without teacher outputs (evaluation with
+        only a teacher cache) the terms that need no teacher alone."""
+        context = LossContext(
+            student=student_out,
+            teacher=teacher_out,
+            inputs=inputs,
+            counts=counts,
+            task=self.task,
+            args=self.args,
+            layer_map=self.layer_map,
+            relations=self._relations,
+            training=training,
+        )
+        terms = {}
+        for term in self.terms:
+            if teacher_out is None and term.needs_teacher:
+                continue
+            value = term.compute(context)
+            if value is not None:
+                terms[term.name] = value
         return terms
 
     # ---- logging of the terms ---------------------------------------------------------------------------------------
@@ -451,8 +380,17 @@ class DistillationTrainer(Trainer):
             stacked = torch.stack([self._eval_sums[n] for n in names]).to(self.args.device)
             if self.accelerator.num_processes > 1:
                 stacked = self.accelerator.reduce(stacked, reduction="sum")
-            for name, (total, count) in zip(names, stacked.tolist()):
-                output.metrics[f"{metric_key_prefix}_{name}"] = total / count if count else float("nan")
+            means = {
+                name: total / count if count else float("nan") for name, (total, count) in zip(names, stacked.tolist())
+            }
+            for name, mean in means.items():
+                output.metrics[f"{metric_key_prefix}_{name}"] = mean
+            # The loss is the weighted sum of the exact means of the terms, not the mean of each batch's loss (which
+            # weighs a batch by its examples whatever unit its terms are averaged over).
+            weights = self.args.loss_weights
+            terms = [name.removeprefix("loss_") for name in means if name.startswith("loss_")]
+            if terms:
+                output.metrics[f"{metric_key_prefix}_loss"] = sum(weights[t] * means[f"loss_{t}"] for t in terms)
         self._eval_sums = {}
         return output
 
@@ -632,7 +570,7 @@ class DistillationTrainer(Trainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            columns = list(inspect.signature(base_model_of(self.student).forward).parameters)
+            columns = list(inspect.signature(unwrap(self.student).forward).parameters)
             self._signature_columns = columns + list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -722,15 +660,6 @@ def _check_checkpoint_complete(checkpoint: str) -> None:
     )
 
 
-def _mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Each example's hidden states averaged over its real tokens: `(batch, seq, width)` -> `(batch, width)`."""
-    hidden = hidden.float()
-    if mask is None:
-        return hidden.mean(1)
-    weights = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
 @dataclass
 class _Relations:
     student: QKVCapture
@@ -753,32 +682,14 @@ def _relation_captures(teacher: PreTrainedModel, student: nn.Module, args: Disti
     heads = args.relation_heads or teacher.config.num_attention_heads
     captures = _Relations(QKVCapture(student, s_layer), QKVCapture(teacher, t_layer), heads)
     for role, capture in (("student", captures.student), ("teacher", captures.teacher)):
-        for name, width in _projection_widths(capture).items():
-            if name in args.relation_types.split(",") and width % heads:
+        for name, width in capture.projections.widths.items():
+            if name in args.relation_types and width % heads:
                 raise ValueError(
                     f"relation_heads={heads} does not divide the {role}'s {name} width {width}; choose a number of "
                     "relation heads that divides every query/key/value width of both models (relation_heads=...)"
                 )
         capture.attach()
     return captures
-
-
-def _projection_widths(capture: QKVCapture) -> dict[str, int]:
-    modules = capture.projections.modules
-    if "fused" in modules:
-        fused = modules["fused"]
-        width = getattr(fused, "nf", None) or fused.out_features
-        return dict.fromkeys(("query", "key", "value"), width // 3)
-    return {name: module.out_features for name, module in modules.items()}
-
-
-# The peft task type of each student task (masked LM has none: the generic PeftModel serves it).
-_PEFT_TASK_TYPES = {
-    "sequence-classification": "SEQ_CLS",
-    "token-classification": "TOKEN_CLS",
-    "question-answering": "QUESTION_ANS",
-    "causal-lm": "CAUSAL_LM",
-}
 
 
 def _peft_student(model: PreTrainedModel, peft_config: Any, task) -> nn.Module:
@@ -794,7 +705,7 @@ def _peft_student(model: PreTrainedModel, peft_config: Any, task) -> nn.Module:
         config = copy.deepcopy(peft_config)  # peft extends some of its lists (modules_to_save) in place
         if "peft_type" not in config:
             raise ValueError(f"peft_config needs a peft_type such as 'LORA', got {peft_config!r}")
-        config.setdefault("task_type", _PEFT_TASK_TYPES.get(task.name))
+        config.setdefault("task_type", task.peft_task_type)
         peft_config = peft.get_peft_config(config)
     return peft.get_peft_model(model, peft_config)
 

@@ -59,7 +59,7 @@ def main(out_dir, per_device_batch, accumulation=1, mode="full"):
         ddp_find_unused_parameters=False,
         seed=0,
         kd_weight=1.0,
-        task_weight=0.5,
+        label_weight=0.5,
         logit_mse_weight=0.3,
         hidden_weight=2.0,
         # A teacher cache holds no attention maps.

@@ -16,7 +16,7 @@ from hf_distill.architectures import (
     qkv_paths,
     unwrap,
 )
-from hf_distill.modeling import base_model_of, input_names
+from hf_distill.modeling import input_names
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
@@ -89,7 +89,6 @@ def test_unwrap_peels_peft_compile_and_ddp_in_any_order():
     assert unwrap(DataParallelLike(torch.compile(adapted))) is inner
     linear = nn.Linear(2, 2)
     assert unwrap(linear) is linear
-    assert base_model_of is unwrap  # the old name still works
 
 
 @pytest.mark.parametrize("make", [bert, distilbert])

@@ -7,7 +7,8 @@ import math
 
 import pytest
 import torch
-from conftest import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer
+import yaml
+from conftest import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer, write_sentiment_rows
 from datasets import Dataset
 from test_trainer import make_config
 from tiny_task_models import gpt2, llama, masked_lm, pad_batch, question_answerer, random_task_rows, token_classifier
@@ -29,7 +30,7 @@ SGD = {
     "weight_decay": 0.0,
     "max_grad_norm": 0.0,
     "kd_weight": 1.0,
-    "task_weight": 0.5,
+    "label_weight": 0.5,
 }
 
 
@@ -128,7 +129,7 @@ def test_cache_gives_the_live_loss_on_the_same_batch(tmp_path):
         trainer.model.train()
         losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
         terms.append({name: value.item() for name, value in trainer._train_terms.items()})
-    assert terms[1].keys() == {"kd", "task", "logit_mse", "hidden"}
+    assert terms[1].keys() == {"kd", "label", "logit_mse", "hidden"}
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
     for term in terms[0]:
         assert terms[1][term] == pytest.approx(terms[0][term], rel=1e-6), term
@@ -152,8 +153,8 @@ def test_cached_run_without_a_teacher_evaluates_the_task_only(tmp_path):
     _, cached = trainers(tmp_path)
     cached.eval_dataset = random_classification_dataset(8, seed=9)
     metrics = cached.evaluate()
-    assert "eval_loss_task" in metrics and "eval_loss_kd" not in metrics
-    assert metrics["eval_loss"] == pytest.approx(0.5 * metrics["eval_loss_task"], rel=1e-5)
+    assert "eval_loss_label" in metrics and "eval_loss_kd" not in metrics
+    assert metrics["eval_loss"] == pytest.approx(0.5 * metrics["eval_loss_label"], rel=1e-5)
 
 
 # ---- the wrong cache is refused -------------------------------------------------------------------------------------
@@ -198,13 +199,19 @@ def test_settings_the_cache_cannot_serve_are_refused(tmp_path, tiny_cache):
     with pytest.raises(ValueError, match=r"need teacher hidden states \[4\].*hidden_layers=.4."):
         make_cached(tmp_path, cache, data, hidden_weight=1.0, layer_map="4:2")
     make_cached(tmp_path, cache, data, hidden_weight=1.0, layer_map="2:1")
-    with pytest.raises(ValueError, match="attention maps"):
+    with pytest.raises(ValueError, match="attention_weight > 0 needs the teacher's attention maps"):
         make_cached(tmp_path, cache, data, attention_weight=1.0, layer_map="2:1")
+    with pytest.raises(ValueError, match="relation_weight > 0 needs the teacher's query/key/value projections"):
+        make_cached(tmp_path, cache, data, relation_weight=1.0)
+    with pytest.raises(ValueError, match=r"similarity_weight > 0 \(layer_map 4:2\) need teacher hidden states \[4\]"):
+        make_cached(tmp_path, cache, data, similarity_weight=1.0, layer_map="4:2")
     top_k = build(tiny_bert(num_layers=4, seed=0), data, tmp_path / "top", top_k=2, temperature=2.0)
     with pytest.raises(ValueError, match="temperature 2.0, but this run's temperature is 3.0"):
         make_cached(tmp_path, top_k, data, temperature=3.0)
-    with pytest.raises(ValueError, match="logit_mse_weight"):
+    with pytest.raises(ValueError, match="logit_mse_weight > 0 compares raw logits, which a top-k cache"):
         make_cached(tmp_path, top_k, data, logit_mse_weight=1.0)
+    # No term reads the top-k probabilities: the temperature they were stored at does not matter.
+    make_cached(tmp_path, top_k, data, temperature=3.0, kd_weight=0.0)
     with pytest.raises(FileNotFoundError, match="not a teacher cache"):
         TeacherCache(str(tmp_path))
 
@@ -313,3 +320,37 @@ def test_collator_padding_for_token_tasks_with_a_cache(tmp_path):
         trainer.train()
         results.append([e["loss_kd"] for e in trainer.state.log_history if "loss_kd" in e])
     assert results[1] == pytest.approx(results[0], rel=1e-5)
+
+
+def test_a_similarity_only_recipe_caches_the_hidden_states_it_needs_and_trains_from_them(tmp_path, teacher_folder):
+    """`hf-distill cache` then `train --teacher_cache` with default settings: the cache's default hidden layers come
+    from the recipe's active terms (here the similarity loss alone), not from hidden_weight."""
+    from hf_distill.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    recipe = tmp_path / "recipe.yaml"
+    settings = {
+        "teacher_model_name_or_path": str(teacher_folder),
+        "train_file": str(write_sentiment_rows(data / "train.csv", 24, seed=1)),
+        "validation_file": str(write_sentiment_rows(data / "validation.csv", 8, seed=2)),
+        "output_dir": str(tmp_path / "student"),
+        "student_num_layers": 2,
+        "layer_map": "uniform",
+        "similarity_weight": 1.0,
+        "max_steps": 2,
+        "per_device_train_batch_size": 8,
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "measure_latency": False,
+    }
+    recipe.write_text(yaml.safe_dump(settings))
+    main(["cache", str(recipe), "--cache_dir", str(tmp_path / "cache")])
+    cache = TeacherCache(str(tmp_path / "cache"))
+    expected = [2, 4]  # the teacher side of the uniform map of 4 teacher layers onto 2 student layers
+    assert cache.hidden_layers == expected
+    main(["train", str(recipe), "--teacher_cache", str(tmp_path / "cache")])
+    metrics = json.loads((tmp_path / "student" / "distillation_metrics.json").read_text())
+    assert metrics["distillation"]["teacher_cache"]["hidden_layers"] == expected

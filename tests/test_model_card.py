@@ -82,7 +82,7 @@ def full_metrics():
         "distillation": {
             "temperature": 2.0,
             "kd_weight": 0.5,
-            "task_weight": 0.5,
+            "label_weight": 0.5,
             "logit_mse_weight": 0.0,
             "hidden_weight": 1.5,
             "hidden_loss_type": "cosine",

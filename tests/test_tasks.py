@@ -69,7 +69,7 @@ def make_trainer(tmp_path, student, teacher, rows, pad_to=None, **overrides):
         "disable_tqdm": True,
         "temperature": TEMPERATURE,
         "kd_weight": 1.0,
-        "task_weight": 1.0,
+        "label_weight": 1.0,
         **overrides,
     }
     return DistillationTrainer(
@@ -304,7 +304,7 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, tas
 def test_training_lowers_the_distillation_loss_and_the_student_reloads(tmp_path, task_case):
     student, teacher = task_case.pair()
     rows = random_task_rows(task_case.rows, n=16, seed=6)
-    trainer = make_trainer(tmp_path, student, teacher, rows, max_steps=12, learning_rate=3e-3, task_weight=0.0)
+    trainer = make_trainer(tmp_path, student, teacher, rows, max_steps=12, learning_rate=3e-3, label_weight=0.0)
     before = trainer.evaluate()["eval_loss_kd"]
     trainer.train()
     after = trainer.evaluate()["eval_loss_kd"]
@@ -615,7 +615,7 @@ def test_masked_lm_distils_a_half_depth_student_on_a_text_file(tmp_path):
         eval_rows,
         collator,
         kd_weight=5.0,
-        task_weight=2.0,
+        label_weight=2.0,
         hidden_weight=1.0,
         hidden_loss_type="cosine",
         layer_map="4:2",
@@ -632,7 +632,7 @@ def test_causal_lm_distils_a_half_depth_student_on_a_text_file(tmp_path, build):
     collator = LanguageModelingCollator(tokenizer, mlm=False)
     teacher = pretrain(build(num_layers=4, vocab_size=len(tokenizer)), train_rows, collator, tmp_path)
     before, after = distil_and_measure(
-        tmp_path, teacher, train_rows, eval_rows, collator, kd_weight=1.0, task_weight=0.5
+        tmp_path, teacher, train_rows, eval_rows, collator, kd_weight=1.0, label_weight=0.5
     )
     assert after["eval_teacher_agreement"] > before["eval_teacher_agreement"]
     assert after["eval_teacher_kl"] < 0.5 * before["eval_teacher_kl"]

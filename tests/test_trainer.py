@@ -12,7 +12,7 @@ from hf_distill.trainer import PROJECTIONS_NAME
 
 ALL_TERMS = {
     "kd_weight": 1.0,
-    "task_weight": 0.5,
+    "label_weight": 0.5,
     "logit_mse_weight": 0.3,
     "hidden_weight": 2.0,
     "attention_weight": 1.0,
@@ -82,7 +82,7 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path):
     accumulated, _ = one_sgd_step_delta(tmp_path, batch_size=8, accumulation=2)
     assert set(trainer.state.log_history[0]) >= {
         "loss_kd",
-        "loss_task",
+        "loss_label",
         "loss_logit_mse",
         "loss_hidden",
         "loss_attention",
@@ -115,13 +115,13 @@ def test_each_term_is_logged_and_weighted_into_the_loss(tmp_path, dataset):
     log = trainer.state.log_history[0]
     weighted = sum(
         ALL_TERMS[f"{name}_weight"] * log[f"loss_{name}"]
-        for name in ("kd", "task", "logit_mse", "hidden", "attention")
+        for name in ("kd", "label", "logit_mse", "hidden", "attention")
     )
     assert log["loss"] == pytest.approx(weighted, rel=1e-4)
     metrics = trainer.evaluate()
     for key in (
         "eval_loss_kd",
-        "eval_loss_task",
+        "eval_loss_label",
         "eval_loss_hidden",
         "eval_loss_attention",
         "eval_teacher_agreement",
@@ -129,6 +129,22 @@ def test_each_term_is_logged_and_weighted_into_the_loss(tmp_path, dataset):
     ):
         assert key in metrics
     assert 0.0 <= metrics["eval_teacher_agreement"] <= 1.0
+
+
+@pytest.mark.parametrize("terms", [ALL_TERMS, {"kd_weight": 1.0, "similarity_weight": 0.7, "layer_map": "2:1"}])
+def test_eval_loss_is_the_weighted_sum_of_the_exact_term_means_with_uneven_batches(tmp_path, terms):
+    """10 examples of 2 to 20 tokens in batches of 4, 4 and 2: the per-token terms give each batch a weight of its
+    real tokens, which the mean of the batches' own losses (weighted by examples) does not."""
+    data = random_classification_dataset(10, seed=3, min_len=2, max_len=20)
+    trainer = make_trainer(
+        tmp_path, tiny_bert(2, hidden=16, seed=1), tiny_bert(4), data, per_device_eval_batch_size=4, **terms
+    )
+    metrics = trainer.evaluate()
+    weights = trainer.args.loss_weights
+    logged = [name for name in weights if f"eval_loss_{name}" in metrics]
+    assert set(logged) == {name for name, weight in weights.items() if weight}
+    expected = sum(weights[name] * metrics[f"eval_loss_{name}"] for name in logged)
+    assert metrics["eval_loss"] == pytest.approx(expected, abs=1e-6, rel=1e-6)
 
 
 def test_a_student_identical_to_the_teacher_has_zero_distillation_losses(tmp_path, dataset):

@@ -1,0 +1,375 @@
+"""The loss terms: each one declared once, here.
+
+A [`LossTerm`] says everything the rest of the package needs to know about one term of the distillation loss: the
+config field holding its weight (a flag of [`DistillationConfig`], made from the declaration), what it needs from the
+models, whether a teacher cache can serve it, its line in the model card, and how to compute it from one
+[`LossContext`]. The trainer loops over [`active_terms`]; the models' output flags, the teacher cache's default
+hidden layers and refusals, the config's validation and the card's loss table are derived from the declarations.
+
+Adding a term is one [`register_term`] call below (and its pure tensor function in `losses.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, Literal
+
+import torch
+
+from . import losses
+from .relations import relation_loss_terms
+
+# What a term can need from the models: the batch's hard labels, the teacher's logits, hidden states or attention
+# maps, or the query/key/value projections of one layer (read by hooks as the models run).
+NEEDS = frozenset({"labels", "logits", "hidden_states", "attentions", "qkv"})
+# How the teacher's internals are described in error messages.
+NEED_NAMES = {
+    "logits": "logits",
+    "hidden_states": "hidden states",
+    "attentions": "attention maps",
+    "qkv": "query/key/value projections (read as it runs)",
+}
+
+
+@dataclass
+class LossContext:
+    """What a term is computed from: one batch, both models' outputs, and the run's settings.
+
+    Attributes:
+        student: the student's outputs (`projected_hidden_states` holds the hidden states of the layer map's pairs,
+            projected to the teacher's width, when a term needs hidden states).
+        teacher: the teacher's outputs (from a cache in training, when there is one), or `None` when no teacher can
+            give them (evaluation with only a teacher cache): terms that need the teacher are then skipped.
+        inputs (`dict`): the batch.
+        counts (`dict[str, torch.Tensor]`): the number of items per unit (`examples`, `tokens`, `labels`) that a sum
+            is divided by: of the whole optimizer step in training, of this batch in evaluation.
+        task: the [`~hf_distill.tasks.Task`] of the models.
+        args: the [`DistillationConfig`].
+        layer_map: the [`~hf_distill.layer_map.LayerMap`], when a term needs hidden states or attention maps.
+        relations: the query/key/value captures of student and teacher (`.student`, `.teacher`, `.heads`), when a
+            term needs them.
+        training (`bool`): whether this is a training batch.
+    """
+
+    student: Any
+    teacher: Any | None
+    inputs: dict
+    counts: dict
+    task: Any
+    args: Any
+    layer_map: Any = None
+    relations: Any = None
+    training: bool = True
+
+    @cached_property
+    def logit_targets(self) -> list:
+        """The task's pairs of student and teacher logits, computed once for every term that compares logits."""
+        return self.task.logit_targets(self.student, self.teacher, self.inputs)
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        return self.inputs.get("attention_mask")
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of the distillation loss.
+
+    Args:
+        name (`str`): logged as `loss_<name>` (`eval_loss_<name>` in evaluation).
+        weight_field (`str`): the [`DistillationConfig`] field (and flag) holding the term's weight (>= 0; 0 turns
+            the term off).
+        default_weight (`float`): the field's default.
+        help (`str`): the flag's help text.
+        unit (`str`): what the term is averaged over: `examples`, `tokens`, `labels`, or set by the task.
+        needs (`frozenset[str]`): what it needs from the models, a subset of `NEEDS`.
+        compute (`Callable[[LossContext], tuple[torch.Tensor, str] | None]`): the term's value (a sum divided by
+            `counts[unit]`) and its unit, or `None` when this batch has nothing for it (evaluation without labels).
+        card (`Callable[[dict], str]`): the model card's description, from the distillation settings.
+        cache_logits (`"all"`, `"top_k"` or `None`): what a teacher cache must hold of the logits for this term:
+            all of them, or a top-k cache at the run's temperature will do.
+        projects_hidden_states (`bool`): the term compares student hidden states projected to the teacher's width
+            (learned projections are trained with the student).
+        deprecated_weight_fields (`tuple[str, ...]`): old names of the weight field, still accepted with a warning.
+    """
+
+    name: str
+    weight_field: str
+    default_weight: float
+    help: str
+    unit: str
+    needs: frozenset
+    compute: Callable[[LossContext], tuple[torch.Tensor, str] | None]
+    card: Callable[[dict], str]
+    cache_logits: Literal["all", "top_k"] | None = None
+    projects_hidden_states: bool = False
+    deprecated_weight_fields: tuple[str, ...] = ()
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.needs - {"labels"})
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether a teacher cache can stand in for the teacher: it stores logits and hidden states only."""
+        return self.needs <= {"labels", "logits", "hidden_states"}
+
+
+_TERMS: dict[str, LossTerm] = {}
+TERMS = MappingProxyType(_TERMS)  # read-only view, in registration order
+
+
+def register_term(term: LossTerm) -> LossTerm:
+    """Adds `term` to the registry; a name or weight field that is already taken is refused."""
+    unknown = set(term.needs) - NEEDS
+    if unknown:
+        raise ValueError(f"loss term {term.name!r} needs {sorted(unknown)}, which are not among {sorted(NEEDS)}")
+    for other in _TERMS.values():
+        taken = {other.name, other.weight_field, *other.deprecated_weight_fields}
+        clash = taken & {term.name, term.weight_field, *term.deprecated_weight_fields}
+        if clash:
+            raise ValueError(f"loss term {term.name!r}: {sorted(clash)} already used by the term {other.name!r}")
+    _TERMS[term.name] = term
+    return term
+
+
+def active_terms(args) -> list[LossTerm]:
+    """The terms whose weight in `args` is above 0, in registration order."""
+    return [term for term in _TERMS.values() if getattr(args, term.weight_field, 0)]
+
+
+def needs_of(terms: Iterable[LossTerm]) -> set[str]:
+    """Everything the given terms need from the models."""
+    return set().union(*(term.needs for term in terms))
+
+
+def teacher_hidden_layers(args, num_teacher_layers: int, num_student_layers: int | Callable[[], int]) -> list[int]:
+    """The teacher hidden states (numbered as `hidden_states`) that the active terms of `args` compare: the teacher
+    side of the layer map, or `[]` when no term needs hidden states.
+
+    `num_student_layers` may be a function, called only when a term needs hidden states (finding the student's depth
+    may mean building it).
+    """
+    from .layer_map import LayerMap
+
+    if "hidden_states" not in needs_of(active_terms(args)):
+        return []
+    if callable(num_student_layers):
+        num_student_layers = num_student_layers()
+    layer_map = LayerMap.from_spec(args.layer_map, num_teacher_layers, num_student_layers)
+    return sorted({t for t, _ in layer_map.hidden_state_indices()})
+
+
+# ---- the terms ------------------------------------------------------------------------------------------------------
+
+
+def _label(ctx: LossContext):
+    if ctx.task.labels(ctx.inputs) is None:
+        if ctx.training:
+            names = " and ".join(repr(name) for name in ctx.task.label_names)
+            raise ValueError(
+                f"label_weight > 0 but the training batch has no {names}; add the labels or set label_weight=0"
+            )
+        return None
+    return ctx.task.label_loss(ctx.student, ctx.inputs, ctx.counts)
+
+
+def _kd(ctx: LossContext):
+    # Averaged over the logit pairs (question answering has two: start and end), as the label loss is.
+    targets, counts = ctx.logit_targets, ctx.counts
+    if ctx.task.is_regression:
+        value = sum(losses.task_mse(t.student, t.teacher, counts[t.unit]) for t in targets)
+    else:
+        temperature = ctx.args.temperature
+        value = sum(losses.soft_target_kl(t.student, t.teacher, temperature, t.mask, counts[t.unit]) for t in targets)
+    return value / len(targets), targets[0].unit
+
+
+def _logit_mse(ctx: LossContext):
+    targets, counts = ctx.logit_targets, ctx.counts
+    value = sum(losses.logit_mse(t.student, t.teacher, t.mask, counts[t.unit], t.classes) for t in targets)
+    return value / len(targets), targets[0].unit
+
+
+def _hidden(ctx: LossContext):
+    # Averaged over the pairs, so the weight means the same whatever the number of pairs.
+    pairs = ctx.layer_map.hidden_state_indices()
+    kind, mask, num_tokens = ctx.args.hidden_loss_type, ctx.attention_mask, ctx.counts["tokens"]
+    value = sum(
+        losses.hidden_state_loss(s_h, ctx.teacher.hidden_states[t], kind, mask, num_tokens)
+        for (t, _), s_h in zip(pairs, ctx.student.projected_hidden_states)
+    )
+    return value / len(pairs), "tokens"
+
+
+def _attention(ctx: LossContext):
+    pairs = ctx.layer_map.attention_indices()
+    s_att, t_att, kind = ctx.student.attentions, ctx.teacher.attentions, ctx.args.attention_loss_type
+    mask, num_tokens = ctx.attention_mask, ctx.counts["tokens"]
+    value = sum(losses.attention_loss(s_att[s], t_att[t], kind, mask, num_tokens) for t, s in pairs)
+    return value / len(pairs), "tokens"
+
+
+def _similarity(ctx: LossContext):
+    pairs, mask = ctx.layer_map.hidden_state_indices(), ctx.attention_mask
+    value = sum(
+        losses.similarity_loss(
+            mean_over_tokens(ctx.student.hidden_states[s], mask),
+            mean_over_tokens(ctx.teacher.hidden_states[t], mask),
+            ctx.counts["examples"],
+        )
+        for t, s in pairs
+    )
+    return value / len(pairs), "examples"
+
+
+def _relation(ctx: LossContext):
+    captures = ctx.relations
+    value = relation_loss_terms(
+        captures.student.outputs,
+        captures.teacher.outputs,
+        captures.heads,
+        ctx.attention_mask,
+        ctx.counts["tokens"],
+        relations=tuple(ctx.args.relation_types),
+    )
+    return value, "tokens"
+
+
+def mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each example's hidden states averaged over its real tokens: `(batch, seq, width)` -> `(batch, width)`."""
+    hidden = hidden.float()
+    if mask is None:
+        return hidden.mean(1)
+    weights = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def _kd_card(settings: dict) -> str:
+    text = "KL divergence to the teacher's softened class probabilities (soft targets)"
+    temperature = settings.get("temperature")
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        text += f", at temperature T = {temperature:g}, scaled by T²"
+    return text
+
+
+def _kind(loss_type) -> str:
+    return f" ({loss_type})" if isinstance(loss_type, str) and loss_type else ""
+
+
+def _relation_card(settings: dict) -> str:
+    types = settings.get("relation_types")
+    if isinstance(types, (list, tuple)):
+        types = ", ".join(types)
+    elif isinstance(types, str):
+        types = types.replace(",", ", ")
+    layers = settings.get("relation_layers")
+    return (
+        "MiniLM self-attention relations"
+        + (f" ({types})" if types else "")
+        + (f", teacher:student layers {layers}" if layers else "")
+    )
+
+
+register_term(
+    LossTerm(
+        name="label",
+        weight_field="label_weight",
+        default_weight=0.5,
+        help="Weight of the hard-label loss (>= 0): cross-entropy with the dataset's labels (squared error for "
+        "regression). Needs labels.",
+        unit="the labels or examples of the task's label loss",
+        needs=frozenset({"labels"}),
+        compute=_label,
+        card=lambda settings: "Hard-label loss on the dataset's labels (cross-entropy; MSE for regression)",
+        deprecated_weight_fields=("task_weight",),
+    )
+)
+register_term(
+    LossTerm(
+        name="kd",
+        weight_field="kd_weight",
+        default_weight=0.5,
+        help="Weight of the soft-target KL divergence to the teacher, at the temperature, scaled by T^2 (>= 0); the "
+        "squared error to the teacher's outputs for regression.",
+        unit="the items the task scores (examples, tokens or labels)",
+        needs=frozenset({"logits"}),
+        compute=_kd,
+        card=_kd_card,
+        cache_logits="top_k",
+    )
+)
+register_term(
+    LossTerm(
+        name="logit_mse",
+        weight_field="logit_mse_weight",
+        default_weight=0.0,
+        help="Weight of the mean squared error between student and teacher logits (>= 0).",
+        unit="the items the task scores (examples, tokens or labels)",
+        needs=frozenset({"logits"}),
+        compute=_logit_mse,
+        card=lambda settings: "Mean squared error between student and teacher logits",
+        cache_logits="all",
+    )
+)
+register_term(
+    LossTerm(
+        name="hidden",
+        weight_field="hidden_weight",
+        default_weight=0.0,
+        help="Weight of the hidden-state loss on the pairs of `layer_map` (>= 0). When the widths differ a learned "
+        "linear projection maps the student to the teacher's width; it is kept in checkpoints but not in the saved "
+        "student.",
+        unit="real tokens",
+        needs=frozenset({"hidden_states"}),
+        compute=_hidden,
+        card=lambda settings: f"Hidden-state loss{_kind(settings.get('hidden_loss_type'))} on the mapped layers",
+        projects_hidden_states=True,
+    )
+)
+register_term(
+    LossTerm(
+        name="attention",
+        weight_field="attention_weight",
+        default_weight=0.0,
+        help="Weight of the attention-map loss on the pairs of `layer_map` (>= 0). Needs the same number of heads in "
+        "teacher and student; switches both models to eager attention, which returns attention maps.",
+        unit="real tokens",
+        needs=frozenset({"attentions"}),
+        compute=_attention,
+        card=lambda settings: f"Attention-map loss{_kind(settings.get('attention_loss_type'))} on the mapped layers",
+    )
+)
+register_term(
+    LossTerm(
+        name="similarity",
+        weight_field="similarity_weight",
+        default_weight=0.0,
+        help="Weight of the similarity-preserving loss (Tung & Mori 2019) on the pairs of `layer_map` (>= 0): the "
+        "student matches the teacher's matrix of similarities between the examples of a batch, computed from each "
+        "example's hidden states averaged over its real tokens. Works across widths, with no projection.",
+        unit="the examples of a batch",
+        needs=frozenset({"hidden_states"}),
+        compute=_similarity,
+        card=lambda settings: (
+            "Similarity-preserving loss (Tung & Mori, 2019): example-to-example similarities within a batch"
+        ),
+    )
+)
+register_term(
+    LossTerm(
+        name="relation",
+        weight_field="relation_weight",
+        default_weight=0.0,
+        help="Weight of the MiniLM self-attention relation loss (>= 0): KL between the teacher's and the student's "
+        "query-query, key-key and value-value relations of `relation_layers`, taken from the models' own "
+        "projections (works with sdpa attention, any head counts).",
+        unit="real tokens",
+        needs=frozenset({"qkv"}),
+        compute=_relation,
+        card=_relation_card,
+    )
+)
