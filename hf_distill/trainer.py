@@ -13,7 +13,7 @@ import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import AutoConfig, PreTrainedModel, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import nested_detach
 from transformers.utils import find_labels, logging
@@ -26,9 +26,12 @@ from .layer_map import LayerMap
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
 from .relations import QKVCapture
 from .tasks import UNITS, task_for
+from .tasks.base import is_default_id2label
 from .teacher import (
     average_soft_targets,
     check_compatibility,
+    check_model_path,
+    load_model,
     load_pretrained_like,
     model_facts,
     place_teacher,
@@ -54,7 +57,8 @@ class DistillationTrainer(Trainer):
     all processes, so gradient accumulation and data parallelism give the same update as one large batch.
 
     Args:
-        model (`PreTrainedModel`): the student.
+        model (`PreTrainedModel` or `str`): the student, or its folder or Hub id: loaded with the head of the teacher's
+            task (a base model gets a new head with the teacher's labels).
         teacher_model (`PreTrainedModel` or `str`, *optional*): the teacher, or its path or Hub id; defaults to
             `args.teacher_model_name_or_path`.
         args (`DistillationConfig`): the training and distillation settings.
@@ -67,7 +71,7 @@ class DistillationTrainer(Trainer):
 
     def __init__(
         self,
-        model: PreTrainedModel | None = None,
+        model: PreTrainedModel | str | os.PathLike | None = None,
         teacher_model: PreTrainedModel | str | list[PreTrainedModel | str] | None = None,
         args: DistillationConfig | None = None,
         teacher_cache: TeacherCache | str | None = None,
@@ -78,8 +82,13 @@ class DistillationTrainer(Trainer):
             args = DistillationConfig(output_dir="distilled-student")
         if not isinstance(args, DistillationConfig):
             raise TypeError(f"args must be a DistillationConfig, got {type(args).__name__}")
+        if isinstance(model, (str, os.PathLike)):
+            model, teacher_model = _load_student(model, teacher_model, args)
         if not isinstance(model, PreTrainedModel):
-            raise TypeError(f"model (the student) must be a transformers PreTrainedModel, got {type(model).__name__}")
+            raise TypeError(
+                "model (the student) must be a transformers PreTrainedModel, or its folder or Hub id; got "
+                f"{type(model).__name__}"
+            )
         self.task = task_for(model)
         teachers = self._load_teachers(model, teacher_model, args)
         teacher_cache = teacher_cache if teacher_cache is not None else args.teacher_cache
@@ -643,6 +652,44 @@ class DistillationTrainer(Trainer):
             )
         device = next(wrapper.projections.parameters()).device
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
+
+
+def _load_student(
+    path: str | os.PathLike, teacher_model, args: DistillationConfig
+) -> tuple[PreTrainedModel, PreTrainedModel | str | list | None]:
+    """The student at `path` (a folder or Hub id), loaded with the auto class of the teacher's task, and the teachers
+    with the first one loaded (so that it is not loaded twice). A base model (no head, or a head whose labels are the
+    placeholders `LABEL_0`, ...) gets the teacher's labels, so that its new head predicts the teacher's classes.
+    With only a teacher cache, the student's own head decides."""
+    check_model_path(str(path), "student")
+    teachers = teacher_model if teacher_model is not None else (args.teacher_paths or None)
+    listed = isinstance(teachers, (list, tuple))
+    first = teachers[0] if listed else teachers
+    if isinstance(first, (str, os.PathLike)):
+        first = load_model(str(first), None, args.teacher_model_init_kwargs)
+    if first is None:
+        return load_model(str(path), None, role="student"), teacher_model
+    init_kwargs = _label_kwargs(str(path), first)
+    student = load_model(str(path), first, init_kwargs, role="student")
+    return student, [first, *teachers[1:]] if listed else first
+
+
+def _label_kwargs(path: str, teacher: PreTrainedModel) -> dict:
+    """The teacher's labels for a student whose config has none of its own (placeholders), for labelled tasks."""
+    if not task_for(teacher).labelled_outputs:
+        return {}
+    config = AutoConfig.from_pretrained(path)
+    if not is_default_id2label(getattr(config, "id2label", None)):
+        return {}  # its own labels: check_compatibility compares them with the teacher's
+    id2label = {int(i): name for i, name in (teacher.config.id2label or {}).items()}
+    kwargs = {
+        "num_labels": teacher.config.num_labels,
+        "id2label": id2label,
+        "label2id": {name: i for i, name in id2label.items()},
+    }
+    if teacher.config.problem_type is not None:
+        kwargs["problem_type"] = teacher.config.problem_type
+    return kwargs
 
 
 def _check_checkpoint_complete(checkpoint: str) -> None:
