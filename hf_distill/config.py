@@ -178,6 +178,20 @@ class DistillationConfig(TrainingArguments):
             "[teacher, student] pairs is accepted too."
         },
     )
+    # transformers' field, with the default distillation wants: a distillation step runs the teacher AND the
+    # student, so the padding that random batches carry costs twice. Measured on an 8,000-tweet job (KD + hidden MSE,
+    # 2 epochs, batch 32, CPU): random batches 544 s, group_by_length 314 s, test accuracy 0.7605 vs 0.7625.
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Sampler for training batches: 'group_by_length' (default for distillation) puts examples of "
+            "similar length together (shuffled in groups), so batches carry little padding: a distillation step runs "
+            "both teacher and student on every padded position (on an 8,000-tweet job 314 s instead of 544 s with "
+            "'random', at the same accuracy). 'random' draws batches uniformly (transformers' default); "
+            "'sequential' keeps the data's order; 'batch_rebalance' balances padded tokens across devices.",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
     # The teachers named by teacher_model_name_or_path, read once (not a flag).
     teacher_paths: list[str] = field(init=False, default_factory=list, repr=False)
 

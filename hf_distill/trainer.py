@@ -6,6 +6,7 @@ import copy
 import inspect
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +168,25 @@ class DistillationTrainer(Trainer):
     def student(self) -> PreTrainedModel:
         """The student being trained (unwrapped)."""
         return self.accelerator.unwrap_model(self.model).student
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Batches of similar lengths by default (`train_sampling_strategy="group_by_length"`: less padding); random
+        batches for data whose examples hold no token ids to measure (e.g. `inputs_embeds`), with a warning."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and not _has_lengths(
+            dataset, self.args.length_column_name, self.processing_class
+        ):
+            logger.warning(
+                "train_sampling_strategy='group_by_length' needs each training example's input ids (or a "
+                f"'{self.args.length_column_name}' column); these examples have none, so batches are drawn at random"
+            )
+            strategy = self.args.train_sampling_strategy
+            self.args.train_sampling_strategy = "random"
+            try:
+                return super()._get_train_sampler(train_dataset)
+            finally:
+                self.args.train_sampling_strategy = strategy
+        return super()._get_train_sampler(train_dataset)
 
     # ---- the frozen teachers ----------------------------------------------------------------------------------------
 
@@ -431,10 +451,45 @@ class DistillationTrainer(Trainer):
     # ---- the model card ---------------------------------------------------------------------------------------
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """`Trainer.evaluate`, remembering the result (`last_eval_metrics`, `last_eval_prefix`) for the model card."""
-        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        """`Trainer.evaluate`, with the task's metrics when no `compute_metrics` was given, remembering the result
+        (`last_eval_metrics`, `last_eval_prefix`) for the model card.
+
+        Without a `compute_metrics` (and `preprocess_logits_for_metrics`), each evaluation uses the task's own
+        ([`~hf_distill.tasks.Task.evaluation`] of the dataset evaluated): accuracy and macro-F1, MSE and Pearson,
+        entity F1, exact match, perplexity. Question answering needs the evaluation split's offset, context and answer
+        columns: without them its metrics are left out.
+        """
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        default = None
+        if self.compute_metrics is None and self.preprocess_logits_for_metrics is None and not isinstance(dataset, dict):
+            default = self._task_evaluation(dataset)
+        if default is not None:
+            self.compute_metrics = default.compute_metrics
+            self.preprocess_logits_for_metrics = default.preprocess_logits_for_metrics
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            if default is not None:
+                self.compute_metrics = self.preprocess_logits_for_metrics = None
         self.last_eval_metrics, self.last_eval_prefix = dict(metrics), metric_key_prefix
         return metrics
+
+    def _task_evaluation(self, dataset):
+        """The task's evaluation of `dataset`, or None when the dataset lacks what it reads (logged once)."""
+        if dataset is None:
+            return None
+        teacher = self.teachers[0] if self.teachers else None
+        teacher_config = getattr(teacher, "config", None) or self.student.config
+        try:
+            return self.task.evaluation(dataset, teacher_config)
+        except (KeyError, ValueError, TypeError) as error:
+            if not getattr(self, "_warned_no_task_metrics", False):
+                logger.warning(
+                    f"evaluate() reports no {self.task.pipeline_tag} metrics: the evaluation data lacks what they read "
+                    f"({error.__class__.__name__}: {error}); pass compute_metrics=..., or keep those columns"
+                )
+                self._warned_no_task_metrics = True
+            return None
 
     def create_model_card(
         self,
@@ -652,6 +707,23 @@ class DistillationTrainer(Trainer):
             )
         device = next(wrapper.projections.parameters()).device
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
+
+
+def _has_lengths(dataset, length_column: str, processing_class) -> bool:
+    """Whether `LengthGroupedSampler` can read the length of each example of `dataset`."""
+    import datasets
+
+    if dataset is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
+        return True  # nothing to group: transformers decides
+    if isinstance(dataset, datasets.Dataset) and length_column in dataset.column_names:
+        return True
+    names = getattr(processing_class, "model_input_names", None)
+    name = names[0] if names else "input_ids"
+    try:
+        first = dataset[0]
+    except Exception:  # noqa: BLE001 - a dataset that cannot be indexed: transformers reports it
+        return True
+    return isinstance(first, Mapping) and name in first
 
 
 def _load_student(
