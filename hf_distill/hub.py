@@ -25,7 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import get_session
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
-from .model_card import METRICS_FILE, build_model_card
+from .model_card import METRICS_FILE, TRAINING_PLOT, build_model_card
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -67,7 +67,7 @@ TOKENIZER_FILES = (
 )
 # The card, the run's measurements, and the plots the run writes (images that README.md shows are added).
 CARD_FILES = ("README.md", METRICS_FILE)
-PLOT_FILES = ("distillation.png",)
+PLOT_FILES = ("distillation.png", TRAINING_PLOT)
 _SHARD_NAME = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 _IMAGE_LINK = re.compile(r"""(?:\]\(|src=["'])([^)"'\s/\\]+\.(?:png|jpe?g|gif|svg|webp))""", re.IGNORECASE)
 

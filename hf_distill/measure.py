@@ -11,17 +11,24 @@ teacher's through a plain `Trainer.evaluate` on the same split.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import has_length
 from transformers.utils import logging
+
+from .model_card import TRAINING_PLOT, teacher_license
 
 logger = logging.get_logger(__name__)
 
@@ -116,15 +123,17 @@ def evaluate_model(
     evaluation,
     batch_size: int = 64,
     use_cpu: bool | None = None,
+    progress: str | None = None,
 ) -> dict[str, float]:
     """The task metrics of `model` on `dataset` through a plain `Trainer.evaluate` with the task's `evaluation`
-    (its `compute_metrics` and `preprocess_logits_for_metrics`), without the `eval_` prefix and run-time figures."""
+    (its `compute_metrics` and `preprocess_logits_for_metrics`), without the `eval_` prefix and run-time figures.
+    With `progress`, a progress bar labelled with it (e.g. "Measuring the teacher on test.csv")."""
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch,
             per_device_eval_batch_size=batch_size,
             report_to="none",
-            disable_tqdm=True,
+            disable_tqdm=progress is None,
             use_cpu=bool(use_cpu) if use_cpu is not None else not torch.cuda.is_available(),
         )
         trainer = Trainer(
@@ -134,7 +143,42 @@ def evaluate_model(
             compute_metrics=evaluation.compute_metrics,
             preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
         )
-        return task_figures(trainer.evaluate(dataset), "eval")
+        with labelled_progress(trainer, progress):
+            return task_figures(trainer.evaluate(dataset), "eval")
+
+
+class LabelledProgressCallback(ProgressCallback):
+    """transformers' progress bars, with the evaluation bar labelled (its own has no description)."""
+
+    def __init__(self, label: str, max_str_len: int = 100):
+        super().__init__(max_str_len)
+        self.label = label
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and has_length(eval_dataloader) and self.prediction_bar is None:
+            self.prediction_bar = tqdm(
+                total=len(eval_dataloader), desc=self.label, leave=self.training_bar is None, dynamic_ncols=True
+            )
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+
+@contextlib.contextmanager
+def labelled_progress(trainer: Trainer, label: str | None) -> Iterator[None]:
+    """Labels the evaluation progress bar of `trainer` with `label` for the duration (when it shows one)."""
+    callbacks = trainer.callback_handler.callbacks
+    swapped = []
+    if label:
+        for index, callback in enumerate(callbacks):
+            if type(callback) is ProgressCallback:
+                labelled = LabelledProgressCallback(label, callback.max_str_len)
+                labelled.training_bar = callback.training_bar
+                callbacks[index] = labelled
+                swapped.append((index, callback))
+    try:
+        yield
+    finally:
+        for index, callback in swapped:
+            callbacks[index] = callback
 
 
 def task_figures(metrics: dict[str, float], prefix: str = "eval") -> dict[str, float]:
@@ -191,22 +235,27 @@ def measure_distillation(
     task_args = task.task_arguments(task_args)
     evaluation = task.evaluation(eval_dataset, teacher_config, task_args)
 
+    config = trainer.args
+    where = (dataset or {}).get("eval_file") or (dataset or {}).get("eval_split") or "the evaluation set"
     # The student, through the trainer: task metrics with agreement and KL to the teacher (on every process).
     saved = trainer.compute_metrics, trainer.preprocess_logits_for_metrics
     trainer.compute_metrics = evaluation.compute_metrics
     trainer.preprocess_logits_for_metrics = evaluation.preprocess_logits_for_metrics
     try:
-        final = trainer.evaluate(eval_dataset, metric_key_prefix="final")
+        with labelled_progress(trainer, f"Measuring the student on {where}"):
+            final = trainer.evaluate(eval_dataset, metric_key_prefix="final")
     finally:
         trainer.compute_metrics, trainer.preprocess_logits_for_metrics = saved
     if not trainer.is_world_process_zero():
         return None
 
-    config = trainer.args
     student = trainer.student
     student_facts = {**describe_model(student, config.output_dir), **task_figures(final, "final")}
     student_facts["teacher_layers"] = getattr(student.config, "distillation_teacher_layers", None)
     teacher_facts = {"name_or_path": trainer.teacher_name}
+    license_id = teacher_license(trainer.teacher_name)
+    if license_id:
+        teacher_facts["license"] = license_id
     if teacher is not None:
         folder = trainer.teacher_name if isinstance(trainer.teacher_name, str) else None
         teacher_facts.update(describe_model(teacher, folder))
@@ -218,6 +267,7 @@ def measure_distillation(
                 evaluation,
                 config.per_device_eval_batch_size,
                 config.use_cpu,
+                progress=None if config.disable_tqdm else f"Measuring the teacher on {where}",
             )
         )
     metrics = {
@@ -229,6 +279,7 @@ def measure_distillation(
     }
     latency = latency_settings(measure_args, student.device)
     if latency is not None:
+        logger.info(f"Measuring latency: batches of {latency['batch_size']} x {latency['sequence_length']} tokens")
         models = {"teacher": teacher, "student": student} if teacher is not None else {"student": student}
         measured = measure_latencies_ms(models, latency["batch_size"], latency["sequence_length"])
         for role, value in measured.items():
@@ -243,7 +294,85 @@ def measure_distillation(
     if write:
         write_metrics(config.output_dir, metrics)
         trainer.create_model_card()
+    # The trackers of `report_to` (wandb, tensorboard, mlflow, ...) get the comparison too, through the callbacks.
+    trainer.log(final_figures(metrics, task))
+    logger.info(summarize(config.output_dir, metrics, task))
     return metrics
+
+
+def final_figures(metrics: dict, task) -> dict[str, float]:
+    """The teacher-versus-student figures logged to the trackers at the end: `final/student_<metric>` and
+    `final/teacher_<metric>` for the task's metrics, the agreement and KL, and the size and latency ratios."""
+    student, teacher = metrics["student"], metrics["teacher"]
+    logs = {}
+    for metric in task.card_metrics:
+        for role, facts in (("student", student), ("teacher", teacher)):
+            if _is_number(facts.get(metric.key)):
+                logs[f"final/{role}_{metric.key}"] = facts[metric.key]
+    for key in ("teacher_agreement", "teacher_kl"):
+        if _is_number(student.get(key)):
+            logs[f"final/{key}"] = student[key]
+    for key, name in (("parameters", "parameter_ratio"), ("size_bytes", "size_ratio")):
+        if _is_number(student.get(key)) and _is_number(teacher.get(key)) and teacher[key]:
+            logs[f"final/{name}"] = student[key] / teacher[key]
+    latency = "latency_ms_per_batch"
+    for role, facts in (("student", student), ("teacher", teacher)):
+        if _is_number(facts.get(latency)):
+            logs[f"final/{role}_{latency}"] = facts[latency]
+    if _is_number(student.get(latency)) and _is_number(teacher.get(latency)) and student[latency]:
+        logs["final/speedup"] = teacher[latency] / student[latency]
+    return logs
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summarize(folder: str, metrics: dict, task) -> str:
+    """One line saying where the student is and how it scored against the teacher, in the task's own metrics (what
+    `hf-distill train` prints at the end, and what [`measure_distillation`] logs)."""
+    scores = []
+    for metric in task.card_metrics:
+        student, teacher = metrics["student"].get(metric.key), metrics["teacher"].get(metric.key)
+        if _is_number(student):
+            versus = f" (teacher {teacher:.4g})" if _is_number(teacher) else ""
+            scores.append(f"{metric.label} {student:.4g}{versus}")
+    split = metrics["dataset"].get("eval_file") or metrics["dataset"].get("eval_split")
+    return f"Student saved to {folder}: {', '.join(scores) or 'no task metric'} on {split}"
+
+
+def write_training_plot(folder: str, log_history: list[dict]) -> str | None:
+    """Plots the training loss (and each loss term) and the evaluation loss against the optimizer step into
+    `folder/distillation_training.png`, for the model card. Returns the path, or None when matplotlib (an optional
+    dependency: `pip install 'hf-distill[demo]'`) is missing or nothing was logged."""
+    curves = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            training = key == "loss" or key.startswith("loss_")
+            if (training or key == "eval_loss") and _is_number(value) and "step" in entry:
+                curves.setdefault(key, []).append((entry["step"], value))
+    if not curves:
+        return None
+    try:
+        from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
+    except ImportError:
+        return None
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    for key in sorted(curves, key=lambda k: (k != "loss", k != "eval_loss", k)):
+        steps, values = zip(*curves[key])
+        style = {"linewidth": 2} if key in ("loss", "eval_loss") else {"linewidth": 1, "linestyle": "--"}
+        label = {"loss": "training loss", "eval_loss": "evaluation loss"}.get(key, f"{key[5:]} term (training)")
+        axes.plot(steps, values, marker="o" if len(steps) < 3 else None, label=label, **style)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss")
+    axes.set_title("Distillation: training and evaluation loss")
+    axes.legend()
+    figure.tight_layout()
+    path = os.path.join(folder, TRAINING_PLOT)
+    os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
 
 
 def _first_teacher(trainer) -> PreTrainedModel | None:
@@ -277,6 +406,7 @@ def training_settings(config) -> dict:
         "learning_rate": config.learning_rate,
         "per_device_train_batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "train_sampling_strategy": str(config.train_sampling_strategy),
         "seed": config.seed,
     }
 

@@ -9,6 +9,7 @@ template `model_cards/student.md` (see [`template_path`]).
 
 from __future__ import annotations
 
+import ast
 import importlib.resources
 import json
 import os
@@ -23,9 +24,11 @@ from transformers import PretrainedConfig
 from .tasks import CardMetric, Task, get_task, task_name_of_class
 from .terms import TERMS
 
-__all__ = ["METRICS_FILE", "TEMPLATE_NAME", "build_model_card", "template_path"]
+__all__ = ["METRICS_FILE", "TEMPLATE_NAME", "TRAINING_PLOT", "build_model_card", "teacher_license", "template_path"]
 
 METRICS_FILE = "distillation_metrics.json"
+# The training and evaluation loss curves of the run (written when matplotlib is installed), shown by the card.
+TRAINING_PLOT = "distillation_training.png"
 TEMPLATE_NAME = "student.md"
 TAGS = ["distillation", "hf-distill", "knowledge-distillation"]
 
@@ -43,6 +46,7 @@ _TRAINING_LABELS = {
     "weight_decay": "Weight decay",
     "warmup_ratio": "Warm-up ratio",
     "lr_scheduler_type": "Learning-rate schedule",
+    "train_sampling_strategy": "Batch order",
     "seed": "Seed",
     "train_runtime_s": "Training time",
 }
@@ -91,7 +95,9 @@ def build_model_card(
         dataset_name (`str`, *optional*): Overrides `metrics["dataset"]["name"]`; listed under `datasets` when it is a
             Hub dataset id (not a local file).
         distillation (`dict`, *optional*): Overrides keys of `metrics["distillation"]` (loss weights, temperature).
-        license (`str`, *optional*): License id for the metadata, e.g. `"apache-2.0"`.
+        license (`str`, *optional*): License id for the metadata, e.g. `"apache-2.0"`. Defaults to the teacher's
+            (`metrics["teacher"]["license"]`, see [`teacher_license`]); when neither is known the metadata has none
+            and the card says that the student inherits the teacher's license terms.
         language (`str` or `list`, *optional*): Language code(s) for the metadata.
         model_id (`str`, *optional*): The repo id the card is for: its title and the usage snippet's `model=`
             (defaults to `output_dir`, so the snippet runs against the local folder).
@@ -142,6 +148,9 @@ def build_model_card(
     model_ref = model_id or str(output_dir)
     title = model_id.split("/")[-1] if model_id else folder.resolve().name
 
+    teacher_license_id = teacher.get("license") if isinstance(teacher.get("license"), str) else None
+    license_id = license or teacher_license_id
+    usage = _usage(task, model_ref, folder)
     eval_results = _eval_results(student, pipeline_tag, dataset, card_metrics)
     tags = list(TAGS)
     if isinstance(config.get("model_type"), str):
@@ -149,13 +158,14 @@ def build_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        license=license,
+        license=license_id,
         language=language,
         datasets=[ds_name] if ds_name and _is_hub_id(ds_name, dataset=True) else None,
         base_model=teacher_ref if teacher_is_hub_id else None,
         tags=tags,
         model_name=title if eval_results else None,
         eval_results=eval_results or None,
+        widget=_widget(usage),
     )
 
     context = {
@@ -181,7 +191,9 @@ def build_model_card(
         "results": _results(teacher, student, baseline, card_metrics),
         "latency_setup": _latency_setup(latency),
         "summary": _summary(teacher, student, baseline, card_metrics),
-        "usage": _usage(task, model_ref, folder),
+        "usage": usage,
+        "license_note": _license_note(license, teacher_license_id, _display_name(teacher_ref)),
+        "training_plot": TRAINING_PLOT if (folder / TRAINING_PLOT).is_file() else None,
         "train_examples": _train_examples(dataset),
         "versions": [(_FRAMEWORK_NAMES.get(k, k), v) for k, v in _section(metrics, "framework_versions").items() if v],
     }
@@ -510,6 +522,69 @@ def _usage(task: Task | None, model_ref: str, folder: Path) -> dict | None:
         mask = mask.get("content") if isinstance(mask, dict) else mask
         call = call.replace("{mask_token}", mask or "[MASK]")
     return {"variable": variable, "model": model_ref, "call": call}
+
+
+def _widget(usage: dict | None) -> list[dict] | None:
+    """The Hub's inference widget example: the inputs of the task's usage example (`classifier("I love this
+    movie!")` gives `text`; question answering's `question=` / `context=` give `text` and `context`)."""
+    if usage is None:
+        return None
+    try:
+        call = ast.parse(usage["call"], mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(call, ast.Call):
+        return None
+    example = {}
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        example["text"] = call.args[0].value
+    for keyword in call.keywords:
+        value = keyword.value.value if isinstance(keyword.value, ast.Constant) else None
+        if isinstance(value, str) and keyword.arg in ("text", "question", "context"):
+            example["context" if keyword.arg == "context" else "text"] = value
+    return [example] if "text" in example else None
+
+
+def teacher_license(name_or_path) -> str | None:
+    """The license id in the metadata of the teacher's card: its folder's `README.md`, or for a Hub id the card in
+    the local Hub cache (never a download). None when there is no card or it names no license."""
+    if not isinstance(name_or_path, str) or not name_or_path:
+        return None
+    readme = os.path.join(name_or_path, "README.md")
+    if not os.path.isdir(name_or_path):
+        if not _is_hub_id(name_or_path):
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name_or_path, "README.md")
+        except (HFValidationError, ValueError, OSError):
+            return None
+        if not isinstance(cached, str):
+            return None
+        readme = cached
+    try:
+        found = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict().get("license")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
+def _license_note(given: str | None, teacher_license_id: str | None, teacher: str | None) -> str | None:
+    """What the card says about the license: taken from the teacher, or unknown (the teacher's terms apply)."""
+    derived = "a distilled model is derived from its teacher's weights and predictions"
+    if given:
+        return None  # the user chose it; the metadata says it
+    if teacher_license_id:
+        named = f" `{teacher}`" if teacher else ""
+        return (
+            f"This model is released under `{teacher_license_id}`, the license of its teacher{named}: {derived}, "
+            "so it inherits the teacher's license terms."
+        )
+    return (
+        f"No license is recorded for the teacher: {derived}, so the student inherits the teacher's license terms. "
+        "Check them before using or publishing this model."
+    )
 
 
 def _eval_results(

@@ -507,20 +507,23 @@ class DistillationTrainer(Trainer):
 
         Used by `push_to_hub`. Figures come from `distillation_metrics.json` in `output_dir` when the run wrote one
         (`hf-distill train` and [`~hf_distill.measure_distillation`] do), else from the last `trainer.evaluate()`;
-        the distillation settings come from this trainer's config, the rows from its task's card metrics.
+        the distillation settings come from this trainer's config, the rows from its task's card metrics. The license
+        defaults to the teacher's (its card's metadata); the training and evaluation loss curves are plotted into
+        `distillation_training.png` and shown, when matplotlib is installed.
         """
         if not self.is_world_process_zero():
             return
-        from .measure import METRICS_FILE, task_figures
-        from .model_card import build_model_card
+        from .measure import METRICS_FILE, task_figures, write_training_plot
+        from .model_card import build_model_card, teacher_license
 
+        write_training_plot(self.args.output_dir, self.state.log_history)
         metrics = None
-        last = getattr(self, "last_eval_metrics", None)
-        if last and not os.path.isfile(os.path.join(self.args.output_dir, METRICS_FILE)):
+        if not os.path.isfile(os.path.join(self.args.output_dir, METRICS_FILE)):
+            last = getattr(self, "last_eval_metrics", None)
             metrics = {
                 "task": self.task.pipeline_tag,
-                "teacher": {"name_or_path": self.teacher_name},
-                "student": task_figures(last, self.last_eval_prefix),
+                "teacher": {"name_or_path": self.teacher_name, "license": teacher_license(self.teacher_name)},
+                "student": task_figures(last, self.last_eval_prefix) if last else {},
             }
         card = build_model_card(
             self.args.output_dir,
