@@ -461,7 +461,8 @@ class DistillationTrainer(Trainer):
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         default = None
-        if self.compute_metrics is None and self.preprocess_logits_for_metrics is None and not isinstance(dataset, dict):
+        given = self.compute_metrics is not None or self.preprocess_logits_for_metrics is not None
+        if not given and not isinstance(dataset, dict):  # a dict of datasets comes back here one by one
             default = self._task_evaluation(dataset)
         if default is not None:
             self.compute_metrics = default.compute_metrics
@@ -485,8 +486,8 @@ class DistillationTrainer(Trainer):
         except (KeyError, ValueError, TypeError) as error:
             if not getattr(self, "_warned_no_task_metrics", False):
                 logger.warning(
-                    f"evaluate() reports no {self.task.pipeline_tag} metrics: the evaluation data lacks what they read "
-                    f"({error.__class__.__name__}: {error}); pass compute_metrics=..., or keep those columns"
+                    f"evaluate() reports no {self.task.pipeline_tag} metrics: the evaluation data lacks what they "
+                    f"read ({error.__class__.__name__}: {error}); pass compute_metrics=..., or keep those columns"
                 )
                 self._warned_no_task_metrics = True
             return None

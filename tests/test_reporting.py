@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def config(tmp_path, **overrides):
     settings = dict(
+        eval_steps=2,
         output_dir=str(tmp_path / "student"),
         max_steps=3,
         per_device_train_batch_size=8,
@@ -171,7 +172,10 @@ def test_a_dataset_without_token_ids_falls_back_to_random_batches(tmp_path, teac
             return {"inputs_embeds": torch.zeros(5, 32), "labels": i % 3}
 
     trainer = DistillationTrainer(
-        model=build_student(teacher, num_layers=2), teacher_model=teacher, args=config(tmp_path), train_dataset=Embedded()
+        model=build_student(teacher, num_layers=2),
+        teacher_model=teacher,
+        args=config(tmp_path),
+        train_dataset=Embedded(),
     )
     with caplog.at_level(logging.WARNING, logger="hf_distill"):
         sampler = trainer._get_train_sampler()
@@ -223,7 +227,7 @@ def test_card_embeds_the_training_plot_and_the_push_sends_it(tmp_path, teacher):
     pytest.importorskip("matplotlib")
     assert TRAINING_PLOT in PLOT_FILES
     evaluation = random_classification_dataset(8, seed=1)
-    trainer = classification_trainer(tmp_path, teacher, evaluation, logging_steps=1, eval_strategy="steps", eval_steps=2)
+    trainer = classification_trainer(tmp_path, teacher, evaluation, logging_steps=1, eval_strategy="steps")
     trainer.train()
     trainer.save_model()
     trainer.create_model_card()
