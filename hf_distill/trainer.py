@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_pt_utils import nested_detach
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_detach
 from transformers.utils import find_labels, logging
 
 from . import losses
@@ -186,7 +186,11 @@ class DistillationTrainer(Trainer):
                 return super()._get_train_sampler(train_dataset)
             finally:
                 self.args.train_sampling_strategy = strategy
-        return super()._get_train_sampler(train_dataset)
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler = SeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     # ---- the frozen teachers ----------------------------------------------------------------------------------------
 
@@ -711,6 +715,26 @@ class DistillationTrainer(Trainer):
             )
         device = next(wrapper.projections.parameters()).device
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' `LengthGroupedSampler` with an order fixed by the seed and the epoch, as random batches have.
+
+    transformers' own draws from the global RNG, so its order depends on whatever ran before the epoch: two runs with
+    the same seed differ, and a run resumed in the middle of an epoch skips batches of another order than the one it
+    trained on. Here each epoch's order comes from `seed + epoch` (the Trainer calls `set_epoch`)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def _has_lengths(dataset, length_column: str, processing_class) -> bool:

@@ -161,6 +161,23 @@ def test_batches_group_examples_of_similar_length_by_default(tmp_path, teacher):
     assert table_rows(body)["Batch order"] == ["group_by_length"]
 
 
+def test_batches_of_similar_length_follow_the_seed_and_the_epoch(tmp_path, teacher):
+    """The order is the seed's, whatever ran before (transformers' sampler reads the global RNG): same seed, same
+    batches, and a resumed run replays the epoch it skips into."""
+
+    def order(seed, epoch):
+        sampler = classification_trainer(tmp_path, teacher, seed=seed)._get_train_sampler()
+        sampler.set_epoch(epoch)
+        torch.manual_seed(len(order.calls))  # anything may have used the global RNG in between
+        order.calls.append(seed)
+        return list(sampler)
+
+    order.calls = []
+    assert order(0, 0) == order(0, 0) and order(0, 1) == order(0, 1)
+    assert order(0, 0) != order(0, 1) and order(0, 0) != order(1, 0)
+    assert sorted(order(0, 0)) == list(range(24))
+
+
 def test_a_dataset_without_token_ids_falls_back_to_random_batches(tmp_path, teacher, caplog):
     """Grouping by length reads each example's input ids; examples without them train in random order, as before."""
 
