@@ -11,7 +11,9 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from datasets import Dataset  # noqa: E402, F401  (importable from here, as before)
 from huggingface_hub import constants  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402, F401  (as before)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hub_server import HubServer  # noqa: E402
