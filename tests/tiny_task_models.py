@@ -34,7 +34,7 @@ TAGS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # The first 18 words (`CORE_WORDS`) are the vocabulary of the corpus sentences and of `tiny_tokenizer()`; the others
-# serve the data tests and the model card's usage example.
+# serve the data tests.
 WORDS = (
     "good bad great awful fine okay love hate the a is was movie film day it not very "
     "plot actors music ok boring fun loved hated really story ending cat dog sat on mat sleeps outside inside "
