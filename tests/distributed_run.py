@@ -14,10 +14,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from conftest import pad_collate, random_classification_dataset, tiny_bert  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from tiny_task_models import pad_collate, random_classification_dataset, tiny_bert  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 

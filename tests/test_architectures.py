@@ -3,6 +3,7 @@
 import pytest
 import torch
 import transformers
+from tiny_task_models import VOCAB_SIZE, tiny_bert
 from torch import nn
 
 from hf_distill import architectures, relations, student
@@ -18,8 +19,6 @@ from hf_distill.architectures import (
 )
 from hf_distill.modeling import input_names
 
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
-
 
 class DataParallelLike(nn.Module):
     """What DDP and Accelerate wrappers look like from outside: the model at `.module`, no `config`."""
@@ -33,13 +32,12 @@ class DataParallelLike(nn.Module):
 
 
 def bert():
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(transformers.BertConfig(**TINY)).eval()
+    return tiny_bert(num_layers=2).eval()
 
 
 def distilbert():
     torch.manual_seed(0)
-    config = transformers.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
+    config = transformers.DistilBertConfig(vocab_size=VOCAB_SIZE, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
     return transformers.DistilBertForSequenceClassification(config).eval()
 
 
@@ -56,7 +54,15 @@ def test_one_table_serves_the_student_builder_and_the_relation_capture():
 def test_unknown_and_rejected_families_are_named_with_the_reason():
     with pytest.raises(ValueError, match=r"model_type 't5'.*does not know where its layers are.*bert, deberta-v2"):
         qkv_paths("t5")
-    albert = transformers.AlbertModel(transformers.AlbertConfig(**TINY, embedding_size=16))
+    albert_config = transformers.AlbertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        embedding_size=16,
+    )
+    albert = transformers.AlbertModel(albert_config)
     with pytest.raises(ValueError, match=r"AlbertModel \(model_type 'albert'\): ALBERT shares one set of layer"):
         architecture(albert, "build a student from")
     with pytest.raises(ValueError, match=r"Cannot find the layers of Linear \(model_type None\)"):

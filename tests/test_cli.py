@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_sentiment_rows
+from tiny_task_models import write_sentiment_rows
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill.cli import main
@@ -123,10 +123,10 @@ def test_cache_command_then_train_from_it_equals_training_with_the_teacher(tmp_p
 
 
 def test_train_with_two_teachers_and_a_merged_lora_student(tmp_path, teacher_folder):
-    from conftest import WORDS, tiny_bert, tiny_tokenizer
+    from tiny_task_models import CORE_WORDS, tiny_bert, tiny_tokenizer
 
     second = tmp_path / "teacher2"
-    tiny_bert(num_layers=2, seed=4, vocab_size=len(WORDS) + 5).save_pretrained(second)
+    tiny_bert(num_layers=2, seed=4, vocab_size=len(CORE_WORDS) + 5).save_pretrained(second)
     tiny_tokenizer().save_pretrained(second)
     recipe = write_recipe(tmp_path, teacher_folder, ".csv", measure_latency=False)
     lora = '{"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"]}'

@@ -58,8 +58,8 @@ def test_two_processes_reading_a_teacher_cache_match_one_process_with_the_live_t
     """Each rank reads the cached rows of its own examples: the two-rank cached run ends with the student of the
     one-process live run."""
     sys.path.insert(0, str(SCRIPT.parent))
-    from conftest import pad_collate, tiny_bert
     from distributed_run import training_data
+    from tiny_task_models import pad_collate, tiny_bert
 
     from hf_distill.cache import build_teacher_cache
 

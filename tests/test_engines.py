@@ -7,7 +7,7 @@ import pytest
 import torch
 from accelerate.commands.config.config_args import ClusterConfig
 from accelerate.utils import DistributedType
-from conftest import pad_collate, random_classification_dataset, tiny_bert
+from tiny_task_models import pad_collate, random_classification_dataset, tiny_bert
 
 from hf_distill import DistillationConfig, DistillationTrainer
 from hf_distill.teacher import teacher_placement

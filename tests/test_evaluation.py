@@ -1,6 +1,6 @@
 """Measuring models (hf_distill.measure): latency in turns, sizes, and the figures kept from an evaluation."""
 
-from conftest import tiny_bert
+from tiny_task_models import tiny_bert
 
 from hf_distill.measure import describe_model, measure_latencies_ms, task_figures
 

@@ -13,13 +13,8 @@ import torch
 import yaml
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
-    BertTokenizer,
-)
+from tiny_task_models import tiny_bert, tiny_tokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_distill.hub import files_to_push, push_student
 from hf_distill.model_card import METRICS_FILE
@@ -28,7 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 REPO = "test-user/tiny-student"
 TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "it", "was", "not", "very"]
 LEFTOVERS = [
     "distillation_projections.safetensors",
     "training_args.bin",
@@ -52,20 +46,9 @@ METRICS = {
 def saved_student(tmp_path_factory):
     """A tiny saved BERT classifier with tokenizer and metrics, plus training leftovers and a plot."""
     folder = tmp_path_factory.mktemp("template") / "student"
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(WORDS),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=3,
-        id2label={0: "negative", 1: "neutral", 2: "positive"},
-        label2id={"negative": 0, "neutral": 1, "positive": 2},
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(folder)
+    tokenizer = tiny_tokenizer()
+    tiny_bert(num_layers=2, seed=0, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     (folder / METRICS_FILE).write_text(json.dumps(METRICS), encoding="utf-8")
     (folder / "distillation.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     for leftover in LEFTOVERS:

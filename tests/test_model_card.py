@@ -6,41 +6,22 @@ import json
 import re
 
 import pytest
-import torch
-import yaml
-from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertTokenizer
+from tiny_task_models import LABELS, regressor, split_card, table_rows, tiny_bert, tiny_tokenizer, token_classifier
 
 from hf_distill.model_card import METRICS_FILE, build_model_card, template_path
 
 pytestmark = pytest.mark.timeout(60)
 
 TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
-LABELS = {0: "negative", 1: "neutral", 2: "positive"}
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "love", "this", "movie", "!", "hate", "it"]
-
-
-def tiny_config(**overrides):
-    return BertConfig(
-        vocab_size=len(WORDS),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=3,
-        id2label=dict(LABELS),
-        label2id={v: k for k, v in LABELS.items()},
-        **overrides,
-    )
 
 
 @pytest.fixture
 def student_dir(tmp_path):
     """A saved tiny student (2 layers, hidden 32) with a word-level tokenizer."""
     folder = tmp_path / "student"
-    torch.manual_seed(0)
-    BertForSequenceClassification(tiny_config()).save_pretrained(folder)
-    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(folder)
+    tokenizer = tiny_tokenizer()
+    tiny_bert(num_layers=2, seed=0, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -105,22 +86,6 @@ def full_metrics():
             "datasets": "5.2.0",
         },
     }
-
-
-def split_card(card) -> tuple[dict, str]:
-    text = str(card)
-    match = re.match(r"^---\n(.*?)\n---\n(.*)$", text, flags=re.S)
-    assert match, "the card must start with a YAML front matter block"
-    return yaml.safe_load(match.group(1)), match.group(2)
-
-
-def table_rows(body: str) -> dict[str, list[str]]:
-    rows = {}
-    for line in body.splitlines():
-        if line.startswith("| ") and not line.startswith("|---"):
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            rows[cells[0]] = cells[1:]
-    return rows
 
 
 def test_template_ships_beside_the_code():
@@ -233,8 +198,7 @@ def test_overrides_local_teacher_and_data_file(student_dir, tmp_path):
 
 def test_pipeline_tag_and_usage_follow_the_head(tmp_path):
     folder = tmp_path / "tagger"
-    config = tiny_config()
-    BertForTokenClassification(config).save_pretrained(folder)
+    token_classifier(num_layers=2).save_pretrained(folder)
     meta, body = split_card(build_model_card(str(folder), model_id="someone/tiny-tagger"))
     assert meta["pipeline_tag"] == "token-classification"
     assert 'pipeline("token-classification", model="someone/tiny-tagger")' in body
@@ -290,9 +254,7 @@ def test_each_task_shows_its_own_metrics(student_dir, task):
 
 def test_regression_card_shows_mse_and_pearson(tmp_path):
     folder = tmp_path / "regressor"
-    config = tiny_config()
-    config.num_labels, config.problem_type = 1, "regression"
-    BertForSequenceClassification(config).save_pretrained(folder)
+    regressor(num_layers=2, problem_type="regression").save_pretrained(folder)
     metrics = {
         "task": "text-classification",
         "dataset": {"name": "scores.csv", "eval_split": "validation", "eval_file": "validation.csv"},

@@ -7,8 +7,7 @@ import os
 
 import pytest
 import safetensors.torch
-from conftest import pad_collate, random_classification_dataset, tiny_bert
-from test_trainer import make_trainer
+from tiny_task_models import make_trainer, pad_collate, random_classification_dataset, tiny_bert
 
 from hf_distill.cache import CACHE_INFO_NAME, CacheMismatchError, TeacherCache, build_teacher_cache
 from hf_distill.outputs import check_output_dir, last_complete_checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer
+from tiny_task_models import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer
 
 from hf_distill import DistillationConfig, DistillationTrainer
 from hf_distill.hub import files_to_push, push_student

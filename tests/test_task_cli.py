@@ -4,25 +4,22 @@ from the Python API (`measure_distillation`, `trainer.create_model_card()` after
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from conftest import WORDS, tiny_bert, tiny_tokenizer, write_sentiment_rows
 from tiny_task_models import (
+    CASE_IDS,
+    CASES,
+    CORE_WORDS,
     TAGS,
     bert_config,
-    corpus_sentence,
-    gpt2,
-    llama,
-    masked_lm,
-    question_answerer,
-    regressor,
-    token_classifier,
+    case,
+    split_card,
+    table_rows,
+    tiny_tokenizer,
+    write_task_file,
 )
 from transformers import AutoModelForCausalLM, BertModel
 
@@ -34,121 +31,35 @@ from hf_distill.tasks import task_for
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _classifier(vocab_size):
-    return tiny_bert(num_layers=4, seed=0, vocab_size=vocab_size)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _regressor(vocab_size):
-    return regressor(num_layers=4)
-
-
-def _tiny(build):
-    return lambda vocab_size: build(num_layers=4, vocab_size=vocab_size)
-
-
-# case -> teacher builder, data kind, whether a transfer set (unlabelled file) is given, the card's metric rows, the
-# model-index metric types, the metrics every model gets in the metrics file
-CASES = {
-    "text-classification": (
-        _classifier,
-        "sentiment",
-        True,
-        ("Accuracy", "Macro-F1"),
-        {"accuracy", "f1"},
-        ("accuracy", "macro_f1"),
-    ),
-    "regression": (_regressor, "score", False, ("MSE", "Pearson correlation"), {"mse", "pearsonr"}, ("mse",)),
-    "token-classification": (
-        _tiny(token_classifier),
-        "tags",
-        False,
-        ("Entity F1", "Entity precision", "Entity recall"),
-        {"f1", "precision", "recall", "accuracy"},
-        ("f1", "precision", "accuracy"),
-    ),
-    "question-answering": (
-        _tiny(question_answerer),
-        "squad",
-        False,
-        ("Exact match", "F1"),
-        {"exact_match", "f1"},
-        ("exact_match", "f1"),
-    ),
-    "fill-mask": (_tiny(masked_lm), "text", True, ("Perplexity",), {"perplexity", "accuracy"}, ("perplexity",)),
-    "text-generation-gpt2": (_tiny(gpt2), "text", True, ("Perplexity",), {"perplexity", "accuracy"}, ("perplexity",)),
-    "text-generation-llama": (
-        _tiny(llama),
-        "text",
-        False,
-        ("Perplexity",),
-        {"perplexity", "accuracy"},
-        ("perplexity",),
-    ),
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_rows(path, kind, count, seed):
-    """`count` rows of the data `kind` as JSON Lines; `unlabeled` rows keep only the inputs."""
-    rng = random.Random(seed)
-    if kind == "sentiment":
-        return str(write_sentiment_rows(path, count, seed=seed))
-    rows = []
-    for _ in range(count):
-        sentence = corpus_sentence(rng)
-        if kind == "tags":
-            tokens = sentence.split()
-            rows.append({"tokens": tokens, "ner_tags": [rng.choice(list(TAGS.values())) for _ in tokens]})
-        elif kind == "squad":
-            answer = rng.choice(sentence.split())
-            start = f" {sentence} ".index(f" {answer} ")
-            question = " ".join(rng.choice(WORDS) for _ in range(3))
-            rows.append(
-                {"question": question, "context": sentence, "answers": {"text": [answer], "answer_start": [start]}}
-            )
-        elif kind == "score":
-            rows.append({"text": sentence, "label": rng.uniform(-1, 1)})
-        else:
-            rows.append({"text": sentence})
-    Path(path).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
-
-
-def save_teacher(folder, case):
+def save_teacher(folder, task_case):
     tokenizer = tiny_tokenizer()
-    CASES[case][0](len(tokenizer)).save_pretrained(folder)
+    task_case.build(num_layers=4, vocab_size=len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def data_files(tmp_path, case):
+def data_files(tmp_path, task_case):
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
-    kind, transfer = CASES[case][1], CASES[case][2]
     files = {
-        "train_file": write_rows(data / "train.jsonl", kind, 40, seed=1),
-        "validation_file": write_rows(data / "validation.jsonl", kind, 12, seed=2),
-        "test_file": write_rows(data / "test.jsonl", kind, 10, seed=3),
+        "train_file": str(write_task_file(task_case.id, data / "train.jsonl", 40, seed=1)),
+        "validation_file": str(write_task_file(task_case.id, data / "validation.jsonl", 12, seed=2)),
+        "test_file": str(write_task_file(task_case.id, data / "test.jsonl", 10, seed=3)),
     }
-    if transfer:  # texts without labels, none of them in the evaluation data (which would drop it)
+    if task_case.transfer_set:  # texts without labels, none of them in the evaluation data (which would drop it)
         rng = random.Random(4)
-        rows = [{"text": " ".join(rng.choice(WORDS) for _ in range(8))} for _ in range(8)]
+        rows = [{"text": " ".join(rng.choice(CORE_WORDS) for _ in range(8))} for _ in range(8)]
         (data / "unlabeled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         files["unlabeled_file"] = str(data / "unlabeled.jsonl")
     return files
 
 
-def train_flags(tmp_path, teacher, case, output="student"):
+def train_flags(tmp_path, teacher, task_case, output="student"):
     flags = ["--teacher_model_name_or_path", str(teacher), "--output_dir", str(tmp_path / output)]
-    for name, path in data_files(tmp_path, case).items():
+    for name, path in data_files(tmp_path, task_case).items():
         flags += [f"--{name}", path]
     return flags + [
         *("--max_steps", "3", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"),
@@ -157,42 +68,27 @@ def train_flags(tmp_path, teacher, case, output="student"):
     ]
 
 
-def split_card(text):
-    front, body = re.match(r"^---\n(.*?)\n---\n(.*)$", text, flags=re.S).groups()
-    return yaml.safe_load(front), body
-
-
-def table_rows(body):
-    rows = {}
-    for line in body.splitlines():
-        if line.startswith("| ") and not line.startswith("|---"):
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            rows[cells[0]] = cells[1:]
-    return rows
-
-
-def check_card(folder, case, eval_file="test.jsonl"):
+def check_card(folder, task_case, eval_file="test.jsonl"):
     """The card's table and model-index carry the task's own metrics, measured on the file named."""
-    _, _, transfer, rows, index_types, _ = CASES[case]
     meta, body = split_card((folder / "README.md").read_text())
     table = table_rows(body)
-    for label in rows:
+    for label in task_case.card_rows:
         assert label in table and table[label][1] != "–", (label, table.get(label))
     assert "No evaluation results were recorded" not in body
     (result,) = meta["model-index"][0]["results"]
-    assert {metric["type"] for metric in result["metrics"]} == index_types
+    assert {metric["type"] for metric in result["metrics"]} == task_case.model_index_types
     assert result["dataset"]["name"] == eval_file and "train" not in result["dataset"]["name"]
     assert f"**Evaluation data:** `{eval_file}`" in body and f"examples of `{eval_file}`" in body
     return meta, table, body
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_train_each_task_end_to_end(tmp_path, case):
+@pytest.mark.parametrize("task_case", CASES, ids=CASE_IDS)
+def test_train_each_task_end_to_end(tmp_path, task_case):
     """Replaces test_task_cli.test_train_each_task_end_to_end (four tasks) and test_cli's text-classification card
     checks: every case, with its card's metrics, evaluation file and labelled / unlabelled counts."""
-    teacher = save_teacher(tmp_path / "teacher", case)
-    flags = train_flags(tmp_path, teacher, case)
-    if case == "fill-mask":  # DistilBERT's triple loss; the other cases infer the task from the teacher
+    teacher = save_teacher(tmp_path / "teacher", task_case)
+    flags = train_flags(tmp_path, teacher, task_case)
+    if task_case.id == "masked-lm":  # DistilBERT's triple loss; the other cases infer the task from the teacher
         flags += ["--task", "fill-mask", "--hidden_weight", "1", "--hidden_loss_type", "cosine"]
     main(["train", *flags])
 
@@ -207,29 +103,34 @@ def test_train_each_task_end_to_end(tmp_path, case):
     assert metrics["task"] == task.pipeline_tag
     dataset = metrics["dataset"]
     assert dataset["eval_split"] == "test" and dataset["eval_file"] == "test.jsonl" and dataset["eval_examples"] == 10
-    assert dataset["train_examples"] == 40 and dataset.get("unlabeled_examples") == (8 if CASES[case][2] else None)
+    assert dataset["train_examples"] == 40 and dataset.get("unlabeled_examples") == (
+        8 if task_case.transfer_set else None
+    )
     for role in ("teacher", "student"):
-        for key in (*CASES[case][5], "parameters", "latency_ms_per_batch"):
+        for key in (*task_case.card_keys, "parameters", "latency_ms_per_batch"):
             assert isinstance(metrics[role][key], (int, float)), (role, key)
-    if case != "regression":  # argmax agreement and KL need classes
+    if not task_case.is_regression:  # argmax agreement and KL need classes
         assert 0 <= metrics["student"]["teacher_agreement"] <= 1 and metrics["student"]["teacher_kl"] >= 0
     assert metrics["student"]["parameters"] < metrics["teacher"]["parameters"]
     if "perplexity" in metrics["student"]:
         assert metrics["teacher"]["perplexity"] > 1
-    if case == "token-classification":
+    if task_case.id == "token-classification":
         assert student.config.id2label == TAGS
 
-    _, _, body = check_card(folder, case)
-    expected = "40 labelled, plus 8 unlabelled (a transfer set" if CASES[case][2] else "**Training examples:** 40\n"
+    _, _, body = check_card(folder, task_case)
+    expected = (
+        "40 labelled, plus 8 unlabelled (a transfer set" if task_case.transfer_set else "**Training examples:** 40\n"
+    )
     assert expected in body
 
 
-@pytest.mark.parametrize("case", ["text-classification", "regression", "question-answering", "text-generation-gpt2"])
-def test_python_api_writes_the_commands_card(tmp_path, case):
+@pytest.mark.parametrize("case_id", ["text-classification", "regression", "question-answering", "causal-lm-gpt2"])
+def test_python_api_writes_the_commands_card(tmp_path, case_id):
     """measure_distillation after trainer.train() gives the card the command gives; create_model_card() after
     trainer.evaluate() shows the evaluation (it used to say "No evaluation results were recorded")."""
-    teacher_folder = save_teacher(tmp_path / "teacher", case)
-    files = data_files(tmp_path, case)
+    task_case = case(case_id)
+    teacher_folder = save_teacher(tmp_path / "teacher", task_case)
+    files = data_files(tmp_path, task_case)
     files.pop("unlabeled_file", None)
     teacher = load_model(teacher_folder)
     tokenizer = tiny_tokenizer()
@@ -257,7 +158,7 @@ def test_python_api_writes_the_commands_card(tmp_path, case):
     train_result = trainer.train()
     trainer.save_model()
 
-    if case != "regression":
+    if not task_case.is_regression:
         # The Python user's card from trainer.evaluate(): the agreement with the teacher, never "no results".
         trainer.evaluate(datasets["test"])
         trainer.create_model_card()
@@ -273,15 +174,15 @@ def test_python_api_writes_the_commands_card(tmp_path, case):
         train_result=train_result,
     )
     assert json.loads((tmp_path / "python" / METRICS_FILE).read_text()) == metrics
-    _, table, _ = check_card(tmp_path / "python", case)
+    _, table, _ = check_card(tmp_path / "python", task_case)
 
-    main(["train", *train_flags(tmp_path, teacher_folder, case, output="command")])
-    _, command_table, _ = check_card(tmp_path / "command", case)
+    main(["train", *train_flags(tmp_path, teacher_folder, task_case, output="command")])
+    _, command_table, _ = check_card(tmp_path / "command", task_case)
     assert list(table) == list(command_table)  # the same rows (results, losses, training), in the same order
 
 
 def test_student_command_builds_a_student_of_any_task(tmp_path):
-    teacher = save_teacher(tmp_path / "teacher", "text-generation-llama")
+    teacher = save_teacher(tmp_path / "teacher", case("causal-lm-llama"))
     main(["student", "--teacher_model_name_or_path", str(teacher), "--output_dir", str(tmp_path / "s")])
     student = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
     assert type(student).__name__ == "LlamaForCausalLM" and student.config.num_hidden_layers == 2
@@ -292,17 +193,17 @@ def test_a_teacher_without_a_task_head_needs_the_task(tmp_path):
     BertModel(bert_config(2)).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     with pytest.raises(ValueError, match="cannot tell the task of the teacher .* from its architecture BertModel"):
-        main(["train", *train_flags(tmp_path, folder, "fill-mask")])
+        main(["train", *train_flags(tmp_path, folder, case("masked-lm"))])
 
 
 def test_unknown_task_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown task 'translation'"):
-        main(["train", *train_flags(tmp_path, tmp_path, "fill-mask"), "--task", "translation"])
+        main(["train", *train_flags(tmp_path, tmp_path, case("masked-lm")), "--task", "translation"])
 
 
 def test_token_classification_tags_must_be_the_teachers(tmp_path):
-    teacher = save_teacher(tmp_path / "teacher", "token-classification")
-    flags = train_flags(tmp_path, teacher, "token-classification")
+    teacher = save_teacher(tmp_path / "teacher", case("token-classification"))
+    flags = train_flags(tmp_path, teacher, case("token-classification"))
     rows = tmp_path / "data" / "train.jsonl"
     rows.write_text(json.dumps({"tokens": ["the", "movie"], "ner_tags": ["B-ORG", "O"]}) + "\n")
     with pytest.raises(ValueError, match="tag 'B-ORG' of column 'ner_tags' is not one of the teacher's labels"):
@@ -311,8 +212,8 @@ def test_token_classification_tags_must_be_the_teachers(tmp_path):
 
 def test_the_example_script_runs_the_same_code_for_any_task(tmp_path):
     """Replaces test_task_script_runs_the_same_code (scripts/distill_causal_lm.py): one script for every task."""
-    teacher = save_teacher(tmp_path / "teacher", "text-generation-gpt2")
-    flags = train_flags(tmp_path, teacher, "text-generation-gpt2")
+    teacher = save_teacher(tmp_path / "teacher", case("causal-lm-gpt2"))
+    flags = train_flags(tmp_path, teacher, case("causal-lm-gpt2"))
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "distill.py"), *flags, "--measure_latency", "false"],
         capture_output=True,

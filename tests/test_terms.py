@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import pad_collate, random_classification_dataset, tiny_bert
+from tiny_task_models import pad_collate, random_classification_dataset, tiny_bert
 
 from hf_distill import DistillationConfig, DistillationTrainer
 from hf_distill.model_card import _losses

@@ -1,96 +1,25 @@
+"""The trainer on the tiny sequence classifier: the frozen teacher, each term logged and weighted, the exact evaluation
+loss, projections through checkpoints, and construction errors. The gradient-accumulation check of every task case is
+test_tasks.test_gradient_accumulation_gives_the_gradient_of_one_big_batch."""
+
 import copy
 import os
 
 import pytest
 import torch
-from conftest import pad_collate, random_classification_dataset, tiny_bert
 from safetensors.torch import load_file
+from tiny_task_models import (
+    ALL_TERMS,
+    make_config,
+    make_trainer,
+    pad_collate,
+    random_classification_dataset,
+    tiny_bert,
+)
 from transformers import AutoModelForSequenceClassification, BertForTokenClassification, TrainerCallback
 
-from hf_distill import DistillationConfig, DistillationTrainer
+from hf_distill import DistillationTrainer
 from hf_distill.trainer import PROJECTIONS_NAME
-
-ALL_TERMS = {
-    "kd_weight": 1.0,
-    "label_weight": 0.5,
-    "logit_mse_weight": 0.3,
-    "hidden_weight": 2.0,
-    "attention_weight": 1.0,
-}
-
-
-def make_config(tmp_path, **overrides):
-    settings = {
-        "output_dir": str(tmp_path / "out"),
-        "report_to": "none",
-        "use_cpu": True,
-        "per_device_train_batch_size": 8,
-        "per_device_eval_batch_size": 8,
-        "max_steps": 4,
-        "learning_rate": 1e-3,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "seed": 0,
-        "disable_tqdm": True,
-        **overrides,
-    }
-    return DistillationConfig(**settings)
-
-
-def make_trainer(tmp_path, student, teacher, dataset=None, **overrides):
-    dataset = dataset if dataset is not None else random_classification_dataset(32)
-    return DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_config(tmp_path, **overrides),
-        train_dataset=dataset,
-        eval_dataset=dataset,
-        data_collator=pad_collate,
-    )
-
-
-def trainable_state(trainer):
-    return {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
-
-
-def one_sgd_step_delta(tmp_path, batch_size, accumulation):
-    """Parameter change after one plain SGD step with lr 1: exactly minus the gradient of the step."""
-    teacher = tiny_bert(num_layers=4, hidden=32, seed=0)
-    student = tiny_bert(num_layers=2, hidden=16, seed=1)  # other width: the hidden loss goes through projections
-    trainer = make_trainer(
-        tmp_path / f"b{batch_size}",
-        student,
-        teacher,
-        dataset=random_classification_dataset(16, seed=5, min_len=2, max_len=20),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        optim="sgd",
-        learning_rate=1.0,
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        **ALL_TERMS,
-    )
-    before = trainable_state(trainer)
-    trainer.train()
-    return {k: before[k] - v for k, v in trainable_state(trainer).items()}, trainer
-
-
-def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path):
-    big, trainer = one_sgd_step_delta(tmp_path, batch_size=16, accumulation=1)
-    accumulated, _ = one_sgd_step_delta(tmp_path, batch_size=8, accumulation=2)
-    assert set(trainer.state.log_history[0]) >= {
-        "loss_kd",
-        "loss_label",
-        "loss_logit_mse",
-        "loss_hidden",
-        "loss_attention",
-    }
-    assert any(k.startswith("projections.") for k in big)
-    assert sum(d.abs().sum().item() for d in big.values()) > 1e-3  # a real gradient, not zeros
-    for name in big:
-        torch.testing.assert_close(accumulated[name], big[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_teacher_is_frozen_unwrapped_and_unchanged(tmp_path, dataset):

@@ -7,8 +7,7 @@ import json
 import peft
 import pytest
 import torch
-from conftest import pad_collate, random_classification_dataset, tiny_bert
-from test_trainer import make_config, make_trainer
+from tiny_task_models import make_config, make_trainer, pad_collate, random_classification_dataset, tiny_bert
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill import DistillationTrainer

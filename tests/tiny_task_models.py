@@ -1,16 +1,21 @@
 """The shared factory of the test suite: tiny models of each task head, a word tokenizer, random batches, tiny data
-files, and `CASES`, the one table of task cases that task tests are parametrised over.
+files, the trainer settings the tests start from, and `CASES`, the one table of task cases that task tests are
+parametrised over.
 
-Adding a task: one row in `CASES` (and, if its data is new, a branch in `random_task_rows` and `write_task_file`).
-This is a plain module (no tests, no fixtures): test files import it, never each other.
+Adding a task: one row in `CASES` (and, if its data is new, a branch in `random_task_rows` and `task_rows`).
+This is a plain module (no tests, no fixtures): test files import it, never each other. `conftest.py` holds the
+fixtures and re-exports the names it exported before this module held them.
 """
 
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import yaml
+from datasets import Dataset
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -28,16 +33,14 @@ MASK_ID = 4
 TAGS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# The first 18 words are conftest.WORDS, in its order (the same ids); the others serve the data tests.
+# The first 18 words (`CORE_WORDS`) are the vocabulary of the corpus sentences and of `tiny_tokenizer()`; the others
+# serve the data tests.
 WORDS = (
     "good bad great awful fine okay love hate the a is was movie film day it not very "
     "plot actors music ok boring fun loved hated really story ending cat dog sat on mat sleeps outside inside "
     "animal weather sunny rainy today na null sarah london lives in my name where do i live paris how"
 ).split()
-
-
-# conftest.WORDS: the vocabulary of the corpus sentences, and of the tokenizer the task tests' figures were set with.
-CORE_WORDS = WORDS[:18]
+CORE_WORDS = WORDS[:18]  # also exported as conftest.WORDS
 
 
 def tiny_tokenizer(words=CORE_WORDS):
@@ -86,13 +89,28 @@ def regressor(num_layers=4, hidden=32, seed=0, **kwargs):
     )
 
 
+def tiny_bert_config(num_layers=4, hidden=32, heads=4, **overrides):
+    """The tiny BERT sequence classifier's config (labels negative / neutral / positive); `overrides` are set on it
+    as attributes (so `vocab_size=120` or `num_labels=5` work as on a loaded config)."""
+    config = bert_config(
+        num_layers, hidden, heads, num_labels=3, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()}
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def tiny_bert(num_layers=4, hidden=32, heads=4, seed=0, **overrides):
+    """The suite's default model: a BERT sequence classifier over `VOCAB_SIZE` ids, initialised as BERT is."""
+    return _seeded(
+        seed, lambda: BertForSequenceClassification(tiny_bert_config(num_layers, hidden, heads, **overrides))
+    )
+
+
 def classifier(num_layers=4, hidden=32, seed=0, **kwargs):
-    """A sequence classifier whose labels are negative / neutral / positive (initialised wider than BERT's default, so
-    that teacher and student disagree by more than float32 rounding)."""
-    kwargs.setdefault("initializer_range", 0.3)
-    kwargs.setdefault("id2label", dict(LABELS))
-    kwargs.setdefault("label2id", {v: k for k, v in kwargs["id2label"].items()})
-    return _seeded(seed, lambda: BertForSequenceClassification(bert_config(num_layers, hidden, **kwargs)))
+    """The text-classification case's model: `tiny_bert` initialised wider than BERT's default, so that teacher and
+    student disagree by more than float32 rounding."""
+    return tiny_bert(num_layers, hidden, seed=seed, **{"initializer_range": 0.3, **kwargs})
 
 
 def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
@@ -181,6 +199,17 @@ def pad_batch(features, pad_to=None):
     return batch
 
 
+def random_classification_dataset(n=32, seed=0, min_len=4, max_len=12):
+    """`random_task_rows("sequence-classification", ...)` as a `Dataset`: ids of random lengths (so batches need
+    padding), labels 0..2, no padding applied yet."""
+    return Dataset.from_list(random_task_rows("sequence-classification", n, seed, min_len, max_len))
+
+
+def pad_collate(features):
+    """The collator of the classification tests: `pad_batch` (dynamic padding, as DataCollatorWithPadding does)."""
+    return pad_batch(features)
+
+
 def corpus_sentence(rng):
     """A sentence of a small weighted grammar over `WORDS`: a teacher learns clear next and masked tokens."""
 
@@ -243,6 +272,104 @@ def write_task_file(case_id: str, path, count: int, seed: int = 0):
     return path
 
 
+def write_sentiment_rows(path, count, seed=0, labels=("negative", "neutral", "positive")):
+    """Writes `count` rows of random sentences over `CORE_WORDS` with a `sentiment` label, as CSV or JSON Lines by
+    extension."""
+    rng = random.Random(seed)
+    rows = [
+        {"text": " ".join(rng.choice(CORE_WORDS) for _ in range(rng.randint(3, 9))), "sentiment": rng.choice(labels)}
+        for _ in range(count)
+    ]
+    with open(path, "w") as handle:
+        if str(path).endswith(".csv"):
+            handle.write("text,sentiment\n" + "".join(f"{r['text']},{r['sentiment']}\n" for r in rows))
+        else:
+            handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def split_card(card) -> tuple[dict, str]:
+    """A model card (text or `ModelCard`) as (its YAML front matter, its body)."""
+    match = re.match(r"^---\n(.*?)\n---\n(.*)$", str(card), flags=re.S)
+    assert match, "the card must start with a YAML front matter block"
+    return yaml.safe_load(match.group(1)), match.group(2)
+
+
+def table_rows(body: str) -> dict[str, list[str]]:
+    """The rows of the card's Markdown tables: {first cell: the other cells}."""
+    rows = {}
+    for line in body.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+# ---- trainer settings ---------------------------------------------------------------------------------------------
+
+# Every distillation term that works on any pair of the table, at weights that make each one count.
+ALL_TERMS = {
+    "kd_weight": 1.0,
+    "label_weight": 0.5,
+    "logit_mse_weight": 0.3,
+    "hidden_weight": 2.0,
+    "attention_weight": 1.0,
+}
+# Plain SGD at a constant rate, nothing else: the parameter change of a step is exactly -lr times its gradient, so a
+# student after a few steps shows any difference in the losses or their normalisation.
+SGD = {
+    "optim": "sgd",
+    "learning_rate": 1.0,
+    "lr_scheduler_type": "constant",
+    "weight_decay": 0.0,
+    "max_grad_norm": 0.0,
+}
+
+
+def make_config(tmp_path, **overrides):
+    """A `DistillationConfig` for a short, seeded CPU run writing to `tmp_path / "out"`."""
+    from hf_distill import DistillationConfig
+
+    settings = {
+        "output_dir": str(tmp_path / "out"),
+        "report_to": "none",
+        "use_cpu": True,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "max_steps": 4,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 0,
+        "disable_tqdm": True,
+        **overrides,
+    }
+    return DistillationConfig(**settings)
+
+
+def make_trainer(tmp_path, student, teacher, dataset=None, data_collator=pad_collate, **overrides):
+    """A `DistillationTrainer` of `make_config(tmp_path, **overrides)`, training and evaluating on `dataset` (default:
+    32 random classification rows)."""
+    from hf_distill import DistillationTrainer
+
+    dataset = dataset if dataset is not None else random_classification_dataset(32)
+    return DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_config(tmp_path, **overrides),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        data_collator=data_collator,
+    )
+
+
+def trainable_state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+
+
+# ---- the table of task cases --------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class TaskCase:
     """One row of the task table.
@@ -255,6 +382,10 @@ class TaskCase:
         rows: the `random_task_rows` kind of its tokenised batches.
         metric_keys: the keys its evaluation's `compute_metrics` returns.
         is_regression: a regression head.
+        card_keys: the metrics its model card shows, headline first (what issue 12 asks of each task).
+        card_rows: the labels of those rows in the card's table.
+        model_index_types: the metric types of its `model-index` entry.
+        transfer_set: whether its command-line run is given an unlabelled transfer file (`--unlabeled_file`).
     """
 
     id: str
@@ -263,6 +394,10 @@ class TaskCase:
     rows: str
     metric_keys: tuple[str, ...]
     is_regression: bool = False
+    card_keys: tuple[str, ...] = ()
+    card_rows: tuple[str, ...] = ()
+    model_index_types: frozenset[str] = frozenset()
+    transfer_set: bool = False
 
     def pair(self, student_hidden: int = 32, **kwargs):
         """(student, teacher): a 2-layer student of width `student_hidden`, a 4-layer teacher."""
@@ -274,6 +409,11 @@ class TaskCase:
         return self.id
 
 
+_LM_CARD = {
+    "card_keys": ("perplexity", "accuracy"),
+    "card_rows": ("Perplexity",),
+    "model_index_types": frozenset({"perplexity", "accuracy"}),
+}
 CASES = (
     TaskCase(
         "text-classification",
@@ -281,21 +421,49 @@ CASES = (
         classifier,
         "sequence-classification",
         ("accuracy", "macro_f1"),
+        card_keys=("accuracy", "macro_f1"),
+        card_rows=("Accuracy", "Macro-F1"),
+        model_index_types=frozenset({"accuracy", "f1"}),
+        transfer_set=True,
     ),
-    TaskCase("regression", "sequence-classification", regressor, "regression", ("mse", "pearson"), True),
+    TaskCase(
+        "regression",
+        "sequence-classification",
+        regressor,
+        "regression",
+        ("mse", "pearson"),
+        True,
+        card_keys=("mse", "pearson"),
+        card_rows=("MSE", "Pearson correlation"),
+        model_index_types=frozenset({"mse", "pearsonr"}),
+    ),
     TaskCase(
         "token-classification",
         "token-classification",
         token_classifier,
         "token-classification",
         ("precision", "recall", "f1", "accuracy"),
+        card_keys=("f1", "precision", "recall", "accuracy"),
+        card_rows=("Entity F1", "Entity precision", "Entity recall"),
+        model_index_types=frozenset({"f1", "precision", "recall", "accuracy"}),
     ),
     TaskCase(
-        "question-answering", "question-answering", question_answerer, "question-answering", ("exact_match", "f1")
+        "question-answering",
+        "question-answering",
+        question_answerer,
+        "question-answering",
+        ("exact_match", "f1"),
+        card_keys=("exact_match", "f1"),
+        card_rows=("Exact match", "F1"),
+        model_index_types=frozenset({"exact_match", "f1"}),
     ),
-    TaskCase("masked-lm", "masked-lm", masked_lm, "masked-lm", ("perplexity", "accuracy")),
-    TaskCase("causal-lm-gpt2", "causal-lm", gpt2, "causal-lm", ("perplexity", "accuracy")),
-    TaskCase("causal-lm-llama", "causal-lm", llama, "causal-lm", ("perplexity", "accuracy")),
+    TaskCase(
+        "masked-lm", "masked-lm", masked_lm, "masked-lm", ("perplexity", "accuracy"), **_LM_CARD, transfer_set=True
+    ),
+    TaskCase(
+        "causal-lm-gpt2", "causal-lm", gpt2, "causal-lm", ("perplexity", "accuracy"), **_LM_CARD, transfer_set=True
+    ),
+    TaskCase("causal-lm-llama", "causal-lm", llama, "causal-lm", ("perplexity", "accuracy"), **_LM_CARD),
 )
 CASE_IDS = [case.id for case in CASES]
 # One case per task (the first of each), for tests about what a task owns rather than about a model family.
