@@ -188,6 +188,7 @@ def read_recipe(parser: argparse.ArgumentParser, name_or_path: str) -> dict:
             text_value = value_node.value if isinstance(value_node, yaml.ScalarNode) else None
             written[key_node.value] = (text_value, value_node.start_mark.line + 1)
     actions = _actions_by_dest(parser)
+    containers = _container_types(parser)
     values = {}
     for key, value in recipe.items():
         if key not in actions:
@@ -196,7 +197,10 @@ def read_recipe(parser: argparse.ArgumentParser, name_or_path: str) -> dict:
             parser.error(f"{path}: {key!r} is not an option of this command{hint} (see --help for the options)")
         as_written, line = written.get(str(key), (None, None))
         where = f"{path}, line {line}" if line else str(path)
-        values[key] = _recipe_value(parser, actions[key], key, value, as_written, where)
+        if isinstance(value, (list, dict)) and type(value) in containers.get(key, ()):
+            values[key] = value  # a list or mapping where the option's field takes one (report_to, peft_config)
+        else:
+            values[key] = _recipe_value(parser, actions[key], key, value, as_written, where)
     return values
 
 
@@ -209,15 +213,26 @@ def _actions_by_dest(parser: argparse.ArgumentParser) -> dict[str, argparse.Acti
     return actions
 
 
-_YAML_BOOLEAN_WORDS = {"yes", "no", "on", "off", "y", "n", "true", "false"}
+def _container_types(parser) -> dict[str, set[type]]:
+    """For each option, `list` and/or `dict` when its dataclass field takes one (e.g. `dict | str | None`): read from
+    the fields' annotations, since the parser's actions only keep the type a command-line string converts to."""
+    import typing
+
+    containers = {}
+    for dataclass_type in getattr(parser, "dataclass_types", ()):
+        for name, annotation in typing.get_type_hints(dataclass_type).items():
+            kinds = {typing.get_origin(arg) or arg for arg in typing.get_args(annotation) or (annotation,)}
+            kinds.add(typing.get_origin(annotation) or annotation)
+            containers[name] = {kind for kind in (list, dict) if kind in kinds}
+    return containers
 
 
 def _recipe_value(parser, action: argparse.Action, key: str, value, as_written: str | None, where: str):
     """The recipe value to give the parser as the option's default, or a usage error saying how to write it."""
-    if value is None or isinstance(value, (list, dict)) and (action.nargs in ("+", "*") or action.type is dict):
+    if value is None:
         return value
     kind = _kind(action)
-    shown = as_written if as_written is not None else repr(value)
+    shown = as_written if as_written is not None else _flow_yaml(value)
     read_as = _read_as(value)
     quoted = f'{key}: "{shown}"'
 
@@ -259,6 +274,12 @@ def _recipe_value(parser, action: argparse.Action, key: str, value, as_written: 
             return int(value)
         return value
     return value
+
+
+def _flow_yaml(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _kind(action: argparse.Action) -> str:
