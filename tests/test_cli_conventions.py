@@ -228,11 +228,11 @@ def test_recipe_lists_and_mappings_where_the_option_takes_them(tmp_path, capsys)
         tmp_path,
         tmp_path / "teacher",
         report_to=["none"],
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing_kwargs={"use_reentrant": False},
         peft_config={"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"]},
     )
     config = parse_train([str(recipe)])["config"]
-    assert config.gradient_checkpointing_kwargs == {"use_reentrant": False} and config.peft_config["r"] == 4
+    assert config.activation_checkpointing_kwargs == {"use_reentrant": False} and config.peft_config["r"] == 4
     recipe.write_text(recipe.read_text() + "output_dir: [a, b]\n")
     assert "`output_dir: [a, b]` is read by YAML as a list, but output_dir takes text" in usage_error(
         ["train", str(recipe)], capsys
