@@ -586,7 +586,8 @@ def _wants_traceback(argv: Sequence[str]) -> bool:
 
 
 def _message(error: BaseException) -> str:
-    text = str(error).strip() or error.__class__.__name__
+    # One line: a multi-line message (transformers' "couldn't connect ... / Check your internet ...") is joined.
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or error.__class__.__name__
     # The library's own refusals say what was wrong and how to fix it; anything else may be a bug: name its type.
     if not isinstance(error, (ValueError, OSError, RuntimeError)):
         text = f"{error.__class__.__name__}: {text} (rerun with {TRACEBACK_ENV}=1 for the traceback)"

@@ -283,6 +283,15 @@ def test_ctrl_c_exits_130_quietly(monkeypatch, capsys):
     assert exit_info.value.code == 130 and capsys.readouterr().err == ""
 
 
+def test_a_multi_line_message_becomes_one_line(monkeypatch, capsys):
+    def offline(argv):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    monkeypatch.setitem(cli._COMMAND_FUNCTIONS, "train", offline)
+    message = run_error(["train"], capsys)
+    assert message == "We couldn't connect to 'https://huggingface.co' to load the files. Check your connection."
+
+
 def test_an_unexpected_error_names_its_type(monkeypatch, capsys):
     def broken(argv):
         raise KeyError("input_ids")
