@@ -1,27 +1,42 @@
-"""hf_distill: knowledge distillation of Hugging Face Transformers models into small, fast students."""
+"""hf_distill: knowledge distillation of Hugging Face Transformers models into small, fast students.
 
-from .cache import CacheMismatchError, TeacherCache, build_teacher_cache
-from .config import DistillationConfig
-from .layer_map import LayerMap, LayerPair
-from .losses import (
-    attention_loss,
-    attention_relation_loss,
-    hidden_state_loss,
-    logit_mse,
-    similarity_loss,
-    soft_target_kl,
-    task_cross_entropy,
-    task_mse,
-)
-from .measure import measure_distillation
-from .modeling import DistillationModel
-from .relations import QKVCapture
-from .run import run_distillation
-from .student import build_student, select_teacher_layers
-from .teacher import average_soft_targets, load_model
-from .trainer import DistillationTrainer
+The public names below are imported on first use (PEP 562), so `import hf_distill` (and the `hf-distill` command's
+`--help`) does not pay for torch, transformers and datasets until a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Each public name and the module that defines it.
+_MODULE_OF = {
+    "CacheMismatchError": "cache",
+    "TeacherCache": "cache",
+    "build_teacher_cache": "cache",
+    "DistillationConfig": "config",
+    "LayerMap": "layer_map",
+    "LayerPair": "layer_map",
+    "attention_loss": "losses",
+    "attention_relation_loss": "losses",
+    "hidden_state_loss": "losses",
+    "logit_mse": "losses",
+    "similarity_loss": "losses",
+    "soft_target_kl": "losses",
+    "task_cross_entropy": "losses",
+    "task_mse": "losses",
+    "measure_distillation": "measure",
+    "DistillationModel": "modeling",
+    "QKVCapture": "relations",
+    "run_distillation": "run",
+    "build_student": "student",
+    "select_teacher_layers": "student",
+    "average_soft_targets": "teacher",
+    "load_model": "teacher",
+    "DistillationTrainer": "trainer",
+}
 
 __all__ = [
     "CacheMismatchError",
@@ -48,3 +63,38 @@ __all__ = [
     "task_cross_entropy",
     "task_mse",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs read: the same names, imported eagerly
+    from .cache import CacheMismatchError, TeacherCache, build_teacher_cache
+    from .config import DistillationConfig
+    from .layer_map import LayerMap, LayerPair
+    from .losses import (
+        attention_loss,
+        attention_relation_loss,
+        hidden_state_loss,
+        logit_mse,
+        similarity_loss,
+        soft_target_kl,
+        task_cross_entropy,
+        task_mse,
+    )
+    from .measure import measure_distillation
+    from .modeling import DistillationModel
+    from .relations import QKVCapture
+    from .run import run_distillation
+    from .student import build_student, select_teacher_layers
+    from .teacher import average_soft_targets, load_model
+    from .trainer import DistillationTrainer

@@ -142,7 +142,7 @@ def test_engines_on_gpus_match_one_process(tmp_path, config):
     try:
         (one,) = run([sys.executable, str(SCRIPT), str(single), "8"], single)
         accelerate = str(Path(sys.executable).parent / "accelerate")
-        configs = Path(__file__).resolve().parents[1] / "scripts" / "accelerate_configs"
+        configs = Path(__file__).resolve().parents[1] / "hf_distill" / "accelerate_configs"
         launch = [accelerate, "launch", "--config_file", str(configs / config), "--num_processes", "2"]
         ranks = run([*launch, "--mixed_precision", "no", str(SCRIPT), str(sharded), "4"], sharded)
     finally:

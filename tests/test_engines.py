@@ -12,7 +12,7 @@ from tiny_task_models import pad_collate, random_classification_dataset, tiny_be
 from hf_distill import DistillationConfig, DistillationTrainer
 from hf_distill.teacher import teacher_placement
 
-CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "accelerate_configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "hf_distill" / "accelerate_configs"
 
 
 def fake_accelerator(engine, zero_stage=None):

@@ -24,7 +24,7 @@ from tiny_task_models import (
 from transformers import AutoModelForCausalLM, BertModel
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student, load_model, measure_distillation
-from hf_distill.cli import main
+from hf_distill.cli import main, run_command
 from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.measure import METRICS_FILE
 from hf_distill.tasks import task_for
@@ -193,12 +193,13 @@ def test_a_teacher_without_a_task_head_needs_the_task(tmp_path):
     BertModel(bert_config(2)).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     with pytest.raises(ValueError, match="cannot tell the task of the teacher .* from its architecture BertModel"):
-        main(["train", *train_flags(tmp_path, folder, case("masked-lm"))])
+        run_command(["train", *train_flags(tmp_path, folder, case("masked-lm"))])
 
 
-def test_unknown_task_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown task 'translation'"):
-        main(["train", *train_flags(tmp_path, tmp_path, case("masked-lm")), "--task", "translation"])
+def test_unknown_task_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # refused while parsing: a usage error
+        run_command(["train", *train_flags(tmp_path, tmp_path, case("masked-lm")), "--task", "translation"])
+    assert exit_info.value.code == 2 and "unknown task 'translation'" in capsys.readouterr().err
 
 
 def test_token_classification_tags_must_be_the_teachers(tmp_path):
@@ -207,7 +208,7 @@ def test_token_classification_tags_must_be_the_teachers(tmp_path):
     rows = tmp_path / "data" / "train.jsonl"
     rows.write_text(json.dumps({"tokens": ["the", "movie"], "ner_tags": ["B-ORG", "O"]}) + "\n")
     with pytest.raises(ValueError, match="tag 'B-ORG' of column 'ner_tags' is not one of the teacher's labels"):
-        main(["train", *flags])
+        run_command(["train", *flags])
 
 
 def test_the_example_script_runs_the_same_code_for_any_task(tmp_path):
