@@ -201,12 +201,14 @@ def _check_layer_map(config: DistillationConfig, teacher: PreTrainedModel, stude
     start-up, not recorded silently), and says when no active loss uses the layer map."""
     if isinstance(config.layer_map, str) and config.layer_map in LAYER_MAP_STRATEGIES:
         return
-    LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
-    if not needs_of(active_terms(config)) & {"hidden_states", "attentions"}:
-        logger.warning(
-            f"layer_map {config.layer_map} is unused: no active loss compares layers (hidden_weight, "
-            "attention_weight and similarity_weight are 0); it is not recorded in the metrics or the card"
-        )
+    used = bool(needs_of(active_terms(config)) & {"hidden_states", "attentions"})
+    unused = "no active loss compares layers (hidden_weight, attention_weight and similarity_weight are 0)"
+    try:
+        LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+    except ValueError as error:
+        raise ValueError(f"{error}{'' if used else f'. It is unused: {unused}; fix it or drop --layer_map'}") from None
+    if not used:
+        logger.warning(f"layer_map {config.layer_map} is unused: {unused}; it is not recorded in the metrics or card")
 
 
 def _own_arguments(task: Task, task_args: Iterable | Any) -> Any:
