@@ -231,15 +231,16 @@ def check_model_path(path: str | None, role: str = "teacher") -> None:
     offline_miss = hub_constants.HF_HUB_OFFLINE and not _in_hub_cache(path)
     if not (_looks_local(path) or offline_miss):
         return
-    flag = f"--{role}_model_name_or_path"
+    what = f"could not load the {role} {path!r}"
     expanded = os.path.expanduser(path)
     if expanded != path and os.path.exists(expanded):
-        raise FileNotFoundError(f"{flag} {path!r}: '~' is not expanded here; give the full path, {expanded!r}")
+        raise FileNotFoundError(f"{what}: '~' is not expanded here; give the full path, {expanded!r}")
     close = _closest_existing(path)
-    hint = f"; did you mean {close!r}?" if close else ""
+    hint = f"; did you mean {close!r}?" if close else "."
     offline = "" if _looks_local(path) else " (and no Hub download of that id is cached; HF_HUB_OFFLINE is set)"
     raise FileNotFoundError(
-        f"{flag} {path!r}: no such folder{offline}{hint} Give a folder written by save_pretrained, or a Hub id"
+        f"{what}: no such folder{offline}{hint} Give a folder written by save_pretrained, or a Hub id "
+        f"(--{role}_model_name_or_path)"
     )
 
 

@@ -256,10 +256,10 @@ def test_a_local_looking_typo_says_the_folder_does_not_exist_with_the_closest(tm
     (tmp_path / "models" / "teacher-v2").mkdir(parents=True)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(
-        FileNotFoundError, match=r"'./models/teacher-v1': no such folder; did you mean 'models/teacher-v2'"
+        FileNotFoundError, match=r"teacher './models/teacher-v1': no such folder; did you mean 'models/teacher-v2'"
     ):
         check_model_path("./models/teacher-v1")
-    with pytest.raises(FileNotFoundError, match=r"no such folder Give a folder"):
+    with pytest.raises(FileNotFoundError, match=r"no such folder\. Give a folder .*--teacher_model_name_or_path"):
         check_model_path("./elsewhere/unrelated-name")
     check_model_path("models/teacher-v1")  # online, org/name is a Hub id: the loader asks the Hub
 
@@ -271,7 +271,7 @@ def test_an_offline_typo_says_the_folder_does_not_exist(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as error:
         main(["train", *train_flags(tmp_path, "models/teacher-v1", tmp_path / "student")])
     message = str(error.value)
-    assert "'models/teacher-v1': no such folder (and no Hub download of that id is cached" in message
+    assert "teacher 'models/teacher-v1': no such folder (and no Hub download of that id is cached" in message
     assert "did you mean 'models/teacher-v2'?" in message and "connect" not in message
 
 

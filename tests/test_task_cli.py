@@ -40,7 +40,7 @@ def _classifier(vocab_size):
 
 
 def _regressor(vocab_size):
-    return regressor(num_layers=4)
+    return regressor(num_layers=4, vocab_size=vocab_size)  # the tokenizer's vocabulary (checked at start-up)
 
 
 def _tiny(build):
