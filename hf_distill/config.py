@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from .layer_map import LAYER_MAP_STRATEGIES, parse_layer_pairs
-from .terms import TERMS
+from .layer_map import LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, parse_layer_pairs
+from .terms import TERMS, active_terms, needs_of
 
 _RELATION_TYPES = ("query", "key", "value")
 
@@ -173,7 +173,7 @@ class DistillationConfig(TrainingArguments):
         default="uniform",
         metadata={
             "help": "Which teacher layer each student layer learns from, for the hidden-state and attention losses: "
-            f"a strategy ({', '.join(LAYER_MAP_STRATEGIES)}) or explicit teacher:student pairs such as "
+            f"a strategy ({', '.join(LAYER_STRATEGIES)}) or explicit teacher:student pairs such as "
             "'2:1,4:2,6:3', numbered as hidden_states are (0 is the embedding output). In Python or YAML a list of "
             "[teacher, student] pairs is accepted too."
         },
@@ -190,6 +190,22 @@ class DistillationConfig(TrainingArguments):
             "'random', at the same accuracy). 'random' draws batches uniformly (transformers' default); "
             "'sequential' keeps the data's order; 'batch_rebalance' balances padded tokens across devices.",
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into an output_dir that already holds files this tool did not write (another model, other "
+            "files), which may be overwritten. Without it such a folder is refused at start-up. A teacher's folder "
+            "is refused even with it."
+        },
+    )
+    hub_strategy: str = field(
+        default="end",
+        metadata={
+            "help": "With push_to_hub: what is pushed and when. 'end' (the default here): one commit of the final "
+            "student, its card and metrics. 'every_save', 'checkpoint' and 'all_checkpoints' also push during "
+            "training, i.e. half-trained weights at each save."
         },
     )
     # The teachers named by teacher_model_name_or_path, read once (not a flag).
@@ -302,19 +318,25 @@ class DistillationConfig(TrainingArguments):
     def distillation_settings(self) -> dict[str, float | str]:
         """The settings that define the distillation (for the metrics file and the model card): JSON-serialisable,
         each term's weight under its weight field's name."""
+        from .student import teacher_reference  # (lazily: the student builder imports torch)
+
         settings = {
             "temperature": self.temperature,
             **{term.weight_field: float(getattr(self, term.weight_field)) for term in TERMS.values()},
             "hidden_loss_type": self.hidden_loss_type,
             "attention_loss_type": self.attention_loss_type,
-            "layer_map": self.layer_map,
         }
+        # Only when a loss compares layers: an unused layer map describes nothing that happened.
+        if needs_of(active_terms(self)) & {"hidden_states", "attentions"}:
+            settings["layer_map"] = self.layer_map
         if self.relation_weight:
             settings.update(relation_layers=self.relation_layers, relation_types=",".join(self.relation_types))
         if len(self.teacher_paths) > 1:
             weights = self.teacher_weights
+            # Hub ids as they are, local folders by their base name (a published file must not reveal the user's
+            # file system).
             settings.update(
-                teachers=",".join(self.teacher_paths),
+                teachers=",".join(teacher_reference(path) for path in self.teacher_paths),
                 teacher_weights=None if weights is None else ",".join(f"{w:g}" for w in weights),
             )
         if self.peft_config:

@@ -20,11 +20,13 @@ from transformers.utils import logging
 from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
-from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES
+from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .measure import MeasureArguments, measure_distillation
+from .outputs import check_output_dir, last_complete_checkpoint
 from .student import build_student
 from .tasks import Task, get_task
-from .teacher import load_model, load_tokenizer, task_of_pretrained
+from .teacher import load_model, load_tokenizer, position_limit, task_of_pretrained
+from .terms import active_terms, needs_of
 from .trainer import DistillationTrainer
 
 logger = logging.get_logger(__name__)
@@ -143,15 +145,70 @@ def _prepare(
     task_class = get_task(data_args.task) if data_args.task else task_of_pretrained(paths[0], init_kwargs)
     if not data_args.task:
         logger.info(f"Task inferred from the teacher's head: {task_class.pipeline_tag}")
+    # A teacher whose config names another head than --task's is refused (its head would be replaced at random).
     teachers = [load_model(paths[0], task_class, init_kwargs)]
     teachers += [load_model(path, teachers[0], init_kwargs) for path in paths[1:]]
     resolved = task_class.from_model(teachers[0])
-    tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0])
+    tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0], teachers[0])
+    _check_max_length(data_args, teachers[0])
     own_args = _own_arguments(resolved, task_args)
     raw = load_raw_datasets(data_args)
     datasets = resolved.prepare_datasets(raw, tokenizer, data_args, own_args, teachers[0].config)
     collator = resolved.data_collator(tokenizer, own_args)
     return _Prepared(resolved, teachers, tokenizer, datasets, collator, own_args)
+
+
+def _check_max_length(data_args: DataArguments, teacher: PreTrainedModel) -> None:
+    """Refuses a `--max_length` longer than the teacher's position embeddings (the student shares them): the first
+    longer batch would fail with a tensor-size error. Left at its default, it is lowered to the limit instead."""
+    limit = position_limit(teacher)
+    if limit is None or data_args.max_length <= limit:
+        return
+    if data_args.max_length == DataArguments.__dataclass_fields__["max_length"].default:
+        logger.info(f"max_length lowered from its default {data_args.max_length} to {limit}, the teacher's limit")
+        data_args.max_length = limit
+        return
+    raise ValueError(
+        f"--max_length {data_args.max_length} is longer than the teacher's {limit} position embeddings "
+        f"({type(teacher).__name__}, max_position_embeddings={limit}): give --max_length {limit} or less"
+    )
+
+
+def _start(config: DistillationConfig) -> str | bool | None:
+    """What a run checks about its output folder before anything is written; returns the checkpoint to resume from.
+
+    The output folder must not be a teacher's, nor hold anything else than this tool's outputs unless
+    `overwrite_output_dir` says so ([`~hf_distill.outputs.check_output_dir`]). `resume_from_checkpoint=True` means
+    the newest checkpoint whose saving finished (a half-written one, left by an interruption, is skipped).
+    """
+    check_output_dir(config.output_dir, protected=config.teacher_paths, overwrite=config.overwrite_output_dir)
+    resume = config.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        resume = resume.lower() == "true"
+    if resume is True:
+        resume = last_complete_checkpoint(config.output_dir)
+        if resume is None:
+            raise ValueError(
+                f"resume_from_checkpoint=True but {config.output_dir!r} holds no complete checkpoint-N folder: give "
+                "the checkpoint folder to resume from, or drop --resume_from_checkpoint to start afresh"
+            )
+        logger.info(f"Resuming from {resume}")
+    return resume or None
+
+
+def _check_layer_map(config: DistillationConfig, teacher: PreTrainedModel, student: PreTrainedModel) -> None:
+    """Checks explicit layer-map pairs against the layer counts whether or not a loss uses them (a typo is named at
+    start-up, not recorded silently), and says when no active loss uses the layer map."""
+    if isinstance(config.layer_map, str) and config.layer_map in LAYER_MAP_STRATEGIES:
+        return
+    used = bool(needs_of(active_terms(config)) & {"hidden_states", "attentions"})
+    unused = "no active loss compares layers (hidden_weight, attention_weight and similarity_weight are 0)"
+    try:
+        LayerMap.from_spec(config.layer_map, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+    except ValueError as error:
+        raise ValueError(f"{error}{'' if used else f'. It is unused: {unused}; fix it or drop --layer_map'}") from None
+    if not used:
+        logger.warning(f"layer_map {config.layer_map} is unused: {unused}; it is not recorded in the metrics or card")
 
 
 def _own_arguments(task: Task, task_args: Iterable | Any) -> Any:
@@ -212,9 +269,11 @@ def run_distillation(
     (the model card), then pushes it when `config.push_to_hub` is set. Returns the metrics (on the main process) and
     the training log.
     """
+    resume = _start(config)
     prepared = _prepare(student_args, data_args, config, task_args)
     datasets, teachers = prepared.datasets, prepared.teachers
     student = make_student(prepared.teacher, student_args)
+    _check_layer_map(config, prepared.teacher, student)
     validation = datasets.get("validation")
     evaluation = prepared.task.evaluation(validation, prepared.teacher.config, prepared.task_args)
     trainer = DistillationTrainer(
@@ -229,7 +288,7 @@ def run_distillation(
         preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
         callbacks=callbacks,
     )
-    train_result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(_internal_call=True)
     eval_split = prepared.eval_split
     metrics = None

@@ -8,12 +8,16 @@ vocabulary or over labels) is read from the [`~hf_distill.tasks.Task`], never fr
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto import modeling_auto
@@ -51,7 +55,11 @@ def load_model(
     """
     path = str(name_or_path)
     check_model_path(path, role)
-    task_class = _task_class(task) if task is not None else task_of_pretrained(path, init_kwargs, role)
+    if task is None:
+        task_class = task_of_pretrained(path, init_kwargs, role)
+    else:
+        task_class = _task_class(task)
+        check_head(path, task_class, init_kwargs, role, wanted_by=_wanted_by(task))
     try:
         return task_class.auto_class.from_pretrained(path, **(init_kwargs or {}))
     except (OSError, ValueError) as error:
@@ -61,9 +69,128 @@ def load_model(
         ) from error
 
 
-def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """The tokenizer at `name_or_path` (the teacher's folder or Hub id unless another is named)."""
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+def load_tokenizer(
+    name_or_path: str | os.PathLike, model: PreTrainedModel | None = None, role: str = "teacher"
+) -> PreTrainedTokenizerBase:
+    """The tokenizer at `name_or_path` (the teacher's folder or Hub id unless another is named); checked against
+    `model`'s embeddings when a model is given ([`check_tokenizer`])."""
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if model is not None:
+        check_tokenizer(tokenizer, model, name_or_path, role)
+    return tokenizer
+
+
+# Files that hold a tokenizer's vocabulary (tokenizer_config.json alone holds none).
+_VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "sentencepiece.model",
+)
+
+
+def check_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, source: str | os.PathLike, role: str = "teacher"
+) -> None:
+    """Refuses a tokenizer that does not fit `model`'s input embeddings, before anything is trained.
+
+    - Larger than the embedding matrix: its last ids would index past it (an `IndexError` deep in the embedding at
+      the first batch that holds one).
+    - Less than half its rows: what transformers builds from a folder without tokenizer files (a 5-token tokenizer of
+      special tokens, turning every word into the unknown token), or another model's tokenizer. Embedding matrices
+      are often padded beyond the tokenizer (to a multiple of 64 or 128), never to twice its size.
+
+    Raises:
+        `ValueError`: naming both sizes, the tokenizer's source and how to fix it (`--tokenizer_name`).
+    """
+    size, rows = len(tokenizer), _vocab_size(model)
+    source = str(source)
+    if size > rows:
+        raise ValueError(
+            f"the tokenizer of {source!r} has {size} tokens but the {role}'s embeddings have {rows} rows: token ids "
+            f">= {rows} would fail in the embedding. Give the tokenizer the {role} was trained with (--tokenizer_name)"
+        )
+    if 2 * size < rows:
+        missing = ""
+        if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in _VOCABULARY_FILES):
+            missing = (
+                f" The folder {source!r} holds no tokenizer files ({', '.join(_VOCABULARY_FILES[:3])}, "
+                "tokenizer_config.json, ...), so transformers built an empty tokenizer that reads every word as "
+                "its unknown token."
+            )
+        raise ValueError(
+            f"the tokenizer of {source!r} has {size} tokens but the {role}'s embeddings have {rows} rows: it is not "
+            f"the {role}'s tokenizer.{missing} Copy the {role}'s tokenizer files into the folder "
+            "(tokenizer.save_pretrained), or pass --tokenizer_name with the tokenizer it was trained with"
+        )
+
+
+def position_limit(model: PreTrainedModel) -> int | None:
+    """The longest input `model` can read: the size of its table of learned or fixed position embeddings
+    (`max_position_embeddings`, GPT-2's `n_positions`); `None` for models without one (rotary, relative or ALiBi
+    positions have no hard limit)."""
+    table = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and name.rsplit(".", 1)[-1] in _POSITION_TABLES:
+            table = module
+            break
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if table is None or not isinstance(limit, int):
+        return None
+    if table.padding_idx is not None:  # RoBERTa numbers positions from padding_idx + 1
+        limit = min(limit, table.num_embeddings - table.padding_idx - 1)
+    return limit
+
+
+# Names of the position-embedding tables of absolute-position models (BERT, RoBERTa, DistilBERT, GPT-2, OPT, ...).
+_POSITION_TABLES = ("position_embeddings", "wpe", "embed_positions")
+
+
+def check_head(
+    path: str, task_class: type[Task], init_kwargs: dict | None = None, role: str = "teacher", wanted_by: str = ""
+) -> None:
+    """Refuses to load `path` with `task_class`'s head when its config names a head of another task: that head would
+    be dropped and a new one initialised at random, then trained or distilled from without a word. A bare model (no
+    head, e.g. `BertModel`) or a head of no distilled task gets the new head, as asked.
+
+    Raises:
+        `ValueError`: naming the model's architecture and task, the task asked for and the fix.
+    """
+    config_kwargs = {k: v for k, v in (init_kwargs or {}).items() if k in _CONFIG_KWARGS}
+    try:
+        config = AutoConfig.from_pretrained(path, **config_kwargs)
+    except (OSError, ValueError):
+        return  # the loader names what is wrong with the path
+    architecture = (getattr(config, "architectures", None) or [None])[0]
+    if not architecture or getattr(config, "is_encoder_decoder", False):
+        return
+    tasks = _tasks_of_class_name(architecture)
+    if not tasks or task_class in tasks:
+        return
+    own = tasks[0]
+    wanted = wanted_by or f"--task {task_class.pipeline_tag}"
+    fix = (
+        f"drop --task (the {role}'s head gives the task), or give a {role} with a {task_class.pipeline_tag} head"
+        if wanted.startswith("--task")
+        else f"give a {role} with a {task_class.pipeline_tag} head"
+    )
+    raise ValueError(
+        f"the {role} {path!r} is a {architecture} ({own.pipeline_tag}) but {wanted} asks for a "
+        f"{task_class.pipeline_tag} head: its own head would be dropped and a new one trained from random weights. "
+        f"Fix: {fix}"
+    )
+
+
+def _wanted_by(task) -> str:
+    """What asked for a task, for `check_head`'s message: the `--task` flag, or a model whose head must be shared."""
+    if isinstance(task, nn.Module):
+        return f"the other model ({type(task).__name__})"
+    return ""
 
 
 def task_of_pretrained(path: str, init_kwargs: dict | None = None, role: str = "teacher") -> type[Task]:
@@ -91,14 +218,57 @@ def task_of_pretrained(path: str, init_kwargs: dict | None = None, role: str = "
 
 
 def check_model_path(path: str | None, role: str = "teacher") -> None:
-    """Fails early, naming the flag, when a model is not given or is a local folder that does not exist."""
+    """Fails early, naming the flag, when a model is not given or is a local folder that does not exist.
+
+    A name is taken for a folder when it looks like one (`./x`, `../x`, `/x`, `~/x`, or more than `org/name`), and
+    also when the Hub is off (`HF_HUB_OFFLINE`) and no Hub download of that id is cached: a typo then says that the
+    folder does not exist (with the closest existing folder, if one is close) rather than that the Hub is unreachable.
+    """
     if not path:
         raise ValueError(f"--{role}_model_name_or_path is required: a fine-tuned model folder or Hub id")
-    if _looks_local(path) and not os.path.exists(path):
-        raise FileNotFoundError(
-            f"could not load the {role} {path!r}: {role}_model_name_or_path names a folder that does not exist; give "
-            "a folder written by save_pretrained"
-        )
+    if os.path.exists(path):
+        return
+    offline_miss = hub_constants.HF_HUB_OFFLINE and not _in_hub_cache(path)
+    if not (_looks_local(path) or offline_miss):
+        return
+    what = f"could not load the {role} {path!r}"
+    expanded = os.path.expanduser(path)
+    if expanded != path and os.path.exists(expanded):
+        raise FileNotFoundError(f"{what}: '~' is not expanded here; give the full path, {expanded!r}")
+    close = _closest_existing(path)
+    hint = f"; did you mean {close!r}?" if close else "."
+    offline = "" if _looks_local(path) else " (and no Hub download of that id is cached; HF_HUB_OFFLINE is set)"
+    raise FileNotFoundError(
+        f"{what}: no such folder{offline}{hint} Give a folder written by save_pretrained, or a Hub id "
+        f"(--{role}_model_name_or_path)"
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def _closest_existing(path: str) -> str | None:
+    """`path` with each missing part replaced by the closest existing sibling folder (difflib), when that gives a
+    folder that exists; else None."""
+    parts = Path(os.path.expanduser(path)).parts
+    current = Path(parts[0]) if os.path.isabs(parts[0]) else Path(".")
+    for part in parts[1:] if os.path.isabs(parts[0]) else parts:
+        candidate = current / part
+        if not candidate.exists():
+            try:
+                siblings = [entry.name for entry in os.scandir(current) if entry.is_dir()]
+            except OSError:
+                return None
+            match = difflib.get_close_matches(part, siblings, n=1, cutoff=0.6)
+            if not match:
+                return None
+            candidate = current / match[0]
+        current = candidate
+    return str(current) if current.is_dir() else None
 
 
 # Kept while the trainer still calls it by this name (`load_pretrained_like(path, reference, init_kwargs)`).
@@ -115,14 +285,21 @@ def _task_class(task) -> type[Task]:
 
 def _task_of_class_name(class_name: str) -> type[Task] | None:
     # In order of registration: a class listed in two mappings (XLMWithLMHeadModel) gets the first task.
+    tasks = _tasks_of_class_name(class_name)
+    return tasks[0] if tasks else None
+
+
+def _tasks_of_class_name(class_name: str) -> list[type[Task]]:
+    """The registered tasks whose auto class maps to `class_name`, in order of registration."""
+    found = []
     for task_class in TASKS.values():
         mapping = getattr(modeling_auto, task_class.mapping_name)
         names = set()
         for value in mapping.values():
             names.update(value if isinstance(value, (list, tuple)) else (value,))
         if class_name in names:
-            return task_class
-    return None
+            found.append(task_class)
+    return found
 
 
 def _looks_local(path: str) -> bool:
