@@ -73,6 +73,13 @@ _ERRORS_HELP = (
 class StudentOutputArguments:
     teacher_model_name_or_path: str = field(metadata={"help": "The teacher: a model folder or Hub id."})
     output_dir: str = field(metadata={"help": "Where to save the student (model, config and tokenizer)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into an output_dir that already holds files this tool did not write. A teacher's folder "
+            "is refused even with it."
+        },
+    )
 
 
 @dataclass
@@ -446,6 +453,7 @@ def cache(argv: Sequence[str]):
 def student(argv: Sequence[str]) -> str:
     from transformers import HfArgumentParser
 
+    from .outputs import check_output_dir
     from .run import StudentArguments, make_student
     from .teacher import load_model, load_tokenizer
 
@@ -457,8 +465,13 @@ def student(argv: Sequence[str]) -> str:
         "[--option VALUE ...]",
     )
     output_args, student_args = parse_with_recipe(parser, argv)
+    check_output_dir(
+        output_args.output_dir,
+        protected=[output_args.teacher_model_name_or_path],
+        overwrite=output_args.overwrite_output_dir,
+    )
     teacher = load_model(output_args.teacher_model_name_or_path)
-    tokenizer = load_tokenizer(student_args.tokenizer_name or output_args.teacher_model_name_or_path)
+    tokenizer = load_tokenizer(student_args.tokenizer_name or output_args.teacher_model_name_or_path, teacher)
     built = make_student(teacher, student_args)
     built.save_pretrained(output_args.output_dir)
     tokenizer.save_pretrained(output_args.output_dir)

@@ -29,6 +29,7 @@ from transformers.trainer_utils import has_length
 from transformers.utils import logging
 
 from .model_card import TRAINING_PLOT, teacher_license
+from .student import is_local_teacher, teacher_reference
 
 logger = logging.get_logger(__name__)
 
@@ -252,7 +253,10 @@ def measure_distillation(
     student = trainer.student
     student_facts = {**describe_model(student, config.output_dir), **task_figures(final, "final")}
     student_facts["teacher_layers"] = getattr(student.config, "distillation_teacher_layers", None)
-    teacher_facts = {"name_or_path": trainer.teacher_name}
+    # Published: a Hub id as it is, a local folder by its name only (never the user's file system layout).
+    teacher_facts = {"name_or_path": teacher_reference(trainer.teacher_name)}
+    if trainer.teacher_name and is_local_teacher(trainer.teacher_name):
+        teacher_facts["local"] = True  # a folder name, not a Hub id
     license_id = teacher_license(trainer.teacher_name)
     if license_id:
         teacher_facts["license"] = license_id

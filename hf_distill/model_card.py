@@ -127,6 +127,7 @@ def build_model_card(
     distill = {**_section(metrics, "distillation"), **(distillation or {})}
     if teacher_name is not None:
         teacher["name_or_path"] = teacher_name
+        teacher.pop("local", None)  # named by the caller: a Hub id unless it looks like a path
     if dataset_name is not None:
         dataset["name"] = dataset_name
 
@@ -143,7 +144,7 @@ def build_model_card(
     pipeline_tag = task.pipeline_tag if task is not None else None
     card_metrics = tuple(task.card_metrics) if task is not None else ()
     teacher_ref = teacher.get("name_or_path")
-    teacher_is_hub_id = _is_hub_id(teacher_ref)
+    teacher_is_hub_id = not teacher.get("local") and _is_hub_id(teacher_ref)
     ds_name = dataset.get("name")
     model_ref = model_id or str(output_dir)
     title = model_id.split("/")[-1] if model_id else folder.resolve().name

@@ -19,7 +19,7 @@ from transformers.utils import logging
 
 from .hub import CARD_FILES, MODEL_FILES, PLOT_FILES, TOKENIZER_FILES
 
-__all__ = ["OVERWRITE_FLAG", "RUN_FILES", "check_output_dir", "last_complete_checkpoint"]
+__all__ = ["OVERWRITE_FLAG", "RUN_FILES", "check_output_dir", "last_complete_checkpoint", "refuse_teacher_folder"]
 
 logger = logging.get_logger(__name__)
 
@@ -77,18 +77,7 @@ def check_output_dir(
         `ValueError`: naming the folder, what it holds, and the flag that allows it.
     """
     folder = Path(path)
-    real = Path(os.path.realpath(folder))
-    for teacher in protected:
-        if teacher is None or not os.path.isdir(teacher):
-            continue
-        teacher_real = Path(os.path.realpath(teacher))
-        if real == teacher_real or teacher_real in real.parents:
-            where = "is" if real == teacher_real else "is inside"
-            raise ValueError(
-                f"output_dir {str(folder)!r} {where} the teacher's folder {str(teacher)!r} ({teacher_real}): the "
-                "student would overwrite the teacher's files. Give another output_dir (--output_dir), outside the "
-                f"teacher's folder; {OVERWRITE_FLAG} does not allow this."
-            )
+    refuse_teacher_folder(folder, protected)
     if not folder.exists():
         return
     if not folder.is_dir():
@@ -113,6 +102,28 @@ def check_output_dir(
             f"({_listing(folder, [n for n in entries if (folder / n).is_file()])}): the student would replace it. "
             f"Give an empty or new folder (--output_dir), or pass --{OVERWRITE_FLAG} to replace it."
         )
+
+
+def refuse_teacher_folder(path: str | os.PathLike, protected: Iterable[str | os.PathLike | None]) -> None:
+    """Refuses `path` when it is one of the `protected` (teacher) folders or inside one, comparing real paths (a
+    symlink does not hide it); what [`check_output_dir`] does first, whatever `overwrite` says.
+
+    Raises:
+        `ValueError`: naming both folders.
+    """
+    folder = Path(path)
+    real = Path(os.path.realpath(folder))
+    for teacher in protected:
+        if teacher is None or not os.path.isdir(teacher):
+            continue
+        teacher_real = Path(os.path.realpath(teacher))
+        if real == teacher_real or teacher_real in real.parents:
+            where = "is" if real == teacher_real else "is inside"
+            raise ValueError(
+                f"output_dir {str(folder)!r} {where} the teacher's folder {str(teacher)!r} ({teacher_real}): the "
+                "student would overwrite the teacher's files. Give another output_dir (--output_dir), outside the "
+                f"teacher's folder; {OVERWRITE_FLAG} does not allow this."
+            )
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:

@@ -21,7 +21,7 @@ from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hi
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
-from .measure import MeasureArguments, measure_distillation
+from .measure import MeasureArguments, measure_distillation, summarize
 from .outputs import check_output_dir, last_complete_checkpoint
 from .student import build_student
 from .tasks import Task, get_task
@@ -310,18 +310,6 @@ def run_distillation(
     if config.push_to_hub:
         trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
     return DistillationResult(metrics, trainer.state.log_history, trainer, summary)
-
-
-def summarize(folder: str, metrics: dict, task: Task) -> str:
-    """One line saying where the student is and how it scored against the teacher, in the task's own metrics."""
-    scores = []
-    for metric in task.card_metrics:
-        student, teacher = metrics["student"].get(metric.key), metrics["teacher"].get(metric.key)
-        if isinstance(student, (int, float)):
-            versus = f" (teacher {teacher:.4g})" if isinstance(teacher, (int, float)) else ""
-            scores.append(f"{metric.label} {student:.4g}{versus}")
-    split = metrics["dataset"].get("eval_file") or metrics["dataset"].get("eval_split")
-    return f"Student saved to {folder}: {', '.join(scores) or 'no task metric'} on {split}"
 
 
 def build_cache(

@@ -79,13 +79,20 @@ def teacher_reference(name_or_path: str | os.PathLike | None) -> str | None:
     if not name_or_path:
         return None
     name = str(name_or_path)
-    local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
-    if not local:
-        try:
-            validate_repo_id(name)
-        except HFValidationError:
-            local = True
-    return Path(os.path.abspath(os.path.expanduser(name))).name if local else name
+    return Path(os.path.abspath(os.path.expanduser(name))).name if is_local_teacher(name) else name
+
+
+def is_local_teacher(name_or_path: str | os.PathLike) -> bool:
+    """Whether a teacher was named by a local folder (not a Hub id): its [`teacher_reference`] is then a folder name,
+    which must not be taken for a Hub id (a card's `base_model`)."""
+    name = str(name_or_path)
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
 
 
 def _layer_prefix(model: PreTrainedModel, num_layers: int) -> str:

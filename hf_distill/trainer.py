@@ -14,7 +14,7 @@ import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
-from transformers import AutoConfig, PreTrainedModel, Trainer
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_detach
 from transformers.utils import find_labels, logging
@@ -25,6 +25,7 @@ from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_c
 from .config import DistillationConfig
 from .layer_map import LayerMap
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
+from .outputs import refuse_teacher_folder
 from .relations import QKVCapture
 from .tasks import UNITS, task_for
 from .tasks.base import is_default_id2label
@@ -32,6 +33,7 @@ from .teacher import (
     average_soft_targets,
     check_compatibility,
     check_model_path,
+    check_tokenizer,
     load_model,
     load_pretrained_like,
     model_facts,
@@ -111,6 +113,18 @@ class DistillationTrainer(Trainer):
         facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
         for teacher in teachers:
             check_compatibility(teacher, model, self.task)
+        # Never a teacher's folder, whatever the user says (the command also refuses any folder holding files it did
+        # not write, unless --overwrite_output_dir; a Python caller owns its output_dir, as with the Trainer).
+        refuse_teacher_folder(
+            args.output_dir, [*args.teacher_paths, *(t.name_or_path for t in teachers if t.name_or_path)]
+        )
+        tokenizer = kwargs.get("processing_class")
+        if (
+            main_teacher is not None
+            and isinstance(tokenizer, PreTrainedTokenizerBase)
+            and len(tokenizer) > main_teacher.get_input_embeddings().num_embeddings
+        ):  # its last ids would fail deep in the embedding: say so now, with both sizes
+            check_tokenizer(tokenizer, main_teacher, main_teacher.name_or_path or "processing_class")
         # What the models must give is what the active loss terms declare they need.
         self.terms = active_terms(args)
         self._needs = needs_of(self.terms)
@@ -520,6 +534,7 @@ class DistillationTrainer(Trainer):
             return
         from .measure import METRICS_FILE, task_figures, write_training_plot
         from .model_card import build_model_card, teacher_license
+        from .student import is_local_teacher, teacher_reference
 
         write_training_plot(self.args.output_dir, self.state.log_history)
         metrics = None
@@ -527,13 +542,17 @@ class DistillationTrainer(Trainer):
             last = getattr(self, "last_eval_metrics", None)
             metrics = {
                 "task": self.task.pipeline_tag,
-                "teacher": {"name_or_path": self.teacher_name, "license": teacher_license(self.teacher_name)},
+                "teacher": {
+                    "name_or_path": teacher_reference(self.teacher_name),
+                    "local": bool(self.teacher_name) and is_local_teacher(self.teacher_name),
+                    "license": teacher_license(self.teacher_name),
+                },
                 "student": task_figures(last, self.last_eval_prefix) if last else {},
             }
         card = build_model_card(
             self.args.output_dir,
             metrics,
-            teacher_name=finetuned_from or self.teacher_name,
+            teacher_name=finetuned_from,
             dataset_name=dataset if isinstance(dataset, str) else None,
             distillation=self.distillation_settings(),
             license=license,

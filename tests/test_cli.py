@@ -96,6 +96,23 @@ def test_student_command_builds_and_saves(tmp_path, teacher_folder, capsys):
     assert "2-layer student" in capsys.readouterr().out
 
 
+def test_student_command_never_writes_into_the_teacher_or_another_model(tmp_path, teacher_folder):
+    before = {p.name: p.read_bytes() for p in teacher_folder.iterdir()}
+    flags = ["--teacher_model_name_or_path", str(teacher_folder), "--student_layers", "1,3"]
+    for extra in ([], ["--overwrite_output_dir"]):  # the teacher's folder: refused even when asked
+        with pytest.raises(ValueError, match="is the teacher's folder"):
+            run_command(["student", *flags, "--output_dir", str(teacher_folder), *extra])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds a model that hf_distill did not write"):
+        run_command(["student", *flags, "--output_dir", str(other)])
+    assert {p.name: p.read_bytes() for p in teacher_folder.iterdir()} == before
+    assert (other / "config.json").read_text() == "{}"
+    run_command(["student", *flags, "--output_dir", str(other), "--overwrite_output_dir"])
+    assert "distillation_teacher" in (other / "config.json").read_text()
+
+
 def test_cache_command_then_train_from_it_equals_training_with_the_teacher(tmp_path, teacher_folder, capsys):
     recipe = write_recipe(tmp_path, teacher_folder, ".csv", measure_latency=False)
     main(["cache", str(recipe), "--cache_dir", str(tmp_path / "cache"), "--hidden_dtype", "float32"])

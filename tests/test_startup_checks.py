@@ -17,6 +17,7 @@ from tiny_task_models import (
     gpt2,
     llama,
     masked_lm,
+    tiny_bert,
     tiny_tokenizer,
     token_classifier,
     write_task_file,
@@ -24,7 +25,7 @@ from tiny_task_models import (
 from transformers import BertModel
 
 from hf_distill import DistillationConfig
-from hf_distill.cli import main, run_parser
+from hf_distill.cli import run_command, run_parser
 from hf_distill.data import DataArguments
 from hf_distill.hub import files_to_push
 from hf_distill.layer_map import LAYER_STRATEGIES
@@ -81,7 +82,7 @@ def test_an_output_dir_holding_another_model_is_refused_and_left_as_it_was(tmp_p
     with pytest.raises(
         ValueError, match=r"already holds a model that hf_distill did not write.*--overwrite_output_dir"
     ):
-        main(["train", *train_flags(tmp_path, teacher_dir, other)])
+        run_command(["train", *train_flags(tmp_path, teacher_dir, other)])
     assert snapshot(other) == before
 
 
@@ -89,17 +90,17 @@ def test_the_teachers_own_folder_is_refused_even_with_overwrite(tmp_path, teache
     before = snapshot(teacher_dir)
     flags = train_flags(tmp_path, teacher_dir, teacher_dir)
     with pytest.raises(ValueError, match=r"is the teacher's folder .* overwrite_output_dir does not allow this"):
-        main(["train", *flags, "--overwrite_output_dir"])
+        run_command(["train", *flags, "--overwrite_output_dir"])
     with pytest.raises(ValueError, match=r"is inside the teacher's folder"):
-        main(["train", *train_flags(tmp_path, teacher_dir, teacher_dir / "student"), "--overwrite_output_dir"])
+        run_command(["train", *train_flags(tmp_path, teacher_dir, teacher_dir / "student"), "--overwrite_output_dir"])
     assert snapshot(teacher_dir) == before
 
 
 def test_a_rerun_into_the_runs_own_folder_works(tmp_path, teacher_dir):
     output = tmp_path / "student"
-    main(["train", *train_flags(tmp_path, teacher_dir, output)])
+    run_command(["train", *train_flags(tmp_path, teacher_dir, output)])
     first = json.loads((output / METRICS_FILE).read_text())
-    main(["train", *train_flags(tmp_path, teacher_dir, output)])  # the folder holds only this tool's outputs
+    run_command(["train", *train_flags(tmp_path, teacher_dir, output)])  # the folder holds only this tool's outputs
     assert json.loads((output / METRICS_FILE).read_text())["student"]["parameters"] == first["student"]["parameters"]
 
 
@@ -124,7 +125,7 @@ def test_a_teacher_folder_without_tokenizer_files_is_refused(tmp_path):
     teacher = save_model(tmp_path / "teacher", classifier(num_layers=4, vocab_size=VOCAB), tokenizer=False)
     output = tmp_path / "student"
     with pytest.raises(ValueError) as error:
-        main(["train", *train_flags(tmp_path, teacher, output)])
+        run_command(["train", *train_flags(tmp_path, teacher, output)])
     message = str(error.value)
     assert f"has 5 tokens but the teacher's embeddings have {VOCAB} rows" in message
     assert "holds no tokenizer files (tokenizer.json, vocab.txt" in message and "--tokenizer_name" in message
@@ -134,7 +135,7 @@ def test_a_teacher_folder_without_tokenizer_files_is_refused(tmp_path):
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path):
     teacher = save_model(tmp_path / "teacher", classifier(num_layers=4, vocab_size=VOCAB - 3))
     with pytest.raises(ValueError, match=rf"has {VOCAB} tokens but the teacher's embeddings have {VOCAB - 3} rows"):
-        main(["train", *train_flags(tmp_path, teacher, tmp_path / "student")])
+        run_command(["train", *train_flags(tmp_path, teacher, tmp_path / "student")])
     assert not (tmp_path / "student").exists()
 
 
@@ -143,7 +144,7 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path):
 
 def test_max_length_longer_than_the_position_embeddings_is_refused(tmp_path, teacher_dir):
     with pytest.raises(ValueError, match=r"--max_length 100 is longer than the teacher's 64 position embeddings"):
-        main(["train", *train_flags(tmp_path, teacher_dir, tmp_path / "student"), "--max_length", "100"])
+        run_command(["train", *train_flags(tmp_path, teacher_dir, tmp_path / "student"), "--max_length", "100"])
     assert not (tmp_path / "student").exists()
 
 
@@ -169,7 +170,7 @@ def test_a_teacher_with_another_head_than_task_is_refused(tmp_path):
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         path.write_text("".join(json.dumps({**row, "sentiment": TAGS[i % 2]}) + "\n" for i, row in enumerate(rows)))
     with pytest.raises(ValueError) as error:
-        main(["train", *flags, "--task", "text-classification"])
+        run_command(["train", *flags, "--task", "text-classification"])
     message = str(error.value)
     assert "is a BertForTokenClassification (token-classification) but --task text-classification" in message
     assert "drop --task" in message and "give a teacher with a text-classification head" in message
@@ -191,7 +192,7 @@ def test_a_bare_teacher_takes_the_head_of_task_and_a_student_must_share_the_teac
 def test_an_unused_layer_map_out_of_range_is_refused(tmp_path, teacher_dir):
     out_of_range = r"layer_map pair 9:1 is out of range: the teacher has 4 layers.*It is unused: no active loss"
     with pytest.raises(ValueError, match=out_of_range):
-        main(["train", *train_flags(tmp_path, teacher_dir, tmp_path / "student"), "--layer_map", "9:1"])
+        run_command(["train", *train_flags(tmp_path, teacher_dir, tmp_path / "student"), "--layer_map", "9:1"])
     assert not (tmp_path / "student").exists()
 
 
@@ -200,7 +201,7 @@ def test_an_unused_layer_map_is_not_recorded(tmp_path, teacher_dir, caplog):
     logger = logging.getLogger("hf_distill")
     logger.addHandler(caplog.handler)  # transformers' loggers do not propagate to the root
     try:
-        main(["train", *train_flags(tmp_path, teacher_dir, output), "--layer_map", "2:1"])
+        run_command(["train", *train_flags(tmp_path, teacher_dir, output), "--layer_map", "2:1"])
     finally:
         logger.removeHandler(caplog.handler)
     assert "layer_map 2:1 is unused: no active loss compares layers" in caplog.text
@@ -217,7 +218,7 @@ def test_an_unused_layer_map_is_not_recorded(tmp_path, teacher_dir, caplog):
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("published")
     teacher = save_model(tmp_path / "my-teacher", classifier(num_layers=4, vocab_size=VOCAB))
-    main(["train", *train_flags(tmp_path, teacher, tmp_path / "student"), "--hidden_weight", "1"])
+    run_command(["train", *train_flags(tmp_path, teacher, tmp_path / "student"), "--hidden_weight", "1"])
     return teacher, tmp_path / "student"
 
 
@@ -230,15 +231,12 @@ def test_published_files_name_a_local_teacher_by_its_folder_name(trained):
     assert json.loads((output / "config.json").read_text())["distillation_teacher"] == "my-teacher"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measure.py writes trainer.teacher_name (the teacher's absolute folder) as teacher.name_or_path; "
-    "it needs teacher_reference() there (helper F2's file)",
-)
 def test_the_metrics_file_names_a_local_teacher_by_its_folder_name(trained):
     teacher, output = trained
     assert str(teacher) not in (output / METRICS_FILE).read_text()
     assert json.loads((output / METRICS_FILE).read_text())["teacher"]["name_or_path"] == "my-teacher"
+    # A folder name is not a Hub id: the card must not claim `base_model: my-teacher`.
+    assert "base_model" not in (output / "README.md").read_text().split("---")[1]
 
 
 def test_several_local_teachers_are_recorded_by_their_folder_names(tmp_path):
@@ -269,7 +267,7 @@ def test_an_offline_typo_says_the_folder_does_not_exist(tmp_path, monkeypatch):
     (tmp_path / "models" / "teacher-v2").mkdir(parents=True)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError) as error:
-        main(["train", *train_flags(tmp_path, "models/teacher-v1", tmp_path / "student")])
+        run_command(["train", *train_flags(tmp_path, "models/teacher-v1", tmp_path / "student")])
     message = str(error.value)
     assert "teacher 'models/teacher-v1': no such folder (and no Hub download of that id is cached" in message
     assert "did you mean 'models/teacher-v2'?" in message and "connect" not in message
@@ -285,3 +283,21 @@ def test_hub_strategy_defaults_to_one_push_at_the_end_and_the_help_lists_the_lay
     assert "--overwrite_output_dir" in help_text
     layer_map_help = DistillationConfig.__dataclass_fields__["layer_map"].metadata["help"]
     assert f"({', '.join(LAYER_STRATEGIES)})" in layer_map_help and "skip" not in layer_map_help
+
+
+def test_the_python_api_never_writes_into_the_teachers_folder_and_names_an_oversized_tokenizer(tmp_path):
+    from hf_distill import DistillationTrainer
+
+    teacher_dir = tmp_path / "teacher"
+    tokenizer = tiny_tokenizer()
+    tiny_bert(vocab_size=len(tokenizer)).save_pretrained(teacher_dir)
+    student = tiny_bert(num_layers=2, vocab_size=len(tokenizer))
+    for output in (teacher_dir, teacher_dir / "inside"):
+        args = DistillationConfig(output_dir=str(output), report_to="none", use_cpu=True)
+        with pytest.raises(ValueError, match="the teacher's folder"):
+            DistillationTrainer(model=student, teacher_model=str(teacher_dir), args=args)
+    args = DistillationConfig(output_dir=str(tmp_path / "student"), report_to="none", use_cpu=True)
+    small_teacher = tiny_bert(vocab_size=len(tokenizer) - 3)
+    small_student = tiny_bert(num_layers=2, vocab_size=len(tokenizer) - 3)
+    with pytest.raises(ValueError, match=rf"has {len(tokenizer)} tokens but the teacher's embeddings have"):
+        DistillationTrainer(model=small_student, teacher_model=small_teacher, args=args, processing_class=tokenizer)
