@@ -31,16 +31,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, default_data_collator
 from transformers.modeling_outputs import ModelOutput
-from transformers.utils import logging
 
+from .log import get_logger
 from .modeling import input_names
 from .tasks import Task, task_for
 from .teacher import model_facts
 from .terms import NEED_NAMES, LossTerm, teacher_hidden_layers
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 CACHE_INFO_NAME = "cache_info.json"
 CACHE_INDEX_COLUMN = "teacher_cache_index"
@@ -477,7 +478,7 @@ def build_teacher_cache(
     need_hidden = bool(settings["hidden_layers"])
     source = dataset.select_columns(columns)
     total_batches = math.ceil((len(dataset) - start) / batch_size)
-    bar = logging.tqdm(total=len(dataset), initial=start, desc="Teacher cache", disable=not progress, unit="ex")
+    bar = tqdm(total=len(dataset), initial=start, desc="Teacher cache", disable=not progress, unit="ex")
     writer = shard_start = None
     try:
         row = start

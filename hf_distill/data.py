@@ -21,9 +21,10 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
-from transformers.utils import logging
 
-logger = logging.get_logger(__name__)
+from .log import get_logger
+
+logger = get_logger(__name__)
 
 # Candidates for the automatic detection of the text column, in order of preference.
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "tweet", "question")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import logging
 import os
 import re
 import warnings
@@ -25,6 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import get_session
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
+from .log import get_logger
 from .model_card import METRICS_FILE, TRAINING_PLOT, build_model_card
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "push_student",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # The files of a saved model, by name: `save_pretrained` writes these (sharded weights are added from the index).
 MODEL_FILES = (

@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length
-from transformers.utils import logging
 
+from .log import get_logger
 from .model_card import TRAINING_PLOT, teacher_license
 from .student import is_local_teacher, teacher_reference
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 METRICS_FILE = "distillation_metrics.json"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")

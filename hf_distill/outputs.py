@@ -15,13 +15,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from transformers.utils import logging
-
 from .hub import CARD_FILES, MODEL_FILES, PLOT_FILES, TOKENIZER_FILES
+from .log import get_logger
 
 __all__ = ["OVERWRITE_FLAG", "RUN_FILES", "check_output_dir", "last_complete_checkpoint", "refuse_teacher_folder"]
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 # The flag that lets a run write into a folder holding other things (transformers 5 removed its own).
 OVERWRITE_FLAG = "overwrite_output_dir"

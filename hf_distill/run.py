@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel
-from transformers.utils import logging
 
 from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
+from .log import get_logger
 from .measure import MeasureArguments, measure_distillation, summarize
 from .outputs import check_output_dir, last_complete_checkpoint
 from .student import build_student
@@ -29,7 +29,7 @@ from .teacher import load_model, load_tokenizer, position_limit, task_of_pretrai
 from .terms import active_terms, needs_of
 from .trainer import DistillationTrainer
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "DistillationResult",

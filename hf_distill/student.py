@@ -12,14 +12,14 @@ from typing import Literal
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel
-from transformers.utils import logging
 
 from .architectures import SUPPORTED_MODEL_TYPES, layer_stack_path
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES, strategy_teacher_layers
+from .log import get_logger
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "build_student", "select_teacher_layers", "teacher_reference"]
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 # Kept for code that imports it from here (the command's StudentArguments); the vocabulary lives in layer_map.
 STRATEGIES = LAYER_STRATEGIES

@@ -21,11 +21,11 @@ from huggingface_hub import try_to_load_from_cache
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto import modeling_auto
-from transformers.utils import logging
 
+from .log import get_logger
 from .tasks import TASKS, Task, get_task, task_for, task_name_of
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 # Keyword arguments of the teacher's `from_pretrained` that also apply to reading its config.
 _CONFIG_KWARGS = ("revision", "token", "trust_remote_code", "cache_dir", "subfolder", "local_files_only")

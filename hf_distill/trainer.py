@@ -17,13 +17,14 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_detach
-from transformers.utils import find_labels, logging
+from transformers.utils import find_labels
 
 from . import losses
 from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
 from .layer_map import LayerMap
+from .log import get_logger
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
 from .outputs import refuse_teacher_folder
 from .relations import QKVCapture
@@ -42,7 +43,7 @@ from .teacher import (
 )
 from .terms import LossContext, active_terms, needs_of
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 PROJECTIONS_NAME = "distillation_projections.safetensors"
 

@@ -33,6 +33,19 @@ from tiny_task_models import (  # noqa: E402, F401
 )
 
 
+@pytest.fixture(autouse=True)
+def package_logs_reach_caplog():
+    """hf_distill's logger does not propagate to the root logger (see hf_distill/log.py); in tests it does, so that
+    `caplog` sees its records."""
+
+    from hf_distill.log import get_logger
+
+    root = get_logger("hf_distill")
+    root.propagate = True
+    yield
+    root.propagate = False
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread, above all on a busy machine (`pytest.mark.usefixtures("one_thread")`)."""

@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification
-from transformers.utils import logging
 
 from .. import losses, metrics
 from ..data import TEXT_COLUMN_CANDIDATES, DataArguments, detect_column, source_of
+from ..log import get_logger
 from . import register_task
 from .base import IGNORE_INDEX, CardMetric, LogitTarget, Task, TaskEvaluation, is_default_id2label
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "sentiment", "class", "target")
 
