@@ -271,8 +271,6 @@ def _closest_existing(path: str) -> str | None:
     return str(current) if current.is_dir() else None
 
 
-# Kept while the trainer still calls it by this name (`load_pretrained_like(path, reference, init_kwargs)`).
-load_pretrained_like = load_model
 
 
 def _task_class(task) -> type[Task]:

@@ -36,7 +36,6 @@ from .teacher import (
     check_model_path,
     check_tokenizer,
     load_model,
-    load_pretrained_like,
     model_facts,
     place_teacher,
     prepare_attention_maps,
@@ -218,7 +217,7 @@ class DistillationTrainer(Trainer):
         teachers = []
         for teacher in teacher_model:
             if isinstance(teacher, (str, os.PathLike)):
-                teacher = load_pretrained_like(str(teacher), model, args.teacher_model_init_kwargs)
+                teacher = load_model(str(teacher), model, args.teacher_model_init_kwargs)
             if teacher is model:
                 raise ValueError("a teacher and the student are the same object; the student must be a separate model")
             teachers.append(teacher)
