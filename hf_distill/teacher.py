@@ -271,8 +271,6 @@ def _closest_existing(path: str) -> str | None:
     return str(current) if current.is_dir() else None
 
 
-
-
 def _task_class(task) -> type[Task]:
     if isinstance(task, str):
         return get_task(task)
