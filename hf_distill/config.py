@@ -11,6 +11,7 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 
 from .layer_map import LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, parse_layer_pairs
+from .losses import DIVERGENCES
 from .terms import TERMS, active_terms, needs_of
 
 _RELATION_TYPES = ("query", "key", "value")
@@ -53,9 +54,11 @@ class DistillationConfig(TrainingArguments):
     The loss is a weighted sum of terms, each logged separately as `loss_<term>` (`eval_loss_<term>` in evaluation,
     where `eval_loss` is the same weighted sum of the exact per-item means):
 
-    $$\mathcal{L} = w_{label} \, \mathcal{L}_{label} + w_{kd} \, T^2 \mathrm{KL}(p^t_T \| p^s_T)
+    $$\mathcal{L} = w_{label} \, \mathcal{L}_{label} + w_{kd} \, T^2 D(p^t_T, p^s_T)
         + w_{mse} \, \|z^s - z^t\|^2 + w_{hidden} \, \mathcal{L}_{hidden} + w_{attn} \, \mathcal{L}_{attn}
         + w_{sim} \, \mathcal{L}_{sim} + w_{rel} \, \mathcal{L}_{rel}$$
+
+    $D$ is the soft-target divergence that `divergence` names (forward KL by default; see [`~hf_distill.losses`]).
 
     The terms (declared in `hf_distill/terms.py`; each weight is a field, >= 0, 0 turns the term off):
 
@@ -122,7 +125,32 @@ class DistillationConfig(TrainingArguments):
     )
     temperature: float = field(
         default=2.0,
-        metadata={"help": "Softmax temperature T of the soft targets (> 0). The KL term is scaled by T^2."},
+        metadata={"help": "Softmax temperature T of the soft targets (> 0). The soft-target term is scaled by T^2."},
+    )
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "tv"] = field(
+        default="forward_kl",
+        metadata={
+            "help": "The divergence of the soft-target (kd) term, between the teacher's and the student's "
+            "distributions at the temperature, scaled by T^2: 'forward_kl' KL(teacher || student) (Hinton et al. "
+            "2015); 'reverse_kl' KL(student || teacher), mode-seeking; 'jsd' the generalised Jensen-Shannon "
+            "divergence with weight divergence_beta (GKD, Agarwal et al. 2024); 'skew_kl' KL(teacher || alpha "
+            "teacher + (1 - alpha) student) with alpha = divergence_alpha (DistiLLM, Ko et al. 2024); 'tv' the total "
+            "variation distance. Regression heads use the squared error whatever this says.",
+        },
+    )
+    divergence_beta: float = field(
+        default=0.5,
+        metadata={
+            "help": "With divergence='jsd': the teacher's weight beta in the mixture m = beta teacher + (1 - beta) "
+            "student, in [0, 1]; 0.5 is the symmetric JSD, and as in TRL's GKD 0 means forward KL and 1 reverse KL."
+        },
+    )
+    divergence_alpha: float = field(
+        default=0.1,
+        metadata={
+            "help": "With divergence='skew_kl': the teacher's share alpha of the mixture the teacher is compared "
+            "with, in [0, 1); 0 is the forward KL, DistiLLM uses 0.1."
+        },
     )
     hidden_loss_type: Literal["mse", "cosine"] = field(
         default="mse",
@@ -230,7 +258,17 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"all loss weights are 0 ({fields}): set at least one above 0, e.g. kd_weight=0.5 and label_weight=0.5"
             )
+        for field_name, low, high, high_included in (
+            ("divergence_beta", 0.0, 1.0, True),
+            ("divergence_alpha", 0.0, 1.0, False),
+        ):
+            value = getattr(self, field_name)
+            inside = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not inside or not (low <= value <= high if high_included else low <= value < high):
+                interval = f"[{low:g}, {high:g}{']' if high_included else ')'}"
+                raise ValueError(f"{field_name} must be a number in {interval}, got {value!r}")
         for field_name, choices in (
+            ("divergence", tuple(DIVERGENCES)),
             ("hidden_loss_type", ("mse", "cosine")),
             ("attention_loss_type", ("kl", "mse")),
             ("teacher_dtype", ("auto", "float32", "bfloat16", "float16")),
@@ -322,10 +360,16 @@ class DistillationConfig(TrainingArguments):
 
         settings = {
             "temperature": self.temperature,
+            "divergence": self.divergence,
             **{term.weight_field: float(getattr(self, term.weight_field)) for term in TERMS.values()},
             "hidden_loss_type": self.hidden_loss_type,
             "attention_loss_type": self.attention_loss_type,
         }
+        # A mixing weight only with the divergence that uses it.
+        if self.divergence == "jsd":
+            settings["divergence_beta"] = float(self.divergence_beta)
+        elif self.divergence == "skew_kl":
+            settings["divergence_alpha"] = float(self.divergence_alpha)
         # Only when a loss compares layers: an unused layer map describes nothing that happened.
         if needs_of(active_terms(self)) & {"hidden_states", "attentions"}:
             settings["layer_map"] = self.layer_map

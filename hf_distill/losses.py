@@ -16,19 +16,25 @@ for token-level logits, hidden states, attention maps and attention relations (t
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "DIVERGENCES",
     "attention_loss",
     "attention_relation_loss",
+    "generalized_jsd",
     "hidden_state_loss",
     "logit_mse",
+    "reverse_kl",
     "similarity_loss",
+    "skew_kl",
     "soft_target_kl",
     "task_cross_entropy",
     "task_mse",
+    "total_variation",
 ]
 
 
@@ -78,13 +84,168 @@ def soft_target_kl(
     Returns:
         `torch.Tensor`: scalar float32 loss.
     """
+    log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
+    per_item = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temperature**2
+    return _reduce(per_item, mask, num_items)
+
+
+def _soft_log_probs(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's and the teacher's log-probabilities at temperature `temperature`, in float32."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     _check_same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits")
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    per_item = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temperature**2
+    return log_p_s, log_p_t
+
+
+def _log_mixture(log_p_t: torch.Tensor, log_p_s: torch.Tensor, weight: float) -> torch.Tensor:
+    r"""$\log(w\,p^t + (1 - w)\,p^s)$, elementwise, from the log-probabilities.
+
+    Written around the larger of the two probabilities, $\log p^s + \log(1 + w\,(e^{d} - 1))$ with $d = \log p^t -
+    \log p^s \le 0$ (and the mirror image for $d > 0$), so that it neither overflows nor loses the small term, and is
+    exactly $\log p$ when both distributions are $p$ (the divergences are then exactly 0). The exponents are clamped
+    at 0 in both branches so that the branch `torch.where` drops has no infinite gradient to turn into NaN.
+    """
+    if weight == 0:
+        return log_p_s
+    if weight == 1:
+        return log_p_t
+    d = log_p_t - log_p_s
+    teacher_smaller = log_p_s + torch.log1p(weight * torch.expm1(d.clamp_max(0.0)))
+    student_smaller = log_p_t + torch.log1p((1.0 - weight) * torch.expm1((-d).clamp_max(0.0)))
+    return torch.where(d <= 0, teacher_smaller, student_smaller)
+
+
+def reverse_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Reverse Kullback-Leibler divergence, from the student's softened distribution to the teacher's.
+
+    With $p^s = \mathrm{softmax}(z^s/T)$ and $p^t = \mathrm{softmax}(z^t/T)$, per item:
+
+    $$\ell = T^2 \, \mathrm{KL}(p^s \,\|\, p^t) = T^2 \sum_c p^s_c \,(\log p^s_c - \log p^t_c)$$
+
+    Mode-seeking: the student is pushed to put its mass where the teacher's is large rather than to cover all of it
+    (MiniLLM, Gu et al. 2024; GKD, Agarwal et al. 2024). Scaled by $T^2$ as [`soft_target_kl`] is. Arguments and
+    return value as in [`soft_target_kl`].
+    """
+    log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
+    per_item = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1) * temperature**2
     return _reduce(per_item, mask, num_items)
+
+
+def generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    r"""Generalised Jensen-Shannon divergence with mixing weight $\beta$ (GKD, Agarwal et al. 2024).
+
+    With $p^s$, $p^t$ the softened distributions and the mixture $m = \beta\, p^t + (1 - \beta)\, p^s$, per item:
+
+    $$\ell = T^2 \, \mathrm{JSD}_\beta(p^t \,\|\, p^s)
+           = T^2 \big(\beta \, \mathrm{KL}(p^t \,\|\, m) + (1 - \beta) \, \mathrm{KL}(p^s \,\|\, m)\big)$$
+
+    $\beta = 0.5$ is the symmetric Jensen-Shannon divergence. At $\beta = 0$ or $1$ the mixture is one of the two
+    distributions and the formula gives 0; as TRL's GKD does, those values stand for the limits of the divergence
+    divided by its vanishing weight:
+
+    - $\beta = 0$: $\lim \mathrm{JSD}_\beta / \beta = \mathrm{KL}(p^t \| p^s)$, the forward KL of [`soft_target_kl`];
+    - $\beta = 1$: $\lim \mathrm{JSD}_\beta / (1 - \beta) = \mathrm{KL}(p^s \| p^t)$, the reverse KL of [`reverse_kl`].
+
+    Scaled by $T^2$ as [`soft_target_kl`] is.
+
+    Args:
+        student_logits, teacher_logits, temperature, mask, num_items: as in [`soft_target_kl`].
+        beta (`float`): the teacher's weight $\beta \in [0, 1]$ in the mixture.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
+    if beta == 0:
+        per_item = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    elif beta == 1:
+        per_item = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1)
+    else:
+        log_m = _log_mixture(log_p_t, log_p_s, beta)
+        kl_teacher = (log_p_t.exp() * (log_p_t - log_m)).sum(-1)
+        kl_student = (log_p_s.exp() * (log_p_s - log_m)).sum(-1)
+        per_item = beta * kl_teacher + (1.0 - beta) * kl_student
+    return _reduce(per_item * temperature**2, mask, num_items)
+
+
+def skew_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+    alpha: float = 0.1,
+) -> torch.Tensor:
+    r"""Skew Kullback-Leibler divergence (DistiLLM, Ko et al. 2024): forward KL to a mixture leaning on the student.
+
+    With $p^s$, $p^t$ the softened distributions, per item:
+
+    $$\ell = T^2 \, \mathrm{KL}\big(p^t \,\|\, \alpha\, p^t + (1 - \alpha)\, p^s\big)$$
+
+    Mixing a share $\alpha$ of the teacher into the student's side keeps the divergence (and its gradient) bounded
+    where the student puts almost no mass; $\alpha = 0$ is the forward KL of [`soft_target_kl`]. DistiLLM uses
+    $\alpha = 0.1$. Scaled by $T^2$ as [`soft_target_kl`] is.
+
+    Args:
+        student_logits, teacher_logits, temperature, mask, num_items: as in [`soft_target_kl`].
+        alpha (`float`): the teacher's share $\alpha \in [0, 1)$ of the mixture.
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
+    log_m = _log_mixture(log_p_t, log_p_s, alpha)
+    per_item = (log_p_t.exp() * (log_p_t - log_m)).sum(-1) * temperature**2
+    return _reduce(per_item, mask, num_items)
+
+
+def total_variation(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Total variation distance between the softened distributions (f-DISTILL, Wen et al. 2023).
+
+    Per item:
+
+    $$\ell = T^2 \, \tfrac{1}{2} \sum_c \lvert p^t_c - p^s_c \rvert$$
+
+    Bounded by $T^2$ and symmetric. Scaled by $T^2$ as [`soft_target_kl`] is, so that the weight means the same
+    across divergences. Arguments and return value as in [`soft_target_kl`].
+    """
+    log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
+    per_item = 0.5 * (log_p_t.exp() - log_p_s.exp()).abs().sum(-1) * temperature**2
+    return _reduce(per_item, mask, num_items)
+
+
+# The soft-target divergences by the name `DistillationConfig.divergence` gives them. `generalized_jsd` also takes
+# `beta`, `skew_kl` takes `alpha`.
+DIVERGENCES = MappingProxyType(
+    {
+        "forward_kl": soft_target_kl,
+        "reverse_kl": reverse_kl,
+        "jsd": generalized_jsd,
+        "skew_kl": skew_kl,
+        "tv": total_variation,
+    }
+)
 
 
 def logit_mse(

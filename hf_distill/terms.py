@@ -11,6 +11,7 @@ Adding a term is one [`register_term`] call below (and its pure tensor function 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -183,9 +184,21 @@ def _kd(ctx: LossContext):
     if ctx.task.is_regression:
         value = sum(losses.task_mse(t.student, t.teacher, counts[t.unit]) for t in targets)
     else:
-        temperature = ctx.args.temperature
-        value = sum(losses.soft_target_kl(t.student, t.teacher, temperature, t.mask, counts[t.unit]) for t in targets)
+        divergence, temperature = soft_target_divergence(ctx.args), ctx.args.temperature
+        value = sum(divergence(t.student, t.teacher, temperature, t.mask, counts[t.unit]) for t in targets)
     return value / len(targets), targets[0].unit
+
+
+def soft_target_divergence(args) -> Callable[..., torch.Tensor]:
+    """The divergence that `args.divergence` names, as a function of (student logits, teacher logits, temperature,
+    mask, num_items), with its mixing weight (`divergence_beta`, `divergence_alpha`) bound."""
+    divergence = getattr(args, "divergence", "forward_kl")
+    function = losses.DIVERGENCES[divergence]
+    if divergence == "jsd":
+        return functools.partial(function, beta=args.divergence_beta)
+    if divergence == "skew_kl":
+        return functools.partial(function, alpha=args.divergence_alpha)
+    return function
 
 
 def _logit_mse(ctx: LossContext):
@@ -249,11 +262,33 @@ def mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.T
 
 
 def _kd_card(settings: dict) -> str:
-    text = "KL divergence to the teacher's softened class probabilities (soft targets)"
+    divergence = settings.get("divergence", "forward_kl")
+    if divergence == "reverse_kl":
+        text = "Reverse KL divergence, KL(student ‖ teacher), of the softened class probabilities (soft targets)"
+    elif divergence == "jsd":
+        beta = _mixing_weight(settings.get("divergence_beta"), "β")
+        text = (
+            f"Generalised Jensen-Shannon divergence{beta} (GKD, Agarwal et al. 2024) between the teacher's and the "
+            "student's softened class probabilities (soft targets)"
+        )
+    elif divergence == "skew_kl":
+        alpha = _mixing_weight(settings.get("divergence_alpha"), "α")
+        text = (
+            f"Skew KL divergence{alpha} (DistiLLM, Ko et al. 2024) to the teacher's softened class probabilities "
+            "(soft targets)"
+        )
+    elif divergence == "tv":
+        text = "Total variation distance to the teacher's softened class probabilities (soft targets)"
+    else:
+        text = "KL divergence to the teacher's softened class probabilities (soft targets)"
     temperature = settings.get("temperature")
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         text += f", at temperature T = {temperature:g}, scaled by T²"
     return text
+
+
+def _mixing_weight(value, symbol: str) -> str:
+    return f" ({symbol} = {value:g})" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
 
 def _kind(loss_type) -> str:
@@ -293,8 +328,8 @@ register_term(
         name="kd",
         weight_field="kd_weight",
         default_weight=0.5,
-        help="Weight of the soft-target KL divergence to the teacher, at the temperature, scaled by T^2 (>= 0); the "
-        "squared error to the teacher's outputs for regression.",
+        help="Weight of the soft-target divergence to the teacher (`divergence`: forward KL by default), at the "
+        "temperature, scaled by T^2 (>= 0); the squared error to the teacher's outputs for regression.",
         unit="the items the task scores (examples, tokens or labels)",
         needs=frozenset({"logits"}),
         compute=_kd,
