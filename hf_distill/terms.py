@@ -11,10 +11,9 @@ Adding a term is one [`register_term`] call below (and its pure tensor function 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -195,9 +194,9 @@ def soft_target_divergence(args) -> Callable[..., torch.Tensor]:
     divergence = getattr(args, "divergence", "forward_kl")
     function = losses.DIVERGENCES[divergence]
     if divergence == "jsd":
-        return functools.partial(function, beta=args.divergence_beta)
+        return partial(function, beta=args.divergence_beta)
     if divergence == "skew_kl":
-        return functools.partial(function, alpha=args.divergence_alpha)
+        return partial(function, alpha=args.divergence_alpha)
     return function
 
 
