@@ -623,6 +623,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         print(f"hf-distill: error: {_message(error)}", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under `accelerate launch` / torchrun, tears the process group down before the interpreter exits: left to
+    interpreter shutdown, gloo's threads can abort a finished run ("terminate called without an active exception")."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

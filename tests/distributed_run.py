@@ -100,6 +100,11 @@ def main(out_dir, per_device_batch, accumulation=1, mode="full"):
     if rank == 0:
         state = {k: v.detach().cpu().contiguous() for k, v in full_state.items()}
         save_file(state, os.path.join(out_dir, "final.safetensors"))
+    # Tear the process group down before the interpreter exits: left to interpreter shutdown, gloo's threads can
+    # abort the process ("terminate called without an active exception") after all the work is done.
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
