@@ -85,7 +85,7 @@ def soft_target_kl(
         `torch.Tensor`: scalar float32 loss.
     """
     log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
-    per_item = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temperature**2
+    per_item = _kl(log_p_t, log_p_s) * temperature**2
     return _reduce(per_item, mask, num_items)
 
 
@@ -99,6 +99,11 @@ def _soft_log_probs(
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     return log_p_s, log_p_t
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    r"""$\mathrm{KL}(p \| q) = \sum_c p_c (\log p_c - \log q_c)$ over the last dimension, from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def _log_mixture(log_p_t: torch.Tensor, log_p_s: torch.Tensor, weight: float) -> torch.Tensor:
@@ -137,7 +142,7 @@ def reverse_kl(
     return value as in [`soft_target_kl`].
     """
     log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
-    per_item = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1) * temperature**2
+    per_item = _kl(log_p_s, log_p_t) * temperature**2
     return _reduce(per_item, mask, num_items)
 
 
@@ -173,13 +178,13 @@ def generalized_jsd(
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
     if beta == 0:
-        per_item = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+        per_item = _kl(log_p_t, log_p_s)
     elif beta == 1:
-        per_item = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1)
+        per_item = _kl(log_p_s, log_p_t)
     else:
         log_m = _log_mixture(log_p_t, log_p_s, beta)
-        kl_teacher = (log_p_t.exp() * (log_p_t - log_m)).sum(-1)
-        kl_student = (log_p_s.exp() * (log_p_s - log_m)).sum(-1)
+        kl_teacher = _kl(log_p_t, log_m)
+        kl_student = _kl(log_p_s, log_m)
         per_item = beta * kl_teacher + (1.0 - beta) * kl_student
     return _reduce(per_item * temperature**2, mask, num_items)
 
@@ -210,7 +215,7 @@ def skew_kl(
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     log_p_s, log_p_t = _soft_log_probs(student_logits, teacher_logits, temperature)
     log_m = _log_mixture(log_p_t, log_p_s, alpha)
-    per_item = (log_p_t.exp() * (log_p_t - log_m)).sum(-1) * temperature**2
+    per_item = _kl(log_p_t, log_m) * temperature**2
     return _reduce(per_item, mask, num_items)
 
 
