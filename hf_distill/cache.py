@@ -5,7 +5,8 @@ A cache is a folder holding an Arrow dataset (one row per example of the trainin
 
 - the teacher's logits (`logits`, or `start_logits` and `end_logits` for question answering): either whole, or the
   `top_k` largest classes per position with their log-probabilities at the distillation temperature, so that
-  vocabularies of 100k tokens fit (the remaining probability mass is spread evenly over the other classes when read);
+  vocabularies of 100k tokens fit (read back as ids and log-probabilities, never as vocabulary-wide logits: the loss
+  compares the student on the top k plus one bucket for the rest of the mass);
 - optionally the hidden states of chosen teacher layers, in float16 or float32, for the hidden-state loss.
 
 Per-token outputs are stored for the real tokens only (where the attention mask is 1) and put back at the real tokens
@@ -36,6 +37,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, default_data_
 from transformers.modeling_outputs import ModelOutput
 
 from .log import get_logger
+from .losses import TopKTargets
 from .modeling import input_names
 from .tasks import Task, task_for
 from .teacher import model_facts
@@ -234,10 +236,11 @@ class TeacherCache:
     def outputs(self, indices: torch.Tensor, attention_mask: torch.Tensor | None, shape: torch.Size, device) -> Any:
         """The teacher's outputs for the rows `indices` of a batch of `shape` `(batch, seq_len)`, on `device`.
 
-        Logits come back whole: stored top-k log-probabilities are spread back over the classes as logits
-        `T * log p`, with the remaining mass divided evenly among the classes not stored, so that `softmax(z / T)`
-        is the stored distribution. Hidden states come back as a tuple indexed like `hidden_states`, with `None` for
-        the layers not stored.
+        Logits stored whole come back as logits `(batch, seq_len, classes)` (zeros at padding). A top-k cache's come
+        back as [`~hf_distill.losses.TopKTargets`]: the ids `(batch, seq_len, k)` and log-probabilities at the
+        temperature, nothing of the vocabulary's width; the soft-target loss reads them as k + 1 buckets (the top k
+        and the tail, see [`~hf_distill.losses.top_k_buckets`]). Hidden states come back as a tuple indexed like
+        `hidden_states`, with `None` for the layers not stored.
         """
         settings = self.settings
         index_list = indices.detach().cpu().tolist()
@@ -252,11 +255,14 @@ class TeacherCache:
             classes = spec["classes"]
             per_position = spec["per_position"]
             if settings["top_k"]:
-                ids = _flat(table, f"{name}.topk_ids", torch.long)
-                logprobs = _flat(table, f"{name}.topk_logprobs", torch.float32)
-                values = _dense_from_top_k(ids, logprobs, settings["top_k"], classes, settings["temperature"])
-            else:
-                values = _flat(table, name, torch.float32)
+                k = (settings["top_k"],)
+                ids = _flat(table, f"{name}.topk_ids", torch.long).reshape(-1, *k)
+                logprobs = _flat(table, f"{name}.topk_logprobs", torch.float32).reshape(-1, *k)
+                if per_position:
+                    ids, logprobs = _scatter(ids, positions, shape, k), _scatter(logprobs, positions, shape, k)
+                outputs[name] = TopKTargets(ids, logprobs, classes)
+                continue
+            values = _flat(table, name, torch.float32)
             width = (classes,) if classes else ()
             if per_position:
                 outputs[name] = _scatter(values.reshape(-1, *width), positions, shape, width)
@@ -382,15 +388,6 @@ def _scatter(values: torch.Tensor, positions, shape, width: tuple) -> torch.Tens
     out = torch.zeros(*shape, *width, dtype=values.dtype)
     out[positions] = values
     return out
-
-
-def _dense_from_top_k(ids, logprobs, k, classes, temperature) -> torch.Tensor:
-    ids, logprobs = ids.reshape(-1, k), logprobs.reshape(-1, k)
-    rest = (1.0 - logprobs.exp().sum(-1)).clamp_min(1e-30)
-    others = max(classes - k, 1)
-    dense = (rest / others).log().unsqueeze(-1).expand(-1, classes).clone()
-    dense.scatter_(1, ids, logprobs)
-    return dense * temperature
 
 
 def _shard_files(path: str) -> list[str]:

@@ -152,6 +152,14 @@ class DistillationConfig(TrainingArguments):
             "with, in [0, 1); 0 is the forward KL, DistiLLM uses 0.1."
         },
     )
+    loss_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the soft-target (kd) loss this many positions at a time (gradients included), so that "
+            "its float32 temporaries over the vocabulary are bounded by the chunk, not by batch x length: for "
+            "language models with large vocabularies. Same loss and gradients. Default: in one piece."
+        },
+    )
     hidden_loss_type: Literal["mse", "cosine"] = field(
         default="mse",
         metadata={"help": "Hidden-state loss: 'mse' (FitNets, TinyBERT) or 'cosine' (1 - cosine, as DistilBERT)."},
@@ -267,6 +275,15 @@ class DistillationConfig(TrainingArguments):
             if not inside or not (low <= value <= high if high_included else low <= value < high):
                 interval = f"[{low:g}, {high:g}{']' if high_included else ')'}"
                 raise ValueError(f"{field_name} must be a number in {interval}, got {value!r}")
+        if self.loss_chunk_size is not None and (
+            isinstance(self.loss_chunk_size, bool)
+            or not isinstance(self.loss_chunk_size, int)
+            or self.loss_chunk_size < 1
+        ):
+            raise ValueError(
+                f"loss_chunk_size must be a whole number of positions >= 1 (e.g. 1024), or unset, got "
+                f"{self.loss_chunk_size!r}"
+            )
         for field_name, choices in (
             ("divergence", tuple(DIVERGENCES)),
             ("hidden_loss_type", ("mse", "cosine")),

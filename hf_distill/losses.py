@@ -15,7 +15,10 @@ for token-level logits, hidden states, attention maps and attention relations (t
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "DIVERGENCES",
+    "TopKTargets",
     "attention_loss",
     "attention_relation_loss",
     "generalized_jsd",
@@ -32,6 +36,8 @@ __all__ = [
     "similarity_loss",
     "skew_kl",
     "soft_target_kl",
+    "soft_target_loss",
+    "top_k_buckets",
     "task_cross_entropy",
     "task_mse",
     "total_variation",
@@ -251,6 +257,214 @@ DIVERGENCES = MappingProxyType(
         "tv": total_variation,
     }
 )
+
+
+# ---- soft targets from a top-k teacher, and in chunks of positions --------------------------------------------------
+
+# The smallest probability a bucket is given (log 1e-30): a tail the teacher or student leaves empty (k = vocabulary,
+# or all the mass in the top k in float32) stays finite, and contributes nothing measurable.
+_LOG_FLOOR = math.log(1e-30)
+
+
+@dataclass(frozen=True)
+class TopKTargets:
+    r"""A teacher distribution kept as its $k$ most likely classes per item, as a top-k teacher cache stores it.
+
+    Stands where teacher logits would: [`soft_target_loss`] compares the student with it on the $k + 1$ buckets of
+    [`top_k_buckets`], and indexing (`targets[:, :-1]`, `targets[mask]`) selects items as it would on logits `(...,
+    num_classes)`. Nothing of the vocabulary's width is ever made from it.
+
+    Attributes:
+        ids (`torch.Tensor` of shape `(..., k)`): the classes, most likely first.
+        logprobs (`torch.Tensor` of shape `(..., k)`): their log-probabilities at the distillation temperature,
+            $\log \mathrm{softmax}(z^t / T)$ over all `num_classes` classes.
+        num_classes (`int`): the width of the distribution (the vocabulary).
+    """
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    num_classes: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the logits these targets stand for: `(..., num_classes)`."""
+        return torch.Size((*self.ids.shape[:-1], self.num_classes))
+
+    @property
+    def device(self) -> torch.device:
+        return self.ids.device
+
+    def dim(self) -> int:
+        return self.ids.dim()
+
+    def __getitem__(self, index) -> TopKTargets:
+        index = index if isinstance(index, tuple) else (index,)
+        if any(i is Ellipsis for i in index) or sum(_index_dims(i) for i in index) >= self.ids.dim():
+            raise IndexError("TopKTargets are indexed over the items (the leading dimensions), not the classes")
+        return TopKTargets(self.ids[index], self.logprobs[index], self.num_classes)
+
+    def to(self, device) -> TopKTargets:
+        return TopKTargets(self.ids.to(device), self.logprobs.to(device), self.num_classes)
+
+    def tail_log_prob(self) -> torch.Tensor:
+        r"""$\log(1 - \sum_i p_i)$ `(..., 1)`: the mass outside the top k, floored at $10^{-30}$."""
+        top = torch.logsumexp(self.logprobs.float(), dim=-1, keepdim=True).clamp_max(0.0)
+        return (-torch.expm1(top)).clamp_min(math.exp(_LOG_FLOOR)).log()
+
+    def dense_logits(self, temperature: float) -> torch.Tensor:
+        r"""Logits `(..., num_classes)` of the distribution with the tail spread evenly over the other classes, $T
+        \log p$ (so that `softmax(z / T)` is it). For tests and inspection: this is the vocabulary-wide tensor that
+        training never makes."""
+        k = self.ids.shape[-1]
+        others = max(self.num_classes - k, 1)
+        dense = (self.tail_log_prob() - math.log(others)).expand(*self.ids.shape[:-1], self.num_classes).clone()
+        dense.scatter_(-1, self.ids.long(), self.logprobs.float())
+        return dense * temperature
+
+
+def _index_dims(index) -> int:
+    """How many dimensions of a tensor one entry of an index consumes."""
+    if index is None:
+        return 0
+    if torch.is_tensor(index) and index.dtype == torch.bool:
+        return index.dim()
+    return 1
+
+
+def top_k_buckets(
+    student_logits: torch.Tensor, targets: TopKTargets, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The student's and the teacher's log-probabilities over $k + 1$ buckets: the teacher's top $k$ classes, then
+    everything else as one class (the tail), both `(..., k + 1)`, float32.
+
+    With $K$ the teacher's top-$k$ classes of an item, $p = \mathrm{softmax}(z^t/T)$ and $q = \mathrm{softmax}(z^s/T)$:
+
+    $$\bar p = (p_{K_1}, \dots, p_{K_k},\ 1 - \textstyle\sum_{c \in K} p_c), \qquad
+      \bar q = (q_{K_1}, \dots, q_{K_k},\ \textstyle\sum_{c \notin K} q_c)$$
+
+    The student's tail is a log-sum-exp over the classes outside $K$ (exact, not $1 - \sum$ in float32); the
+    teacher's is $\log(-\mathrm{expm1}(\log \sum_{c \in K} p_c))$ from the stored log-probabilities. Both are floored
+    at $10^{-30}$, so an empty tail (k = vocabulary) is finite and adds nothing measurable.
+
+    Any divergence of these two distributions is a divergence of the teacher's top-k knowledge: every f-divergence
+    (forward and reverse KL, JSD, skew KL, total variation) of the bucketed pair is at most that of the full pair (the
+    data-processing inequality), and equals it when $k$ is the whole vocabulary. It is not the divergence to the
+    dense distribution with the tail spread evenly (the old reading of a top-k cache), which also asks the student
+    to spread its own tail evenly; DistillKit's sparse KL likewise scores the top k only.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if student_logits.shape != targets.shape:
+        raise ValueError(
+            f"student_logits has shape {tuple(student_logits.shape)} but the top-k targets stand for logits of shape "
+            f"{tuple(targets.shape)}"
+        )
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    ids = targets.ids.to(log_q.device, torch.long)
+    top_q = log_q.gather(-1, ids)
+    # A finite fill, not -inf: with every class in K the log-sum-exp and its gradient stay finite.
+    outside = log_q.scatter(-1, ids, torch.finfo(torch.float32).min)
+    tail_q = torch.logsumexp(outside, dim=-1, keepdim=True).clamp_min(_LOG_FLOOR)
+    log_p = torch.cat([targets.logprobs.to(log_q.device, torch.float32), targets.tail_log_prob().to(log_q.device)], -1)
+    return torch.cat([top_q, tail_q], dim=-1), log_p
+
+
+def soft_target_loss(
+    student_logits: torch.Tensor,
+    teacher: torch.Tensor | TopKTargets,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+    divergence: Callable[..., torch.Tensor] = soft_target_kl,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""The soft-target loss `divergence` (one of [`DIVERGENCES`], mixing weight bound) between the student and the
+    teacher, from teacher logits or from [`TopKTargets`], whole or in chunks of positions.
+
+    - Teacher logits: `divergence(student_logits, teacher, temperature, mask, num_items)`.
+    - [`TopKTargets`]: the same divergence of the $k + 1$ bucket distributions of [`top_k_buckets`]
+      (passed to it as logits $T \log \bar q$, $T \log \bar p$, whose softmax at $T$ is $\bar q$, $\bar p$).
+    - `chunk_size`: the items (positions) are taken `chunk_size` at a time along the last item dimension (row by row
+      for `(batch, seq_len, vocab)`), and each chunk's gradient is computed as the chunk is: the loss holds the float32
+      temporaries of one chunk, forward and backward, plus one gradient buffer of the student logits' size and dtype
+      (the gradient the student's logits receive anyway). Loss and gradients equal the unchunked ones up to the order
+      of float summation. Chunks without counted items are skipped. The teacher gets no gradient.
+
+    Args:
+        student_logits (`torch.Tensor` of shape `(..., num_classes)`): student logits.
+        teacher (`torch.Tensor` of the same shape, or [`TopKTargets`] over the same classes): the teacher.
+        temperature, mask, num_items: as in [`soft_target_kl`].
+        divergence (`Callable`): the divergence function.
+        chunk_size (`int`, *optional*): positions per chunk; `None` computes the loss in one piece.
+
+    Returns:
+        `torch.Tensor`: scalar float32 loss.
+    """
+    if chunk_size is None:
+        return _soft_target_piece(student_logits, teacher, temperature, mask, num_items, divergence)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+    items = student_logits.shape[:-1]
+    if tuple(teacher.shape) != tuple(student_logits.shape):
+        raise ValueError(
+            f"student_logits has shape {tuple(student_logits.shape)} but the teacher has {tuple(teacher.shape)}"
+        )
+    if mask is not None:
+        mask = mask.to(student_logits.device, torch.bool)
+        if mask.shape != items:
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(items)}")
+    if num_items is None:  # every chunk divides by the whole count, so that the chunks add up to the loss
+        num_items = mask.sum() if mask is not None else items.numel()
+    if not items:
+        chunks = [()]
+    else:
+        outer = itertools.product(*(range(n) for n in items[:-1]))
+        chunks = [(*o, slice(s, s + chunk_size)) for o in outer for s in range(0, items[-1], chunk_size)]
+    if mask is not None:
+        chunks = [index for index in chunks if bool(mask[index].any())]
+    teacher = teacher.detach() if torch.is_tensor(teacher) else teacher
+
+    def piece(student_chunk: torch.Tensor, index) -> torch.Tensor:
+        chunk_mask = mask[index] if mask is not None else None
+        return _soft_target_piece(student_chunk, teacher[index], temperature, chunk_mask, num_items, divergence)
+
+    return _ChunkedLoss.apply(student_logits, piece, chunks)
+
+
+def _soft_target_piece(student_logits, teacher, temperature, mask, num_items, divergence) -> torch.Tensor:
+    if isinstance(teacher, TopKTargets):
+        log_q, log_p = top_k_buckets(student_logits, teacher, temperature)
+        return divergence(log_q * temperature, log_p * temperature, temperature, mask, num_items)
+    return divergence(student_logits, teacher, temperature, mask, num_items)
+
+
+class _ChunkedLoss(torch.autograd.Function):
+    """A sum of per-chunk losses of one tensor whose gradient is computed chunk by chunk in the forward pass (as
+    Liger's fused losses do), so that no chunk's temporaries outlive it. Backward can run once (no `retain_graph`)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, piece, chunks: list) -> torch.Tensor:
+        needs_grad = ctx.needs_input_grad[0]
+        grad = torch.zeros_like(logits) if needs_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for index in chunks:
+            chunk = logits[index].detach()
+            if needs_grad:
+                with torch.enable_grad():
+                    chunk.requires_grad_(True)
+                    value = piece(chunk, index)
+                    (chunk_grad,) = torch.autograd.grad(value, chunk)
+                grad[index] = chunk_grad
+            else:
+                value = piece(chunk, index)
+            total += value.detach()
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad.mul_(grad_output.to(grad.dtype)), None, None
 
 
 def logit_mse(

@@ -189,15 +189,17 @@ def _kd(ctx: LossContext):
 
 
 def soft_target_divergence(args) -> Callable[..., torch.Tensor]:
-    """The divergence that `args.divergence` names, as a function of (student logits, teacher logits, temperature,
-    mask, num_items), with its mixing weight (`divergence_beta`, `divergence_alpha`) bound."""
+    """The soft-target loss of `args`, as a function of (student logits, teacher logits or top-k targets of a cache,
+    temperature, mask, num_items): the divergence that `args.divergence` names with its mixing weight
+    (`divergence_beta`, `divergence_alpha`) bound, in chunks of `args.loss_chunk_size` positions when set (see
+    [`~hf_distill.losses.soft_target_loss`])."""
     divergence = getattr(args, "divergence", "forward_kl")
     function = losses.DIVERGENCES[divergence]
     if divergence == "jsd":
-        return partial(function, beta=args.divergence_beta)
-    if divergence == "skew_kl":
-        return partial(function, alpha=args.divergence_alpha)
-    return function
+        function = partial(function, beta=args.divergence_beta)
+    elif divergence == "skew_kl":
+        function = partial(function, alpha=args.divergence_alpha)
+    return partial(losses.soft_target_loss, divergence=function, chunk_size=getattr(args, "loss_chunk_size", None))
 
 
 def _logit_mse(ctx: LossContext):

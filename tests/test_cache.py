@@ -27,7 +27,7 @@ from tiny_task_models import (
 
 from hf_distill import DistillationTrainer
 from hf_distill.cache import CACHE_INDEX_COLUMN, CacheMismatchError, TeacherCache, build_teacher_cache
-from hf_distill.losses import soft_target_kl
+from hf_distill.losses import TopKTargets, soft_target_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,21 +75,25 @@ def test_stored_outputs_equal_the_live_teacher_in_any_order_and_padding(tmp_path
     assert stored.hidden_states[1] is None and stored.hidden_states[2] is None
 
 
-def test_top_k_keeps_the_k_most_likely_classes_and_spreads_the_rest_evenly(tmp_path):
+def test_top_k_keeps_the_k_most_likely_classes_and_reads_them_back_without_the_vocabulary(tmp_path):
     teacher = masked_lm(num_layers=2, seed=0)
     rows = Dataset.from_list(random_task_rows("masked-lm", n=6, seed=1))
     temperature, k = 2.0, 5
     cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch, top_k=k, temperature=temperature)
     batch = pad_batch([rows[i] for i in range(6)])
-    stored = cache.outputs(torch.arange(6), batch["attention_mask"], batch["input_ids"].shape, "cpu")
+    stored = cache.outputs(torch.arange(6), batch["attention_mask"], batch["input_ids"].shape, "cpu").logits
     with torch.no_grad():
         live = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     real = batch["attention_mask"].bool()
-    p_live = torch.softmax(live[real] / temperature, -1)
-    p_stored = torch.softmax(stored.logits[real] / temperature, -1)
-    top = p_live.topk(k, dim=-1)
-    torch.testing.assert_close(p_stored.gather(1, top.indices), top.values, rtol=1e-5, atol=1e-7)
-    rest = 1 - top.values.sum(-1, keepdim=True)
+    # Ids and log-probabilities, (batch, seq_len, k): nothing of the vocabulary's width.
+    assert isinstance(stored, TopKTargets) and stored.ids.shape == stored.logprobs.shape == (*real.shape, k)
+    assert stored.shape == live.shape
+    top = torch.log_softmax(live[real] / temperature, -1).topk(k, dim=-1)
+    assert torch.equal(stored.ids[real], top.indices)
+    torch.testing.assert_close(stored.logprobs[real], top.values, rtol=1e-5, atol=1e-6)
+    # The even-tail reconstruction (for inspection only): the top k kept, the rest of the mass spread evenly.
+    p_stored = torch.softmax(stored[real].dense_logits(temperature) / temperature, -1)
+    rest = 1 - top.values.exp().sum(-1, keepdim=True)
     others = torch.ones_like(p_stored, dtype=torch.bool).scatter(1, top.indices, False)
     vocab = live.shape[-1]
     torch.testing.assert_close(p_stored[others].view(-1, vocab - k), (rest / (vocab - k)).expand(-1, vocab - k))
@@ -290,18 +294,23 @@ def test_building_memory_does_not_grow_with_the_dataset(tmp_path):
     assert peaks[1] - peaks[0] < written / 4, (peaks, written)
 
 
-def test_top_k_loss_equals_the_kl_to_the_stored_distribution(tmp_path):
-    """With a top-k cache, the KD term is the KL from the coarse teacher distribution (top k + even tail)."""
+def test_top_k_loss_is_the_kl_between_the_k_plus_one_buckets(tmp_path):
+    """With a top-k cache, the KD term is the KL between the teacher's and the student's top-k probabilities plus
+    one bucket for the rest of the mass (a naive reference of that definition)."""
     teacher = masked_lm(num_layers=2, seed=0)
     rows = Dataset.from_list(random_task_rows("masked-lm", n=8, seed=1))
     cache = build(teacher, rows, tmp_path / "cache", collator=pad_batch, top_k=3, temperature=2.0)
     batch = pad_batch([rows[i] for i in range(8)])
     stored = cache.outputs(torch.arange(8), batch["attention_mask"], batch["input_ids"].shape, "cpu").logits
-    student = torch.randn_like(stored)
+    student = torch.randn(stored.shape)
     mask = batch["labels"] != -100
-    value = soft_target_kl(student, stored, 2.0, mask)
-    p = torch.softmax(stored[mask] / 2.0, -1)
-    reference = (p * (p.log() - torch.log_softmax(student[mask] / 2.0, -1))).sum(-1).mean() * 4.0
+    value = soft_target_loss(student, stored, 2.0, mask)
+    ids, p_top = stored.ids[mask], stored.logprobs[mask].double().exp()
+    p = torch.cat([p_top, 1 - p_top.sum(-1, keepdim=True)], -1)
+    q_all = torch.softmax(student[mask].double() / 2.0, -1)
+    q_top = q_all.gather(1, ids)
+    q = torch.cat([q_top, 1 - q_top.sum(-1, keepdim=True)], -1)
+    reference = (p * (p.log() - q.log())).sum(-1).mean() * 4.0
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)
     assert math.isfinite(value.item())
 
