@@ -186,7 +186,8 @@ class TeacherCache:
 
     @property
     def teacher(self) -> dict:
-        return self.info["teacher"]
+        """The teacher's [`~hf_distill.teacher.model_facts`], and the cache's `top_k` (None: all logits)."""
+        return {**self.info["teacher"], "top_k": self.settings["top_k"]}
 
     @property
     def hidden_layers(self) -> list[int]:

@@ -323,33 +323,33 @@ def model_facts(model: PreTrainedModel) -> dict:
     }
 
 
-def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedModel, task: Task) -> None:
+def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedModel, task: Task, tokenizer=None) -> None:
     """Fails with a message saying what differs, and how to fix it, if teacher and student cannot be distilled.
 
-    They must have the same kind of head, read the same token ids (same vocabulary), and, for classification,
-    predict the same labels in the same order; language models must also predict over the same vocabulary.
-    `teacher` is the model, or its [`model_facts`] (as a teacher cache records them).
+    They must have the same kind of head, read the same token ids (same vocabulary: embedding widths that differ only
+    by padding rows beyond `tokenizer` are the same vocabulary), and, for classification, predict the same labels in
+    the same order; language models must also predict over the same vocabulary (the task decides, see
+    `check_vocabularies`). `teacher` is the model, or its [`model_facts`] (as a teacher cache records them).
     """
+    from .tasks.language_modeling import differ_only_by_padding
+
     facts = teacher if isinstance(teacher, dict) else model_facts(teacher)
     if facts["task"] != task.name:
         raise ValueError(
             f"the teacher is a {facts['class']} ({facts['task'] or 'no supported head'}) but the student is a "
             f"{type(student).__name__} ({task.name}); distil between models with the same kind of head"
         )
+    tokenizer_size = len(tokenizer) if tokenizer is not None else None
     teacher_vocab, student_vocab = facts["vocab_size"], _vocab_size(student)
-    if teacher_vocab != student_vocab:
+    if teacher_vocab != student_vocab and not differ_only_by_padding(teacher_vocab, student_vocab, tokenizer_size):
+        tokens = f" (the tokenizer has {tokenizer_size} tokens)" if tokenizer_size is not None else ""
         raise ValueError(
-            f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}. Teacher and student read the "
-            "same input ids, so they must share a tokenizer; build the student from the teacher with build_student()"
+            f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}{tokens}. Teacher and student "
+            "read the same input ids, so they must share a tokenizer; build the student from the teacher with "
+            "build_student()"
         )
     if task.vocabulary_outputs:
-        teacher_out, student_out = facts["output_vocab_size"], _output_vocab_size(student)
-        if teacher_out != student_out:
-            raise ValueError(
-                f"vocabulary size differs: the teacher predicts over {teacher_out} tokens, the student over "
-                f"{student_out}. The {task.name} soft targets are distributions over the vocabulary, compared token "
-                "by token; give the student the teacher's tokenizer and vocabulary (build_student() does)"
-            )
+        task.check_vocabularies(facts, _output_vocab_size(student), tokenizer_size)
     if not task.labelled_outputs:
         return
     teacher_labels, student_labels = facts["num_labels"], student.config.num_labels

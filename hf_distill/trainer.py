@@ -111,17 +111,18 @@ class DistillationTrainer(Trainer):
         # The teacher whose internals (hidden states, attention) the student learns from; its facts size the losses.
         main_teacher = teachers[args.intermediate_teacher] if teachers else None
         facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
+        tokenizer = kwargs.get("processing_class")
+        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
         for teacher in teachers:
-            check_compatibility(teacher, model, self.task)
+            check_compatibility(teacher, model, self.task, tokenizer)
         # Never a teacher's folder, whatever the user says (the command also refuses any folder holding files it did
         # not write, unless --overwrite_output_dir; a Python caller owns its output_dir, as with the Trainer).
         refuse_teacher_folder(
             args.output_dir, [*args.teacher_paths, *(t.name_or_path for t in teachers if t.name_or_path)]
         )
-        tokenizer = kwargs.get("processing_class")
         if (
             main_teacher is not None
-            and isinstance(tokenizer, PreTrainedTokenizerBase)
+            and tokenizer is not None
             and len(tokenizer) > main_teacher.get_input_embeddings().num_embeddings
         ):  # its last ids would fail deep in the embedding: say so now, with both sizes
             check_tokenizer(tokenizer, main_teacher, main_teacher.name_or_path or "processing_class")
@@ -134,7 +135,7 @@ class DistillationTrainer(Trainer):
                 args.layer_map, facts["num_hidden_layers"], model.config.num_hidden_layers
             )
         if teacher_cache is not None:
-            check_compatibility(teacher_cache.teacher, model, self.task)
+            check_compatibility(teacher_cache.teacher, model, self.task, tokenizer)
             kwargs["train_dataset"] = self._join_cache(teacher_cache, main_teacher, len(teachers), args, kwargs)
         if "attentions" in self._needs:
             if not self.layer_map.attention_indices():

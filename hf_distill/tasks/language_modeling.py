@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,11 +60,53 @@ _LM_CARD_METRICS = (
 
 
 class _LanguageModel(Task):
-    """What masked and causal language models share: outputs over the vocabulary, text data, perplexity."""
+    """What masked and causal language models share: outputs over the vocabulary, text data, perplexity.
+
+    Teacher and student may have output widths that differ only by padding rows beyond their shared tokenizer
+    (Qwen2.5's 151,936 and 152,064 rows for one 151,665-token tokenizer): [`check_vocabularies`] then sets
+    `compared_vocabulary` to the tokenizer's size, and the logits are compared over those classes only.
+    """
 
     vocabulary_outputs = True
     card_metrics = _LM_CARD_METRICS
     mlm = False
+    # The classes the soft targets are compared over when teacher and student widths differ (padding rows beyond the
+    # tokenizer); None: the whole (common) width.
+    compared_vocabulary: int | None = None
+
+    def check_vocabularies(self, teacher_facts: dict, student_width: int, tokenizer_size: int | None) -> None:
+        """Accepts output widths that are equal or differ only by padding rows beyond the tokenizer (then compares over
+        `tokenizer_size` classes); refuses any other mismatch with a one-line `ValueError` naming both sizes."""
+        teacher_width = teacher_facts["output_vocab_size"]
+        self.compared_vocabulary = None
+        if teacher_width == student_width:
+            return
+        both = f"the teacher predicts over {teacher_width} tokens, the student over {student_width}"
+        if not differ_only_by_padding(teacher_width, student_width, tokenizer_size):
+            known = (
+                f"the tokenizer has {tokenizer_size} tokens, more than the smaller of them"
+                if tokenizer_size is not None
+                else "without the tokenizer (processing_class) padding rows cannot be told apart"
+            )
+            raise ValueError(
+                f"vocabulary size differs: {both} ({known}). The {self.name} soft targets are distributions over the "
+                "vocabulary, compared token by token; give the student the teacher's tokenizer and vocabulary "
+                "(build_student() does)"
+            )
+        if teacher_facts.get("top_k"):
+            raise ValueError(
+                f"vocabulary size differs: {both}, padding rows beyond the {tokenizer_size}-token tokenizer; a top-k "
+                f"teacher cache (top_k={teacher_facts['top_k']}) ranks the teacher's {teacher_width} rows and cannot "
+                "be restricted to the tokenizer's: build the cache without top_k, or train with the live teacher"
+            )
+        self.compared_vocabulary = tokenizer_size
+
+    def over_vocabulary(self, targets: list[LogitTarget]) -> list[LogitTarget]:
+        """`targets` with both logits cut to the compared vocabulary (the tokenizer's tokens) when it is set."""
+        size = self.compared_vocabulary
+        if size is None:
+            return targets
+        return [replace(t, student=t.student[..., :size], teacher=t.teacher[..., :size]) for t in targets]
 
     def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
         """Tokenises the text column line by line; the `"unlabeled"` split is more training text (the collator makes
@@ -96,8 +138,10 @@ class MaskedLM(_LanguageModel):
     usage_example = ("unmasker", "unmasker('Paris is the {mask_token} of France.')")
     mlm = True
 
-    logit_targets = TokenClassification.logit_targets
     label_loss = TokenClassification.label_loss
+
+    def logit_targets(self, student_out, teacher_out, inputs):
+        return self.over_vocabulary(TokenClassification.logit_targets(self, student_out, teacher_out, inputs))
 
 
 class CausalLM(_LanguageModel):
@@ -119,7 +163,9 @@ class CausalLM(_LanguageModel):
 
     def logit_targets(self, student_out, teacher_out, inputs):
         mask = next_token_mask(inputs, student_out.logits.shape[:2])
-        return [LogitTarget(student_out.logits[:, :-1], teacher_out.logits[:, :-1], mask, "labels")]
+        return self.over_vocabulary(
+            [LogitTarget(student_out.logits[:, :-1], teacher_out.logits[:, :-1], mask, "labels")]
+        )
 
     def label_loss(self, student_out, inputs, counts):
         logits, labels = student_out.logits[:, :-1], inputs["labels"][:, 1:]
@@ -129,6 +175,12 @@ class CausalLM(_LanguageModel):
         reference = batch.get("input_ids")
         shape = (reference if reference is not None else batch["inputs_embeds"]).shape[:2]
         return _counts(batch, next_token_mask(batch, shape).sum())
+
+
+def differ_only_by_padding(teacher_size: int, student_size: int, tokenizer_size: int | None) -> bool:
+    """Whether two embedding or output widths that differ are both the tokenizer's tokens plus padding rows (rows no
+    token id reaches): then the models read and predict the same tokens."""
+    return tokenizer_size is not None and min(teacher_size, student_size) >= tokenizer_size
 
 
 def next_token_mask(inputs: dict, shape: tuple[int, int] | torch.Size) -> torch.Tensor:
