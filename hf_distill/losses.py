@@ -15,6 +15,7 @@ for token-level logits, hidden states, attention maps and attention relations (t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -37,6 +38,7 @@ __all__ = [
     "skew_kl",
     "soft_target_kl",
     "soft_target_loss",
+    "sparse_forward_kl",
     "top_k_buckets",
     "task_cross_entropy",
     "task_mse",
@@ -344,7 +346,8 @@ def top_k_buckets(
 
     The student's tail is a log-sum-exp over the classes outside $K$ (exact, not $1 - \sum$ in float32); the
     teacher's is $\log(-\mathrm{expm1}(\log \sum_{c \in K} p_c))$ from the stored log-probabilities. Both are floored
-    at $10^{-30}$, so an empty tail (k = vocabulary) is finite and adds nothing measurable.
+    at $10^{-30}$ in value, so an empty tail (k = vocabulary) is finite and adds nothing measurable; the student's
+    keeps the gradient of its unfloored value.
 
     Any divergence of these two distributions is a divergence of the teacher's top-k knowledge: every f-divergence
     (forward and reverse KL, JSD, skew KL, total variation) of the bucketed pair is at most that of the full pair (the
@@ -364,9 +367,15 @@ def top_k_buckets(
     top_q = log_q.gather(-1, ids)
     # A finite fill, not -inf: with every class in K the log-sum-exp and its gradient stay finite.
     outside = log_q.scatter(-1, ids, torch.finfo(torch.float32).min)
-    tail_q = torch.logsumexp(outside, dim=-1, keepdim=True).clamp_min(_LOG_FLOOR)
+    tail_q = _floor_value(torch.logsumexp(outside, dim=-1, keepdim=True))
     log_p = torch.cat([targets.logprobs.to(log_q.device, torch.float32), targets.tail_log_prob().to(log_q.device)], -1)
     return torch.cat([top_q, tail_q], dim=-1), log_p
+
+
+def _floor_value(log_mass: torch.Tensor) -> torch.Tensor:
+    """`log_mass` floored at log 1e-30 in value, with the gradient of the unfloored value: a student tail far below
+    the floor is still pulled up when the teacher's tail is not."""
+    return log_mass.detach().clamp_min(_LOG_FLOOR) + (log_mass - log_mass.detach())  # exact value: x - x = 0
 
 
 def soft_target_loss(
@@ -433,9 +442,92 @@ def soft_target_loss(
 
 def _soft_target_piece(student_logits, teacher, temperature, mask, num_items, divergence) -> torch.Tensor:
     if isinstance(teacher, TopKTargets):
+        if _plain(divergence) is soft_target_kl:
+            return sparse_forward_kl(student_logits, teacher, temperature, mask, num_items)
         log_q, log_p = top_k_buckets(student_logits, teacher, temperature)
         return divergence(log_q * temperature, log_p * temperature, temperature, mask, num_items)
     return divergence(student_logits, teacher, temperature, mask, num_items)
+
+
+def _plain(function):
+    """`function` itself, or the function of a `functools.partial` that binds nothing."""
+    if isinstance(function, functools.partial) and not function.args and not function.keywords:
+        return function.func
+    return function
+
+
+def sparse_forward_kl(
+    student_logits: torch.Tensor,
+    targets: TopKTargets,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""The forward KL of the $k + 1$ buckets of [`top_k_buckets`], $T^2 \mathrm{KL}(\bar p \| \bar q)$, with its
+    gradient computed in the same pass: one float32 tensor of the logits' size is made (the student's
+    log-probabilities, turned into the gradient in place), against about five for the same loss through autograd.
+
+    With $q = \mathrm{softmax}(z^s / T)$, $K$ the teacher's top $k$ and $\bar q_\text{tail} = \sum_{c \notin K} q_c$
+    (a log-sum-exp over those classes, exact), the gradient with respect to $z^s_c / T$ is $q_c - p_c$ for $c \in K$
+    and $r_c (\bar q_\text{tail} - \bar p_\text{tail})$ elsewhere, $r_c = q_c / \bar q_\text{tail}$ the class's share
+    of the student's tail. Equal to [`soft_target_loss`] with [`soft_target_kl`] through [`top_k_buckets`] (its
+    tails floored the same way). Arguments as in [`soft_target_kl`].
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if student_logits.shape != targets.shape:
+        raise ValueError(
+            f"student_logits has shape {tuple(student_logits.shape)} but the top-k targets stand for logits of shape "
+            f"{tuple(targets.shape)}"
+        )
+    items = student_logits.shape[:-1]
+    if mask is not None:
+        mask = mask.to(student_logits.device, torch.bool)
+        if mask.shape != items:
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(items)}")
+        count = mask.sum()
+    else:
+        count = items.numel()
+    denominator = count if num_items is None else num_items
+    if torch.is_tensor(denominator):
+        denominator = denominator.to(student_logits.device, torch.float32).clamp_min(1.0)
+    else:
+        denominator = max(float(denominator), 1.0)
+    weights = torch.ones(items, device=student_logits.device) if mask is None else mask.float()
+    return _SparseForwardKL.apply(student_logits, targets.ids, targets.logprobs, temperature, weights / denominator)
+
+
+class _SparseForwardKL(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, ids, logprobs, temperature, weights):
+        ids = ids.to(logits.device, torch.long)
+        log_p = logprobs.to(logits.device, torch.float32)
+        # One buffer, reused in place: log q, then exp(log q - max) outside the top k, then their shares of the tail.
+        buffer = F.log_softmax(logits.float() / temperature if temperature != 1 else logits.float(), dim=-1)
+        log_q_top = buffer.gather(-1, ids)
+        buffer.scatter_(-1, ids, -math.inf)
+        top = buffer.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min)  # finite with an empty tail
+        total = buffer.sub_(top).exp_().sum(-1, keepdim=True)
+        log_tail_q = top + total.log()  # -inf for an empty tail (k = vocabulary)
+        log_tail_p = TopKTargets(ids, log_p, logits.shape[-1]).tail_log_prob()
+        p_top, tail_p = log_p.exp(), log_tail_p.exp()
+        per_item = (p_top * (log_p - log_q_top)).sum(-1)
+        per_item = per_item + (tail_p * (log_tail_p - log_tail_q.clamp_min(_LOG_FLOOR))).squeeze(-1)
+        loss = (per_item * weights).sum() * temperature**2
+        if not ctx.needs_input_grad[0]:
+            return loss
+        # d loss / d (z_c / T), per item: q_c - p_c on the top k; r_c (q_tail - p_tail) elsewhere, with r_c the
+        # class's share of the student's tail (exact, however small the tail).
+        scale = (weights * temperature).unsqueeze(-1)
+        shares = buffer.div_(total.clamp_min(torch.finfo(torch.float32).tiny))
+        grad = shares.mul_((log_tail_q.exp() - tail_p) * scale).scatter_(-1, ids, (log_q_top.exp() - p_top) * scale)
+        ctx.save_for_backward(grad.to(logits.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None
 
 
 class _ChunkedLoss(torch.autograd.Function):

@@ -156,3 +156,39 @@ def test_a_causal_lm_trains_from_a_top_k_cache_with_the_bucketed_loss(tmp_path):
         s = before(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     mask = batch["labels"][:, 1:] != -100
     assert logged[0] == pytest.approx(naive_bucketed("forward_kl", s[:, :-1], targets[:, :-1], 2.0, mask), rel=1e-4)
+
+
+@pytest.mark.parametrize("temperature, k", [(1.0, 1), (2.0, 5), (0.5, 13)])
+def test_the_fused_forward_kl_equals_the_autograd_path_loss_and_gradient(temperature, k):
+    """Forward KL from top-k targets computes its gradient in the forward pass (one vocabulary-wide buffer): the same
+    loss and gradient as the bucket distributions through autograd, tiny tails included."""
+    g = torch.Generator().manual_seed(6)
+    student = torch.randn(3, 7, 13, generator=g) * 3
+    student[0, 0] = -40.0
+    student[0, 0, :3] = torch.tensor([5.0, 4.0, 3.0])  # a tail of about 1e-19
+    student[0, 1] = -80.0
+    student[0, 1, :k] = 5.0  # a tail of about 1e-36, below the floor of 1e-30: floored in both paths
+    targets = top_k_of(torch.randn(3, 7, 13, generator=g) * 3, k, temperature)
+    mask = torch.rand(3, 7, generator=g) > 0.3
+    mask[0, :2] = True
+    results = []
+    for function in (losses.soft_target_kl, lambda *args: losses.soft_target_kl(*args)):  # fused, then autograd
+        logits = student.clone().requires_grad_(True)
+        value = soft_target_loss(logits, targets, temperature, mask, torch.tensor(30), divergence=function)
+        (0.5 * value).backward()
+        results.append((value.detach(), logits.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-8)
+
+
+def test_a_student_tail_below_the_floor_is_still_pulled_up():
+    """The student puts 1 - 1e-36 on the teacher's top class, the teacher 0.5: the tail's value is floored at 1e-30,
+    its gradient is not (q - p = 0.5 on the top class), in the fused and the autograd path."""
+    student = torch.full((1, 13), -80.0)
+    student[0, 0] = 5.0
+    targets = TopKTargets(torch.tensor([[0]]), torch.log(torch.tensor([[0.5]])), 13)
+    for function in (losses.soft_target_kl, lambda *args: losses.soft_target_kl(*args)):
+        logits = student.clone().requires_grad_(True)
+        soft_target_loss(logits, targets, 1.0, divergence=function).backward()
+        assert logits.grad[0, 0].item() == pytest.approx(0.5, rel=1e-5)
+        torch.testing.assert_close(logits.grad[0, 1:], torch.full((12,), -0.5 / 12))

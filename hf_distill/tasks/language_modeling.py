@@ -168,8 +168,10 @@ class CausalLM(_LanguageModel):
         )
 
     def label_loss(self, student_out, inputs, counts):
-        logits, labels = student_out.logits[:, :-1], inputs["labels"][:, 1:]
-        return losses.task_cross_entropy(logits, labels, num_items=counts["labels"]), "labels"
+        # The labels shifted left (the last position predicts nothing), not the logits: `logits[:, :-1]` is not
+        # contiguous, and flattening it would copy a (batch, seq_len, vocab) tensor.
+        labels = F.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+        return losses.task_cross_entropy(student_out.logits, labels, num_items=counts["labels"]), "labels"
 
     def count_items(self, batch):
         reference = batch.get("input_ids")
