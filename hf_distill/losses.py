@@ -433,9 +433,21 @@ def soft_target_loss(
         chunks = [index for index in chunks if bool(mask[index].any())]
     teacher = teacher.detach() if torch.is_tensor(teacher) else teacher
 
-    def piece(student_chunk: torch.Tensor, index) -> torch.Tensor:
+    fused = isinstance(teacher, TopKTargets) and _plain(divergence) is soft_target_kl
+
+    def piece(chunk: torch.Tensor, index, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         chunk_mask = mask[index] if mask is not None else None
-        return _soft_target_piece(student_chunk, teacher[index], temperature, chunk_mask, num_items, divergence)
+        if fused:  # loss and gradient in one pass, straight into the chunk's gradient
+            weights = _item_weights(chunk.shape[:-1], chunk_mask, num_items, chunk.device)
+            targets = teacher[index]
+            return _top_k_forward_kl(chunk, targets.ids, targets.logprobs, temperature, weights, with_grad)
+        if not with_grad:
+            return _soft_target_piece(chunk, teacher[index], temperature, chunk_mask, num_items, divergence), None
+        with torch.enable_grad():
+            chunk.requires_grad_(True)
+            value = _soft_target_piece(chunk, teacher[index], temperature, chunk_mask, num_items, divergence)
+            (grad,) = torch.autograd.grad(value, chunk)
+        return value.detach(), grad
 
     return _ChunkedLoss.apply(student_logits, piece, chunks)
 
@@ -480,26 +492,42 @@ def sparse_forward_kl(
             f"student_logits has shape {tuple(student_logits.shape)} but the top-k targets stand for logits of shape "
             f"{tuple(targets.shape)}"
         )
-    items = student_logits.shape[:-1]
+    weights = _item_weights(student_logits.shape[:-1], mask, num_items, student_logits.device)
+    return _SparseForwardKL.apply(student_logits, targets.ids, targets.logprobs, temperature, weights)
+
+
+def _item_weights(items: torch.Size, mask, num_items, device) -> torch.Tensor:
+    """Each item's weight in the loss: 1 / num_items where it counts, 0 elsewhere (what `_reduce` sums with)."""
     if mask is not None:
-        mask = mask.to(student_logits.device, torch.bool)
+        mask = mask.to(device, torch.bool)
         if mask.shape != items:
             raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(items)}")
-        count = mask.sum()
-    else:
-        count = items.numel()
-    denominator = count if num_items is None else num_items
+    denominator = (mask.sum() if mask is not None else items.numel()) if num_items is None else num_items
     if torch.is_tensor(denominator):
-        denominator = denominator.to(student_logits.device, torch.float32).clamp_min(1.0)
+        denominator = denominator.to(device, torch.float32).clamp_min(1.0)
     else:
         denominator = max(float(denominator), 1.0)
-    weights = torch.ones(items, device=student_logits.device) if mask is None else mask.float()
-    return _SparseForwardKL.apply(student_logits, targets.ids, targets.logprobs, temperature, weights / denominator)
+    weights = torch.ones(items, device=device) if mask is None else mask.float()
+    return weights / denominator
 
 
 class _SparseForwardKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, ids, logprobs, temperature, weights):
+        loss, grad = _top_k_forward_kl(logits, ids, logprobs, temperature, weights, ctx.needs_input_grad[0])
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None
+
+
+def _top_k_forward_kl(logits, ids, logprobs, temperature, weights, with_grad: bool):
+    """The loss of [`sparse_forward_kl`] and, when `with_grad`, its gradient with respect to `logits` (else None)."""
+    with torch.no_grad():
         ids = ids.to(logits.device, torch.long)
         log_p = logprobs.to(logits.device, torch.float32)
         # One buffer, reused in place: log q, then exp(log q - max) outside the top k, then their shares of the tail.
@@ -514,20 +542,14 @@ class _SparseForwardKL(torch.autograd.Function):
         per_item = (p_top * (log_p - log_q_top)).sum(-1)
         per_item = per_item + (tail_p * (log_tail_p - log_tail_q.clamp_min(_LOG_FLOOR))).squeeze(-1)
         loss = (per_item * weights).sum() * temperature**2
-        if not ctx.needs_input_grad[0]:
-            return loss
+        if not with_grad:
+            return loss, None
         # d loss / d (z_c / T), per item: q_c - p_c on the top k; r_c (q_tail - p_tail) elsewhere, with r_c the
         # class's share of the student's tail (exact, however small the tail).
         scale = (weights * temperature).unsqueeze(-1)
         shares = buffer.div_(total.clamp_min(torch.finfo(torch.float32).tiny))
         grad = shares.mul_((log_tail_q.exp() - tail_p) * scale).scatter_(-1, ids, (log_q_top.exp() - p_top) * scale)
-        ctx.save_for_backward(grad.to(logits.dtype))
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None
+        return loss, grad.to(logits.dtype)
 
 
 class _ChunkedLoss(torch.autograd.Function):
@@ -540,16 +562,10 @@ class _ChunkedLoss(torch.autograd.Function):
         grad = torch.zeros_like(logits) if needs_grad else None
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         for index in chunks:
-            chunk = logits[index].detach()
+            value, chunk_grad = piece(logits[index].detach(), index, needs_grad)
             if needs_grad:
-                with torch.enable_grad():
-                    chunk.requires_grad_(True)
-                    value = piece(chunk, index)
-                    (chunk_grad,) = torch.autograd.grad(value, chunk)
                 grad[index] = chunk_grad
-            else:
-                value = piece(chunk, index)
-            total += value.detach()
+            total += value
         ctx.save_for_backward(grad)
         return total
 
