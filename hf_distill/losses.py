@@ -429,8 +429,7 @@ def soft_target_loss(
     else:
         outer = itertools.product(*(range(n) for n in items[:-1]))
         chunks = [(*o, slice(s, s + chunk_size)) for o in outer for s in range(0, items[-1], chunk_size)]
-    if mask is not None:
-        chunks = [index for index in chunks if bool(mask[index].any())]
+    counted = [mask is None or bool(mask[index].any()) for index in chunks]
     teacher = teacher.detach() if torch.is_tensor(teacher) else teacher
 
     fused = isinstance(teacher, TopKTargets) and _plain(divergence) is soft_target_kl
@@ -449,7 +448,7 @@ def soft_target_loss(
             (grad,) = torch.autograd.grad(value, chunk)
         return value.detach(), grad
 
-    return _ChunkedLoss.apply(student_logits, piece, chunks)
+    return _ChunkedLoss.apply(student_logits, piece, chunks, counted)
 
 
 def _soft_target_piece(student_logits, teacher, temperature, mask, num_items, divergence) -> torch.Tensor:
@@ -557,11 +556,15 @@ class _ChunkedLoss(torch.autograd.Function):
     Liger's fused losses do), so that no chunk's temporaries outlive it. Backward can run once (no `retain_graph`)."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, piece, chunks: list) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, piece, chunks: list, counted: list) -> torch.Tensor:
         needs_grad = ctx.needs_input_grad[0]
-        grad = torch.zeros_like(logits) if needs_grad else None
+        grad = torch.empty_like(logits) if needs_grad else None  # every chunk's slot is written below
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
-        for index in chunks:
+        for index, count in zip(chunks, counted):
+            if not count:  # no counted item: no loss, no gradient
+                if needs_grad:
+                    grad[index] = 0.0
+                continue
             value, chunk_grad = piece(logits[index].detach(), index, needs_grad)
             if needs_grad:
                 grad[index] = chunk_grad
@@ -572,7 +575,7 @@ class _ChunkedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        return grad.mul_(grad_output.to(grad.dtype)), None, None
+        return grad.mul_(grad_output.to(grad.dtype)), None, None, None
 
 
 def logit_mse(
