@@ -55,6 +55,8 @@ class BenchmarkArguments:
     loss_lengths: str = field(default="256,1024", metadata={"help": "Sequence lengths of the loss-only runs."})
     loss_batch: int = field(default=2, metadata={"help": "Batch size of the loss-only runs."})
     threads: int = field(default=2, metadata={"help": "torch threads."})
+    parts: str = field(default="caches,steps,loss", metadata={"help": "What to measure (caches are always built)."})
+    suffix: str = field(default="", metadata={"help": "Appended to the JSON file's name."})
     worker: str = field(default="", metadata={"help": "Internal: run one measurement (JSON) and print its result."})
 
 
@@ -300,13 +302,14 @@ def main() -> None:
         },
     }
     report["steps"] = {}
-    for name, spec in configurations.items():
+    parts = args.parts.split(",")
+    for name, spec in configurations.items() if "steps" in parts else ():
         result = run_worker({**base, **spec, "name": name.split(" ")[0]}, script)
         report["steps"][name] = result
         print(f"{name}: {result['seconds_per_step']:.2f} s/step, peak {result['peak_mib']:.0f} MiB")
 
     report["loss"] = {}
-    for length in [int(x) for x in args.loss_lengths.split(",")]:
+    for length in [int(x) for x in args.loss_lengths.split(",")] if "loss" in parts else ():
         for teacher_kind in ("topk", "dense"):
             for chunk in (None, args.chunk_size):
                 spec = {"worker": "loss", "threads": args.threads, "batch": args.loss_batch, "length": length}
@@ -316,7 +319,7 @@ def main() -> None:
                 report["loss"][key] = result
                 print(f"loss, {key}: {result['seconds']:.2f} s, peak {result['peak_mib']:.0f} MiB")
 
-    with open(os.path.join(args.output_dir, "benchmark_lm_cache.json"), "w") as handle:
+    with open(os.path.join(args.output_dir, f"benchmark_lm_cache{args.suffix}.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     shutil.rmtree(work, ignore_errors=True)
     print_tables(report)
@@ -330,6 +333,8 @@ def print_tables(report: dict) -> None:
     for k, c in report["caches"].items():
         print(f"| top-{k} | {c['build_seconds']:.1f} | {c['tokens_per_second']:.0f} | {c['bytes_per_token']:.0f} |")
     steps = report["steps"]
+    if not steps:
+        return
     plain = steps["plain LM step"]
     print("\n| step | seconds/step | x plain | peak MiB | x plain |\n|---|---|---|---|---|")
     for name, r in steps.items():

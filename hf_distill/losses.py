@@ -529,7 +529,7 @@ def _top_k_forward_kl(logits, ids, logprobs, temperature, weights, with_grad: bo
     with torch.no_grad():
         ids = ids.to(logits.device, torch.long)
         log_p = logprobs.to(logits.device, torch.float32)
-        # One buffer, reused in place: log q, then exp(log q - max) outside the top k, then their shares of the tail.
+        # One buffer, reused in place: log q, then exp(log q - max) outside the top k, then the gradient.
         buffer = F.log_softmax(logits.float() / temperature if temperature != 1 else logits.float(), dim=-1)
         log_q_top = buffer.gather(-1, ids)
         buffer.scatter_(-1, ids, -math.inf)
@@ -546,8 +546,8 @@ def _top_k_forward_kl(logits, ids, logprobs, temperature, weights, with_grad: bo
         # d loss / d (z_c / T), per item: q_c - p_c on the top k; r_c (q_tail - p_tail) elsewhere, with r_c the
         # class's share of the student's tail (exact, however small the tail).
         scale = (weights * temperature).unsqueeze(-1)
-        shares = buffer.div_(total.clamp_min(torch.finfo(torch.float32).tiny))
-        grad = shares.mul_((log_tail_q.exp() - tail_p) * scale).scatter_(-1, ids, (log_q_top.exp() - p_top) * scale)
+        outside = (log_tail_q.exp() - tail_p) * scale / total.clamp_min(torch.finfo(torch.float32).tiny)
+        grad = buffer.mul_(outside).scatter_(-1, ids, (log_q_top.exp() - p_top) * scale)
         return loss, grad.to(logits.dtype)
 
 

@@ -236,8 +236,9 @@ def test_causal_lm_counts_and_masks_the_shifted_targets():
     assert counts["labels"] == 3 and counts["tokens"] == 6 and counts["examples"] == 2
     logits = torch.zeros(2, 4, 11)
     (target,) = task.logit_targets(Outputs(logits=logits), Outputs(logits=logits), batch)
-    assert target.student.shape == (2, 3, 11) and target.unit == "labels"
-    assert target.mask.tolist() == [[False, True, True], [True, False, False]]
+    # The logits whole; the last position predicts nothing and is masked out.
+    assert target.student.shape == (2, 4, 11) and target.unit == "labels"
+    assert target.mask.tolist() == [[False, True, True, False], [True, False, False, False]]
 
 
 def test_question_answering_labels_and_predictions():

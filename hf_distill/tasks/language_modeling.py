@@ -145,7 +145,7 @@ class MaskedLM(_LanguageModel):
 
 
 class CausalLM(_LanguageModel):
-    """Logits `(batch, seq_len, vocab)`, compared shifted: `logits[:, :-1]` against the tokens at positions 1...
+    """Logits `(batch, seq_len, vocab)`, compared shifted: the logits at positions 0..L-2 against the tokens at 1...
 
     The next-token targets are the positions where `labels[:, 1:] != -100` when the batch has labels (as
     `DataCollatorForLanguageModeling(mlm=False)` makes them, padding at -100); otherwise those where both the token
@@ -162,10 +162,11 @@ class CausalLM(_LanguageModel):
     usage_example = ("generator", 'generator("Once upon a time", max_new_tokens=20)')
 
     def logit_targets(self, student_out, teacher_out, inputs):
+        # Compared whole, with the last position (which predicts nothing) masked out, rather than as `logits[:, :-1]`:
+        # the backward pass of that slice would make a zero-filled (batch, seq_len, vocab) gradient and copy into it.
         mask = next_token_mask(inputs, student_out.logits.shape[:2])
-        return self.over_vocabulary(
-            [LogitTarget(student_out.logits[:, :-1], teacher_out.logits[:, :-1], mask, "labels")]
-        )
+        mask = torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
+        return self.over_vocabulary([LogitTarget(student_out.logits, teacher_out.logits, mask, "labels")])
 
     def label_loss(self, student_out, inputs, counts):
         # The labels shifted left (the last position predicts nothing), not the logits: `logits[:, :-1]` is not
