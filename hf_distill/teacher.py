@@ -82,9 +82,6 @@ def _plain_from_gguf(model: PreTrainedModel, path: str) -> None:
     it, in the card and the cache."""
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    for module in model.modules():  # the flag the quantizer sets on each config (a student copies the config)
-        if isinstance(module, PreTrainedModel):
-            module.config._is_quantized = False
     model.config.name_or_path = path
     model.name_or_path = path
 

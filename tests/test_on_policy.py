@@ -224,3 +224,31 @@ def test_a_model_that_does_not_generate_is_refused(tmp_path):
 def test_the_config_refuses_bad_generation_settings(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         make_config(tmp_path, **settings)
+
+
+def test_prompt_completion_data_scores_the_completion_and_is_completed_from_the_prompt(tmp_path):
+    """TRL's prompt/completion columns: the prompt's labels are -100, so the prompt is what on-policy completes."""
+    from datasets import DatasetDict
+    from tiny_task_models import tiny_tokenizer
+
+    from hf_distill.data import DataArguments
+
+    tokenizer = tiny_tokenizer()
+    raw = Dataset.from_list(
+        [{"prompt": "the movie is", "completion": "good"}, {"prompt": "it was", "completion": "very bad"}]
+    )
+    prepared = CausalLM().prepare_datasets(
+        DatasetDict({"train": raw}), tokenizer, DataArguments(train_file="pairs.jsonl", max_length=16)
+    )
+    first = prepared["train"][0]
+    prompt_ids = tokenizer("the movie is")["input_ids"]
+    completion_ids = tokenizer("good", add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    assert first["input_ids"] == prompt_ids + completion_ids + eos
+    assert first["labels"][: len(prompt_ids)] == [IGNORE] * len(prompt_ids)
+    assert first["labels"][len(prompt_ids) :] == first["input_ids"][len(prompt_ids) :]
+    batch = CausalLM().data_collator(tokenizer)([prepared["train"][i] for i in range(2)])
+    assert [p.tolist() for p in prompts_of(batch, prompt_length=1)] == [
+        prompt_ids,
+        tokenizer("it was")["input_ids"],
+    ]
