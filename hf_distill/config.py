@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from .generation import check_completion_settings
+from .generation import check_completion_settings, uses_completions
 from .layer_map import LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, parse_layer_pairs
 from .losses import DIVERGENCES
 from .terms import TERMS, active_terms, needs_of
@@ -428,6 +428,11 @@ class DistillationConfig(TrainingArguments):
             settings["divergence_beta"] = float(self.divergence_beta)
         elif self.divergence == "skew_kl":
             settings["divergence_alpha"] = float(self.divergence_alpha)
+        if uses_completions(self):  # on-policy / sequence-level: which batches were generated, and how
+            settings["completions"] = {
+                name: getattr(self, name)
+                for name in ("lmbda", "seq_kd", "max_new_tokens", "generation_temperature", "top_p", "prompt_length")
+            }
         # Only when a loss compares layers: an unused layer map describes nothing that happened.
         if needs_of(active_terms(self)) & {"hidden_states", "attentions"}:
             settings["layer_map"] = self.layer_map

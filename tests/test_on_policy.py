@@ -252,3 +252,16 @@ def test_prompt_completion_data_scores_the_completion_and_is_completed_from_the_
         prompt_ids,
         tokenizer("it was")["input_ids"],
     ]
+
+
+def test_the_settings_record_the_generated_batches_only_when_used(tmp_path):
+    settings = make_config(tmp_path, lmbda=0.5, max_new_tokens=8).distillation_settings()
+    assert settings["completions"] == {
+        "lmbda": 0.5,
+        "seq_kd": False,
+        "max_new_tokens": 8,
+        "generation_temperature": 1.0,
+        "top_p": 1.0,
+        "prompt_length": 16,
+    }
+    assert "completions" not in make_config(tmp_path).distillation_settings()
