@@ -203,6 +203,7 @@ def one_run(args) -> None:
         "teacher_accuracy": metrics["teacher"]["accuracy"],
         "student_parameters": metrics["student"]["parameters"],
         "teacher_parameters": metrics["teacher"]["parameters"],
+        "teacher_layers": metrics["teacher"]["num_layers"],
         "seconds_per_step": round(train_s / args.max_steps, 3),
         "train_runtime_s": train_s,
         "run_wall_s": round(wall_s, 1),
@@ -237,7 +238,7 @@ def report(args, setup: dict, records: list[dict]) -> str:
         "| run | held-out perplexity | gap closed | top-1 agreement with teacher | top-1 accuracy | s / step | "
         "peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|",
-        f"| teacher (30 layers) | {teacher_ppl:.2f} | | | {records[0]['teacher_accuracy']:.4f} | | |",
+        f"| teacher ({records[0]['teacher_layers']} layers) | {teacher_ppl:.2f} | | | {records[0]['teacher_accuracy']:.4f} | | |",
     ]
     for r in records:
         closed = gap_closed(base["perplexity"], r["perplexity"], teacher_ppl) if base and r is not base else None
