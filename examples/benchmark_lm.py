@@ -238,7 +238,8 @@ def report(args, setup: dict, records: list[dict]) -> str:
         "| run | held-out perplexity | gap closed | top-1 agreement with teacher | top-1 accuracy | s / step | "
         "peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|",
-        f"| teacher ({records[0]['teacher_layers']} layers) | {teacher_ppl:.2f} | | | {records[0]['teacher_accuracy']:.4f} | | |",
+        f"| teacher ({records[0]['teacher_layers']} layers) | {teacher_ppl:.2f} | | | "
+        f"{records[0]['teacher_accuracy']:.4f} | | |",
     ]
     for r in records:
         closed = gap_closed(base["perplexity"], r["perplexity"], teacher_ppl) if base and r is not base else None
