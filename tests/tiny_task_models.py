@@ -211,6 +211,57 @@ def family_config(model_type, hidden=32, layers=4, heads=4, kv_heads=2, **overri
     return getattr(transformers, config_name)(**{**kwargs(hidden, layers, heads, kv_heads), **overrides})
 
 
+# A byte-level BPE vocabulary for a GGUF file: one special token, the printable ASCII bytes, GPT-2's space byte "Ġ",
+# and three merges; 99 tokens, the size of the other tiny models' vocabulary.
+GGUF_TOKENS = ["<|endoftext|>", *(chr(c) for c in range(ord("!"), ord("~") + 1)), "Ġ", "he", "the", "Ġthe"]
+GGUF_MERGES = ["h e", "t he", "Ġ the"]
+
+
+def write_gguf(model: LlamaForCausalLM, path) -> str:
+    """Writes a Llama model as a float32 GGUF file (llama.cpp's format), with a byte-level BPE tokenizer in its
+    metadata, as llama.cpp's `convert_hf_to_gguf.py` lays it out: GGUF tensor names, and the query/key rows permuted
+    the way transformers' GGUF loader un-permutes them. Returns the path."""
+    import gguf
+    import numpy as np
+
+    def permute(weight, heads):
+        return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2)
+
+    config = model.config
+    assert config.vocab_size == len(GGUF_TOKENS), "build the model with vocab_size=len(GGUF_TOKENS)"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(GGUF_TOKENS)
+    writer.add_token_types([3] + [1] * (len(GGUF_TOKENS) - 1))  # 3: control token, 1: normal
+    writer.add_token_merges(GGUF_MERGES)
+    for special in (writer.add_bos_token_id, writer.add_eos_token_id, writer.add_pad_token_id):
+        special(0)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for key, value in model.state_dict().items():
+        module, _, kind = key.rpartition(".")
+        array = value.detach().float().numpy()
+        if module.endswith("q_proj"):
+            array = permute(array, config.num_attention_heads).reshape(array.shape)
+        elif module.endswith("k_proj"):
+            array = permute(array, config.num_key_value_heads).reshape(array.shape)
+        writer.add_tensor(f"{names.get_name(module)}.{kind}", np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
+
+
 def random_task_rows(task, n=12, seed=0, min_len=4, max_len=14):
     """Unpadded examples of `task` (hf_distill task name) with random token ids of random lengths."""
     g = torch.Generator().manual_seed(seed)
