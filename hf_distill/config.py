@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
+from .generation import check_completion_settings, uses_completions
 from .layer_map import LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, parse_layer_pairs
 from .losses import DIVERGENCES
 from .terms import TERMS, active_terms, needs_of
@@ -160,6 +161,44 @@ class DistillationConfig(TrainingArguments):
             "language models with large vocabularies. Same loss and gradients. Default: in one piece."
         },
     )
+    lmbda: float = field(
+        default=0.0,
+        metadata={
+            "help": "Causal LMs, on-policy distillation (GKD, Agarwal et al. 2024; TRL's name): the fraction of "
+            "training batches, in [0, 1], whose prompts the student completes itself (max_new_tokens, "
+            "generation_temperature, top_p) and whose completions the teacher scores; the loss counts the generated "
+            "tokens only. The prompt is the part of an example before its first label (prompt/completion data), or "
+            "its first prompt_length tokens (plain text). Drawn batch by batch from the seed. Needs a live teacher."
+        },
+    )
+    seq_kd: bool = field(
+        default=False,
+        metadata={
+            "help": "Causal LMs, sequence-level distillation (Kim & Rush 2016): the teacher completes the prompts of "
+            "the batches the student does not (all of them with lmbda=0), and the student learns on the teacher's "
+            "sequences. Needs a live teacher."
+        },
+    )
+    max_new_tokens: int = field(
+        default=32, metadata={"help": "With lmbda or seq_kd: the most tokens generated per completion."}
+    )
+    generation_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "With lmbda or seq_kd: the sampling temperature of the completions (>= 0; 0 is greedy "
+            "decoding). Not the distillation's `temperature`."
+        },
+    )
+    top_p: float = field(
+        default=1.0, metadata={"help": "With lmbda or seq_kd: nucleus sampling of the completions, in (0, 1]."}
+    )
+    prompt_length: int = field(
+        default=16,
+        metadata={
+            "help": "With lmbda or seq_kd, for plain-text examples (every token a target): the number of first "
+            "tokens that form the prompt to complete."
+        },
+    )
     hidden_loss_type: Literal["mse", "cosine"] = field(
         default="mse",
         metadata={"help": "Hidden-state loss: 'mse' (FitNets, TinyBERT) or 'cosine' (1 - cosine, as DistilBERT)."},
@@ -284,6 +323,7 @@ class DistillationConfig(TrainingArguments):
                 f"loss_chunk_size must be a whole number of positions >= 1 (e.g. 1024), or unset, got "
                 f"{self.loss_chunk_size!r}"
             )
+        self._check_generation_settings()
         for field_name, choices in (
             ("divergence", tuple(DIVERGENCES)),
             ("hidden_loss_type", ("mse", "cosine")),
@@ -321,6 +361,24 @@ class DistillationConfig(TrainingArguments):
         for name in ("peft_config", "teacher_model_init_kwargs"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict or a JSON object string, got {getattr(self, name)!r}")
+
+    def _check_generation_settings(self) -> None:
+        """The on-policy / sequence-level fields: ranges, and no teacher cache (it cannot score new sequences)."""
+        for field_name, low, high, low_included in (
+            ("lmbda", 0.0, 1.0, True),
+            ("top_p", 0.0, 1.0, False),
+            ("generation_temperature", 0.0, math.inf, True),
+        ):
+            value = getattr(self, field_name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            if not number or not (low <= value if low_included else low < value) or not value <= high:
+                interval = f"in {'[' if low_included else '('}{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
+                raise ValueError(f"{field_name} must be a number {interval}, got {value!r}")
+        for field_name in ("max_new_tokens", "prompt_length"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{field_name} must be a whole number >= 1, got {value!r}")
+        check_completion_settings(self, self.teacher_cache)
 
     def _resolve_deprecated_weights(self) -> None:
         """`task_weight=w` means `label_weight=w` (with a FutureWarning); both given and different is an error. The
@@ -387,6 +445,11 @@ class DistillationConfig(TrainingArguments):
             settings["divergence_beta"] = float(self.divergence_beta)
         elif self.divergence == "skew_kl":
             settings["divergence_alpha"] = float(self.divergence_alpha)
+        if uses_completions(self):  # on-policy / sequence-level: which batches were generated, and how
+            settings["completions"] = {
+                name: getattr(self, name)
+                for name in ("lmbda", "seq_kd", "max_new_tokens", "generation_temperature", "top_p", "prompt_length")
+            }
         # Only when a loss compares layers: an unused layer map describes nothing that happened.
         if needs_of(active_terms(self)) & {"hidden_states", "attentions"}:
             settings["layer_map"] = self.layer_map

@@ -31,6 +31,8 @@ logger = get_logger(__name__)
 _CONFIG_KWARGS = ("revision", "token", "trust_remote_code", "cache_dir", "subfolder", "local_files_only")
 # The task of a model whose config names no architecture (what `hf-distill train` always assumed).
 _DEFAULT_TASK = "text-classification"
+# The task of a model read from a .gguf file, whose config names no architecture: llama.cpp holds causal LMs.
+_GGUF_TASK = "causal-lm"
 
 
 def load_model(
@@ -60,13 +62,39 @@ def load_model(
     else:
         task_class = _task_class(task)
         check_head(path, task_class, init_kwargs, role, wanted_by=_wanted_by(task))
+    location, gguf_kwargs = pretrained_location(path)
     try:
-        return task_class.auto_class.from_pretrained(path, **(init_kwargs or {}))
+        model = task_class.auto_class.from_pretrained(location, **gguf_kwargs, **(init_kwargs or {}))
     except (OSError, ValueError) as error:
         raise OSError(
             f"could not load the {role} {path!r} ({error.__class__.__name__}: {str(error).splitlines()[0]}). "
-            "Give a folder written by save_pretrained, or a Hub id reachable from this machine"
+            "Give a folder written by save_pretrained, a .gguf file, or a Hub id reachable from this machine"
         ) from error
+    if gguf_kwargs:
+        _plain_from_gguf(model, path)
+    return model
+
+
+def _plain_from_gguf(model: PreTrainedModel, path: str) -> None:
+    """A model read from a .gguf file, made a plain float model: transformers de-quantised its weights on loading but
+    keeps a GGUF "quantizer" and `quantization_config`, which a student built from it would save into its config (and
+    the student folder would then be read as a GGUF checkpoint). It is named by its file, not by the folder around
+    it, in the card and the cache."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.config.name_or_path = path
+    model.name_or_path = path
+
+
+def pretrained_location(name_or_path: str | os.PathLike) -> tuple[str, dict]:
+    """Where `from_pretrained` finds a model or tokenizer: `(folder, {"gguf_file": file name})` for a path to a
+    `.gguf` file (llama.cpp's format: transformers de-quantises its weights and builds the tokenizer and config
+    from its metadata; needs the `gguf` package, `pip install 'hf-distill[llm]'`), else `(name_or_path, {})`."""
+    path = str(name_or_path)
+    if path.lower().endswith(".gguf") and os.path.isfile(path):
+        folder, name = os.path.split(os.path.abspath(path))
+        return folder, {"gguf_file": name}
+    return path, {}
 
 
 def load_tokenizer(
@@ -74,7 +102,8 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """The tokenizer at `name_or_path` (the teacher's folder or Hub id unless another is named); checked against
     `model`'s embeddings when a model is given ([`check_tokenizer`])."""
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    location, gguf_kwargs = pretrained_location(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(location, **gguf_kwargs)
     if model is not None:
         check_tokenizer(tokenizer, model, name_or_path, role)
     return tokenizer
@@ -161,9 +190,8 @@ def check_head(
     Raises:
         `ValueError`: naming the model's architecture and task, the task asked for and the fix.
     """
-    config_kwargs = {k: v for k, v in (init_kwargs or {}).items() if k in _CONFIG_KWARGS}
     try:
-        config = AutoConfig.from_pretrained(path, **config_kwargs)
+        config = _pretrained_config(path, init_kwargs)
     except (OSError, ValueError):
         return  # the loader names what is wrong with the path
     architecture = (getattr(config, "architectures", None) or [None])[0]
@@ -202,9 +230,10 @@ def task_of_pretrained(path: str, init_kwargs: dict | None = None, role: str = "
         `ValueError`: when the named architecture is a bare model or a head hf_distill does not distil.
     """
     check_model_path(path, role)
-    config_kwargs = {k: v for k, v in (init_kwargs or {}).items() if k in _CONFIG_KWARGS}
-    config = AutoConfig.from_pretrained(path, **config_kwargs)
+    config = _pretrained_config(path, init_kwargs)
     architectures = getattr(config, "architectures", None) or []
+    if not architectures and pretrained_location(path)[1]:
+        return get_task(_GGUF_TASK)  # a GGUF config names no architecture; llama.cpp's files hold language models
     if not architectures:
         return get_task(_DEFAULT_TASK)
     task_class = None if getattr(config, "is_encoder_decoder", False) else _task_of_class_name(architectures[0])
@@ -215,6 +244,12 @@ def task_of_pretrained(path: str, init_kwargs: dict | None = None, role: str = "
             f"({', '.join(TASKS)})"
         )
     return task_class
+
+
+def _pretrained_config(path: str, init_kwargs: dict | None = None):
+    location, gguf_kwargs = pretrained_location(path)
+    config_kwargs = {k: v for k, v in (init_kwargs or {}).items() if k in _CONFIG_KWARGS}
+    return AutoConfig.from_pretrained(location, **gguf_kwargs, **config_kwargs)
 
 
 def check_model_path(path: str | None, role: str = "teacher") -> None:

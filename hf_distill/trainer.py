@@ -23,6 +23,7 @@ from . import losses
 from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
+from .generation import CompletionSource, check_completion_settings
 from .layer_map import LayerMap
 from .log import get_logger
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
@@ -102,6 +103,7 @@ class DistillationTrainer(Trainer):
                 "no teacher: pass teacher_model=..., or set teacher_model_name_or_path or teacher_cache in the config"
             )
         self.teacher_cache = teacher_cache
+        check_completion_settings(args, teacher_cache, self.task)
         self.teacher_weights = self._teacher_weights(len(teachers), args)
         if args.intermediate_teacher >= max(len(teachers), 1):
             raise ValueError(
@@ -175,6 +177,7 @@ class DistillationTrainer(Trainer):
         self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
         self._warned_no_teacher = False
         self._in_checkpoint = False
+        self.completions = CompletionSource.from_args(args, model, getattr(tokenizer, "pad_token_id", None))
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
         self._eval_sums: dict[str, torch.Tensor] = {}
@@ -308,6 +311,22 @@ class DistillationTrainer(Trainer):
 
     # ---- loss -------------------------------------------------------------------------------------------------------
 
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, dict]:
+        """The micro-batches of one optimizer step, and their item counts; with on-policy / sequence-level
+        distillation (`lmbda`, `seq_kd`), some batches are replaced by completions of their prompts
+        ([`~hf_distill.generation.CompletionSource`]) before they are counted, so the loss is normalised over the
+        generated tokens of the whole step."""
+        batches, counts = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.completions is None:
+            return batches, counts
+        teacher = self.accelerator.unwrap_model(self.teacher) if self.teacher is not None else None
+        step = self.state.global_step
+        batches = [
+            self.completions.complete(batch, step, index, self.student, teacher)[0]
+            for index, batch in enumerate(batches)
+        ]
+        return batches, self._get_num_items_in_batch(batches, device)
+
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor]:
         """Counts the items of the whole optimizer step (all micro-batches, summed over processes), per unit."""
         counts = [self.task.count_items(b) for b in batch_samples]
@@ -329,7 +348,9 @@ class DistillationTrainer(Trainer):
         label_keys = {"labels", *self.label_names, *self.task.label_names}
         model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
-        teacher_out = self._teacher_forward(inputs, training)
+        # A training step runs the teacher only for terms that read it (label loss alone: a plain student step).
+        needs_teacher = not training or any(term.needs_teacher for term in self.terms)
+        teacher_out = self._teacher_forward(inputs, training) if needs_teacher else None
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
         global_counts = training and isinstance(num_items_in_batch, dict)
         counts = (

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import transformers
+from tiny_task_models import DECODER_FAMILIES, FAMILIES, VOCAB_SIZE, family_config
 from torch import nn
 
 from hf_distill import losses, student
@@ -17,9 +18,6 @@ from hf_distill.relations import (
     qkv_projections,
     relation_loss_terms,
 )
-
-VOCAB_SIZE = 99
-
 
 # --- naive references, written from the formulas with Python loops -------------------------------------------------
 
@@ -199,79 +197,16 @@ def test_attention_relation_loss_errors_name_the_bad_input():
 # --- tiny models of every supported type -----------------------------------------------------------------------------
 
 
-def _encoder_kwargs(hidden, layers, heads):
-    return dict(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-
-
-def _decoder_kwargs(hidden, layers, heads, kv_heads):
-    return dict(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=hidden,
-        intermediate_size=48,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-
-
-CONFIGS = {
-    "bert": lambda h, n, a, kv: transformers.BertConfig(**_encoder_kwargs(h, n, a)),
-    "roberta": lambda h, n, a, kv: transformers.RobertaConfig(**_encoder_kwargs(h, n, a), pad_token_id=1),
-    "xlm-roberta": lambda h, n, a, kv: transformers.XLMRobertaConfig(**_encoder_kwargs(h, n, a), pad_token_id=1),
-    "electra": lambda h, n, a, kv: transformers.ElectraConfig(**_encoder_kwargs(h, n, a), embedding_size=16),
-    "mpnet": lambda h, n, a, kv: transformers.MPNetConfig(**_encoder_kwargs(h, n, a), pad_token_id=1),
-    # Relative attention shared with the content projections: DeBERTa-v2 calls query_proj and key_proj twice a layer.
-    "deberta-v2": lambda h, n, a, kv: transformers.DebertaV2Config(
-        **_encoder_kwargs(h, n, a),
-        relative_attention=True,
-        pos_att_type=["p2c", "c2p"],
-        share_att_key=True,
-        position_buckets=8,
-        max_relative_positions=16,
-    ),
-    "distilbert": lambda h, n, a, kv: transformers.DistilBertConfig(
-        vocab_size=VOCAB_SIZE, dim=h, n_layers=n, n_heads=a, hidden_dim=37, dropout=0.0, attention_dropout=0.0
-    ),
-    "gpt2": lambda h, n, a, kv: transformers.GPT2Config(
-        vocab_size=VOCAB_SIZE,
-        n_embd=h,
-        n_layer=n,
-        n_head=a,
-        n_positions=64,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=2,
-        eos_token_id=3,
-    ),
-    "llama": lambda h, n, a, kv: transformers.LlamaConfig(**_decoder_kwargs(h, n, a, kv)),
-    "mistral": lambda h, n, a, kv: transformers.MistralConfig(**_decoder_kwargs(h, n, a, kv)),
-    "qwen2": lambda h, n, a, kv: transformers.Qwen2Config(**_decoder_kwargs(h, n, a, kv)),
-    "qwen3": lambda h, n, a, kv: transformers.Qwen3Config(**_decoder_kwargs(h, n, a, kv), head_dim=h // a),
-}
 # Whose attention has an sdpa implementation (MPNet and DeBERTa-v2 compute theirs by hand).
 SDPA = {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "gpt2", "llama", "mistral", "qwen2", "qwen3"}
 
 
 def tiny_model(model_type, hidden=32, layers=2, heads=4, kv_heads=2, seed=0, task=False):
     """A base model (or, with `task`, its causal-LM / sequence-classification model) of `model_type`, in eval mode."""
-    config = CONFIGS[model_type](hidden, layers, heads, kv_heads)
+    config = family_config(model_type, hidden, layers, heads, kv_heads)
     auto = transformers.AutoModel
     if task:
-        decoder = model_type in ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+        decoder = model_type in DECODER_FAMILIES
         auto = transformers.AutoModelForCausalLM if decoder else transformers.AutoModelForSequenceClassification
     torch.manual_seed(seed)
     attn = "sdpa" if model_type in SDPA else "eager"
@@ -297,10 +232,10 @@ def _projection_input(model_type, block, hidden):
 
 
 def test_every_student_model_type_is_covered():
-    assert set(SUPPORTED_MODEL_TYPES) == set(student.SUPPORTED_MODEL_TYPES) == set(CONFIGS)
+    assert set(SUPPORTED_MODEL_TYPES) == set(student.SUPPORTED_MODEL_TYPES) == set(FAMILIES)
 
 
-@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
 @pytest.mark.parametrize("layer", [1, 2])
 def test_capture_equals_projections_applied_by_hand(model_type, layer):
     model = tiny_model(model_type)
@@ -322,7 +257,7 @@ def test_capture_equals_projections_applied_by_hand(model_type, layer):
         torch.testing.assert_close(outputs[name], expected[name], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
 def test_projection_widths_are_the_captured_widths(model_type):
     model = tiny_model(model_type, hidden=32, heads=4, kv_heads=2)
     with torch.no_grad(), QKVCapture(model, 1) as capture:

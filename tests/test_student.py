@@ -8,77 +8,50 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 import transformers
+from tiny_task_models import FAMILIES, family_config
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from hf_distill import LayerMap
 from hf_distill.layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES
 from hf_distill.student import SUPPORTED_MODEL_TYPES, build_student, select_teacher_layers, teacher_reference
 
-ENCODER = dict(
-    hidden_size=32,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    intermediate_size=37,
-    vocab_size=99,
-    max_position_embeddings=64,
-)
-DECODER = dict(ENCODER, num_key_value_heads=2)
-
-# id -> (model class, config class, config kwargs, state-dict prefix of the layer list)
-FAMILIES = {
-    "bert": ("BertForSequenceClassification", "BertConfig", ENCODER, "bert.encoder.layer"),
-    "bert-mlm": ("BertForMaskedLM", "BertConfig", ENCODER, "bert.encoder.layer"),
-    "bert-base": ("BertModel", "BertConfig", ENCODER, "encoder.layer"),
-    "roberta": ("RobertaForSequenceClassification", "RobertaConfig", ENCODER, "roberta.encoder.layer"),
-    "xlm-roberta": ("XLMRobertaForSequenceClassification", "XLMRobertaConfig", ENCODER, "roberta.encoder.layer"),
-    "distilbert": (
-        "DistilBertForSequenceClassification",
-        "DistilBertConfig",
-        dict(dim=32, n_layers=4, n_heads=4, hidden_dim=37, vocab_size=99, max_position_embeddings=64),
-        "distilbert.transformer.layer",
-    ),
-    "electra": (
-        "ElectraForSequenceClassification",
-        "ElectraConfig",
-        dict(ENCODER, embedding_size=24),  # exercises embeddings_project, which sits outside the layers
-        "electra.encoder.layer",
-    ),
-    "mpnet": ("MPNetForSequenceClassification", "MPNetConfig", ENCODER, "mpnet.encoder.layer"),
-    "deberta-v2": (
-        "DebertaV2ForSequenceClassification",
-        "DebertaV2Config",
-        dict(ENCODER, relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16),
-        "deberta.encoder.layer",
-    ),
-    "gpt2": (
-        "GPT2LMHeadModel",
-        "GPT2Config",
-        dict(
-            n_embd=32, n_layer=4, n_head=4, n_inner=37, vocab_size=99, n_positions=64, bos_token_id=0, eos_token_id=0
-        ),
-        "transformer.h",
-    ),
-    "llama": ("LlamaForCausalLM", "LlamaConfig", dict(DECODER, tie_word_embeddings=True), "model.layers"),
+# id -> (model class, model type in the shared FAMILIES table, config overrides, state-dict prefix of the layer list)
+MODELS = {
+    "bert": ("BertForSequenceClassification", "bert", {}, "bert.encoder.layer"),
+    "bert-mlm": ("BertForMaskedLM", "bert", {}, "bert.encoder.layer"),
+    "bert-base": ("BertModel", "bert", {}, "encoder.layer"),
+    "roberta": ("RobertaForSequenceClassification", "roberta", {}, "roberta.encoder.layer"),
+    "xlm-roberta": ("XLMRobertaForSequenceClassification", "xlm-roberta", {}, "roberta.encoder.layer"),
+    "distilbert": ("DistilBertForSequenceClassification", "distilbert", {}, "distilbert.transformer.layer"),
+    "electra": ("ElectraForSequenceClassification", "electra", {}, "electra.encoder.layer"),
+    "mpnet": ("MPNetForSequenceClassification", "mpnet", {}, "mpnet.encoder.layer"),
+    "deberta-v2": ("DebertaV2ForSequenceClassification", "deberta-v2", {}, "deberta.encoder.layer"),
+    "gpt2": ("GPT2LMHeadModel", "gpt2", {}, "transformer.h"),
+    "llama": ("LlamaForCausalLM", "llama", dict(tie_word_embeddings=True), "model.layers"),
     "qwen2": (
         "Qwen2ForCausalLM",
-        "Qwen2Config",
-        dict(DECODER, use_sliding_window=True, sliding_window=4, max_window_layers=2),
+        "qwen2",
+        dict(use_sliding_window=True, sliding_window=4, max_window_layers=2),
         "model.layers",
     ),
     "qwen3": (
         "Qwen3ForCausalLM",
-        "Qwen3Config",
-        dict(DECODER, head_dim=8, use_sliding_window=True, sliding_window=4, max_window_layers=1),
+        "qwen3",
+        dict(use_sliding_window=True, sliding_window=4, max_window_layers=1),
         "model.layers",
     ),
-    "mistral": ("MistralForCausalLM", "MistralConfig", dict(DECODER, sliding_window=4), "model.layers"),
+    "mistral": ("MistralForCausalLM", "mistral", dict(sliding_window=4), "model.layers"),
 }
 
 
+def test_every_family_of_the_shared_table_is_built():
+    assert {model_type for _, model_type, _, _ in MODELS.values()} == set(FAMILIES) == set(SUPPORTED_MODEL_TYPES)
+
+
 def make(family, seed=0):
-    model_name, config_name, kwargs, _ = FAMILIES[family]
+    model_name, model_type, overrides, _ = MODELS[family]
+    config = family_config(model_type, **overrides)
     torch.manual_seed(seed)
-    config = getattr(transformers, config_name)(**kwargs)
     return getattr(transformers, model_name)(config).eval()
 
 
@@ -104,7 +77,7 @@ def layer_split(state, prefix):
     return layers, rest
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", MODELS)
 def test_every_other_copies_teacher_layers_exactly(family):
     teacher = make(family)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -114,7 +87,7 @@ def test_every_other_copies_teacher_layers_exactly(family):
     assert student.config.num_hidden_layers == 2
     assert student.config.distillation_teacher_layers == [0, 2]
     assert student.config.distillation_teacher is None
-    prefix = FAMILIES[family][3]
+    prefix = MODELS[family][3]
     assert len(student.get_submodule(prefix)) == 2
     t_layers, t_rest = layer_split(teacher.state_dict(), prefix)
     s_layers, s_rest = layer_split(student.state_dict(), prefix)
@@ -136,7 +109,7 @@ def test_every_other_copies_teacher_layers_exactly(family):
     assert all(torch.equal(after[k], before[k]) for k in before)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", MODELS)
 def test_all_layers_student_reproduces_teacher(family):
     teacher = make(family)
     student = build_student(teacher, num_layers=4, strategy="first").eval()
@@ -228,8 +201,12 @@ def test_unsupported_model_types():
     )
     with pytest.raises(ValueError, match=r"'t5'.*" + ", ".join(SUPPORTED_MODEL_TYPES)):
         build_student(t5, num_layers=1)
+    encoder = family_config("bert").to_dict()
+    albert_sizes = {
+        key: encoder[key] for key in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size")
+    }
     albert = transformers.AlbertForSequenceClassification(
-        transformers.AlbertConfig(**ENCODER, embedding_size=16, num_hidden_groups=1)
+        transformers.AlbertConfig(**albert_sizes, num_attention_heads=4, embedding_size=16, num_hidden_groups=1)
     )
     with pytest.raises(ValueError, match="'albert'.*shares one set of layer weights"):
         build_student(albert, num_layers=2)
@@ -291,7 +268,7 @@ def test_default_strategy_is_distilberts_every_other():
     assert DEFAULT_STUDENT_STRATEGY == "every_other"
     assert select_teacher_layers(12, 4) == [0, 2, 4, 6]
     # 12 -> 6 would be 0,3,6,9 under the old default ("uniform" with the first block kept)
-    teacher = transformers.BertForSequenceClassification(transformers.BertConfig(**dict(ENCODER, num_hidden_layers=6)))
+    teacher = transformers.BertForSequenceClassification(family_config("bert", layers=6))
     assert build_student(teacher, num_layers=3).config.distillation_teacher_layers == [0, 2, 4]
     assert build_student(teacher).config.distillation_teacher_layers == [0, 2, 4]  # k defaults to ceil(n / 2)
 

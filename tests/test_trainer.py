@@ -202,3 +202,15 @@ def test_student_without_label_names_takes_the_teachers(tmp_path, dataset):
     trainer.save_model(str(tmp_path / "s"))
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").config.id2label[2] == "positive"
     assert os.path.isfile(tmp_path / "s" / "config.json")
+
+
+def test_a_label_only_step_never_runs_the_teacher_but_evaluation_does(tmp_path):
+    """kd_weight=0 and no other teacher term: a training step is a plain student step (the no-teacher baseline of a
+    benchmark costs what it should); evaluation still runs the teacher for the agreement figures."""
+    student, teacher = tiny_bert(num_layers=2, seed=1), tiny_bert(num_layers=4, seed=0)
+    calls = []
+    teacher.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    trainer = make_trainer(tmp_path, student, teacher, kd_weight=0.0, label_weight=1.0, max_steps=2)
+    trainer.train()
+    assert calls == []
+    assert "eval_teacher_agreement" in trainer.evaluate() and calls

@@ -22,9 +22,7 @@ from transformers import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
-    GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
     LlamaForCausalLM,
 )
 
@@ -114,36 +112,154 @@ def classifier(num_layers=4, hidden=32, seed=0, **kwargs):
 
 
 def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_embd=hidden,
-        n_layer=num_layers,
-        n_head=4,
-        n_positions=64,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
+    config = family_config("gpt2", hidden=hidden, layers=num_layers, vocab_size=vocab_size)
     return _seeded(seed, lambda: GPT2LMHeadModel(config))
 
 
 def llama(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=48,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    config = family_config("llama", hidden=hidden, layers=num_layers, vocab_size=vocab_size, tie_word_embeddings=False)
+    return _seeded(seed, lambda: LlamaForCausalLM(config))
+
+
+# --- every supported family ------------------------------------------------------------------------------------------
+# One tiny config per model type that `build_student` and the relation captures support: (config class, keyword
+# arguments given hidden size h, layers n, heads a and key-value heads kv). Tests that need a variant (sliding windows,
+# tied embeddings) pass it as an override.
+
+
+def _encoder(h, n, a, kv):
+    return dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=h,
+        num_hidden_layers=n,
+        num_attention_heads=a,
+        intermediate_size=37,
         max_position_embeddings=64,
-        tie_word_embeddings=False,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+def _decoder(h, n, a, kv):
+    return dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=h,
+        intermediate_size=48,
+        num_hidden_layers=n,
+        num_attention_heads=a,
+        num_key_value_heads=kv,
+        max_position_embeddings=64,
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=3,
     )
-    return _seeded(seed, lambda: LlamaForCausalLM(config))
+
+
+FAMILIES = {
+    "bert": ("BertConfig", _encoder),
+    "roberta": ("RobertaConfig", lambda *sizes: dict(_encoder(*sizes), pad_token_id=1)),
+    "xlm-roberta": ("XLMRobertaConfig", lambda *sizes: dict(_encoder(*sizes), pad_token_id=1)),
+    # embedding_size below the hidden size exercises embeddings_project, which sits outside the layers.
+    "electra": ("ElectraConfig", lambda *sizes: dict(_encoder(*sizes), embedding_size=16)),
+    "mpnet": ("MPNetConfig", lambda *sizes: dict(_encoder(*sizes), pad_token_id=1)),
+    # Relative attention shared with the content projections: DeBERTa-v2 calls query_proj and key_proj twice a layer.
+    "deberta-v2": (
+        "DebertaV2Config",
+        lambda *sizes: dict(
+            _encoder(*sizes),
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            position_buckets=8,
+            max_relative_positions=16,
+        ),
+    ),
+    "distilbert": (
+        "DistilBertConfig",
+        lambda h, n, a, kv: dict(
+            vocab_size=VOCAB_SIZE, dim=h, n_layers=n, n_heads=a, hidden_dim=37, dropout=0.0, attention_dropout=0.0
+        ),
+    ),
+    "gpt2": (
+        "GPT2Config",
+        lambda h, n, a, kv: dict(
+            vocab_size=VOCAB_SIZE,
+            n_embd=h,
+            n_layer=n,
+            n_head=a,
+            n_positions=64,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+    ),
+    "llama": ("LlamaConfig", _decoder),
+    "mistral": ("MistralConfig", _decoder),
+    "qwen2": ("Qwen2Config", _decoder),
+    "qwen3": ("Qwen3Config", lambda h, n, a, kv: dict(_decoder(h, n, a, kv), head_dim=h // a)),
+}
+DECODER_FAMILIES = frozenset({"gpt2", "llama", "mistral", "qwen2", "qwen3"})
+
+
+def family_config(model_type, hidden=32, layers=4, heads=4, kv_heads=2, **overrides):
+    """The tiny config of `model_type` (a key of `FAMILIES`) at the given sizes, with `overrides` on top."""
+    import transformers
+
+    config_name, kwargs = FAMILIES[model_type]
+    return getattr(transformers, config_name)(**{**kwargs(hidden, layers, heads, kv_heads), **overrides})
+
+
+# A byte-level BPE vocabulary for a GGUF file: one special token, the printable ASCII bytes, GPT-2's space byte "Ġ",
+# and three merges; 99 tokens, the size of the other tiny models' vocabulary.
+GGUF_TOKENS = ["<|endoftext|>", *(chr(c) for c in range(ord("!"), ord("~") + 1)), "Ġ", "he", "the", "Ġthe"]
+GGUF_MERGES = ["h e", "t he", "Ġ the"]
+
+
+def write_gguf(model: LlamaForCausalLM, path) -> str:
+    """Writes a Llama model as a float32 GGUF file (llama.cpp's format), with a byte-level BPE tokenizer in its
+    metadata, as llama.cpp's `convert_hf_to_gguf.py` lays it out: GGUF tensor names, and the query/key rows permuted
+    the way transformers' GGUF loader un-permutes them. Returns the path."""
+    import gguf
+    import numpy as np
+
+    def permute(weight, heads):
+        return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2)
+
+    config = model.config
+    assert config.vocab_size == len(GGUF_TOKENS), "build the model with vocab_size=len(GGUF_TOKENS)"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(GGUF_TOKENS)
+    writer.add_token_types([3] + [1] * (len(GGUF_TOKENS) - 1))  # 3: control token, 1: normal
+    writer.add_token_merges(GGUF_MERGES)
+    for special in (writer.add_bos_token_id, writer.add_eos_token_id, writer.add_pad_token_id):
+        special(0)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for key, value in model.state_dict().items():
+        module, _, kind = key.rpartition(".")
+        array = value.detach().float().numpy()
+        if module.endswith("q_proj"):
+            array = permute(array, config.num_attention_heads).reshape(array.shape)
+        elif module.endswith("k_proj"):
+            array = permute(array, config.num_key_value_heads).reshape(array.shape)
+        writer.add_tensor(f"{names.get_name(module)}.{kind}", np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
 
 
 def random_task_rows(task, n=12, seed=0, min_len=4, max_len=14):

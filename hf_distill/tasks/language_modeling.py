@@ -6,6 +6,7 @@
   distributions at positions 0..L-2 are compared wherever the next token is a target, and the label loss is the
   shifted LM loss, averaged as transformers does over the next-token targets.
 - Data: plain text (`text`, or `--text_column`), one example a line or row, cut to `max_length`, empty lines dropped;
+  or, for causal LMs, `prompt` and `completion` columns (TRL's convention: the completion alone is scored);
   the collator makes the labels (MLM: masks `--mlm_probability` of the tokens afresh each batch; CLM: the input ids,
   padding at -100). Evaluation splits are masked once, with a seed, so every evaluation scores the same positions.
 - Metrics: perplexity (`exp` of the mean token loss at the scored positions) and top-1 accuracy, reduced batch by
@@ -216,9 +217,12 @@ def prepare_language_modeling(
     masked once, here,
     with `seed` (for MLM), so every evaluation scores the same positions and results can be compared.
     """
-    text_column, _, _ = resolve_columns(raw, data_args, require_label=False)
     if not mlm and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    paired = all(set(PROMPT_COMPLETION) <= set(split.column_names) for split in raw.values())
+    if not mlm and not data_args.text_column and paired:
+        return prepare_prompt_completion(raw, tokenizer, data_args.max_length)
+    text_column, _, _ = resolve_columns(raw, data_args, require_label=False)
 
     def tokenize(batch):
         return tokenizer(
@@ -232,6 +236,32 @@ def prepare_language_modeling(
         if mlm and name not in ("train", "unlabeled"):
             split = mask_once(split, tokenizer, mlm_probability, seed=seed)
         tokenized[name] = split
+    return tokenized
+
+
+# The columns of prompt/completion data (TRL's convention): only the completion is a target.
+PROMPT_COMPLETION = ("prompt", "completion")
+
+
+def prepare_prompt_completion(raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
+    """Causal LM on `prompt` and `completion` columns (TRL's prompt/completion convention): each example is the
+    prompt's tokens followed by the completion's (without special tokens) and the end-of-sequence token, cut to
+    `max_length`; its labels are the completion's tokens, -100 on the prompt, so the LM loss, the soft targets and the
+    metrics score the completion only, and on-policy / sequence-level distillation (`lmbda`, `seq_kd`) completes the
+    prompt. Examples whose completion is cut away entirely are dropped."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def tokenize(batch):
+        prompts = tokenizer(batch["prompt"], truncation=True, max_length=max_length)["input_ids"]
+        completions = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
+        ids = [(p + c + eos)[:max_length] for p, c in zip(prompts, completions)]
+        labels = [([IGNORE_INDEX] * len(p) + c + eos)[:max_length] for p, c in zip(prompts, completions)]
+        return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "labels": labels}
+
+    tokenized = DatasetDict()
+    for name, split in raw.items():
+        split = split.map(tokenize, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
+        tokenized[name] = split.filter(lambda row: any(x != IGNORE_INDEX for x in row["labels"]), desc="No target")
     return tokenized
 
 
