@@ -59,6 +59,9 @@ class DistillationResult:
     log_history: list[dict]
     trainer: DistillationTrainer
     summary: str = ""  # where the student is and how it scored (what the command prints at the end)
+    # With --baseline / --seeds (main process): the per-example scores of the task's headline metric on the
+    # evaluation split, per seed: {"student": [ExampleScores, ...], "baseline": [...], "teacher": ExampleScores}.
+    example_scores: dict | None = None
 
 
 @dataclass
@@ -303,7 +306,7 @@ def run_distillation(
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(_internal_call=True)
     eval_split = prepared.eval_split
-    metrics = None
+    metrics = example_scores = None
     if eval_split is None:
         logger.warning("No validation or test split: the student is saved unmeasured, with a card without figures")
         if trainer.is_world_process_zero():
@@ -319,10 +322,11 @@ def run_distillation(
             write=not comparing,
         )
         if comparing:
-            comparison = _compare(prepared, initial, config, measure_args, trainer, measured, callbacks)
+            sections, example_scores = _compare(prepared, initial, config, measure_args, trainer, measured, callbacks)
             if measured is not None:
+                example_scores["teacher"] = measured[1].get("teacher")
                 metrics = measured[0]
-                metrics.update(comparison)
+                metrics.update(sections)
                 write_metrics(config.output_dir, metrics)
                 trainer.create_model_card()
                 if "comparison" in metrics:
@@ -335,7 +339,9 @@ def run_distillation(
     # The push comes last, once the metrics and the card are in the folder.
     if config.push_to_hub:
         trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
-    return DistillationResult(metrics, trainer.state.log_history, trainer, summary)
+    return DistillationResult(
+        metrics, trainer.state.log_history, trainer, summary, example_scores if comparing else None
+    )
 
 
 def _trainer(prepared: _Prepared, student, config: DistillationConfig, train_dataset, callbacks, teacher=None):
@@ -392,9 +398,10 @@ def _check_comparable(prepared: _Prepared, measure_args: MeasureArguments) -> No
         raise ValueError(f"--baseline needs per-example scores of the {task} metric, which this task does not give")
 
 
-def _compare(prepared, initial, config, measure_args, trainer, measured, callbacks) -> dict:
+def _compare(prepared, initial, config, measure_args, trainer, measured, callbacks) -> tuple[dict, dict]:
     """Trains the other seeds' students and (with --baseline) every seed's no-teacher baseline, all from `initial`;
-    measures each on the evaluation split, and returns the metrics sections `baseline`, `seeds` and `comparison`."""
+    measures each on the evaluation split; returns the metrics sections `baseline`, `seeds` and `comparison`, and the
+    per-example scores of the students and baselines (both empty on the other processes)."""
     eval_dataset = prepared.datasets[prepared.eval_split]
     evaluation = prepared.task.evaluation(eval_dataset, prepared.teacher.config, prepared.task_args)
     seeds = [config.seed + i for i in range(measure_args.seeds)]
@@ -423,7 +430,8 @@ def _compare(prepared, initial, config, measure_args, trainer, measured, callbac
                 )
                 baselines.append((figures, scores))
     if measured is None:  # not the main process
-        return {}
+        return {}, {}
+    example_scores = {"student": [scores for _, scores in students], "baseline": [scores for _, scores in baselines]}
     metric = prepared.task.card_metrics[0]
     sections: dict = {}
     if len(seeds) > 1:
@@ -453,7 +461,7 @@ def _compare(prepared, initial, config, measure_args, trainer, measured, callbac
             "rule": "the same epochs (or max_steps) over the baseline's labelled examples: the transfer set has no "
             "labels to learn from",
         }
-    return sections
+    return sections, example_scores
 
 
 def build_cache(
