@@ -28,6 +28,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
@@ -37,7 +38,7 @@ from hf_distill.cache import CacheArguments
 from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.measure import MeasureArguments, compare_with_baseline
 from hf_distill.run import StudentArguments, build_cache, run_distillation
-from hf_distill.tasks import get_task
+from hf_distill.tasks import ExampleScores, get_task
 
 
 @dataclass
@@ -142,6 +143,10 @@ def timed_cache(args, data_args, name: str) -> tuple[str, float, int]:
     return folder, seconds, built.size_bytes()
 
 
+def baseline_file(args: GainArguments) -> str:
+    return os.path.join(args.output_dir, "baseline_correct_a.npy")
+
+
 def per_epoch(metrics: dict, epochs: float) -> float:
     return metrics["training"]["train_runtime_s"] / epochs
 
@@ -168,7 +173,12 @@ def main(argv=None) -> dict:
     (args,) = HfArgumentParser(GainArguments).parse_args_into_dataclasses(args=argv)
     os.makedirs(args.output_dir, exist_ok=True)
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    report: dict = {"settings": dataclasses.asdict(args), "test_set": check_test_set(args)}
+    report_path = os.path.join(args.output_dir, "benchmark_gain.json")
+    report: dict = {}
+    if os.path.isfile(report_path):  # an earlier part's figures, when the parts run one at a time
+        with open(report_path) as handle:
+            report = json.load(handle)
+    report.update(settings=dataclasses.asdict(args), test_set=check_test_set(args))
 
     if "a" in parts:
         # (c) the augmentation alone, timed from scratch: the run below loads it from the cache.
@@ -202,27 +212,31 @@ def main(argv=None) -> dict:
         print(f"Augmentation: {report['augment']}")
         metrics_a, result_a = run_part(args, "a", data_a, baseline=True)
         report["a"] = metrics_a
+        # The no-teacher students' per-example correctness, for part b run later (`--parts b`).
+        np.save(baseline_file(args), np.stack([s.correct for s in result_a.example_scores["baseline"]]))
     if "b" in parts:
+        # --seeds 1 would skip the comparison path; the per-example scores come with --seeds >= 2 or --baseline.
         metrics_b, result_b = run_part(args, "b", data_arguments(args, unlabeled=True, augment=0), baseline=False)
         report["b"] = metrics_b
         seeds = metrics_b.get("seeds", {}).get("student") or [metrics_b["student"]["accuracy"]]
         teacher_accuracy = metrics_b["teacher"]["accuracy"]
         report["b"]["kept_share_of_teacher"] = statistics.fmean(seeds) / teacher_accuracy
-        if "a" in parts and result_b.example_scores:
+        if os.path.isfile(baseline_file(args)):
             # The no-teacher students of (a) are (b)'s too: the same labelled tweets, seeds and starting weights.
             task = get_task("text-classification")()
-            scores_a = result_a.example_scores
+            students = result_b.example_scores["student"]
+            baselines = [ExampleScores("accuracy", correct=c) for c in np.load(baseline_file(args))][: len(students)]
             report["b"]["comparison_with_a_baselines"] = compare_with_baseline(
-                result_b.example_scores["student"],
-                scores_a["baseline"],
+                students,
+                baselines,
                 metrics_b["seeds"]["seeds"] if "seeds" in metrics_b else [args.seed],
                 task.card_metrics[0],
-                [({}, {})] * len(scores_a["baseline"]),
+                [({}, {})] * len(students),
             )
 
     summary = summarize(report, args)
     report["summary"] = summary
-    with open(os.path.join(args.output_dir, "benchmark_gain.json"), "w") as handle:
+    with open(report_path, "w") as handle:
         json.dump(report, handle, indent=2, default=str)
     print("\n" + "\n".join(summary))
     return report

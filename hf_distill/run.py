@@ -59,9 +59,11 @@ class DistillationResult:
     log_history: list[dict]
     trainer: DistillationTrainer
     summary: str = ""  # where the student is and how it scored (what the command prints at the end)
-    # With --baseline / --seeds (main process): the per-example scores of the task's headline metric on the
-    # evaluation split, per seed: {"student": [ExampleScores, ...], "baseline": [...], "teacher": ExampleScores}.
+    # The per-example scores of the task's headline metric on the evaluation split (main process), per seed:
+    # {"student": [ExampleScores, ...], "baseline": [...] (with --baseline), "teacher": ExampleScores}.
     example_scores: dict | None = None
+    # With --baseline: the first seed's student trained without the teacher (not saved; e.g. to time it).
+    baseline_student: PreTrainedModel | None = None
 
 
 @dataclass
@@ -306,7 +308,7 @@ def run_distillation(
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(_internal_call=True)
     eval_split = prepared.eval_split
-    metrics = example_scores = None
+    metrics = example_scores = baseline_student = None
     if eval_split is None:
         logger.warning("No validation or test split: the student is saved unmeasured, with a card without figures")
         if trainer.is_world_process_zero():
@@ -322,7 +324,9 @@ def run_distillation(
             write=not comparing,
         )
         if comparing:
-            sections, example_scores = _compare(prepared, initial, config, measure_args, trainer, measured, callbacks)
+            sections, example_scores, baseline_student = _compare(
+                prepared, initial, config, measure_args, trainer, measured, callbacks
+            )
             if measured is not None:
                 example_scores["teacher"] = measured[1].get("teacher")
                 metrics = measured[0]
@@ -333,6 +337,8 @@ def run_distillation(
                     logger.info(f"Was it worth it? {metrics['comparison']['verdict']}")
         elif measured is not None:
             metrics = measured[0]
+            scores = measured[1]
+            example_scores = {"student": [scores["student"]], "baseline": [], "teacher": scores.get("teacher")}
     summary = summarize(config.output_dir, metrics, prepared.task) if metrics is not None else ""
     if metrics is not None and "comparison" in metrics:
         summary += f"\nAgainst the same student trained without the teacher: {metrics['comparison']['verdict']}"
@@ -340,7 +346,12 @@ def run_distillation(
     if config.push_to_hub:
         trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
     return DistillationResult(
-        metrics, trainer.state.log_history, trainer, summary, example_scores if comparing else None
+        metrics,
+        trainer.state.log_history,
+        trainer,
+        summary,
+        example_scores,
+        baseline_student,
     )
 
 
@@ -398,16 +409,16 @@ def _check_comparable(prepared: _Prepared, measure_args: MeasureArguments) -> No
         raise ValueError(f"--baseline needs per-example scores of the {task} metric, which this task does not give")
 
 
-def _compare(prepared, initial, config, measure_args, trainer, measured, callbacks) -> tuple[dict, dict]:
+def _compare(prepared, initial, config, measure_args, trainer, measured, callbacks) -> tuple[dict, dict, Any]:
     """Trains the other seeds' students and (with --baseline) every seed's no-teacher baseline, all from `initial`;
-    measures each on the evaluation split; returns the metrics sections `baseline`, `seeds` and `comparison`, and the
-    per-example scores of the students and baselines (both empty on the other processes)."""
+    measures each on the evaluation split; returns the metrics sections `baseline`, `seeds` and `comparison`, the
+    per-example scores of the students and baselines (both empty on the other processes), and the first baseline."""
     eval_dataset = prepared.datasets[prepared.eval_split]
     evaluation = prepared.task.evaluation(eval_dataset, prepared.teacher.config, prepared.task_args)
     seeds = [config.seed + i for i in range(measure_args.seeds)]
     main = measured[1]["student"] if measured is not None else None
     students = [(measured[0]["student"] if measured is not None else {}, main)]
-    baselines = []
+    baselines, baseline_student = [], None
     labelled = prepared.datasets["train"]
     with tempfile.TemporaryDirectory(prefix="hf-distill-side-runs-") as scratch:
         for seed in seeds:
@@ -429,8 +440,9 @@ def _compare(prepared, initial, config, measure_args, trainer, measured, callbac
                     train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 1),
                 )
                 baselines.append((figures, scores))
+                baseline_student = baseline_student or baseline.student
     if measured is None:  # not the main process
-        return {}, {}
+        return {}, {}, baseline_student
     example_scores = {"student": [scores for _, scores in students], "baseline": [scores for _, scores in baselines]}
     metric = prepared.task.card_metrics[0]
     sections: dict = {}
@@ -461,7 +473,7 @@ def _compare(prepared, initial, config, measure_args, trainer, measured, callbac
             "rule": "the same epochs (or max_steps) over the baseline's labelled examples: the transfer set has no "
             "labels to learn from",
         }
-    return sections, example_scores
+    return sections, example_scores, baseline_student
 
 
 def build_cache(
