@@ -334,7 +334,16 @@ def run_distillation(
                 write_metrics(config.output_dir, metrics)
                 trainer.create_model_card()
                 if "comparison" in metrics:
-                    logger.info(f"Was it worth it? {metrics['comparison']['verdict']}")
+                    comparison = metrics["comparison"]
+                    logger.info(f"Was it worth it? {comparison['verdict']}")
+                    # The trackers of `report_to` get the comparison's figures too.
+                    trainer.log(
+                        {
+                            f"final/baseline_{comparison['metric']}": comparison["mean"]["baseline"],
+                            "final/distilled_minus_baseline": comparison["mean"]["difference"],
+                            "final/distilled_vs_baseline_p_value": comparison["pooled"]["p_value"],
+                        }
+                    )
         elif measured is not None:
             metrics = measured[0]
             scores = measured[1]

@@ -118,8 +118,11 @@ def test_baseline_same_start_same_batches_no_teacher(tmp_path, spy):
     scores = result.example_scores
     only_distilled = int(np.sum(scores["student"][0].correct & ~scores["baseline"][0].correct))
     assert row["only_distilled_right"] == only_distilled
-    # The verdict is in the log (the command's last lines) and in the card.
+    # The verdict is in the log (the command's last lines), the trackers' figures and the card.
     assert comparison["verdict"] in result.summary
+    logged = next(entry for entry in result.log_history if "final/distilled_minus_baseline" in entry)
+    assert logged["final/distilled_minus_baseline"] == pytest.approx(row["difference"])
+    assert logged["final/distilled_vs_baseline_p_value"] == comparison["pooled"]["p_value"]
     _, body = split_card((tmp_path / "student" / "README.md").read_text())
     assert "**Was distillation worth it?**" in body and comparison["verdict"][1:] in body
     assert "Student without teacher (baseline)" in body
