@@ -556,7 +556,12 @@ def _train_examples(dataset: dict) -> str | None:
         return None
     if unlabelled is None:
         return labelled
-    return f"{labelled} labelled, plus {unlabelled} unlabelled (a transfer set: only the teacher's soft targets teach)"
+    augmented = _integer(dataset.get("augmented_examples"))
+    made = f", {augmented} of them augmented copies of the training texts (`--augment`)" if augmented else ""
+    return (
+        f"{labelled} labelled, plus {unlabelled} unlabelled (a transfer set{made}: only the teacher's soft targets "
+        "teach)"
+    )
 
 
 def _usage(task: Task | None, model_ref: str, folder: Path) -> dict | None:

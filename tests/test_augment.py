@@ -116,6 +116,16 @@ def test_augmented_rows_join_the_transfer_set_without_hard_labels(tmp_path):
     assert not set(decoded) & test_texts
 
 
+def test_card_counts_the_augmented_examples(tmp_path):
+    from hf_distill.model_card import _train_examples
+
+    dataset = {"train_examples": 40, "unlabeled_examples": 71, "augmented_examples": 63}
+    assert _train_examples(dataset) == (
+        "40 labelled, plus 71 unlabelled (a transfer set, 63 of them augmented copies of the training texts "
+        "(`--augment`): only the teacher's soft targets teach)"
+    )
+
+
 @pytest.mark.parametrize("case_id", ["token-classification", "question-answering", "causal-lm-gpt2", "regression"])
 def test_refused_where_labels_cannot_follow_the_words(tmp_path, case_id):
     task_case = case(case_id)
