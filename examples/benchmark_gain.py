@@ -221,17 +221,17 @@ def main(argv=None) -> dict:
         seeds = metrics_b.get("seeds", {}).get("student") or [metrics_b["student"]["accuracy"]]
         teacher_accuracy = metrics_b["teacher"]["accuracy"]
         report["b"]["kept_share_of_teacher"] = statistics.fmean(seeds) / teacher_accuracy
+        students = result_b.example_scores["student"]
+        seeds_b = metrics_b["seeds"]["seeds"] if "seeds" in metrics_b else [args.seed]
+        np.save(os.path.join(args.output_dir, "student_correct_b.npy"), np.stack([s.correct for s in students]))
         if os.path.isfile(baseline_file(args)):
-            # The no-teacher students of (a) are (b)'s too: the same labelled tweets, seeds and starting weights.
+            # The no-teacher students of (a) are (b)'s too: the same labelled tweets, seeds and starting weights. The
+            # file holds (a)'s seeds 0, 1, ... in order: the baseline of seed s is its row s.
             task = get_task("text-classification")()
-            students = result_b.example_scores["student"]
-            baselines = [ExampleScores("accuracy", correct=c) for c in np.load(baseline_file(args))][: len(students)]
+            saved = np.load(baseline_file(args))
+            baselines = [ExampleScores("accuracy", correct=saved[seed]) for seed in seeds_b]
             report["b"]["comparison_with_a_baselines"] = compare_with_baseline(
-                students,
-                baselines,
-                metrics_b["seeds"]["seeds"] if "seeds" in metrics_b else [args.seed],
-                task.card_metrics[0],
-                [({}, {})] * len(students),
+                students, baselines, seeds_b, task.card_metrics[0], [({}, {})] * len(students)
             )
 
     summary = summarize(report, args)
