@@ -519,11 +519,16 @@ def _verdict(comparison: dict, card_metrics: tuple[CardMetric, ...]) -> str | No
 
     budget = comparison.get("budget") or {}
     base = budget.get("baseline") or {}
-    length = f"{budget['epochs']:g} epochs" if budget.get("epochs") else f"{budget.get('max_steps')} steps"
+    epochs = budget.get("epochs")
+    length = f"{epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs else f"{budget.get('max_steps')} steps"
+    steps = ""
+    distilled_steps, baseline_steps = (budget.get(r, {}).get("optimizer_steps") for r in ("distilled", "baseline"))
+    if distilled_steps and baseline_steps and distilled_steps != baseline_steps:
+        steps = f"; {baseline_steps} optimizer steps against the distilled run's {distilled_steps}"
     parts = [
         f"{comparison['verdict'][0].upper()}{comparison['verdict'][1:]}, against the same student trained from the "
         f"same starting weights without the teacher (the hard-label loss alone, {length} over the "
-        f"{base.get('train_examples', 'same')} labelled examples, the same seed, batch order and settings)."
+        f"{base.get('train_examples', 'same')} labelled examples{steps}, the same seed, batch order and settings)."
     ]
     pooled, rows = comparison.get("pooled") or {}, comparison.get("per_seed") or []
     if "only_distilled_right" in pooled:

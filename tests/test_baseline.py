@@ -146,6 +146,8 @@ def test_baseline_budget_and_seeds_with_a_transfer_set(tmp_path, spy):
     pooled = sum(row["only_distilled_right"] for row in comparison["per_seed"])
     assert comparison["pooled"]["only_distilled_right"] == pooled
     assert comparison["verdict"].endswith("mean of 2 seeds)")
+    _, body = split_card((tmp_path / "student" / "README.md").read_text())
+    assert "1 epoch over the 40 labelled examples; 5 optimizer steps against the distilled run's 6" in body
     assert metrics["seeds"]["seeds"] == [5, 6] and len(metrics["seeds"]["student"]) == 2
     assert metrics["seeds"]["student"][0] == metrics["student"]["accuracy"]
     # Only the first seed's student is saved; the side runs leave nothing in the output folder.
