@@ -103,7 +103,8 @@ def main():
         "train_examples": metrics["dataset"]["train_examples"],
         "test_examples": metrics["dataset"]["eval_examples"],
         "speed_up": teacher["latency_ms_per_batch"] / student["latency_ms_per_batch"],
-        "paired": metrics["paired"],
+        "paired": metrics["comparison"]["pooled"],
+        "verdict": metrics["comparison"]["verdict"],
     }
     print("\nBenchmark (one run)")
     print(f"  student accuracy / teacher accuracy     {figures['student_over_teacher_accuracy']:.3f}")
@@ -114,7 +115,8 @@ def main():
     )
     print(
         f"  paired: only distilled right {figures['paired']['only_distilled_right']}, only no-teacher right "
-        f"{figures['paired']['only_no_teacher_right']}, McNemar p = {figures['paired']['mcnemar_p']:.3f}"
+        f"{figures['paired']['only_baseline_right']}, McNemar p = {figures['paired']['p_value']:.3f}: "
+        f"{figures['verdict']}"
     )
     print(f"  peak RSS per phase (MB)                 {figures['peak_rss_mb']}")
     with open(os.path.join(args.output_dir, "benchmark.json"), "w") as handle:

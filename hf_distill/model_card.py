@@ -191,7 +191,8 @@ def build_model_card(
         "training": _training_rows(training),
         "results": _results(teacher, student, baseline, card_metrics),
         "latency_setup": _latency_setup(latency),
-        "summary": _summary(teacher, student, baseline, card_metrics),
+        "summary": _summary(teacher, student, baseline, card_metrics, _section(metrics, "comparison")),
+        "verdict": _verdict(_section(metrics, "comparison"), card_metrics),
         "usage": usage,
         "license_note": _license_note(license, teacher_license_id, _display_name(teacher_ref)),
         "training_plot": TRAINING_PLOT if (folder / TRAINING_PLOT).is_file() else None,
@@ -473,7 +474,9 @@ def _latency_setup(latency: dict) -> str | None:
     return ", ".join(parts) if parts else None
 
 
-def _summary(teacher: dict, student: dict, baseline: dict, card_metrics: tuple[CardMetric, ...]) -> list[str]:
+def _summary(
+    teacher: dict, student: dict, baseline: dict, card_metrics: tuple[CardMetric, ...], comparison: dict | None = None
+) -> list[str]:
     """Sentences that compare the models, each only when both figures are known; the task's headline metric (its
     first card metric) is the one compared."""
     sentences = []
@@ -493,13 +496,62 @@ def _summary(teacher: dict, student: dict, baseline: dict, card_metrics: tuple[C
             sentences.append(f"It keeps {s_value / t_value * 100:.1f}% of the teacher's {name}.")
         else:
             sentences.append(f"Its {name} is {s_value:.4g}, the teacher's {t_value:.4g}.")
-    if s_value is not None and b_value is not None:
+    if comparison and comparison.get("verdict"):
+        sentences.append(f"Against the same student trained without the teacher: {comparison['verdict']}.")
+    elif s_value is not None and b_value is not None:
         delta = f"{(s_value - b_value) * 100:+.2f} points" if metric.percent else f"{s_value - b_value:+.4g}"
         sentences.append(
             f"Distillation changes {name} by {delta} compared with the same student trained on the labels alone "
             "(baseline)."
         )
     return sentences
+
+
+def _verdict(comparison: dict, card_metrics: tuple[CardMetric, ...]) -> str | None:
+    """The verdict of `--baseline` with the numbers behind it: the test, the disagreements, the seeds, calibration."""
+    if not comparison or not comparison.get("verdict"):
+        return None
+    metric = next((m for m in card_metrics if m.key == comparison.get("metric")), None)
+    percent = metric.percent if metric is not None else True
+
+    def amount(value) -> str:
+        return f"{value * 100:+.2f} points" if percent else f"{value:+.4g}"
+
+    budget = comparison.get("budget") or {}
+    base = budget.get("baseline") or {}
+    epochs = budget.get("epochs")
+    length = f"{epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs else f"{budget.get('max_steps')} steps"
+    steps = ""
+    distilled_steps, baseline_steps = (budget.get(r, {}).get("optimizer_steps") for r in ("distilled", "baseline"))
+    if distilled_steps and baseline_steps and distilled_steps != baseline_steps:
+        steps = f"; {baseline_steps} optimizer steps against the distilled run's {distilled_steps}"
+    parts = [
+        f"{comparison['verdict'][0].upper()}{comparison['verdict'][1:]}, against the same student trained from the "
+        f"same starting weights without the teacher (the hard-label loss alone, {length} over the "
+        f"{base.get('train_examples', 'same')} labelled examples{steps}, the same seed, batch order and settings)."
+    ]
+    pooled, rows = comparison.get("pooled") or {}, comparison.get("per_seed") or []
+    if "only_distilled_right" in pooled:
+        parts.append(
+            f"McNemar's exact test: only the distilled student is right on {pooled['only_distilled_right']} "
+            f"evaluation examples, only the baseline on {pooled['only_baseline_right']}"
+            f"{' (all seeds pooled)' if len(rows) > 1 else ''}."
+        )
+    elif "interval_95" in pooled:
+        low, high = pooled["interval_95"]
+        parts.append(f"Paired bootstrap over the evaluation examples: 95% interval {amount(low)} to {amount(high)}.")
+    mean = comparison.get("mean") or {}
+    if len(rows) > 1 and _number(mean.get("difference")) is not None:
+        parts.append(
+            f"Over {len(rows)} seeds the difference was {amount(mean['difference'])} on average "
+            f"(standard deviation {abs(mean['difference_std']) * (100 if percent else 1):.2f}"
+            f"{' points' if percent else ''}; {amount(mean['difference_min'])} to {amount(mean['difference_max'])})."
+        )
+    d_ece, b_ece = (_number(mean.get(f"{r}_expected_calibration_error")) for r in ("distilled", "baseline"))
+    if d_ece is not None and b_ece is not None:
+        parts.append(f"Calibration (expected calibration error, 15 bins): distilled {d_ece:.3f}, baseline {b_ece:.3f}")
+        parts[-1] += "."
+    return " ".join(parts)
 
 
 def _train_examples(dataset: dict) -> str | None:
@@ -509,7 +561,12 @@ def _train_examples(dataset: dict) -> str | None:
         return None
     if unlabelled is None:
         return labelled
-    return f"{labelled} labelled, plus {unlabelled} unlabelled (a transfer set: only the teacher's soft targets teach)"
+    augmented = _integer(dataset.get("augmented_examples"))
+    made = f", {augmented} of them augmented copies of the training texts (`--augment`)" if augmented else ""
+    return (
+        f"{labelled} labelled, plus {unlabelled} unlabelled (a transfer set{made}: only the teacher's soft targets "
+        "teach)"
+    )
 
 
 def _usage(task: Task | None, model_ref: str, folder: Path) -> dict | None:

@@ -8,7 +8,11 @@ data preparation and collator, the metric, the card's rows) comes from the task 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import statistics
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,17 +20,26 @@ from typing import Any, Literal
 from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel
 
+from .augment import add_augmented_transfer_set
 from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .log import get_logger
-from .measure import MeasureArguments, measure_distillation, summarize
+from .measure import (
+    MeasureArguments,
+    compare_with_baseline,
+    describe_model,
+    measure_run,
+    measure_student,
+    summarize,
+    write_metrics,
+)
 from .outputs import check_output_dir, last_complete_checkpoint
 from .student import build_student
 from .tasks import Task, get_task
 from .teacher import load_model, load_tokenizer, position_limit, task_of_pretrained
-from .terms import active_terms, needs_of
+from .terms import TERMS, active_terms, needs_of
 from .trainer import DistillationTrainer
 
 logger = get_logger(__name__)
@@ -46,6 +59,11 @@ class DistillationResult:
     log_history: list[dict]
     trainer: DistillationTrainer
     summary: str = ""  # where the student is and how it scored (what the command prints at the end)
+    # The per-example scores of the task's headline metric on the evaluation split (main process), per seed:
+    # {"student": [ExampleScores, ...], "baseline": [...] (with --baseline), "teacher": ExampleScores}.
+    example_scores: dict | None = None
+    # With --baseline: the first seed's student trained without the teacher (not saved; e.g. to time it).
+    baseline_student: PreTrainedModel | None = None
 
 
 @dataclass
@@ -119,6 +137,7 @@ class _Prepared:
     datasets: DatasetDict
     collator: Any
     task_args: Any
+    augmented: int = 0  # the transfer-set examples made by --augment (part of datasets["unlabeled"])
 
     @property
     def teacher(self) -> PreTrainedModel:
@@ -153,9 +172,12 @@ def _prepare(
     _check_max_length(data_args, teachers[0])
     own_args = _own_arguments(resolved, task_args)
     raw = load_raw_datasets(data_args)
+    if data_args.augment:
+        raw = add_augmented_transfer_set(raw, data_args, resolved, tokenizer, teachers[0])
     datasets = resolved.prepare_datasets(raw, tokenizer, data_args, own_args, teachers[0].config)
     collator = resolved.data_collator(tokenizer, own_args)
-    return _Prepared(resolved, teachers, tokenizer, datasets, collator, own_args)
+    augmented = getattr(raw, "augmented_examples", 0)
+    return _Prepared(resolved, teachers, tokenizer, datasets, collator, own_args, augmented)
 
 
 def _check_max_length(data_args: DataArguments, teacher: PreTrainedModel) -> None:
@@ -218,10 +240,10 @@ def _own_arguments(task: Task, task_args: Iterable | Any) -> Any:
     return task.task_arguments(next((a for a in candidates if wanted and isinstance(a, wanted)), None))
 
 
-def describe_data(data_args: DataArguments, datasets: DatasetDict, eval_split: str) -> dict:
+def describe_data(data_args: DataArguments, datasets: DatasetDict, eval_split: str, augmented: int = 0) -> dict:
     """What the metrics file and the card say about the data: its name, how many labelled and unlabelled examples the
     student learnt from, and where the evaluation examples come from (truthfully: the test or validation file, or the
-    share of the training file held out)."""
+    share of the training file held out); `augmented`: how many of the unlabelled examples `--augment` made."""
     facts: dict[str, Any] = {}
     if data_args.dataset_name:
         facts["name"] = data_args.dataset_name
@@ -230,6 +252,8 @@ def describe_data(data_args: DataArguments, datasets: DatasetDict, eval_split: s
     facts["train_examples"] = len(datasets["train"])
     if "unlabeled" in datasets:
         facts["unlabeled_examples"] = len(datasets["unlabeled"])
+        if augmented:
+            facts["augmented_examples"] = augmented
     facts["eval_split"] = eval_split
     if not data_args.dataset_name:
         given = data_args.test_file if eval_split == "test" else data_args.validation_file
@@ -270,17 +294,87 @@ def run_distillation(
     the training log.
     """
     resume = _start(config)
+    measure_args = measure_args or MeasureArguments()
     prepared = _prepare(student_args, data_args, config, task_args)
-    datasets, teachers = prepared.datasets, prepared.teachers
+    datasets = prepared.datasets
     student = make_student(prepared.teacher, student_args)
     _check_layer_map(config, prepared.teacher, student)
-    validation = datasets.get("validation")
+    comparing = measure_args.baseline or measure_args.seeds > 1
+    if comparing:
+        _check_comparable(prepared, measure_args)
+    # Every run of a comparison starts from these weights, bit for bit.
+    initial = copy.deepcopy(student) if comparing else None
+    trainer = _trainer(prepared, student, config, prepared.train_dataset, callbacks)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(_internal_call=True)
+    eval_split = prepared.eval_split
+    metrics = example_scores = baseline_student = None
+    if eval_split is None:
+        logger.warning("No validation or test split: the student is saved unmeasured, with a card without figures")
+        if trainer.is_world_process_zero():
+            trainer.create_model_card()
+    else:
+        measured = measure_run(
+            trainer,
+            datasets[eval_split],
+            measure_args=measure_args,
+            task_args=prepared.task_args,
+            dataset=describe_data(data_args, datasets, eval_split, prepared.augmented),
+            train_result=train_result,
+            write=not comparing,
+        )
+        if comparing:
+            sections, example_scores, baseline_student = _compare(
+                prepared, initial, config, measure_args, trainer, measured, callbacks
+            )
+            if measured is not None:
+                example_scores["teacher"] = measured[1].get("teacher")
+                metrics = measured[0]
+                metrics.update(sections)
+                write_metrics(config.output_dir, metrics)
+                trainer.create_model_card()
+                if "comparison" in metrics:
+                    comparison = metrics["comparison"]
+                    logger.info(f"Was it worth it? {comparison['verdict']}")
+                    # The trackers of `report_to` get the comparison's figures too.
+                    trainer.log(
+                        {
+                            f"final/baseline_{comparison['metric']}": comparison["mean"]["baseline"],
+                            "final/distilled_minus_baseline": comparison["mean"]["difference"],
+                            "final/distilled_vs_baseline_p_value": comparison["pooled"]["p_value"],
+                        }
+                    )
+        elif measured is not None:
+            metrics = measured[0]
+            scores = measured[1]
+            example_scores = {"student": [scores["student"]], "baseline": [], "teacher": scores.get("teacher")}
+    summary = summarize(config.output_dir, metrics, prepared.task) if metrics is not None else ""
+    if metrics is not None and "comparison" in metrics:
+        summary += f"\nAgainst the same student trained without the teacher: {metrics['comparison']['verdict']}"
+    # The push comes last, once the metrics and the card are in the folder.
+    if config.push_to_hub:
+        trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
+    return DistillationResult(
+        metrics,
+        trainer.state.log_history,
+        trainer,
+        summary,
+        example_scores,
+        baseline_student,
+    )
+
+
+def _trainer(prepared: _Prepared, student, config: DistillationConfig, train_dataset, callbacks, teacher=None):
+    """The run's trainer: the student, the teacher(s) (or `teacher`), the data, the task's evaluation."""
+    validation = prepared.datasets.get("validation")
     evaluation = prepared.task.evaluation(validation, prepared.teacher.config, prepared.task_args)
-    trainer = DistillationTrainer(
+    if teacher is None:
+        teacher = prepared.teachers if len(prepared.teachers) > 1 else prepared.teacher
+    return DistillationTrainer(
         model=student,
-        teacher_model=teachers if len(teachers) > 1 else prepared.teacher,
+        teacher_model=teacher,
         args=config,
-        train_dataset=prepared.train_dataset,
+        train_dataset=train_dataset,
         eval_dataset=validation,
         data_collator=prepared.collator,
         processing_class=prepared.tokenizer,
@@ -288,28 +382,107 @@ def run_distillation(
         preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
         callbacks=callbacks,
     )
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(_internal_call=True)
-    eval_split = prepared.eval_split
-    metrics = None
-    if eval_split is None:
-        logger.warning("No validation or test split: the student is saved unmeasured, with a card without figures")
-        if trainer.is_world_process_zero():
-            trainer.create_model_card()
-    else:
-        metrics = measure_distillation(
-            trainer,
-            datasets[eval_split],
-            measure_args=measure_args,
-            task_args=prepared.task_args,
-            dataset=describe_data(data_args, datasets, eval_split),
-            train_result=train_result,
+
+
+# ---- was it worth it? the no-teacher baseline and several seeds
+
+
+def baseline_config(config: DistillationConfig, **changes) -> DistillationConfig:
+    """The settings of the no-teacher baseline: `config` with the hard-label loss alone (weight 1, every teacher term
+    0) and no teacher cache; everything else (seed, epochs or max_steps, batch size, learning rate, schedule, batch
+    order) as given. With `changes` (e.g. another seed or output folder) applied too."""
+    weights = {term.weight_field: 0.0 for term in TERMS.values()}
+    weights[TERMS["label"].weight_field] = 1.0
+    return side_config(config, **weights, teacher_cache=None, **changes)
+
+
+def side_config(config: DistillationConfig, **changes) -> DistillationConfig:
+    """`config` for a run of a comparison that is not the saved one (another seed, the baseline): nothing saved or
+    pushed, not reported to the trackers (its figures go into the metrics file of the saved run)."""
+    quiet = {"save_strategy": "no", "push_to_hub": False, "report_to": "none", "resume_from_checkpoint": None}
+    return dataclasses.replace(config, **{**quiet, **changes})
+
+
+def _check_comparable(prepared: _Prepared, measure_args: MeasureArguments) -> None:
+    """A comparison needs evaluation data, and (for --baseline) the task's per-example scores and labelled data."""
+    task = prepared.task.pipeline_tag
+    if prepared.eval_split is None:
+        raise ValueError(
+            "--baseline and --seeds compare models on evaluation data, and this run has none: give --validation_file "
+            "or --test_file, or keep --validation_split_percentage above 0"
         )
-    summary = summarize(config.output_dir, metrics, prepared.task) if metrics is not None else ""
-    # The push comes last, once the metrics and the card are in the folder.
-    if config.push_to_hub:
-        trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
-    return DistillationResult(metrics, trainer.state.log_history, trainer, summary)
+    evaluation = prepared.task.evaluation(
+        prepared.datasets[prepared.eval_split], prepared.teacher.config, prepared.task_args
+    )
+    if measure_args.baseline and evaluation.example_scores is None:
+        raise ValueError(f"--baseline needs per-example scores of the {task} metric, which this task does not give")
+
+
+def _compare(prepared, initial, config, measure_args, trainer, measured, callbacks) -> tuple[dict, dict, Any]:
+    """Trains the other seeds' students and (with --baseline) every seed's no-teacher baseline, all from `initial`;
+    measures each on the evaluation split; returns the metrics sections `baseline`, `seeds` and `comparison`, the
+    per-example scores of the students and baselines (both empty on the other processes), and the first baseline."""
+    eval_dataset = prepared.datasets[prepared.eval_split]
+    evaluation = prepared.task.evaluation(eval_dataset, prepared.teacher.config, prepared.task_args)
+    seeds = [config.seed + i for i in range(measure_args.seeds)]
+    main = measured[1]["student"] if measured is not None else None
+    students = [(measured[0]["student"] if measured is not None else {}, main)]
+    baselines, baseline_student = [], None
+    labelled = prepared.datasets["train"]
+    with tempfile.TemporaryDirectory(prefix="hf-distill-side-runs-") as scratch:
+        for seed in seeds:
+            if seed != config.seed:
+                side = side_config(config, seed=seed, output_dir=os.path.join(scratch, f"seed-{seed}"))
+                other = _trainer(prepared, copy.deepcopy(initial), side, prepared.train_dataset, callbacks)
+                other.train()
+                students.append(measure_student(other, eval_dataset, evaluation, f"Measuring the seed-{seed} student"))
+            if measure_args.baseline:
+                # The teacher is there for the agreement figures of evaluation only: no term needs it in training.
+                side = baseline_config(config, seed=seed, output_dir=os.path.join(scratch, f"baseline-{seed}"))
+                baseline = _trainer(prepared, copy.deepcopy(initial), side, labelled, callbacks, prepared.teacher)
+                result = baseline.train()
+                figures, scores = measure_student(baseline, eval_dataset, evaluation, "Measuring the baseline")
+                figures.update(
+                    describe_model(baseline.student),
+                    train_examples=len(labelled),
+                    optimizer_steps=baseline.state.global_step,
+                    train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 1),
+                )
+                baselines.append((figures, scores))
+                baseline_student = baseline_student or baseline.student
+    if measured is None:  # not the main process
+        return {}, {}, baseline_student
+    example_scores = {"student": [scores for _, scores in students], "baseline": [scores for _, scores in baselines]}
+    metric = prepared.task.card_metrics[0]
+    sections: dict = {}
+    if len(seeds) > 1:
+        values = [facts.get(metric.key) for facts, _ in students]
+        sections["seeds"] = {
+            "seeds": seeds,
+            "metric": metric.key,
+            "student": values,
+            "student_mean": statistics.fmean(values),
+            "student_std": statistics.stdev(values),
+        }
+    if measure_args.baseline:
+        first, _ = baselines[0]
+        sections["baseline"] = {**first, "seed": config.seed}
+        sections["comparison"] = compare_with_baseline(
+            [scores for _, scores in students],
+            [scores for _, scores in baselines],
+            seeds,
+            metric,
+            [(s, b) for (s, _), (b, _) in zip(students, baselines)],
+        )
+        sections["comparison"]["budget"] = {
+            "distilled": {"train_examples": len(prepared.train_dataset), "optimizer_steps": trainer.state.global_step},
+            "baseline": {"train_examples": len(labelled), "optimizer_steps": first["optimizer_steps"]},
+            "epochs": config.num_train_epochs if config.max_steps <= 0 else None,
+            "max_steps": config.max_steps if config.max_steps > 0 else None,
+            "rule": "the same epochs (or max_steps) over the baseline's labelled examples: the transfer set has no "
+            "labels to learn from",
+        }
+    return sections, example_scores, baseline_student
 
 
 def build_cache(

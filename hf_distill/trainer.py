@@ -264,7 +264,10 @@ class DistillationTrainer(Trainer):
 
         Training batches read the teacher cache when there is one. With several teachers, the logits are their
         ensemble's ([`average_soft_targets`]) and the hidden states and attention maps the intermediate teacher's.
+        A training step whose active terms need no teacher (labels only: the no-teacher baseline) runs none.
         """
+        if training and not any(term.needs_teacher for term in self.terms):
+            return None
         if training and self.teacher_cache is not None and CACHE_INDEX_COLUMN in inputs:
             reference = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
             return self.teacher_cache.outputs(

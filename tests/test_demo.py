@@ -42,8 +42,9 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
     assert saved["dataset"]["train_examples"] == 64 and saved["dataset"]["unlabeled_examples"] == 32
     assert saved["dataset"]["eval_examples"] == 64 and saved["dataset"]["eval_file"] == "test.csv"
     assert not (tmp_path / "data" / "unlabeled.csv").read_text().startswith("text,sentiment")
-    paired = metrics["paired"]
-    assert 0.0 <= paired["mcnemar_p"] <= 1.0
+    comparison = metrics["comparison"]  # run_distillation's --baseline: the same start, labels only
+    assert 0.0 <= comparison["pooled"]["p_value"] <= 1.0 and comparison["verdict"] in out
+    assert saved["baseline"]["train_examples"] == 64 and saved["baseline"]["size_bytes"] > 0
     card = (student / "README.md").read_text()
     assert "Student without teacher (baseline)" in card and "64 labelled, plus 32 unlabelled" in card
     assert all(f"| {t} | {s} |" in card for t, s in ((2, 1), (4, 2), (6, 3)))  # the resolved layer map

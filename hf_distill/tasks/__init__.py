@@ -20,7 +20,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .base import IGNORE_INDEX, UNITS, CardMetric, LogitTarget, Task, TaskEvaluation, count_items, is_default_id2label
+from .base import (  # noqa: I001
+    IGNORE_INDEX,
+    UNITS,
+    CardMetric,
+    ExampleScores,
+    LogitTarget,
+    Task,
+    TaskEvaluation,
+    count_items,
+    is_default_id2label,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -33,6 +43,7 @@ __all__ = [
     "UNITS",
     "CardMetric",
     "CausalLM",
+    "ExampleScores",
     "LogitTarget",
     "MaskedLM",
     "QuestionAnswering",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -66,12 +67,64 @@ class CardMetric:
     higher_is_better: bool = True
 
 
+@dataclass(frozen=True)
+class ExampleScores:
+    """The per-example data behind a task's headline metric (its first card metric), for comparing two models on the
+    same examples ([`hf_distill.stats`]).
+
+    Exactly one of:
+    - `correct`: `(n,)` booleans, the metric being their mean (accuracy, exact match): McNemar's exact test applies;
+    - `stats` and `combine`: `(n, k)` per-example sufficient statistics whose column sums `combine` turns into the
+      metric (entity F1 from true positives, predicted and gold entities; perplexity from summed NLL and tokens; MSE
+      from squared errors): a paired bootstrap over the examples applies.
+
+    `confidence` (classification only): the probability each prediction gave its class, for calibration (ECE).
+    """
+
+    metric: str
+    correct: np.ndarray | None = None
+    stats: np.ndarray | None = None
+    combine: Callable[[np.ndarray], float] | None = None
+    confidence: np.ndarray | None = None
+
+    @property
+    def paired_test(self) -> str:
+        return "mcnemar_exact" if self.correct is not None else "paired_bootstrap"
+
+    def value(self) -> float:
+        """The metric over all the examples."""
+        if self.correct is not None:
+            return float(np.mean(self.correct))
+        return float(self.combine(np.asarray(self.stats, dtype=np.float64).sum(0)))
+
+    def statistics(self) -> np.ndarray:
+        """`(n, k)` sufficient statistics of the metric (correctness as the columns `(correct, 1)`)."""
+        if self.correct is not None:
+            correct = np.asarray(self.correct, dtype=np.float64).reshape(-1, 1)
+            return np.concatenate([correct, np.ones_like(correct)], axis=1)
+        return np.asarray(self.stats, dtype=np.float64)
+
+    def combiner(self) -> Callable[[np.ndarray], float]:
+        return mean_combiner if self.correct is not None else self.combine
+
+    def __len__(self) -> int:
+        return len(self.correct if self.correct is not None else self.stats)
+
+
+def mean_combiner(sums: np.ndarray) -> float:
+    """The mean of per-example values, from the sums of `(value, 1)` columns."""
+    return float(sums[0] / sums[1]) if sums[1] else float("nan")
+
+
 @dataclass
 class TaskEvaluation:
-    """What a Trainer needs to compute a task's metrics: `compute_metrics` and `preprocess_logits_for_metrics`."""
+    """What a Trainer needs to compute a task's metrics: `compute_metrics` and `preprocess_logits_for_metrics`; and
+    `example_scores`, the per-example data of the headline metric from the same predictions (for the paired test of
+    `--baseline`), when the task gives it."""
 
     compute_metrics: Callable[[EvalPrediction], dict[str, float]]
     preprocess_logits_for_metrics: Callable | None = None
+    example_scores: Callable[[EvalPrediction], ExampleScores] | None = None
 
 
 class Task:
@@ -144,6 +197,14 @@ class Task:
         return count_items(batch)
 
     # ---- data ----------------------------------------------------------------------------------------------------
+
+    def augmentation_refusal(self) -> str | None:
+        """Why `--augment` (augmented copies of the training inputs, labelled by the teacher alone) does not fit this
+        task, or `None` when it does."""
+        return (
+            f"{self.pipeline_tag} trains on the text itself as its labels, so an augmented text would be learnt as "
+            "real text; augmentation builds transfer sets for text classification only"
+        )
 
     def task_arguments(self, task_args=None):
         """`task_args`, or this task's default flags (None for a task without flags)."""

@@ -33,7 +33,7 @@ from .. import losses
 from ..data import DataArguments
 from ..metrics import perplexity
 from . import register_task
-from .base import IGNORE_INDEX, CardMetric, LogitTarget, Task, TaskEvaluation, _counts
+from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation, _counts
 from .text_classification import resolve_columns
 from .token_classification import TokenClassification
 
@@ -122,7 +122,9 @@ class _LanguageModel(Task):
         return LanguageModelingCollator(tokenizer, mlm=self.mlm, mlm_probability=probability)
 
     def evaluation(self, eval_dataset=None, teacher_config=None, task_args=None):
-        return TaskEvaluation(language_model_metrics, LanguageModelStatistics(shift=not self.mlm))
+        return TaskEvaluation(
+            language_model_metrics, LanguageModelStatistics(shift=not self.mlm), language_model_example_scores
+        )
 
 
 class MaskedLM(_LanguageModel):
@@ -326,6 +328,16 @@ def language_model_metrics(prediction: EvalPrediction) -> dict[str, float]:
     """Perplexity and top-1 accuracy from the per-example sums of [`LanguageModelStatistics`]."""
     total_nll, count, correct = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 3).sum(0)
     return {"perplexity": perplexity(total_nll, int(count)), "accuracy": correct / count if count else float("nan")}
+
+
+def language_model_example_scores(prediction: EvalPrediction) -> ExampleScores:
+    """Per example: summed token NLL and scored tokens, whose sums give the perplexity (paired bootstrap)."""
+    stats = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 3)[:, :2]
+    return ExampleScores("perplexity", stats=stats, combine=_perplexity_of_sums)
+
+
+def _perplexity_of_sums(sums: np.ndarray) -> float:
+    return perplexity(float(sums[0]), int(sums[1]))
 
 
 register_task(MaskedLM)

@@ -19,9 +19,9 @@ from transformers import AutoModelForQuestionAnswering
 
 from .. import losses
 from ..data import DataArguments, source_of
-from ..metrics import squad_scores
+from ..metrics import exact_match, squad_scores
 from . import register_task
-from .base import IGNORE_INDEX, CardMetric, LogitTarget, Task, TaskEvaluation
+from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
@@ -113,6 +113,12 @@ class QuestionAnswering(Task):
     def predictions(self, outputs):
         return outputs.start_logits, outputs.end_logits
 
+    def augmentation_refusal(self) -> str | None:
+        return (
+            "question answering labels a span of characters of the context, which replaced or deleted words move or "
+            "destroy; augmentation builds transfer sets for text classification only"
+        )
+
     def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
         if "unlabeled" in raw:
             raise ValueError(
@@ -125,7 +131,8 @@ class QuestionAnswering(Task):
         if eval_dataset is None:
             raise ValueError("question answering metrics need the evaluation split (its contexts and answers)")
         task_args = self.task_arguments(task_args)
-        return TaskEvaluation(QuestionAnsweringMetrics(eval_dataset, task_args.max_answer_length))
+        metrics = QuestionAnsweringMetrics(eval_dataset, task_args.max_answer_length)
+        return TaskEvaluation(metrics, example_scores=metrics.example_scores)
 
 
 def _mask_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -258,6 +265,13 @@ class QuestionAnsweringMetrics:
                 "were built for another evaluation set"
             )
         return squad_scores(self.answer_texts(start_logits, end_logits), self.answers)
+
+    def example_scores(self, prediction: EvalPrediction) -> ExampleScores:
+        """Per-question exact match (McNemar's test on the questions where one model is right)."""
+        start_logits, end_logits = (np.asarray(p) for p in prediction.predictions[:2])
+        texts = self.answer_texts(start_logits, end_logits)
+        correct = np.array([exact_match(text, answers) == 1.0 for text, answers in zip(texts, self.answers)])
+        return ExampleScores("exact_match", correct=correct)
 
 
 register_task(QuestionAnswering)

@@ -24,7 +24,16 @@ from .. import losses, metrics
 from ..data import TEXT_COLUMN_CANDIDATES, DataArguments, detect_column, source_of
 from ..log import get_logger
 from . import register_task
-from .base import IGNORE_INDEX, CardMetric, LogitTarget, Task, TaskEvaluation, is_default_id2label
+from .base import (
+    IGNORE_INDEX,
+    CardMetric,
+    ExampleScores,
+    LogitTarget,
+    Task,
+    TaskEvaluation,
+    is_default_id2label,
+    mean_combiner,
+)
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
@@ -104,6 +113,14 @@ class SequenceClassification(Task):
 
     # ---- data ----------------------------------------------------------------------------------------------------
 
+    def augmentation_refusal(self) -> str | None:
+        if self.is_regression:
+            return (
+                "a regression teacher cannot learn from unlabelled examples yet (its hard-label loss has no label to "
+                "ignore)"
+            )
+        return None
+
     def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
         """Tokenises texts (or text pairs), without padding, and maps the labels to the teacher's ids (real values
         for regression); the `"unlabeled"` split gets the label -100."""
@@ -137,7 +154,9 @@ class SequenceClassification(Task):
 
     def evaluation(self, eval_dataset=None, teacher_config=None, task_args=None):
         regression = self.is_regression or (teacher_config is not None and is_regression_config(teacher_config))
-        return TaskEvaluation(regression_metrics if regression else classification_metrics)
+        if regression:
+            return TaskEvaluation(regression_metrics, example_scores=regression_example_scores)
+        return TaskEvaluation(classification_metrics, example_scores=classification_example_scores)
 
 
 def is_regression_config(config) -> bool:
@@ -151,6 +170,24 @@ def classification_metrics(prediction: EvalPrediction) -> dict[str, float]:
     predicted = np.asarray(logits).argmax(-1)
     labels = np.asarray(prediction.label_ids)
     return {"accuracy": metrics.accuracy(labels, predicted), "macro_f1": metrics.macro_f1(labels, predicted)}
+
+
+def classification_example_scores(prediction: EvalPrediction) -> ExampleScores:
+    """Per-example correctness (accuracy: McNemar's test) and the predicted class's probability (calibration)."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    correct = logits.argmax(-1) == np.asarray(prediction.label_ids).reshape(-1)
+    return ExampleScores("accuracy", correct=correct, confidence=probabilities.max(-1))
+
+
+def regression_example_scores(prediction: EvalPrediction) -> ExampleScores:
+    """Per-example squared errors (MSE, compared by a paired bootstrap)."""
+    values = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    errors = np.asarray(values, dtype=np.float64).reshape(-1) - np.asarray(prediction.label_ids, dtype=np.float64)
+    stats = np.stack([errors**2, np.ones_like(errors)], axis=1)
+    return ExampleScores("mse", stats=stats, combine=mean_combiner)
 
 
 def regression_metrics(prediction: EvalPrediction) -> dict[str, float]:

@@ -17,11 +17,12 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from .. import losses
 from ..data import DataArguments, source_of
-from ..metrics import entity_scores
+from ..metrics import entities, entity_scores
 from . import register_task
 from .base import (
     IGNORE_INDEX,
     CardMetric,
+    ExampleScores,
     LogitTarget,
     Task,
     TaskEvaluation,
@@ -99,6 +100,13 @@ class TokenClassification(Task):
     def label_loss(self, student_out, inputs, counts):
         return losses.task_cross_entropy(student_out.logits, inputs["labels"], num_items=counts["labels"]), "labels"
 
+    def augmentation_refusal(self) -> str | None:
+        return (
+            "token classification labels each word, and a replaced or deleted word leaves tags that no longer fit "
+            "the words (nor the teacher's per-token targets); augmentation builds transfer sets for text "
+            "classification only"
+        )
+
     def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
         """Tokenises word lists and aligns the word tags to sub-tokens, as ids of the teacher's `id2label`."""
         if "unlabeled" in raw:
@@ -118,7 +126,8 @@ class TokenClassification(Task):
     def evaluation(self, eval_dataset=None, teacher_config=None, task_args=None):
         if teacher_config is None:
             raise ValueError("token classification metrics need the teacher's config, whose id2label names the tags")
-        return TaskEvaluation(TokenClassificationMetrics(teacher_config.id2label), argmax_logits)
+        metrics = TokenClassificationMetrics(teacher_config.id2label)
+        return TaskEvaluation(metrics, argmax_logits, metrics.example_scores)
 
 
 class TokenClassificationMetrics:
@@ -128,6 +137,10 @@ class TokenClassificationMetrics:
         self.id2label = {int(k): v for k, v in id2label.items()}
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
+        return entity_scores(*self.tag_sequences(prediction))
+
+    def tag_sequences(self, prediction: EvalPrediction) -> tuple[list[list[str]], list[list[str]]]:
+        """The gold and predicted tags of each example, at its labelled tokens."""
         predicted = np.asarray(prediction.predictions)
         if predicted.ndim == 3:
             predicted = predicted.argmax(-1)
@@ -137,7 +150,22 @@ class TokenClassificationMetrics:
             scored = row_labels != IGNORE_INDEX
             references.append([self.id2label[int(i)] for i in row_labels[scored]])
             guesses.append([self.id2label.get(int(i), "O") for i in row_predicted[scored]])
-        return entity_scores(references, guesses)
+        return references, guesses
+
+    def example_scores(self, prediction: EvalPrediction) -> ExampleScores:
+        """Per example: true-positive, predicted and gold entities, whose sums give the micro entity F1 (compared by
+        a paired bootstrap over the examples)."""
+        rows = []
+        for reference, guess in zip(*self.tag_sequences(prediction)):
+            gold, guessed = entities(reference), entities(guess)
+            rows.append((len(gold & guessed), len(guessed), len(gold)))
+        return ExampleScores("f1", stats=np.asarray(rows, dtype=np.float64).reshape(-1, 3), combine=entity_f1)
+
+
+def entity_f1(sums: np.ndarray) -> float:
+    """Micro entity F1 from summed (true positives, predicted, gold): `2 TP / (predicted + gold)`."""
+    true_positives, predicted, gold = sums
+    return float(2 * true_positives / (predicted + gold)) if predicted + gold else 0.0
 
 
 def prepare_token_classification(
