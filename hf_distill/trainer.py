@@ -351,9 +351,7 @@ class DistillationTrainer(Trainer):
         label_keys = {"labels", *self.label_names, *self.task.label_names}
         model_inputs = {k: v for k, v in inputs.items() if k not in label_keys}
         student_out = model(**model_inputs)
-        # A training step runs the teacher only for terms that read it (label loss alone: a plain student step).
-        needs_teacher = not training or any(term.needs_teacher for term in self.terms)
-        teacher_out = self._teacher_forward(inputs, training) if needs_teacher else None
+        teacher_out = self._teacher_forward(inputs, training)
         # In training the counts cover the whole optimizer step; otherwise (evaluation) this batch alone.
         global_counts = training and isinstance(num_items_in_batch, dict)
         counts = (
