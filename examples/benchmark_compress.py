@@ -38,7 +38,9 @@ from hf_distill.run import StudentArguments
 class BenchmarkArguments:
     teacher_dir: str = field(default="demo-output/teacher", metadata={"help": "The demo's fine-tuned teacher."})
     data_dir: str = field(default="demo-output/data", metadata={"help": "The demo's train/validation/test CSVs."})
-    output_dir: str = field(default="compress-bench", metadata={"help": "Where everything is written (must not exist)."})
+    output_dir: str = field(
+        default="compress-bench", metadata={"help": "Where everything is written (must not exist)."}
+    )
     layers: str = field(default="0,2,4", metadata={"help": "Teacher blocks the student keeps."})
     heads: int | None = field(default=None, metadata={"help": "Heads per layer (BERT: hidden_size = heads * 32)."})
     intermediate_size: int | None = field(default=768, metadata={"help": "Feed-forward neurons per layer."})
@@ -96,9 +98,10 @@ def targets(metrics: dict, paired: dict) -> dict:
             "latency_ratio_b32_vs_pytorch_student": round(ratio_pt, 3),
             "met": facts["drop_points"] <= 0.5 and facts["student_agreement"] >= 0.98 and min(ratio, ratio_pt) <= 0.6,
         }
-    result["distilled_beats_no_teacher"] = {**paired, "met": paired["only_distilled_right"] > paired[
-        "only_no_teacher_right"
-    ] and paired["mcnemar_p"] < 0.05}
+    result["distilled_beats_no_teacher"] = {
+        **paired,
+        "met": paired["only_distilled_right"] > paired["only_no_teacher_right"] and paired["mcnemar_p"] < 0.05,
+    }
     return result
 
 

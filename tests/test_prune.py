@@ -192,3 +192,54 @@ def test_the_hidden_state_loss_learns_through_its_projection_when_the_width_shri
     after = trainable_state(trainer)
     assert not torch.equal(before["projections.0.weight"], after["projections.0.weight"])
     assert not torch.equal(before["student.classifier.weight"], after["student.classifier.weight"])
+
+
+def test_train_builds_a_width_pruned_student_calibrated_on_the_training_data(tmp_path, teacher_folder):
+    from tiny_task_models import write_sentiment_rows
+
+    from hf_distill.cli import main
+
+    data = {
+        name: write_sentiment_rows(tmp_path / f"{name}.csv", 24, seed=i) for i, name in enumerate(("train", "test"))
+    }
+    main(
+        [
+            "train",
+            "--teacher_model_name_or_path", str(teacher_folder),
+            "--train_file", str(data["train"]),
+            "--test_file", str(data["test"]),
+            "--output_dir", str(tmp_path / "student"),
+            "--student_num_layers", "2",
+            "--student_num_heads", "2",
+            "--student_hidden_size", "16",
+            "--student_intermediate_size", "12",
+            "--calibration_examples", "16",
+            "--hidden_weight", "1.0",
+            "--max_steps", "2",
+            "--report_to", "none",
+            "--use_cpu", "true",
+            "--save_strategy", "no",
+            "--disable_tqdm", "true",
+            "--measure_latency", "false",
+        ]
+    )  # fmt: skip
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    config = student.config
+    assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size) == (2, 2, 16)
+    assert config.intermediate_size == 12 and len(config.distillation_width["kept_heads"]) == 2
+    card = (tmp_path / "student" / "README.md").read_text()
+    assert "hidden size 16" in card
+
+
+def test_the_student_command_cannot_prune_without_data(tmp_path, teacher_folder):
+    from hf_distill.cli import run_command
+
+    with pytest.raises(ValueError, match=r"width pruning ranks the teacher's heads .* use `hf-distill train`"):
+        run_command(
+            [
+                "student",
+                "--teacher_model_name_or_path", str(teacher_folder),
+                "--output_dir", str(tmp_path / "s"),
+                "--student_intermediate_size", "8",
+            ]
+        )  # fmt: skip
