@@ -179,6 +179,7 @@ def build_model_card(
         "teacher": teacher,
         "student": student,
         "teacher_layers": _int_list(student.get("teacher_layers")),
+        "width": _width(config.get("distillation_width")),
         "labels": _labels(config),
         "peft": _peft(distill.get("peft")),
         "cache_note": _cache_note(distill.get("teacher_cache")),
@@ -228,6 +229,26 @@ def _first(config: dict, keys) -> Any:
 
 def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _width(width) -> str | None:
+    """What width pruning kept (`distillation_width` of a student's config), as the card's sentence."""
+    if not isinstance(width, dict):
+        return None
+    teacher = width.get("teacher") or {}
+    parts = []
+    for key, label in (
+        ("num_attention_heads", "attention heads"),
+        ("intermediate_size", "feed-forward neurons"),
+        ("hidden_size", "hidden size"),
+    ):
+        before, after = teacher.get(key), width.get(key)
+        if after is not None:
+            parts.append(f"{label} {before} → {after}" if before not in (None, after) else f"{label} {after}")
+    return (
+        ", ".join(parts) + "; the teacher's most important ones, ranked by their activations on calibration data "
+        "([Minitron](https://arxiv.org/abs/2407.14679))"
+    )
 
 
 def _int_list(value) -> list[int]:

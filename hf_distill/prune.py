@@ -185,6 +185,7 @@ class WidthPlan:
     Attributes:
         head_dim (`int`): the size of one head (unchanged by pruning).
         teacher_hidden_size (`int`): the teacher's hidden size.
+        teacher_sizes (`dict`): the teacher's heads, neurons and hidden size (for the card).
         heads (`dict[int, list[int]]`): teacher block -> kept query heads (absent: all).
         kv_heads (`dict[int, list[int]]`): teacher block -> kept key/value heads (absent: all).
         ffn (`dict[int, list[int]]`): teacher block -> kept neurons (absent: all).
@@ -194,6 +195,7 @@ class WidthPlan:
 
     head_dim: int
     teacher_hidden_size: int
+    teacher_sizes: dict
     num_heads: int
     num_kv_heads: int
     intermediate_size: int
@@ -257,6 +259,7 @@ class WidthPlan:
             "intermediate_size": self.intermediate_size,
             "hidden_size": self.hidden_size,
             "kept_heads": {str(layer): heads for layer, heads in self.heads.items()},
+            "teacher": self.teacher_sizes,
             "importance": "activation (Minitron)",
         }
 
@@ -316,6 +319,11 @@ def plan_width(
     plan = WidthPlan(
         head_dim=head_dim,
         teacher_hidden_size=config.hidden_size,
+        teacher_sizes={
+            "num_attention_heads": n_heads,
+            "intermediate_size": config.intermediate_size,
+            "hidden_size": config.hidden_size,
+        },
         num_heads=keep_heads,
         num_kv_heads=n_kv if grouped else keep_heads,
         intermediate_size=keep_ffn,

@@ -229,6 +229,7 @@ def test_train_builds_a_width_pruned_student_calibrated_on_the_training_data(tmp
     assert config.intermediate_size == 12 and len(config.distillation_width["kept_heads"]) == 2
     card = (tmp_path / "student" / "README.md").read_text()
     assert "hidden size 16" in card
+    assert "**Width pruning:** attention heads 4 → 2, feed-forward neurons 37 → 12, hidden size 32 → 16; the" in card
 
 
 def test_the_student_command_cannot_prune_without_data(tmp_path, teacher_folder):
