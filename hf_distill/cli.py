@@ -8,7 +8,8 @@
                                                           store its outputs; then `train RECIPE --teacher_cache DIR`
     hf-distill student --teacher_model_name_or_path T --output_dir S [--student_num_layers K ...]
                                                           only build and save a student from a teacher
-    hf-distill compress --student_dir S --output_dir O --train_file F --test_file T [--teacher_model_name_or_path T]
+    hf-distill compress --student_model_name_or_path S --output_dir O --train_file F --test_file T
+                        [--teacher_model_name_or_path T] [--formats int8,onnx,onnx-int8]
                                                           export the student (int8, onnx, onnx-int8), one folder each,
                                                           measured against the student and teacher, with its card
     hf-distill push OUTPUT_DIR --repo_id NAME [--private] [--revision B] [--token T] [--endpoint URL]
@@ -498,7 +499,8 @@ def compress(argv: Sequence[str]) -> dict:
     _describe(
         parser,
         "compress",
-        "hf-distill compress --student_dir S --output_dir O --train_file F --test_file T [--option VALUE ...]",
+        "hf-distill compress --student_model_name_or_path S --output_dir O --train_file F --test_file T "
+        "[--option VALUE ...]",
         recipe=False,
     )
     args, data_args, *task_args = parse_arguments(parser, argv)

@@ -51,7 +51,9 @@ _IGNORE = -100
 class CompressArguments:
     """What `hf-distill compress` exports and how it measures the exports."""
 
-    student_dir: str = field(metadata={"help": "The distilled student folder (written by `hf-distill train`)."})
+    student_model_name_or_path: str = field(
+        metadata={"help": "The distilled student: its folder (written by `hf-distill train`) or Hub id."}
+    )
     output_dir: str = field(metadata={"help": "Where to write one folder per export (OUTPUT_DIR/int8, ...)."})
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "The teacher, for its row of the table and the agreement with it."}
@@ -499,9 +501,9 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
         folder = Path(args.output_dir) / fmt
         if folder.exists() and any(folder.iterdir()):
             raise ValueError(f"{folder} already exists and is not empty: remove it or choose another --output_dir")
-    student = load_model(args.student_dir, role="student")
+    student = load_model(args.student_model_name_or_path, role="student")
     task = task_for(student)
-    tokenizer = load_tokenizer(args.student_dir, student)
+    tokenizer = load_tokenizer(args.student_model_name_or_path, student)
     own = _own_arguments(task, task_args)
     raw = load_raw_datasets(data_args)
     datasets = task.prepare_datasets(raw, tokenizer, data_args, own, student.config)

@@ -133,7 +133,7 @@ def test_the_command_exports_and_prints_the_table(tmp_path, capsys):
     run_command(
         [
             "compress",
-            "--student_dir", str(folders / "student"),
+            "--student_model_name_or_path", str(folders / "student"),
             "--teacher_model_name_or_path", str(folders / "teacher"),
             "--output_dir", str(folders / "cli"),
             "--train_file", str(folders / "train.csv"),
