@@ -1,13 +1,13 @@
 """Exports of a distilled student for CPU inference: int8 PyTorch, ONNX float, ONNX int8.
 
-- `int8`: PyTorch dynamic quantisation of every `nn.Linear` (`torch.ao.quantization.quantize_dynamic`, weights int8,
-  activations quantised on the fly). Saved as the config and the quantised state dict (`model_int8.pt`); load with
+- `int8`: PyTorch dynamic quantisation of every `nn.Linear` (`torch.ao.quantization.quantize_dynamic`, weights int8
+  with one scale per output channel, activations quantised on the fly). Saved as the config and the quantised state dict (`model_int8.pt`); load with
   [`load_int8`]. PyTorch has deprecated `torch.ao.quantization` in favour of torchao, so this export may go away with
   a future torch; the ONNX ones do not depend on it.
 - `onnx`: the model's logits as an ONNX graph (`model.onnx`), traced by `torch.onnx.export` (TorchScript exporter:
   optimum's exporter pins transformers 4.x, and the dynamo exporter needs onnxscript), with dynamic batch and
   sequence axes, run by onnxruntime; load with [`load_onnx`].
-- `onnx-int8`: the same graph with int8 weights, by onnxruntime's dynamic quantisation
+- `onnx-int8`: the same graph with int8 weights (one scale per channel), by onnxruntime's dynamic quantisation
   (`onnxruntime.quantization.quantize_dynamic`).
 
 The ONNX exports need the `export` extra: `pip install 'hf-distill[export]'` (onnx and onnxruntime, about 110 MB).
@@ -71,7 +71,11 @@ def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
     model = copy.deepcopy(model).to("cpu").eval()
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, once per call
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # One scale per output row: on the tweets student, per-tensor scales flipped 4.1% of the predictions (agreement
+        # 95.9%), per-channel ones 2.0% (98.05%), at the same speed.
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def save_int8(model: PreTrainedModel, folder: str | os.PathLike) -> str:
@@ -180,7 +184,7 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike) -> str:
     level = root.level
     root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger at every call
     try:
-        quantize_dynamic(str(source_file), path, weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source_file), path, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
     config_path = source_file.parent / "config.json"
