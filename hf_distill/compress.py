@@ -213,7 +213,7 @@ def _example_text(task) -> str:
     return match.group(1) if match else "Hello world"
 
 
-def _write_variant(fmt: str, student: PreTrainedModel, student_dir: str, folder: str, onnx_float: str | None) -> str:
+def _write_variant(fmt: str, student: PreTrainedModel, folder: str, onnx_float: str | None) -> str:
     """Writes one export into `folder`; returns the path of its weights file."""
     if fmt == "int8":
         return save_int8(quantize_int8(student), folder)
@@ -304,7 +304,7 @@ def compress(
     models: dict[str, dict] = {}
     runners: dict[str, Callable] = {}
 
-    def measure(name, model, logits_ref=None):
+    def measure(name, model):
         logits, labels = predict(model, eval_dataset, data_collator, eval_batch_size)
         figures = task_metrics(task, logits, labels, teacher_config) if labels is not None else {}
         runners[name] = model
@@ -343,7 +343,7 @@ def compress(
     for fmt in formats:
         folder = os.path.join(output_dir, fmt)
         started = time.perf_counter()
-        weights = _write_variant(fmt, student, student_dir, folder, onnx_float)
+        weights = _write_variant(fmt, student, folder, onnx_float)
         if fmt == "onnx":
             onnx_float = weights
         if tokenizer is not None:
