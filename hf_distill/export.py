@@ -1,9 +1,9 @@
 """Exports of a distilled student for CPU inference: int8 PyTorch, ONNX float, ONNX int8.
 
 - `int8`: PyTorch dynamic quantisation of every `nn.Linear` (`torch.ao.quantization.quantize_dynamic`, weights int8
-  with one scale per output channel, activations quantised on the fly). Saved as the config and the quantised state dict (`model_int8.pt`); load with
-  [`load_int8`]. PyTorch has deprecated `torch.ao.quantization` in favour of torchao, so this export may go away with
-  a future torch; the ONNX ones do not depend on it.
+  with one scale per output channel, activations quantised on the fly). Saved as the config and the quantised state
+  dict (`model_int8.pt`); load with [`load_int8`]. PyTorch has deprecated `torch.ao.quantization` in favour of
+  torchao, so this export may go away with a future torch; the ONNX ones do not depend on it.
 - `onnx`: the model's logits as an ONNX graph (`model.onnx`), traced by `torch.onnx.export` (TorchScript exporter:
   optimum's exporter pins transformers 4.x, and the dynamo exporter needs onnxscript), with dynamic batch and
   sequence axes, run by onnxruntime; load with [`load_onnx`].
