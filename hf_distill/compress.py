@@ -512,7 +512,7 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
         raise ValueError("compress needs evaluation data: give --test_file or --validation_file")
     compare = [p for p in (args.compare_with or "").split(",") if p.strip()]
     return compress(
-        student,
+        args.student_model_name_or_path,  # the folder: its size on disk and its metrics file go on the cards
         args.output_dir,
         datasets[split],
         task.data_collator(tokenizer, own),

@@ -149,3 +149,4 @@ def test_the_command_exports_and_prints_the_table(tmp_path, capsys):
     assert not (folders / "cli" / "onnx").exists()
     saved = json.loads((folders / "cli" / "int8" / COMPRESSION_FILE).read_text())
     assert saved["dataset"]["eval_examples"] == 12 and saved["variant"] == "int8"
+    assert saved["models"]["student"]["size_bytes"] > 0 and saved["models"]["teacher"]["size_bytes"] > 0
