@@ -474,9 +474,10 @@ def write_tradeoff_plot(metrics: dict, path: str) -> str | None:
         return None
     figure = Figure(figsize=(6.5, 4.2))
     axes = figure.subplots()
-    for name, latency, value in points:
+    for index, (name, latency, value) in enumerate(points):
         axes.scatter(latency, value, s=60)
-        axes.annotate(name, (latency, value), textcoords="offset points", xytext=(6, 4))
+        # labels above and below in turn: variants of one model sit close together
+        axes.annotate(name, (latency, value), textcoords="offset points", xytext=(6, 5 if index % 2 else -13))
     axes.set_xlabel(f"CPU latency per batch of {batch}, {metrics['latency']['sequence_length']} tokens (ms)")
     axes.set_ylabel(headline["label"] + (" (%)" if headline["percent"] else ""))
     axes.set_title("Accuracy against latency")
