@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(BIN)/python -m pip install --quiet "$(TORCH_CPU)"; \
 	fi
-	$(BIN)/python -m pip install --quiet -e ".[dev,peft,demo,llm]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,peft,demo,llm,export]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -35,18 +35,60 @@ class Architecture:
         qkv (`tuple[str, ...]`): The query, key and value projections, relative to one layer; or a single path, a
             fused projection whose output is `[query | key | value]` along its last dimension in three equal parts
             (GPT-2's `Conv1D`, split with `split(embed_dim, dim=2)`).
+        widths (`tuple[tuple[str, tuple[str, ...]], ...]`): For width pruning ([`~hf_distill.prune`]): each module of
+            one layer whose weights have a prunable dimension, with the role of each dimension: `(out, in)` for a
+            linear layer (`weight` is `(out, in)`, `bias` is `(out,)`), `(role,)` for a norm. Roles: `"hidden"` (the
+            residual stream's channels), `"heads"` (query heads' channels), `"kv"` (key and value heads' channels),
+            `"ffn"` (the feed-forward neurons). Empty: the family cannot be pruned in width.
+        head_dim_key (`str`, *optional*): The config attribute holding the head size when the family has one
+            (Llama's `head_dim`); `None` when the head size is `hidden_size / num_attention_heads` (BERT), so that
+            a width-pruned student must keep `hidden_size == num_attention_heads * head_size`.
+        kv_heads_key (`str`, *optional*): The config attribute holding the number of key/value heads (grouped-query
+            attention), or `None` when keys and values have as many heads as queries.
     """
 
     layers: str
     qkv: tuple[str, ...]
+    widths: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    head_dim_key: str | None = None
+    kv_heads_key: str | None = None
 
     def __post_init__(self):
         if len(self.qkv) not in (1, 3):
             raise ValueError(f"qkv names three projections or one fused projection, got {self.qkv!r}")
 
 
-_BERT_LIKE = Architecture("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"))
-_LLAMA_LIKE = Architecture("layers", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"))
+_BERT_LIKE = Architecture(
+    "encoder.layer",
+    ("attention.self.query", "attention.self.key", "attention.self.value"),
+    widths=(
+        ("attention.self.query", ("heads", "hidden")),
+        ("attention.self.key", ("kv", "hidden")),
+        ("attention.self.value", ("kv", "hidden")),
+        ("attention.output.dense", ("hidden", "heads")),
+        ("attention.output.LayerNorm", ("hidden",)),
+        ("intermediate.dense", ("ffn", "hidden")),
+        ("output.dense", ("hidden", "ffn")),
+        ("output.LayerNorm", ("hidden",)),
+    ),
+)
+_LLAMA_LIKE = Architecture(
+    "layers",
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    widths=(
+        ("self_attn.q_proj", ("heads", "hidden")),
+        ("self_attn.k_proj", ("kv", "hidden")),
+        ("self_attn.v_proj", ("kv", "hidden")),
+        ("self_attn.o_proj", ("hidden", "heads")),
+        ("input_layernorm", ("hidden",)),
+        ("mlp.gate_proj", ("ffn", "hidden")),
+        ("mlp.up_proj", ("ffn", "hidden")),
+        ("mlp.down_proj", ("hidden", "ffn")),
+        ("post_attention_layernorm", ("hidden",)),
+    ),
+    head_dim_key="head_dim",
+    kv_heads_key="num_key_value_heads",
+)
 
 ARCHITECTURES: dict[str, Architecture] = {
     "bert": _BERT_LIKE,

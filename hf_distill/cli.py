@@ -8,6 +8,10 @@
                                                           store its outputs; then `train RECIPE --teacher_cache DIR`
     hf-distill student --teacher_model_name_or_path T --output_dir S [--student_num_layers K ...]
                                                           only build and save a student from a teacher
+    hf-distill compress --student_model_name_or_path S --output_dir O --train_file F --test_file T
+                        [--teacher_model_name_or_path T] [--formats int8,onnx,onnx-int8]
+                                                          export the student (int8, onnx, onnx-int8), one folder each,
+                                                          measured against the student and teacher, with its card
     hf-distill push OUTPUT_DIR --repo_id NAME [--private] [--revision B] [--token T] [--endpoint URL]
                                                           publish a saved student (one commit)
     hf-distill configs [NAME]                             the packaged recipes and Accelerate configs (their paths)
@@ -48,6 +52,8 @@ COMMANDS = {
     "cache": "run the teacher once over the training data and store its outputs (logits, or top-k, and hidden "
     "states) for `train --teacher_cache`",
     "student": "build a DistilBERT-style student from a teacher (fewer layers, copied weights) and save it",
+    "compress": "export a distilled student for CPU inference (int8, ONNX, ONNX int8), one folder per export, "
+    "each measured against the float student and the teacher, with its card",
     "push": "publish a saved student folder to the Hub in one commit (weights, config, tokenizer, card, metrics)",
     "configs": "list the packaged recipes and Accelerate configs with their paths; `configs NAME` prints one path",
 }
@@ -483,6 +489,27 @@ def student(argv: Sequence[str]) -> str:
     return output_args.output_dir
 
 
+def compress(argv: Sequence[str]) -> dict:
+    from transformers import HfArgumentParser
+
+    from .compress import CompressArguments, format_table, run_compress
+    from .data import DataArguments
+
+    parser = HfArgumentParser((CompressArguments, DataArguments, *task_argument_classes()), prog="hf-distill compress")
+    _describe(
+        parser,
+        "compress",
+        "hf-distill compress --student_model_name_or_path S --output_dir O --train_file F --test_file T "
+        "[--option VALUE ...]",
+        recipe=False,
+    )
+    args, data_args, *task_args = parse_arguments(parser, argv)
+    metrics = run_compress(args, data_args, task_args)
+    print(format_table(metrics))
+    print(f"Exports written to {', '.join(os.path.join(args.output_dir, fmt) for fmt in args.formats)}")
+    return metrics
+
+
 def push(argv: Sequence[str]) -> str:
     from transformers import HfArgumentParser
 
@@ -540,6 +567,7 @@ _COMMAND_FUNCTIONS: dict[str, Callable[[Sequence[str]], object]] = {
     "train": train,
     "cache": cache,
     "student": student,
+    "compress": compress,
     "push": push,
     "configs": configs,
 }

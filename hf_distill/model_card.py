@@ -151,7 +151,9 @@ def build_model_card(
 
     teacher_license_id = teacher.get("license") if isinstance(teacher.get("license"), str) else None
     license_id = license or teacher_license_id
-    usage = _usage(task, model_ref, folder)
+    compression = _compression(_section(metrics, "compression"), card_metrics)
+    # An export (int8, ONNX) does not load with `pipeline`: its own snippet replaces the usual one.
+    usage = None if compression else _usage(task, model_ref, folder)
     eval_results = _eval_results(student, pipeline_tag, dataset, card_metrics)
     tags = list(TAGS)
     if isinstance(config.get("model_type"), str):
@@ -177,6 +179,7 @@ def build_model_card(
         "teacher": teacher,
         "student": student,
         "teacher_layers": _int_list(student.get("teacher_layers")),
+        "width": _width(config.get("distillation_width")),
         "labels": _labels(config),
         "peft": _peft(distill.get("peft")),
         "cache_note": _cache_note(distill.get("teacher_cache")),
@@ -196,6 +199,7 @@ def build_model_card(
         "usage": usage,
         "license_note": _license_note(license, teacher_license_id, _display_name(teacher_ref)),
         "training_plot": TRAINING_PLOT if (folder / TRAINING_PLOT).is_file() else None,
+        "compression": compression,
         "train_examples": _train_examples(dataset),
         "versions": [(_FRAMEWORK_NAMES.get(k, k), v) for k, v in _section(metrics, "framework_versions").items() if v],
     }
@@ -226,6 +230,26 @@ def _first(config: dict, keys) -> Any:
 
 def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _width(width) -> str | None:
+    """What width pruning kept (`distillation_width` of a student's config), as the card's sentence."""
+    if not isinstance(width, dict):
+        return None
+    teacher = width.get("teacher") or {}
+    parts = []
+    for key, label in (
+        ("num_attention_heads", "attention heads"),
+        ("intermediate_size", "feed-forward neurons"),
+        ("hidden_size", "hidden size"),
+    ):
+        before, after = teacher.get(key), width.get(key)
+        if after is not None:
+            parts.append(f"{label} {before} → {after}" if before not in (None, after) else f"{label} {after}")
+    return (
+        ", ".join(parts) + "; the teacher's most important ones, ranked by their activations on calibration data "
+        "([Minitron](https://arxiv.org/abs/2407.14679))"
+    )
 
 
 def _int_list(value) -> list[int]:
@@ -552,6 +576,45 @@ def _verdict(comparison: dict, card_metrics: tuple[CardMetric, ...]) -> str | No
         parts.append(f"Calibration (expected calibration error, 15 bins): distilled {d_ece:.3f}, baseline {b_ece:.3f}")
         parts[-1] += "."
     return " ".join(parts)
+
+
+def _compression(compression: dict, card_metrics: tuple[CardMetric, ...]) -> dict | None:
+    """The trade-off table of a compressed variant's card (`compression_metrics.json` of [`~hf_distill.compress`]):
+    one row per model measured, this variant's in bold, with the export's verdict against the tolerance."""
+    models = compression.get("models") if isinstance(compression, dict) else None
+    if not models:
+        return None
+    batches = [str(b) for b in (compression.get("latency") or {}).get("batch_sizes", [])]
+    columns = ["Model", "Format"] + [m.label for m in card_metrics]
+    columns += ["Agreement with the student", "Agreement with the teacher", "Parameters", "Size on disk"]
+    columns += [f"Latency, batch {b}" for b in batches]
+    rows, verdicts = [], []
+    names = {"teacher": "Teacher", "student": "Distilled student"}
+    for name, facts in models.items():
+        label = names.get(name, name)
+        cells = [f"**{label}**" if name == compression.get("variant") else label, str(facts.get("kind", ""))]
+        cells += [_metric_value(m, facts.get(m.key)) or "–" for m in card_metrics]
+        cells += [_pct(facts.get("student_agreement")) or "–", _pct(facts.get("teacher_agreement")) or "–"]
+        cells += [_count(facts.get("parameters")) or "–", _megabytes(facts.get("size_bytes")) or "–"]
+        cells += [_ms((facts.get("latency_ms") or {}).get(b)) or "–" for b in batches]
+        rows.append(cells)
+        if "drop_points" in facts:
+            within = facts.get("within_tolerance")
+            verdicts.append(
+                f"`{name}` loses {facts['drop_points']:.2f} points against the float student: "
+                + ("within" if within else "**more than**")
+                + f" the tolerance of {compression.get('max_accuracy_drop_points')} points."
+            )
+    latency = compression.get("latency") or {}
+    return {
+        "variant": compression.get("variant"),
+        "columns": columns,
+        "rows": rows,
+        "verdicts": verdicts,
+        "plot": compression.get("plot"),
+        "usage": compression.get("usage"),
+        "latency_setup": _latency_setup({k: v for k, v in latency.items() if k != "batch_size"}),
+    }
 
 
 def _train_examples(dataset: dict) -> str | None:

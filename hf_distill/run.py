@@ -14,7 +14,7 @@ import os
 import statistics
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from datasets import DatasetDict, concatenate_datasets
@@ -92,9 +92,33 @@ class StudentArguments:
         default=None,
         metadata={"help": "Explicit teacher layers the built student copies, e.g. '0,2,4' (overrides the strategy)."},
     )
+    student_num_heads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Width pruning: attention heads per layer of the built student, the teacher's most important "
+            "ones (activation on the first calibration_examples training examples). BERT needs student_hidden_size "
+            "= heads * head size too."
+        },
+    )
+    student_intermediate_size: int | None = field(
+        default=None, metadata={"help": "Width pruning: feed-forward neurons per layer of the built student."}
+    )
+    student_hidden_size: int | None = field(
+        default=None, metadata={"help": "Width pruning: hidden size of the built student (embeddings included)."}
+    )
+    calibration_examples: int = field(
+        default=512, metadata={"help": "Training examples on which width pruning ranks heads, neurons, channels."}
+    )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer path or Hub id (default: the teacher's)."}
     )
+
+    @property
+    def prunes_width(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.student_num_heads, self.student_intermediate_size, self.student_hidden_size)
+        )
 
     def __post_init__(self):
         if self.student_layers is not None and not isinstance(self.student_layers, (list, tuple)):
@@ -107,12 +131,27 @@ class StudentArguments:
                 ) from error
 
 
+def _depth_only(student_args: StudentArguments) -> StudentArguments:
+    return replace(student_args, student_num_heads=None, student_intermediate_size=None, student_hidden_size=None)
+
+
 def make_student(
-    teacher: PreTrainedModel, student_args: StudentArguments, init_kwargs: dict | None = None
+    teacher: PreTrainedModel, student_args: StudentArguments, init_kwargs: dict | None = None, calibration=None
 ) -> PreTrainedModel:
-    """Loads the given student (with the teacher's head), or builds one from the teacher."""
+    """Loads the given student (with the teacher's head), or builds one from the teacher (width-pruned on the
+    `calibration` batches when the width flags ask for it)."""
     if student_args.student_model_name_or_path:
+        if student_args.prunes_width:
+            raise ValueError(
+                "student_num_heads / student_intermediate_size / student_hidden_size shape a student built from the "
+                "teacher: drop them, or drop student_model_name_or_path"
+            )
         return load_model(student_args.student_model_name_or_path, teacher, init_kwargs, role="student")
+    if student_args.prunes_width and calibration is None:
+        raise ValueError(
+            "width pruning ranks the teacher's heads and neurons on training data: use `hf-distill train` with the "
+            "width flags (it calibrates on the training data), or build_student(..., calibration=...) in Python"
+        )
     num_layers = student_args.student_num_layers
     if num_layers is None and student_args.student_layers is None:
         num_layers = (teacher.config.num_hidden_layers + 1) // 2
@@ -121,6 +160,10 @@ def make_student(
         num_layers=num_layers,
         strategy=student_args.student_layer_strategy,
         layers=student_args.student_layers,
+        heads=student_args.student_num_heads,
+        intermediate_size=student_args.student_intermediate_size,
+        hidden_size=student_args.student_hidden_size,
+        calibration=calibration,
     )
 
 
@@ -297,7 +340,14 @@ def run_distillation(
     measure_args = measure_args or MeasureArguments()
     prepared = _prepare(student_args, data_args, config, task_args)
     datasets = prepared.datasets
-    student = make_student(prepared.teacher, student_args)
+    calibration = None
+    if student_args.prunes_width and not student_args.student_model_name_or_path:
+        from .prune import calibration_batches
+
+        calibration = calibration_batches(
+            datasets["train"], prepared.collator, student_args.calibration_examples, config.per_device_train_batch_size
+        )
+    student = make_student(prepared.teacher, student_args, calibration=calibration)
     _check_layer_map(config, prepared.teacher, student)
     comparing = measure_args.baseline or measure_args.seeds > 1
     if comparing:
@@ -508,7 +558,8 @@ def build_cache(
         hidden_layers = default_hidden_layers(
             config,
             teacher.config.num_hidden_layers,
-            lambda: make_student(teacher, student_args).config.num_hidden_layers,
+            # the layer count only: a width-pruned student has the same depth (and needs no calibration for it)
+            lambda: make_student(teacher, _depth_only(student_args)).config.num_hidden_layers,
         )
     return build_teacher_cache(
         teacher,

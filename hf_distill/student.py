@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +13,7 @@ import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel
 
-from .architectures import SUPPORTED_MODEL_TYPES, layer_stack_path
+from .architectures import SUPPORTED_MODEL_TYPES, architecture, layer_stack_path
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES, strategy_teacher_layers
 from .log import get_logger
 
@@ -116,10 +116,15 @@ def build_student(
     num_layers: int | None = None,
     strategy: Literal["uniform", "every_other", "first", "last"] = DEFAULT_STUDENT_STRATEGY,
     layers: Sequence[int] | None = None,
+    *,
+    heads: int | None = None,
+    intermediate_size: int | None = None,
+    hidden_size: int | None = None,
+    calibration: Iterable[Mapping[str, torch.Tensor]] | None = None,
     **from_pretrained_kwargs,
 ) -> PreTrainedModel:
     """
-    Build a shallower copy of `teacher`: same class, width and heads, fewer layers, initialised from teacher weights.
+    Build a shallower (and, optionally, narrower) copy of `teacher`, initialised from teacher weights.
 
     Everything outside the layer stack (embeddings, final norm, pooler, task head, tied LM head, relative position
     bias, ...) is copied from the teacher and student layer `i` is copied from teacher layer `chosen[i]`. Every student
@@ -133,12 +138,21 @@ def build_student(
             choice, and the command's default), `"first"` or `"last"`; see [`select_teacher_layers`]. The same name
             given as `layer_map` pairs each student layer with the teacher layer it was copied from.
         layers (`Sequence[int]`, *optional*): Explicit teacher layer indices; overrides `strategy`.
+        heads (`int`, *optional*): Width pruning: attention heads per layer (default: the teacher's). See
+            [`~hf_distill.prune.plan_width`] for what BERT (head size = hidden size / heads) and grouped-query
+            attention require.
+        intermediate_size (`int`, *optional*): Width pruning: feed-forward neurons per layer.
+        hidden_size (`int`, *optional*): Width pruning: hidden channels (the embeddings and task head shrink too).
+        calibration (*optional*): Batches of the user's data (dicts of tensors, as a data collator makes them) on
+            which the teacher's heads, neurons and channels are ranked by activation (Minitron); required when a
+            width shrinks. [`~hf_distill.prune.calibration_batches`] makes them from a tokenised dataset.
         from_pretrained_kwargs: Passed to `from_pretrained` when `teacher` is a path (e.g. `dtype`, `revision`).
 
     Returns:
         `PreTrainedModel`: The student, on the teacher's device and dtype and in the teacher's train/eval mode. Its
         config records `distillation_teacher_layers` (the copied blocks, 0-based) and `distillation_teacher` (the
-        teacher's Hub id, or only the base name of a local folder; see [`teacher_reference`]).
+        teacher's Hub id, or only the base name of a local folder; see [`teacher_reference`]); a width-pruned one
+        also records its sizes and kept heads (`distillation_width`).
     """
     if isinstance(teacher, (str, os.PathLike)):
         from .teacher import (
@@ -155,7 +169,14 @@ def build_student(
     prefix = _layer_prefix(teacher, num_teacher_layers)
     chosen = select_teacher_layers(num_teacher_layers, num_layers, strategy, layers)
 
-    config = copy.deepcopy(teacher.config)
+    plan = None
+    if heads is not None or intermediate_size is not None or hidden_size is not None:
+        from .prune import plan_width, pruned_config
+
+        plan = plan_width(teacher, chosen, heads, intermediate_size, hidden_size, calibration)
+        config = pruned_config(teacher.config, plan, architecture(teacher))
+    else:
+        config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(chosen)  # attribute_map turns this into n_layer (GPT-2) / n_layers (DistilBERT)
     for key in _PER_LAYER_CONFIG_KEYS:
         per_layer = getattr(config, key, None)
@@ -189,16 +210,18 @@ def build_student(
             raise RuntimeError(
                 f"Student weight {key!r} (shape {tuple(value.shape)}) has no teacher source {source!r}."
             )
-        if teacher_state[source].shape != value.shape:
+        kept = teacher_state[source]
+        if plan is not None:  # the teacher's slice of the kept heads, neurons and channels
+            kept = plan.slice(source, kept, value.shape, prefix, architecture(teacher))
+        if kept.shape != value.shape:
             raise RuntimeError(
-                f"Shape mismatch for {key!r}: student {tuple(value.shape)} vs teacher {source!r} "
-                f"{tuple(teacher_state[source].shape)}."
+                f"Shape mismatch for {key!r}: student {tuple(value.shape)} vs teacher {source!r} {tuple(kept.shape)}."
             )
-        new_state[key] = teacher_state[source]
+        new_state[key] = kept
         used.add(source)
-    kept = {f"{prefix}.{i}." for i in chosen}
+    kept_layers = tuple(f"{prefix}.{i}." for i in chosen)
     leftover = [
-        k for k in teacher_state if k not in used and (not k.startswith(prefix + ".") or k.startswith(tuple(kept)))
+        k for k in teacher_state if k not in used and (not k.startswith(prefix + ".") or k.startswith(kept_layers))
     ]
     if leftover:
         raise RuntimeError(f"Teacher weights with no place in the student: {leftover}.")
@@ -208,8 +231,9 @@ def build_student(
     if getattr(teacher, "generation_config", None) is not None:
         student.generation_config = copy.deepcopy(teacher.generation_config)
     student.train(teacher.training)
+    width = f", width {config.distillation_width}" if plan is not None else ""
     logger.info(
         f"Built {len(chosen)}-layer student from {num_teacher_layers}-layer {type(teacher).__name__}: kept teacher "
-        f"layers {chosen}; parameters {teacher.num_parameters():,} -> {student.num_parameters():,}."
+        f"layers {chosen}; parameters {teacher.num_parameters():,} -> {student.num_parameters():,}{width}."
     )
     return student

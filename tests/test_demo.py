@@ -29,6 +29,9 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
     metrics = run_demo(args)
     out = capsys.readouterr().out
     assert "student (distilled)" in out and "student (no teacher)" in out and "McNemar" in out
+    assert "student (distilled, int8)" in out
+    assert (tmp_path / "student-int8" / "model_int8.pt").is_file()
+    assert 0.0 <= metrics["int8"]["student_agreement"] <= 1.0 and metrics["int8"]["latency_ms_per_batch"] > 0
 
     student = tmp_path / "student"
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "distillation_metrics.json"):

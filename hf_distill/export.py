@@ -1,0 +1,246 @@
+"""Exports of a distilled student for CPU inference: int8 PyTorch, ONNX float, ONNX int8.
+
+- `int8`: PyTorch dynamic quantisation of every `nn.Linear` (`torch.ao.quantization.quantize_dynamic`, weights int8
+  with one scale per output channel, activations quantised on the fly). Saved as the config and the quantised state
+  dict (`model_int8.pt`); load with [`load_int8`]. PyTorch has deprecated `torch.ao.quantization` in favour of
+  torchao, so this export may go away with a future torch; the ONNX ones do not depend on it.
+- `onnx`: the model's logits as an ONNX graph (`model.onnx`), traced by `torch.onnx.export` (TorchScript exporter:
+  optimum's exporter pins transformers 4.x, and the dynamo exporter needs onnxscript), with dynamic batch and
+  sequence axes, run by onnxruntime; load with [`load_onnx`].
+- `onnx-int8`: the same graph with int8 weights (one scale per channel), by onnxruntime's dynamic quantisation
+  (`onnxruntime.quantization.quantize_dynamic`).
+
+The ONNX exports need the `export` extra: `pip install 'hf-distill[export]'` (onnx and onnxruntime, about 110 MB).
+Every loaded variant is called like a transformers model, `model(**tokenizer(texts, return_tensors="pt"))`, and
+returns an output with `.logits`, so one evaluation serves them all ([`~hf_distill.compress`]).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .log import get_logger
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "INT8_FILE",
+    "ONNX_FILE",
+    "OnnxModel",
+    "export_onnx",
+    "load_int8",
+    "load_onnx",
+    "quantize_int8",
+    "quantize_onnx",
+    "require_export_extra",
+    "save_int8",
+]
+
+logger = get_logger(__name__)
+
+EXPORT_FORMATS = ("int8", "onnx", "onnx-int8")
+INT8_FILE = "model_int8.pt"
+ONNX_FILE = "model.onnx"
+EXPORT_EXTRA = "pip install 'hf-distill[export]'"
+# The inputs an exported graph may take, in this order, when the model's forward names them.
+_ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def require_export_extra(what: str = "an ONNX export") -> None:
+    """Raises an `ImportError` naming the extra to install when onnx or onnxruntime is missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"{what} needs {' and '.join(missing)}, which are not installed: {EXPORT_EXTRA}")
+
+
+# ---- int8 PyTorch ---------------------------------------------------------------------------------------------------
+
+
+def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
+    """A copy of `model` (in eval mode, on the CPU) whose `nn.Linear` layers are dynamically quantised to int8."""
+    model = copy.deepcopy(model).to("cpu").eval()
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, once per call
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # One scale per output row: on the tweets student, per-tensor scales flipped 4.1% of the predictions (agreement
+        # 95.9%), per-channel ones 2.0% (98.05%), at the same speed.
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def save_int8(model: PreTrainedModel, folder: str | os.PathLike) -> str:
+    """Saves a model quantised by [`quantize_int8`]: its config (with `distillation_export`) and state dict."""
+    os.makedirs(folder, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.distillation_export = "int8"
+    config.save_pretrained(folder)
+    path = os.path.join(folder, INT8_FILE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def load_int8(folder: str | os.PathLike) -> PreTrainedModel:
+    """Loads an int8 export: the float model built from the folder's config, quantised the same way, then given the
+    saved int8 weights (`torch.load(..., weights_only=True)`: no code is unpickled)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    model_class = getattr(transformers, (config.architectures or [""])[0], None)
+    if model_class is None:
+        raise ValueError(f"{folder}/config.json names no transformers class in `architectures`: cannot rebuild it")
+    model = model_class._from_config(config).eval()
+    quantized = quantize_int8(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = torch.load(os.path.join(folder, INT8_FILE), weights_only=True)
+    quantized.load_state_dict(state)
+    return quantized
+
+
+# ---- ONNX -----------------------------------------------------------------------------------------------------------
+
+
+class _LogitsOnly(nn.Module):
+    """The model with named tensor inputs and its logits as the only output (what the ONNX graph computes)."""
+
+    def __init__(self, model: PreTrainedModel, names: tuple[str, ...]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors):
+        extra = {"use_cache": False} if "use_cache" in _forward_names(self.model) else {}
+        return self.model(**dict(zip(self.names, tensors)), **extra, return_dict=True).logits
+
+
+def _forward_names(model: nn.Module) -> set[str]:
+    from .modeling import input_names
+
+    return input_names(model)
+
+
+def export_onnx(model: PreTrainedModel, folder: str | os.PathLike, opset: int = 17) -> str:
+    """Exports the logits of `model` to `folder/model.onnx` (dynamic batch and sequence axes) and saves its config.
+
+    Returns:
+        `str`: the path of the ONNX file.
+    """
+    require_export_extra("exporting to ONNX")
+    model = copy.deepcopy(model).to("cpu").eval()
+    names = tuple(name for name in _ONNX_INPUTS if name in _forward_names(model))
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ONNX_FILE)
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes["logits"] = {0: "batch"} if _per_example(model) else {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings about Python control flow
+        torch.onnx.export(
+            _LogitsOnly(model, names),
+            example,
+            path,
+            input_names=list(names),
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+    config = copy.deepcopy(model.config)
+    config.distillation_export = "onnx"
+    config.save_pretrained(folder)
+    return path
+
+
+def _per_example(model: PreTrainedModel) -> bool:
+    """Whether the logits have one row per example (sequence classification) rather than one per token."""
+    with torch.no_grad():
+        names = [n for n in _ONNX_INPUTS if n in _forward_names(model)]
+        out = _LogitsOnly(model, tuple(names))(*(torch.ones(1, 3, dtype=torch.long) for _ in names))
+    return out.dim() == 2
+
+
+def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """Writes `folder/model.onnx`: the ONNX model at `source` (a file or a folder holding `model.onnx`) with int8
+    weights (onnxruntime dynamic quantisation), and copies the source folder's config."""
+    require_export_extra("quantising an ONNX model")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = Path(source)
+    source_file = source / ONNX_FILE if source.is_dir() else source
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ONNX_FILE)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger at every call
+    try:
+        quantize_dynamic(str(source_file), path, weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+    config_path = source_file.parent / "config.json"
+    if config_path.is_file():
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source_file.parent)
+        config.distillation_export = "onnx-int8"
+        config.save_pretrained(folder)
+    return path
+
+
+class OnnxModel:
+    """An ONNX export run by onnxruntime, called like a transformers model: `model(**inputs).logits` (torch tensors
+    in, a torch tensor out).
+
+    Args:
+        path (`str`): the `.onnx` file or a folder holding `model.onnx` (and its `config.json`).
+        threads (`int`, *optional*): onnxruntime's intra-op threads (default: torch's thread count, so that
+            latencies compare with PyTorch's on the same cores).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        require_export_extra("running an ONNX model")
+        import onnxruntime
+
+        path = Path(path)
+        self.path = path / ONNX_FILE if path.is_dir() else path
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.config = None
+        if (self.path.parent / "config.json").is_file():
+            from transformers import AutoConfig
+
+            self.config = AutoConfig.from_pretrained(self.path.parent)
+        self.device = torch.device("cpu")
+
+    def __call__(self, **inputs) -> SimpleNamespace:
+        feed = {}
+        for name in self.input_names:
+            value = inputs.get(name)
+            if value is None and name == "token_type_ids":
+                value = torch.zeros_like(inputs["input_ids"])
+            if value is None:
+                raise ValueError(f"the ONNX model {self.path} needs the input {name!r}")
+            feed[name] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        (logits,) = self.session.run(["logits"], feed)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+    def eval(self) -> OnnxModel:
+        return self
+
+
+def load_onnx(folder: str | os.PathLike, threads: int | None = None) -> OnnxModel:
+    """Loads an `onnx` or `onnx-int8` export folder (see [`OnnxModel`])."""
+    return OnnxModel(folder, threads)

@@ -1,0 +1,90 @@
+"""Exports (hf_distill.export): ONNX float round trip, int8 agreement, int8 save/load, the missing-extra error."""
+
+import importlib.util
+
+import pytest
+import torch
+from tiny_task_models import llama, pad_batch, random_task_rows, tiny_bert
+
+from hf_distill.compress import agreement
+from hf_distill.export import (
+    export_onnx,
+    load_int8,
+    load_onnx,
+    quantize_int8,
+    quantize_onnx,
+    require_export_extra,
+    save_int8,
+)
+
+
+def batch(task="sequence-classification", n=16, seed=1):
+    rows = pad_batch(random_task_rows(task, n, seed=seed))  # random lengths: padded, so the mask matters
+    rows.pop("labels")
+    return rows
+
+
+@pytest.mark.parametrize(
+    "build, task", [(tiny_bert, "sequence-classification"), (llama, "causal-lm")], ids=["bert", "llama"]
+)
+def test_the_onnx_float_export_computes_the_pytorch_logits(tmp_path, build, task):
+    model = build(num_layers=2).eval()
+    export_onnx(model, tmp_path)
+    exported = load_onnx(tmp_path)
+    inputs = batch(task)  # another batch size and length than the export's example
+    expected = model(**inputs).logits
+    got = exported(**inputs).logits
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert exported.config.distillation_export == "onnx"
+
+
+def test_int8_exports_agree_with_the_float_model_and_are_smaller(tmp_path):
+    model = tiny_bert(num_layers=2, hidden=64, heads=4).eval()
+    inputs = batch(n=64)
+    float_logits = model(**inputs).logits.detach()
+    quantized = quantize_int8(model)
+    assert isinstance(quantized.bert.encoder.layer[0].intermediate.dense, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(model.bert.encoder.layer[0].intermediate.dense, torch.nn.Linear)  # the original is untouched
+    export_onnx(model, tmp_path / "onnx")
+    quantize_onnx(tmp_path / "onnx", tmp_path / "onnx-int8")
+    for logits in (quantized(**inputs).logits, load_onnx(tmp_path / "onnx-int8")(**inputs).logits):
+        assert not torch.equal(logits, float_logits)  # quantised ...
+        assert (logits - float_logits).abs().max() < 0.05  # ... close ...
+        assert agreement(logits.detach().numpy(), float_logits.numpy()) >= 0.9  # ... and reported as agreement
+    assert (tmp_path / "onnx-int8" / "model.onnx").stat().st_size < 0.6 * (
+        tmp_path / "onnx" / "model.onnx"
+    ).stat().st_size
+
+
+def test_an_int8_export_loads_back_exactly(tmp_path):
+    model = tiny_bert(num_layers=2).eval()
+    model.config.architectures = ["BertForSequenceClassification"]
+    quantized = quantize_int8(model)
+    save_int8(quantized, tmp_path)
+    loaded = load_int8(tmp_path)
+    inputs = batch()
+    assert torch.equal(loaded(**inputs).logits, quantized(**inputs).logits)
+    assert loaded.config.distillation_export == "int8"
+
+
+def test_agreement_counts_labelled_tokens_only():
+    import numpy as np
+
+    ours = np.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    theirs = np.array([[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    assert agreement(ours, theirs) == 0.5
+    assert agreement(ours, theirs, np.array([[0, -100], [0, -100]])) == 1.0
+
+
+def test_a_missing_onnxruntime_names_the_extra_to_install(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    with pytest.raises(
+        ImportError, match=r"^exporting to ONNX needs onnxruntime, .*pip install 'hf-distill\[export\]'$"
+    ):
+        export_onnx(tiny_bert(num_layers=1), tmp_path)
+    with pytest.raises(ImportError, match=r"hf-distill\[export\]"):
+        require_export_extra()
