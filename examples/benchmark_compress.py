@@ -32,6 +32,7 @@ from hf_distill.compress import compress, format_table, predict
 from hf_distill.measure import MeasureArguments
 from hf_distill.prune import calibration_batches
 from hf_distill.run import StudentArguments
+from hf_distill.stats import mcnemar_exact
 
 
 @dataclass
@@ -55,15 +56,10 @@ class BenchmarkArguments:
 
 
 def mcnemar(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -> dict:
-    """McNemar's exact test on the examples where exactly one of two models is right (scipy's binomial test).
-
-    A local helper until the shared `hf_distill.stats` lands."""
-    from scipy.stats import binomtest
-
+    """McNemar's exact test on the examples where exactly one of two models is right (`hf_distill.stats`)."""
     ours_right, theirs_right = ours == labels, theirs == labels
     only_ours, only_theirs = int((ours_right & ~theirs_right).sum()), int((theirs_right & ~ours_right).sum())
-    total = only_ours + only_theirs
-    p_value = binomtest(only_ours, total, 0.5).pvalue if total else 1.0
+    p_value = mcnemar_exact(only_ours, only_theirs)
     return {"only_distilled_right": only_ours, "only_no_teacher_right": only_theirs, "mcnemar_p": float(p_value)}
 
 

@@ -182,12 +182,8 @@ def prepare_tweets(data_args: DataArguments, tokenizer, teacher_config) -> dict:
 
 
 def predict_logits(model, dataset, data_collator, batch_size: int = 64) -> np.ndarray:
-    """The model's logits over a tokenised dataset, batched by `Trainer.predict`."""
-    args = TrainingArguments(
-        output_dir="unused", per_device_eval_batch_size=batch_size, report_to="none", use_cpu=True, disable_tqdm=True
-    )
-    predictions = Trainer(model=model, args=args, data_collator=data_collator).predict(dataset).predictions
-    return predictions[0] if isinstance(predictions, tuple) else predictions
+    """The model's logits over a tokenised dataset (batched as `hf-distill compress` measures)."""
+    return predict(model, dataset, data_collator, batch_size)[0]
 
 
 def score_predictions(logits: np.ndarray, labels, teacher_logits: np.ndarray | None = None) -> dict:

@@ -17,7 +17,6 @@ import torch
 import yaml
 from datasets import Dataset
 from transformers import (
-    BertConfig,
     BertForMaskedLM,
     BertForQuestionAnswering,
     BertForSequenceClassification,
@@ -50,17 +49,7 @@ def tiny_tokenizer(words=CORE_WORDS):
 
 
 def bert_config(num_layers=4, hidden=32, heads=4, vocab_size=VOCAB_SIZE, **kwargs):
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        **kwargs,
-    )
+    return family_config("bert", hidden=hidden, layers=num_layers, heads=heads, vocab_size=vocab_size, **kwargs)
 
 
 def _seeded(seed, build):
