@@ -265,7 +265,7 @@ DIVERGENCES = MappingProxyType(
 
 # The smallest probability a bucket is given (log 1e-30): a tail the teacher or student leaves empty (k = vocabulary,
 # or all the mass in the top k in float32) stays finite, and contributes nothing measurable.
-_LOG_FLOOR = math.log(1e-30)
+LOG_FLOOR = math.log(1e-30)
 
 
 @dataclass(frozen=True)
@@ -311,7 +311,7 @@ class TopKTargets:
     def tail_log_prob(self) -> torch.Tensor:
         r"""$\log(1 - \sum_i p_i)$ `(..., 1)`: the mass outside the top k, floored at $10^{-30}$."""
         top = torch.logsumexp(self.logprobs.float(), dim=-1, keepdim=True).clamp_max(0.0)
-        return (-torch.expm1(top)).clamp_min(math.exp(_LOG_FLOOR)).log()
+        return (-torch.expm1(top)).clamp_min(math.exp(LOG_FLOOR)).log()
 
     def dense_logits(self, temperature: float) -> torch.Tensor:
         r"""Logits `(..., num_classes)` of the distribution with the tail spread evenly over the other classes, $T
@@ -375,7 +375,7 @@ def top_k_buckets(
 def _floor_value(log_mass: torch.Tensor) -> torch.Tensor:
     """`log_mass` floored at log 1e-30 in value, with the gradient of the unfloored value: a student tail far below
     the floor is still pulled up when the teacher's tail is not."""
-    return log_mass.detach().clamp_min(_LOG_FLOOR) + (log_mass - log_mass.detach())  # exact value: x - x = 0
+    return log_mass.detach().clamp_min(LOG_FLOOR) + (log_mass - log_mass.detach())  # exact value: x - x = 0
 
 
 def soft_target_loss(
@@ -439,7 +439,8 @@ def soft_target_loss(
         if fused:  # loss and gradient in one pass, straight into the chunk's gradient
             weights = _item_weights(chunk.shape[:-1], chunk_mask, num_items, chunk.device)
             targets = teacher[index]
-            return _top_k_forward_kl(chunk, targets.ids, targets.logprobs, temperature, weights, with_grad)
+            state = _TopKPass(chunk, targets.ids, targets.logprobs, temperature, weights)
+            return state.kd, state.gradient(1.0) if with_grad else None
         if not with_grad:
             return _soft_target_piece(chunk, teacher[index], temperature, chunk_mask, num_items, divergence), None
         with torch.enable_grad():
@@ -474,9 +475,9 @@ def sparse_forward_kl(
     mask: torch.Tensor | None = None,
     num_items: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""The forward KL of the $k + 1$ buckets of [`top_k_buckets`], $T^2 \mathrm{KL}(\bar p \| \bar q)$, with its
-    gradient computed in the same pass: one float32 tensor of the logits' size is made (the student's
-    log-probabilities, turned into the gradient in place), against about five for the same loss through autograd.
+    r"""The forward KL of the $k + 1$ buckets of [`top_k_buckets`], $T^2 \mathrm{KL}(\bar p \| \bar q)$, computed in
+    one pass that keeps one float32 tensor of the logits' size for the backward pass (the student's exponentiated
+    logits, turned into the gradient in place), against about five for the same loss through autograd.
 
     With $q = \mathrm{softmax}(z^s / T)$, $K$ the teacher's top $k$ and $\bar q_\text{tail} = \sum_{c \notin K} q_c$
     (a log-sum-exp over those classes, exact), the gradient with respect to $z^s_c / T$ is $q_c - p_c$ for $c \in K$
@@ -484,6 +485,49 @@ def sparse_forward_kl(
     of the student's tail. Equal to [`soft_target_loss`] with [`soft_target_kl`] through [`top_k_buckets`] (its
     tails floored the same way). Arguments as in [`soft_target_kl`].
     """
+    _check_top_k(student_logits, targets, temperature)
+    weights = _item_weights(student_logits.shape[:-1], mask, num_items, student_logits.device)
+    kd, _ = _TopKForwardKL.apply(student_logits, targets.ids, targets.logprobs, temperature, weights, None, None)
+    return kd
+
+
+def sparse_forward_kl_and_cross_entropy(
+    student_logits: torch.Tensor,
+    targets: TopKTargets,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+    label_num_items: float | torch.Tensor | None = None,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""[`sparse_forward_kl`] at $T = 1$ and [`task_cross_entropy`] with `labels`, of the same logits, in one pass:
+    `(kd, cross_entropy)`, each equal to its function's value, and the gradients of any weighted sum of the two.
+
+    Both read $q = \mathrm{softmax}(z^s)$, so one float32 buffer of the logits' size serves both gradients
+    ($q_c - p_c$ or $r_c(\bar q_\text{tail} - \bar p_\text{tail})$ for the soft targets, $q_c - [c = y]$ for the
+    labels), combined in the backward pass with the weights each value received: a language model's distillation
+    step from a top-k cache then keeps as much of the vocabulary's width as its plain LM step keeps (the
+    log-probabilities of its cross-entropy), instead of one gradient buffer more.
+
+    Args:
+        student_logits, targets, mask, num_items: as in [`sparse_forward_kl`].
+        labels (`torch.Tensor` of shape `(...)`): class ids, `ignore_index` for items without a label.
+        label_num_items (*optional*): the cross-entropy's divisor; defaults to the number of labelled items.
+    """
+    _check_top_k(student_logits, targets, 1.0)
+    if labels.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"labels have shape {tuple(labels.shape)}, expected {tuple(student_logits.shape[:-1])} for logits"
+        )
+    device = student_logits.device
+    weights = _item_weights(student_logits.shape[:-1], mask, num_items, device)
+    labelled = labels.to(device) != ignore_index
+    label_weights = _item_weights(labels.shape, labelled, label_num_items, device)
+    labels = labels.to(device, torch.long).masked_fill(~labelled, 0)
+    return _TopKForwardKL.apply(student_logits, targets.ids, targets.logprobs, 1.0, weights, labels, label_weights)
+
+
+def _check_top_k(student_logits: torch.Tensor, targets: TopKTargets, temperature: float) -> None:
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if student_logits.shape != targets.shape:
@@ -491,8 +535,6 @@ def sparse_forward_kl(
             f"student_logits has shape {tuple(student_logits.shape)} but the top-k targets stand for logits of shape "
             f"{tuple(targets.shape)}"
         )
-    weights = _item_weights(student_logits.shape[:-1], mask, num_items, student_logits.device)
-    return _SparseForwardKL.apply(student_logits, targets.ids, targets.logprobs, temperature, weights)
 
 
 def _item_weights(items: torch.Size, mask, num_items, device) -> torch.Tensor:
@@ -510,45 +552,81 @@ def _item_weights(items: torch.Size, mask, num_items, device) -> torch.Tensor:
     return weights / denominator
 
 
-class _SparseForwardKL(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, ids, logprobs, temperature, weights):
-        loss, grad = _top_k_forward_kl(logits, ids, logprobs, temperature, weights, ctx.needs_input_grad[0])
-        if grad is not None:
-            ctx.save_for_backward(grad)
-        return loss
+class _TopKPass:
+    """One pass over student logits `z` (scaled by 1 / T) against top-k targets: the forward KL of the buckets and,
+    with labels (T = 1), the cross-entropy, and what their gradients are made from.
+
+    The one vocabulary-wide tensor is `buffer`: $e_c = \\exp(z_c - m)$ outside the teacher's top k (0 on it), $m$ the
+    largest logit outside the top k, so that the student's tail $S = \\sum e_c$ and each class's share of it
+    $e_c / S$ are exact however small the tail; $q_c = e_c \\exp(m - \\log Z)$. The gradient is that buffer scaled per
+    item, with the top k (and the label) written over it: no second vocabulary-wide tensor is made.
+    """
+
+    def __init__(self, logits, ids, logprobs, temperature, weights, labels=None, label_weights=None):
+        self.dtype, self.temperature, self.weights = logits.dtype, temperature, weights
+        self.labels, self.label_weights = labels, label_weights
+        with torch.no_grad():
+            self.ids = ids.to(logits.device, torch.long)
+            log_p = logprobs.to(logits.device, torch.float32)
+            buffer = logits.to(torch.float32, copy=True)
+            if temperature != 1:
+                buffer.div_(temperature)
+            z_top = buffer.gather(-1, self.ids)
+            z_label = buffer.gather(-1, labels.unsqueeze(-1)).squeeze(-1) if labels is not None else None
+            buffer.scatter_(-1, self.ids, -math.inf)
+            top = buffer.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min)  # finite, empty tail too
+            self.total = buffer.sub_(top).exp_().sum(-1, keepdim=True)
+            log_tail = top + self.total.log()  # -inf for an empty tail (k = vocabulary)
+            self.log_z = torch.logsumexp(torch.cat([z_top, log_tail], -1), -1, keepdim=True)
+            self.buffer, self.top = buffer, top
+            self.log_q_top, self.log_tail_q = z_top - self.log_z, log_tail - self.log_z
+            log_tail_p = TopKTargets(self.ids, log_p, logits.shape[-1]).tail_log_prob()
+            self.p_top, self.tail_p = log_p.exp(), log_tail_p.exp()
+            per_item = (self.p_top * (log_p - self.log_q_top)).sum(-1)
+            per_item = per_item + (self.tail_p * (log_tail_p - self.log_tail_q.clamp_min(LOG_FLOOR))).squeeze(-1)
+            self.kd = (per_item * weights).sum() * temperature**2
+            self.cross_entropy = (
+                ((self.log_z.squeeze(-1) - z_label) * label_weights).sum()
+                if labels is not None
+                else torch.zeros((), device=logits.device)
+            )
+
+    def gradient(self, kd_grad: torch.Tensor | float, label_grad: torch.Tensor | float | None = None) -> torch.Tensor:
+        """The gradient with respect to the logits of `kd_grad * kd + label_grad * cross_entropy`, made in the buffer
+        (once: the buffer is consumed)."""
+        with torch.no_grad():
+            q_top = self.log_q_top.exp()
+            # d kd / d z_c, per item: T (q_c - p_c) on the top k; T r_c (q_tail - p_tail) elsewhere, r_c = e_c / S.
+            kd_scale = (self.weights * self.temperature * kd_grad).unsqueeze(-1)
+            tiny = torch.finfo(torch.float32).tiny
+            outside = kd_scale * (self.log_tail_q.exp() - self.tail_p) / self.total.clamp_min(tiny)
+            on_top = kd_scale * (q_top - self.p_top)
+            if self.labels is not None and label_grad is not None:
+                # d cross-entropy / d z_c = q_c - [c = y], q_c = e_c exp(m - log Z) outside the top k.
+                label_scale = (self.label_weights * label_grad).unsqueeze(-1)
+                outside = outside + label_scale * (self.top - self.log_z).exp()
+                on_top = on_top + label_scale * q_top
+            grad = self.buffer.mul_(outside).scatter_(-1, self.ids, on_top)
+            if self.labels is not None and label_grad is not None:
+                grad.scatter_add_(-1, self.labels.unsqueeze(-1), -label_scale)
+            self.buffer = None
+            return grad.to(self.dtype)
+
+
+class _TopKForwardKL(torch.autograd.Function):
+    """`(kd, cross_entropy)` of a [`_TopKPass`]; its backward combines both gradients in the pass' one buffer."""
 
     @staticmethod
-    def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None
+    def forward(ctx, logits, ids, logprobs, temperature, weights, labels, label_weights):
+        state = _TopKPass(logits, ids, logprobs, temperature, weights, labels, label_weights)
+        ctx.state = state if ctx.needs_input_grad[0] else None
+        return state.kd, state.cross_entropy
 
-
-def _top_k_forward_kl(logits, ids, logprobs, temperature, weights, with_grad: bool):
-    """The loss of [`sparse_forward_kl`] and, when `with_grad`, its gradient with respect to `logits` (else None)."""
-    with torch.no_grad():
-        ids = ids.to(logits.device, torch.long)
-        log_p = logprobs.to(logits.device, torch.float32)
-        # One buffer, reused in place: log q, then exp(log q - max) outside the top k, then the gradient.
-        buffer = F.log_softmax(logits.float() / temperature if temperature != 1 else logits.float(), dim=-1)
-        log_q_top = buffer.gather(-1, ids)
-        buffer.scatter_(-1, ids, -math.inf)
-        top = buffer.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min)  # finite with an empty tail
-        total = buffer.sub_(top).exp_().sum(-1, keepdim=True)
-        log_tail_q = top + total.log()  # -inf for an empty tail (k = vocabulary)
-        log_tail_p = TopKTargets(ids, log_p, logits.shape[-1]).tail_log_prob()
-        p_top, tail_p = log_p.exp(), log_tail_p.exp()
-        per_item = (p_top * (log_p - log_q_top)).sum(-1)
-        per_item = per_item + (tail_p * (log_tail_p - log_tail_q.clamp_min(_LOG_FLOOR))).squeeze(-1)
-        loss = (per_item * weights).sum() * temperature**2
-        if not with_grad:
-            return loss, None
-        # d loss / d (z_c / T), per item: q_c - p_c on the top k; r_c (q_tail - p_tail) elsewhere, with r_c the
-        # class's share of the student's tail (exact, however small the tail).
-        scale = (weights * temperature).unsqueeze(-1)
-        outside = (log_tail_q.exp() - tail_p) * scale / total.clamp_min(torch.finfo(torch.float32).tiny)
-        grad = buffer.mul_(outside).scatter_(-1, ids, (log_q_top.exp() - p_top) * scale)
-        return loss, grad.to(logits.dtype)
+    @staticmethod
+    def backward(ctx, kd_grad, label_grad):
+        state, ctx.state = ctx.state, None
+        grad = state.gradient(kd_grad, label_grad)
+        return grad, None, None, None, None, None, None
 
 
 class _ChunkedLoss(torch.autograd.Function):

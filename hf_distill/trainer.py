@@ -391,11 +391,12 @@ class DistillationTrainer(Trainer):
             relations=self._relations,
             training=training,
         )
+        fused = self.task.fused_terms(context)  # several terms in one pass, where the task can
         terms = {}
         for term in self.terms:
             if teacher_out is None and term.needs_teacher:
                 continue
-            value = term.compute(context)
+            value = fused[term.name] if term.name in fused else term.compute(context)
             if value is not None:
                 terms[term.name] = value
         return terms

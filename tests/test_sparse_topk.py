@@ -11,6 +11,7 @@ from datasets import Dataset
 from tiny_task_models import llama, make_config, pad_batch, random_task_rows
 
 from hf_distill import DistillationTrainer, build_teacher_cache, losses
+from hf_distill.cache import CACHE_INDEX_COLUMN
 from hf_distill.losses import TopKTargets, soft_target_loss, top_k_buckets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -192,3 +193,106 @@ def test_a_student_tail_below_the_floor_is_still_pulled_up():
         soft_target_loss(logits, targets, 1.0, divergence=function).backward()
         assert logits.grad[0, 0].item() == pytest.approx(0.5, rel=1e-5)
         torch.testing.assert_close(logits.grad[0, 1:], torch.full((12,), -0.5 / 12))
+
+
+@pytest.mark.parametrize("k", [1, 5, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(k, dtype):
+    """From a top-k cache at T = 1 the soft-target forward KL and the cross-entropy share one pass and one buffer:
+    each value equals its function's, and the gradient of any weighted sum equals that of the two computed apart
+    (tiny student tails, masked items, unlabelled items, k = the whole vocabulary)."""
+    g = torch.Generator().manual_seed(11)
+    student = torch.randn(3, 7, 13, generator=g) * 3
+    student[0, 0] = -40.0
+    student[0, 0, :3] = torch.tensor([5.0, 4.0, 3.0])  # a tail of about 1e-19
+    student = student.to(dtype)
+    targets = top_k_of(torch.randn(3, 7, 13, generator=g) * 3, k, 1.0)
+    mask = torch.rand(3, 7, generator=g) > 0.3
+    mask[0, 0] = True
+    labels = torch.randint(0, 13, (3, 7), generator=g).masked_fill(~mask, -100)
+    labels[1, 2] = -100  # a scored position without a label
+    apart, together = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+    kd = losses.sparse_forward_kl(apart, targets, 1.0, mask, torch.tensor(30))
+    ce = losses.task_cross_entropy(apart, labels, num_items=torch.tensor(25))
+    (0.3 * kd + 0.7 * ce).backward()
+    kd_one, ce_one = losses.sparse_forward_kl_and_cross_entropy(
+        together, targets, labels, mask, torch.tensor(30), torch.tensor(25)
+    )
+    (0.3 * kd_one + 0.7 * ce_one).backward()
+    torch.testing.assert_close(kd_one, kd, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ce_one, ce, rtol=1e-6, atol=1e-7)
+    assert together.grad.dtype == dtype
+    tolerance = {"rtol": 1e-5, "atol": 1e-8} if dtype == torch.float32 else {}
+    torch.testing.assert_close(together.grad, apart.grad, **tolerance)
+
+
+def test_the_lm_loss_alone_of_the_one_pass_has_its_own_gradient():
+    """Only the cross-entropy used (the soft-target value logged, not trained on): the gradient is q - onehot(y)."""
+    logits = torch.randn(2, 4, 9, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    targets = top_k_of(torch.randn(2, 4, 9), 3, 1.0)
+    labels = torch.randint(0, 9, (2, 4))
+    _, ce = losses.sparse_forward_kl_and_cross_entropy(logits, targets, labels)
+    ce.backward()
+    expected = (torch.softmax(logits.detach(), -1) - torch.nn.functional.one_hot(labels, 9)) / 8
+    torch.testing.assert_close(logits.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def _cached_lm_trainer(tmp_path, rows, **overrides):
+    teacher, student = llama(num_layers=2, seed=0), llama(num_layers=1, seed=1)
+    settings = {"kd_weight": 0.4, "label_weight": 0.6, "temperature": 1.0, **overrides}
+    cache = build_teacher_cache(
+        teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=4, temperature=settings["temperature"],
+        progress=False,
+    )  # fmt: skip
+    return DistillationTrainer(
+        model=student, teacher_cache=cache, args=make_config(tmp_path, **settings), train_dataset=rows,
+        data_collator=pad_batch,
+    )  # fmt: skip
+
+
+def test_a_causal_lm_step_from_a_top_k_cache_computes_kd_and_lm_loss_in_one_pass(tmp_path, monkeypatch):
+    """The trainer takes the one-pass path for a causal LM from a top-k cache at T = 1 (with kd and label weights),
+    and its terms and gradients equal those of the terms computed one by one."""
+    from hf_distill.tasks.base import Task
+    from hf_distill.tasks.language_modeling import CausalLM
+
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=8, seed=4))
+    trainer = _cached_lm_trainer(tmp_path, rows)
+    batch = {**pad_batch([rows[i] for i in range(8)]), CACHE_INDEX_COLUMN: torch.arange(8)}
+    counts = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+    trainer.model.train()
+    calls = []
+    one_pass = losses.sparse_forward_kl_and_cross_entropy
+    monkeypatch.setattr(losses, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a))
+
+    def step():
+        trainer.model.zero_grad()
+        trainer._train_terms.clear()
+        loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=counts)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in trainer.model.parameters()]
+
+    fused_loss, fused_grads = step()
+    assert calls == [1]
+    monkeypatch.setattr(CausalLM, "fused_terms", Task.fused_terms)
+    loss, grads = step()
+    assert calls == [1]
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-6, atol=1e-7)
+    for a, b in zip(fused_grads, grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"temperature": 2.0}, {"label_weight": 0.0}, {"divergence": "reverse_kl"}], ids=str
+)
+def test_the_one_pass_is_taken_only_where_it_computes_the_same_terms(tmp_path, monkeypatch, overrides):
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=8, seed=4))
+    trainer = _cached_lm_trainer(tmp_path, rows, **overrides)
+    calls = []
+    one_pass = losses.sparse_forward_kl_and_cross_entropy
+    monkeypatch.setattr(losses, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a))
+    batch = {**pad_batch([rows[i] for i in range(8)]), CACHE_INDEX_COLUMN: torch.arange(8)}
+    counts = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, batch, num_items_in_batch=counts).backward()
+    assert calls == []

@@ -181,6 +181,16 @@ class Task:
         unit."""
         raise NotImplementedError
 
+    def fused_terms(self, ctx) -> dict[str, tuple[torch.Tensor, str]]:
+        """Loss terms this task computes together, in one pass over the student's outputs, where computing them one
+        by one would cost more (time, or a second vocabulary-wide buffer): term name -> (value, unit), each value
+        equal to the term's own. The trainer computes the other active terms one by one. None by default.
+
+        Args:
+            ctx ([`~hf_distill.terms.LossContext`]): the batch, both models' outputs and the run's settings.
+        """
+        return {}
+
     def task_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
         """Deprecated name of [`label_loss`], kept until every caller says `label_loss`."""
         return self.label_loss(student_out, inputs, counts)

@@ -172,10 +172,38 @@ class CausalLM(_LanguageModel):
         return self.over_vocabulary([LogitTarget(student_out.logits, teacher_out.logits, mask, "labels")])
 
     def label_loss(self, student_out, inputs, counts):
+        labels = self._next_token_labels(inputs)
+        return losses.task_cross_entropy(student_out.logits, labels, num_items=counts["labels"]), "labels"
+
+    def fused_terms(self, ctx):
+        # From a top-k cache at T = 1, the forward KL and the LM loss read the same softmax of the same logits: one
+        # pass makes both, and keeps one vocabulary-wide buffer for both gradients instead of two (the plain LM
+        # step keeps one: its log-probabilities). Padded vocabularies (sliced logits) and other divergences apart.
+        args, weights = ctx.args, ctx.args.loss_weights
+        fusable = (
+            ctx.teacher is not None
+            and "labels" in ctx.inputs
+            and weights.get("kd", 0) > 0
+            and weights.get("label", 0) > 0
+            and getattr(args, "divergence", "forward_kl") == "forward_kl"
+            and args.temperature == 1
+        )
+        if not fusable:
+            return {}
+        (target,) = ctx.logit_targets
+        if not isinstance(target.teacher, losses.TopKTargets) or target.student is not ctx.student.logits:
+            return {}
+        kd, label = losses.sparse_forward_kl_and_cross_entropy(
+            target.student, target.teacher, self._next_token_labels(ctx.inputs), target.mask,
+            ctx.counts[target.unit], ctx.counts["labels"],
+        )  # fmt: skip
+        return {"kd": (kd, target.unit), "label": (label, "labels")}
+
+    @staticmethod
+    def _next_token_labels(inputs):
         # The labels shifted left (the last position predicts nothing), not the logits: `logits[:, :-1]` is not
         # contiguous, and flattening it would copy a (batch, seq_len, vocab) tensor.
-        labels = F.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-        return losses.task_cross_entropy(student_out.logits, labels, num_items=counts["labels"]), "labels"
+        return F.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
 
     def count_items(self, batch):
         reference = batch.get("input_ids")
