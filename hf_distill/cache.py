@@ -37,7 +37,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, default_data_
 from transformers.modeling_outputs import ModelOutput
 
 from .log import get_logger
-from .losses import TopKTargets
+from .losses import LOG_FLOOR, TopKTargets
 from .modeling import input_names
 from .tasks import Task, task_for
 from .teacher import model_facts
@@ -66,6 +66,15 @@ class CacheArguments:
         metadata={
             "help": "Store only the k most likely classes per position (with their log-probabilities at the "
             "distillation temperature) instead of all the logits: for large vocabularies. Default: all logits."
+        },
+    )
+    logit_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of the top k, store N classes drawn per position from the teacher's distribution at the "
+            "distillation temperature (with replacement, seeded) with their frequencies (count / N), in N slots: "
+            "unbiased soft targets (Sparse Logit Sampling, Anshumann et al. 2025), whose forward-KL gradient is on "
+            "average the full distribution's, where the top k's ignores the tail. Forward KL only."
         },
     )
     hidden_layers: str | None = field(
@@ -187,7 +196,11 @@ class TeacherCache:
     @property
     def teacher(self) -> dict:
         """The teacher's [`~hf_distill.teacher.model_facts`], and the cache's `top_k` (None: all logits)."""
-        return {**self.info["teacher"], "top_k": self.settings["top_k"]}
+        return {
+            **self.info["teacher"],
+            "top_k": self.settings["top_k"],
+            "logit_samples": self.settings.get("logit_samples"),
+        }
 
     @property
     def hidden_layers(self) -> list[int]:
@@ -341,6 +354,13 @@ def check_cache_serves(cache: TeacherCache, terms: list[LossTerm], args, layer_m
                 f"not keep; set {term.weight_field}=0 or build the cache with all logits (no top_k)"
             )
     if settings["top_k"] and any(term.cache_logits == "top_k" for term in terms):
+        divergence = getattr(args, "divergence", "forward_kl")
+        if settings.get("logit_samples") and divergence != "forward_kl":
+            raise ValueError(
+                f"the teacher cache holds sampled frequencies (logit_samples={settings['logit_samples']}): the "
+                f"forward KL's gradient from them is unbiased, divergence={divergence!r}'s is not; use "
+                "divergence='forward_kl', or a top-k cache"
+            )
         if not math.isclose(settings["temperature"], args.temperature):
             raise ValueError(
                 f"the teacher cache stores top-{settings['top_k']} probabilities at temperature "
@@ -406,6 +426,7 @@ def build_teacher_cache(
     tokenizer=None,
     data_collator=None,
     top_k: int | None = None,
+    logit_samples: int | None = None,
     temperature: float | None = None,
     hidden_layers: list[int] | str | None = None,
     hidden_dtype: str = "float16",
@@ -426,6 +447,11 @@ def build_teacher_cache(
         tokenizer (*optional*): the tokenizer, fingerprinted with the cache, and used to pad batches.
         data_collator (*optional*): pads batches (default: `DataCollatorWithPadding(tokenizer)`).
         top_k (`int`, *optional*): store the k most likely classes per position instead of all logits.
+        logit_samples (`int`, *optional*): instead of the top k, store N draws per position from the teacher's
+            distribution at `temperature` (with replacement; seeded by the row, so a resumed build draws the same):
+            the drawn classes with their frequencies count / N, then the likeliest classes not drawn at frequency
+            0, in N slots. Read back like a top-k cache ([`~hf_distill.losses.TopKTargets`]); the frequencies are
+            on average the teacher's probabilities, so the forward KL's gradient from them is unbiased.
         temperature (`float`, *optional*): the distillation temperature; needed with `top_k` (the stored
             probabilities are at this temperature, and training must use the same).
         hidden_layers (`list[int]` or `"all"`, *optional*): teacher hidden states to store (0 is the embeddings).
@@ -445,7 +471,7 @@ def build_teacher_cache(
     task = task_for(teacher)
     if data_collator is not None:
         check_collator(data_collator, dataset)
-    settings = _settings(teacher, task, top_k, temperature, hidden_layers, hidden_dtype)
+    settings = _settings(teacher, task, top_k, temperature, hidden_layers, hidden_dtype, logit_samples)
     columns = teacher_input_columns(input_names(teacher), dataset)
     info = {
         "format_version": FORMAT_VERSION,
@@ -515,7 +541,7 @@ def build_teacher_cache(
     return TeacherCache(cache_dir)
 
 
-def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dtype) -> dict:
+def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dtype, logit_samples=None) -> dict:
     num_layers = teacher.config.num_hidden_layers
     if hidden_layers == "all":
         hidden_layers = list(range(num_layers + 1))
@@ -537,27 +563,56 @@ def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dty
         classes = teacher.get_output_embeddings().out_features if task.name in ("masked-lm", "causal-lm") else None
         classes = classes or teacher.config.num_labels
         fields = {"logits": {"classes": classes, "per_position": per_position}}
-    if top_k is not None:
+    if top_k is not None and logit_samples is not None:
+        raise ValueError(
+            f"top_k={top_k} and logit_samples={logit_samples} are two ways of keeping part of the distribution: "
+            "pass one of them"
+        )
+    name = "top_k" if logit_samples is None else "logit_samples"
+    slots = top_k if logit_samples is None else logit_samples
+    if slots is not None:
         if task.name == "question-answering" or task.is_regression:
             raise ValueError(
-                f"top_k caches distributions over classes or the vocabulary; {task.name} outputs are stored whole: "
-                "leave top_k unset"
+                f"{name} caches distributions over classes or the vocabulary; {task.name} outputs are stored whole: "
+                f"leave {name} unset"
             )
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {slots!r}")
         if temperature is None or temperature <= 0:
             raise ValueError(
-                "top_k needs the distillation temperature (> 0): the stored probabilities are softmax(logits / T); "
+                f"{name} needs the distillation temperature (> 0): the stored probabilities are softmax(logits / T); "
                 "pass temperature=... (the same as the training's)"
             )
-        top_k = min(top_k, fields["logits"]["classes"])
+    top_k = min(slots, fields["logits"]["classes"]) if slots is not None else None
     return {
-        "top_k": top_k,
+        "top_k": top_k,  # the slots stored per position (top k, or the drawn classes)
+        "logit_samples": logit_samples,
         "temperature": float(temperature) if top_k else None,
         "hidden_layers": hidden_layers,
         "hidden_dtype": hidden_dtype,
         "logit_fields": fields,
     }
+
+
+def _draw_classes(logits: torch.Tensor, settings: dict, start: int, rows_per_pass: int = 512):
+    """`(log-frequencies, ids)`, each `(items, slots)`: `logit_samples` draws per item from softmax(logits / T), with
+    replacement, by a generator seeded with the batch's first row (a resumed build draws the same). The drawn classes
+    come first, most drawn first; the remaining slots hold the likeliest classes not drawn, at frequency 0 (stored as
+    log 1e-30): distinct ids in every slot. `rows_per_pass` items at a time bound the vocabulary-wide temporaries."""
+    draws, slots = settings["logit_samples"], settings["top_k"]
+    generator = torch.Generator(device=logits.device).manual_seed(start)
+    values, ids = [], []
+    for chunk in logits.reshape(-1, logits.shape[-1]).split(rows_per_pass):
+        probs = torch.softmax(chunk / settings["temperature"], dim=-1)
+        drawn = torch.multinomial(probs, draws, replacement=True, generator=generator)
+        counts = torch.zeros_like(probs).scatter_add_(-1, drawn, torch.ones_like(drawn, dtype=probs.dtype))
+        # Whole counts first; the teacher's probability (< 1) orders the classes of one count among themselves.
+        _, chunk_ids = (counts + probs).topk(slots, dim=-1)
+        frequencies = counts.gather(-1, chunk_ids) / draws
+        values.append(frequencies.log().clamp_min(LOG_FLOOR))
+        ids.append(chunk_ids)
+    shape = (*logits.shape[:-1], slots)
+    return torch.cat(values).reshape(shape), torch.cat(ids).reshape(shape)
 
 
 def _schema(settings: dict, hidden_dtype: pa.DataType) -> pa.Schema:
@@ -594,8 +649,11 @@ def _record_batch(out, mask: torch.Tensor, start: int, settings: dict, hidden_dt
             items_per_row = torch.ones(batch_size, dtype=torch.long)
         if settings["top_k"]:
             k = settings["top_k"]
-            logprobs = torch.log_softmax(logits / settings["temperature"], dim=-1)
-            values, ids = logprobs.topk(k, dim=-1)
+            if settings.get("logit_samples"):
+                values, ids = _draw_classes(logits, settings, start)
+            else:
+                logprobs = torch.log_softmax(logits / settings["temperature"], dim=-1)
+                values, ids = logprobs.topk(k, dim=-1)
             record[f"{name}.topk_ids"] = lists(ids.to(torch.int32), items_per_row * k, pa.int32())
             record[f"{name}.topk_logprobs"] = lists(values, items_per_row * k, pa.float32())
         else:

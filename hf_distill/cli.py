@@ -3,7 +3,7 @@
     hf-distill train [RECIPE | --config RECIPE] [--flag value ...]
                                                           distil a teacher into a student, evaluate, save, write a card
                                                           (--task: the teacher's task unless given)
-    hf-distill cache [RECIPE | --config RECIPE] --cache_dir DIR [--top_k K] [--hidden_layers 2,4,6]
+    hf-distill cache [RECIPE | --config RECIPE] --cache_dir DIR [--top_k K | --logit_samples N] [--hidden_layers 2,4,6]
                                                           run the teacher once over the recipe's training data and
                                                           store its outputs; then `train RECIPE --teacher_cache DIR`
     hf-distill student --teacher_model_name_or_path T --output_dir S [--student_num_layers K ...]
@@ -440,7 +440,9 @@ def cache(argv: Sequence[str]):
     built = build_cache(student_args, data_args, config, cache_args, task_args=task_args)
     settings = built.settings
     stored = (
-        f"top-{settings['top_k']} log-probabilities at T={settings['temperature']}"
+        f"{settings['logit_samples']} draws per position from the probabilities at T={settings['temperature']}"
+        if settings.get("logit_samples")
+        else f"top-{settings['top_k']} log-probabilities at T={settings['temperature']}"
         if settings["top_k"]
         else "all logits"
     )

@@ -348,10 +348,16 @@ def _peft(peft) -> str | None:
 def _cache_note(cache) -> str | None:
     if not isinstance(cache, dict):
         return None
+    if cache.get("logit_samples"):
+        return (
+            f"read from a teacher cache holding {cache['logit_samples']} classes drawn per position from the "
+            "teacher's distribution, with their frequencies (unbiased on average; Sparse Logit Sampling), not from "
+            "the running teacher"
+        )
     if cache.get("top_k"):
         return (
             f"read from a teacher cache holding the top {cache['top_k']} classes per position (the rest of the "
-            "probability spread evenly), not from the running teacher"
+            "probability as one bucket), not from the running teacher"
         )
     return "read from a teacher cache holding all the teacher's logits, not from the running teacher"
 

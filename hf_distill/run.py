@@ -568,6 +568,7 @@ def build_cache(
         tokenizer=prepared.tokenizer,
         data_collator=prepared.collator,
         top_k=cache_args.top_k,
+        logit_samples=cache_args.logit_samples,
         temperature=config.temperature,
         hidden_layers=hidden_layers,
         hidden_dtype=cache_args.hidden_dtype,

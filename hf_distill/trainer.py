@@ -488,6 +488,8 @@ class DistillationTrainer(Trainer):
                 "hidden_layers": cached["hidden_layers"],
                 "hidden_dtype": cached["hidden_dtype"],
             }
+            if cached.get("logit_samples"):
+                settings["teacher_cache"]["logit_samples"] = cached["logit_samples"]
         return settings
 
     # ---- the model card ---------------------------------------------------------------------------------------

@@ -172,7 +172,18 @@ def test_train_with_two_teachers_and_a_merged_lora_student(tmp_path, teacher_fol
     [
         ("train", ["--temperature", "--kd_weight", "--train_file", "--text_column", "--student_num_layers"]),
         ("student", ["--teacher_model_name_or_path", "--student_layer_strategy", "--output_dir"]),
-        ("cache", ["--cache_dir", "--top_k", "--hidden_layers", "--hidden_dtype", "--shard_size", "--temperature"]),
+        (
+            "cache",
+            [
+                "--cache_dir",
+                "--top_k",
+                "--logit_samples",
+                "--hidden_layers",
+                "--hidden_dtype",
+                "--shard_size",
+                "--temperature",
+            ],
+        ),
     ],
 )
 def test_help_explains_every_option(command, flags, capsys):
