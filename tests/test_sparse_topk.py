@@ -8,7 +8,7 @@ import functools
 import pytest
 import torch
 from datasets import Dataset
-from tiny_task_models import llama, make_config, pad_batch, random_task_rows
+from tiny_task_models import SGD, llama, make_config, pad_batch, random_task_rows
 
 from hf_distill import DistillationTrainer, build_teacher_cache, losses
 from hf_distill.cache import CACHE_INDEX_COLUMN
@@ -296,3 +296,34 @@ def test_the_one_pass_is_taken_only_where_it_computes_the_same_terms(tmp_path, m
     trainer.model.train()
     trainer.compute_loss(trainer.model, batch, num_items_in_batch=counts).backward()
     assert calls == []
+
+
+def test_the_one_pass_under_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path, monkeypatch):
+    """From a top-k cache, KD and LM loss in one pass: two accumulated batches of 8 rows of uneven token counts give
+    the plain SGD update of one batch of 16."""
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=16, seed=5, min_len=2, max_len=20))
+    teacher = llama(num_layers=2, seed=0)
+    cache = build_teacher_cache(
+        teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=4, temperature=1.0, progress=False
+    )
+    calls = []
+    one_pass = losses.sparse_forward_kl_and_cross_entropy
+    monkeypatch.setattr(losses, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a))
+
+    def update(batch_size, accumulation):
+        student = llama(num_layers=1, seed=1)
+        before = {k: v.detach().clone() for k, v in student.named_parameters()}
+        settings = {"kd_weight": 1.0, "label_weight": 0.5, "temperature": 1.0, "max_steps": 1, **SGD}
+        settings.update(per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation)
+        DistillationTrainer(
+            model=student, teacher_cache=cache, train_dataset=rows, data_collator=pad_batch,
+            args=make_config(tmp_path / f"{batch_size}x{accumulation}", train_sampling_strategy="sequential",
+                             **settings),
+        ).train()  # fmt: skip
+        return {k: before[k] - v.detach() for k, v in student.named_parameters()}
+
+    whole, halves = update(16, 1), update(8, 2)
+    assert len(calls) == 3
+    assert sum(d.abs().sum().item() for d in whole.values()) > 1e-3
+    for key in whole:
+        torch.testing.assert_close(halves[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
