@@ -24,6 +24,7 @@ from transformers.models.auto import modeling_auto
 
 from .log import get_logger
 from .tasks import TASKS, Task, get_task, task_for, task_name_of
+from .tasks.base import is_default_id2label
 
 logger = get_logger(__name__)
 
@@ -565,3 +566,41 @@ def average_soft_targets(
         [torch.log_softmax(z.float() / temperature, dim=-1) + math.log(w) for w, z in zip(weights, logits) if w > 0]
     )
     return temperature * torch.logsumexp(log_p, dim=0)
+
+
+def load_student(
+    path: str | os.PathLike, teacher_model, args
+) -> tuple[PreTrainedModel, PreTrainedModel | str | list | None]:
+    """The student at `path` (a folder or Hub id), loaded with the auto class of the teacher's task, and the teachers
+    with the first one loaded (so that it is not loaded twice). A base model (no head, or a head whose labels are the
+    placeholders `LABEL_0`, ...) gets the teacher's labels, so that its new head predicts the teacher's classes.
+    With only a teacher cache, the student's own head decides."""
+    check_model_path(str(path), "student")
+    teachers = teacher_model if teacher_model is not None else (args.teacher_paths or None)
+    listed = isinstance(teachers, (list, tuple))
+    first = teachers[0] if listed else teachers
+    if isinstance(first, (str, os.PathLike)):
+        first = load_model(str(first), None, args.teacher_model_init_kwargs)
+    if first is None:
+        return load_model(str(path), None, role="student"), teacher_model
+    init_kwargs = _student_label_kwargs(str(path), first)
+    student = load_model(str(path), first, init_kwargs, role="student")
+    return student, [first, *teachers[1:]] if listed else first
+
+
+def _student_label_kwargs(path: str, teacher: PreTrainedModel) -> dict:
+    """The teacher's labels for a student whose config has none of its own (placeholders), for labelled tasks."""
+    if not task_for(teacher).labelled_outputs:
+        return {}
+    config = AutoConfig.from_pretrained(path)
+    if not is_default_id2label(getattr(config, "id2label", None)):
+        return {}  # its own labels: check_compatibility compares them with the teacher's
+    id2label = {int(i): name for i, name in (teacher.config.id2label or {}).items()}
+    kwargs = {
+        "num_labels": teacher.config.num_labels,
+        "id2label": id2label,
+        "label2id": {name: i for i, name in id2label.items()},
+    }
+    if teacher.config.problem_type is not None:
+        kwargs["problem_type"] = teacher.config.problem_type
+    return kwargs

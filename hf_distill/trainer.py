@@ -6,7 +6,6 @@ import copy
 import inspect
 import os
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +13,9 @@ import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
-from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_detach
+from transformers.trainer_pt_utils import LengthGroupedSampler, nested_detach
 from transformers.utils import find_labels
 
 from . import losses
@@ -29,14 +28,14 @@ from .log import get_logger
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
 from .outputs import refuse_teacher_folder
 from .relations import QKVCapture
+from .sampling import SeededLengthGroupedSampler, has_lengths
 from .tasks import UNITS, task_for
-from .tasks.base import is_default_id2label
 from .teacher import (
     average_soft_targets,
     check_compatibility,
-    check_model_path,
     check_tokenizer,
     load_model,
+    load_student,
     model_facts,
     place_teacher,
     prepare_attention_maps,
@@ -87,7 +86,7 @@ class DistillationTrainer(Trainer):
         if not isinstance(args, DistillationConfig):
             raise TypeError(f"args must be a DistillationConfig, got {type(args).__name__}")
         if isinstance(model, (str, os.PathLike)):
-            model, teacher_model = _load_student(model, teacher_model, args)
+            model, teacher_model = load_student(model, teacher_model, args)
         if not isinstance(model, PreTrainedModel):
             raise TypeError(
                 "model (the student) must be a transformers PreTrainedModel, or its folder or Hub id; got "
@@ -191,7 +190,7 @@ class DistillationTrainer(Trainer):
         """Batches of similar lengths by default (`train_sampling_strategy="group_by_length"`: less padding); random
         batches for data whose examples hold no token ids to measure (e.g. `inputs_embeds`), with a warning."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and not _has_lengths(
+        if self.args.train_sampling_strategy == "group_by_length" and not has_lengths(
             dataset, self.args.length_column_name, self.processing_class
         ):
             logger.warning(
@@ -760,81 +759,6 @@ class DistillationTrainer(Trainer):
             )
         device = next(wrapper.projections.parameters()).device
         wrapper.projections.load_state_dict(safetensors.torch.load_file(path, device=str(device)))
-
-
-class SeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' `LengthGroupedSampler` with an order fixed by the seed and the epoch, as random batches have.
-
-    transformers' own draws from the global RNG, so its order depends on whatever ran before the epoch: two runs with
-    the same seed differ, and a run resumed in the middle of an epoch skips batches of another order than the one it
-    trained on. Here each epoch's order comes from `seed + epoch` (the Trainer calls `set_epoch`)."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-
-def _has_lengths(dataset, length_column: str, processing_class) -> bool:
-    """Whether `LengthGroupedSampler` can read the length of each example of `dataset`."""
-    import datasets
-
-    if dataset is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
-        return True  # nothing to group: transformers decides
-    if isinstance(dataset, datasets.Dataset) and length_column in dataset.column_names:
-        return True
-    names = getattr(processing_class, "model_input_names", None)
-    name = names[0] if names else "input_ids"
-    try:
-        first = dataset[0]
-    except Exception:  # noqa: BLE001 - a dataset that cannot be indexed: transformers reports it
-        return True
-    return isinstance(first, Mapping) and name in first
-
-
-def _load_student(
-    path: str | os.PathLike, teacher_model, args: DistillationConfig
-) -> tuple[PreTrainedModel, PreTrainedModel | str | list | None]:
-    """The student at `path` (a folder or Hub id), loaded with the auto class of the teacher's task, and the teachers
-    with the first one loaded (so that it is not loaded twice). A base model (no head, or a head whose labels are the
-    placeholders `LABEL_0`, ...) gets the teacher's labels, so that its new head predicts the teacher's classes.
-    With only a teacher cache, the student's own head decides."""
-    check_model_path(str(path), "student")
-    teachers = teacher_model if teacher_model is not None else (args.teacher_paths or None)
-    listed = isinstance(teachers, (list, tuple))
-    first = teachers[0] if listed else teachers
-    if isinstance(first, (str, os.PathLike)):
-        first = load_model(str(first), None, args.teacher_model_init_kwargs)
-    if first is None:
-        return load_model(str(path), None, role="student"), teacher_model
-    init_kwargs = _label_kwargs(str(path), first)
-    student = load_model(str(path), first, init_kwargs, role="student")
-    return student, [first, *teachers[1:]] if listed else first
-
-
-def _label_kwargs(path: str, teacher: PreTrainedModel) -> dict:
-    """The teacher's labels for a student whose config has none of its own (placeholders), for labelled tasks."""
-    if not task_for(teacher).labelled_outputs:
-        return {}
-    config = AutoConfig.from_pretrained(path)
-    if not is_default_id2label(getattr(config, "id2label", None)):
-        return {}  # its own labels: check_compatibility compares them with the teacher's
-    id2label = {int(i): name for i, name in (teacher.config.id2label or {}).items()}
-    kwargs = {
-        "num_labels": teacher.config.num_labels,
-        "id2label": id2label,
-        "label2id": {name: i for i, name in id2label.items()},
-    }
-    if teacher.config.problem_type is not None:
-        kwargs["problem_type"] = teacher.config.problem_type
-    return kwargs
 
 
 def _check_checkpoint_complete(checkpoint: str) -> None:
