@@ -158,7 +158,9 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "Compute the soft-target (kd) loss this many positions at a time (gradients included), so that "
             "its float32 temporaries over the vocabulary are bounded by the chunk, not by batch x length: for "
-            "language models with large vocabularies. Same loss and gradients. Default: in one piece."
+            "language models with large vocabularies. Same loss and gradients. Default: in one piece. (A causal "
+            "LM's forward KL from a top-k cache at T = 1 with the LM loss is one pass that keeps one buffer of the "
+            "logits' size whatever the chunk: it does not need chunks.)"
         },
     )
     lmbda: float = field(
