@@ -25,6 +25,7 @@ resident set follows what is alive. Writes `benchmark_lm_cache.json` in `--outpu
 
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -52,12 +53,17 @@ class BenchmarkArguments:
     batch_size: int = field(default=4, metadata={"help": "Blocks per training step."})
     student_layers: int = field(default=4, metadata={"help": "Layers of the randomly initialised student."})
     steps: int = field(default=6, metadata={"help": "Measured steps per configuration (after one warm-up step)."})
+    bias_blocks: int = field(default=2, metadata={"help": "Blocks of the gradient-bias measurement."})
+    bias_student_layers: int = field(default=15, metadata={"help": "Layers of the bias measurement's student."})
+    bias_rounds: int = field(default=16, metadata={"help": "Independent draws of the sampled cache averaged."})
     step_top_k: int = field(default=32, metadata={"help": "The cache the distillation steps read."})
     chunk_size: int = field(default=128, metadata={"help": "loss_chunk_size of the chunked runs."})
     loss_lengths: str = field(default="256,1024", metadata={"help": "Sequence lengths of the loss-only runs."})
     loss_batch: int = field(default=2, metadata={"help": "Batch size of the loss-only runs."})
     threads: int = field(default=2, metadata={"help": "torch threads."})
-    parts: str = field(default="caches,steps,loss", metadata={"help": "What to measure (caches are always built)."})
+    parts: str = field(
+        default="caches,steps,loss,bias", metadata={"help": "What to measure (caches are always built)."}
+    )
     suffix: str = field(default="", metadata={"help": "Appended to the JSON file's name."})
     worker: str = field(default="", metadata={"help": "Internal: run one measurement (JSON) and print its result."})
 
@@ -173,6 +179,54 @@ def loss_worker(spec: dict) -> dict:
     return {"seconds": statistics.median(times[1:]), "peak_mib": max(peaks[1:]), "logits_mib": logits_mib}
 
 
+def gradient_bias(teacher, data, args) -> dict:
+    """How far the soft-target gradient from each kind of cache is from the full distribution's, on real text.
+
+    On `--bias_blocks` blocks: teacher SmolLM2 and a student of `--bias_student_layers` layers built from it
+    (`build_student`: every other layer copied, untrained). The full forward KL's gradient with respect to the student
+    logits at each position is q - p. Each cache gives its own: the top k's (the k + 1 buckets) and the sampled
+    cache's (q - the frequencies of N draws). Reported: the relative error ||g_cache - g|| / ||g|| over all positions,
+    and for the sampled cache also the error of the mean of `--bias_rounds` independent draws (an unbiased estimate's
+    error falls as 1 / sqrt(rounds); a biased one's does not), and the mean number of distinct tokens drawn."""
+    from hf_distill import build_student
+    from hf_distill.cache import _draw_classes
+    from hf_distill.losses import TopKTargets, soft_target_loss
+
+    ids = torch.tensor(data["input_ids"][: args.bias_blocks])
+    student = build_student(teacher, num_layers=args.bias_student_layers, strategy="every_other").eval()
+    with torch.no_grad():
+        t = teacher(input_ids=ids).logits.float().reshape(-1, VOCAB)
+        s = student(input_ids=ids).logits.float().reshape(-1, VOCAB)
+    full = (torch.softmax(s.double(), -1) - torch.softmax(t.double(), -1)).float()
+    norm = full.norm()
+
+    def gradient(targets: TopKTargets) -> torch.Tensor:
+        logits = s.clone().requires_grad_(True)
+        soft_target_loss(logits, targets, 1.0).backward()
+        return logits.grad * len(s)  # the loss is a mean over positions: back to one position's gradient
+
+    def error(g: torch.Tensor) -> float:
+        return ((g - full).norm() / norm).item()
+
+    log_p = torch.log_softmax(t, -1)
+    result = {"positions": len(t), "student_layers": args.bias_student_layers, "rows": {}}
+    for k in [int(x) for x in args.top_k.split(",") if x.strip()]:
+        values, top = log_p.topk(k, dim=-1)
+        result["rows"][f"top-{k}"] = {"error": error(gradient(TopKTargets(top, values, VOCAB)))}
+    for n in [int(x) for x in args.logit_samples.split(",") if x.strip()]:
+        settings = {"logit_samples": n, "top_k": n, "temperature": 1.0}
+        draws = [_draw_classes(t, settings, start=r) for r in range(args.bias_rounds)]
+        grads = [gradient(TopKTargets(i, v, VOCAB)) for v, i in draws]
+        distinct = sum((v > math.log(1e-30)).sum(-1).float().mean().item() for v, _ in draws) / len(draws)
+        result["rows"][f"{n} draws"] = {
+            "error": sum(error(g) for g in grads) / len(grads),
+            "error_of_mean": error(sum(grads) / len(grads)),
+            "rounds": len(grads),
+            "distinct_tokens": distinct,
+        }
+    return result
+
+
 def run_worker(spec: dict, script: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(
@@ -284,6 +338,10 @@ def main() -> None:
         print(f"{k} cache: {seconds:.1f} s, {cache.size_bytes() / tokens:.0f} bytes/token")
     report["caches"] = {k: {n: v for n, v in c.items() if n != "path"} for k, c in caches.items()}
     report["all_logits_bytes_per_token"] = 4 * vocab
+    if "bias" in args.parts.split(","):
+        report["bias"] = gradient_bias(teacher, data, args)
+        for name, row in report["bias"]["rows"].items():
+            print(f"gradient from the {name} cache: relative error {row['error']:.3f}", row)
     student_config = teacher.config.to_dict()
     student_config["num_hidden_layers"] = args.student_layers
     student_config = {
@@ -295,7 +353,7 @@ def main() -> None:
 
     base = {"worker": "step", "threads": args.threads, "data": data_path, "work": work, "batch_size": args.batch_size}
     base.update(steps=args.steps, student_config=student_config)
-    step_cache = caches[f"top-{args.step_top_k}"]["path"]
+    step_cache = caches.get(f"top-{args.step_top_k}", {}).get("path")  # the steps need it built
     configurations = {
         "plain LM step": {"kind": "plain"},
         f"distillation from the top-{args.step_top_k} cache": {"kind": "kd", "cache": step_cache},
@@ -337,16 +395,28 @@ def print_tables(report: dict) -> None:
     for k, c in report["caches"].items():
         print(f"| {k} | {c['build_seconds']:.1f} | {c['tokens_per_second']:.0f} | {c['bytes_per_token']:.0f} |")
     steps = report["steps"]
-    if not steps:
-        return
-    plain = steps["plain LM step"]
-    print("\n| step | seconds/step | x plain | peak MiB | x plain |\n|---|---|---|---|---|")
+    if steps:
+        plain = steps["plain LM step"]
+        print("\n| step | seconds/step | x plain | peak MiB | x plain |\n|---|---|---|---|---|")
     for name, r in steps.items():
         print(
             f"| {name} | {r['seconds_per_step']:.2f} | {r['seconds_per_step'] / plain['seconds_per_step']:.2f} | "
             f"{r['peak_mib']:.0f} | {r['peak_mib'] / plain['peak_mib']:.2f} |"
         )
-    print("\n| soft-target loss alone | seconds | peak MiB | logits MiB |\n|---|---|---|---|")
+    bias = report.get("bias")
+    if bias:
+        print(
+            "\nGradient of the forward KL from each cache against the full distribution's (q - p), "
+            f"{bias['positions']} positions, {bias['student_layers']}-layer student built from the teacher "
+            "(untrained):\n"
+            "| cache | relative error | error of the mean of the rounds | distinct tokens drawn |\n|---|---|---|---|"
+        )
+        for name, row in bias["rows"].items():
+            mean = f"{row['error_of_mean']:.3f} ({row['rounds']} rounds)" if "error_of_mean" in row else ""
+            distinct = f"{row['distinct_tokens']:.1f}" if "distinct_tokens" in row else ""
+            print(f"| {name} | {row['error']:.3f} | {mean} | {distinct} |")
+    if report["loss"]:
+        print("\n| soft-target loss alone | seconds | peak MiB | logits MiB |\n|---|---|---|---|")
     for name, r in report["loss"].items():
         print(f"| {name} | {r['seconds']:.2f} | {r['peak_mib']:.0f} | {r['logits_mib']:.0f} |")
 

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,18 @@ pytestmark = pytest.mark.distributed
 
 def run(command, out_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    # torchrun in a session of its own, so that a run past its time is killed with the ranks it started (a plain
+    # timeout kills torchrun alone, and its ranks go on using the CPU after the test).
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, stdout[-2000:] + stderr[-4000:]
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(len(list(out_dir.glob("rank*.json"))))]
 
 
