@@ -439,11 +439,13 @@ def _trainer(prepared: _Prepared, student, config: DistillationConfig, train_dat
 
 def baseline_config(config: DistillationConfig, **changes) -> DistillationConfig:
     """The settings of the no-teacher baseline: `config` with the hard-label loss alone (weight 1, every teacher term
-    0) and no teacher cache; everything else (seed, epochs or max_steps, batch size, learning rate, schedule, batch
-    order) as given. With `changes` (e.g. another seed or output folder) applied too."""
+    0) on the dataset's own batches (no teacher cache; no on-policy or sequence-level completions: with `seq_kd` the
+    teacher would write the baseline's text, with `lmbda` the baseline would learn its own samples); everything else
+    (seed, epochs or max_steps, batch size, learning rate, schedule, batch order) as given. With `changes` (e.g.
+    another seed or output folder) applied too."""
     weights = {term.weight_field: 0.0 for term in TERMS.values()}
     weights[TERMS["label"].weight_field] = 1.0
-    return side_config(config, **weights, teacher_cache=None, **changes)
+    return side_config(config, **weights, teacher_cache=None, lmbda=0.0, seq_kd=False, **changes)
 
 
 def side_config(config: DistillationConfig, **changes) -> DistillationConfig:

@@ -283,13 +283,45 @@ def _kd_card(settings: dict) -> str:
     else:
         text = "KL divergence to the teacher's softened class probabilities (soft targets)"
     temperature = settings.get("temperature")
-    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+    if _is_number(temperature):
         text += f", at temperature T = {temperature:g}, scaled by T²"
-    return text
+    return text + _completions_card(settings.get("completions"))
+
+
+def _completions_card(completions) -> str:
+    """Which batches the kd term was computed on when some were generated (on-policy `lmbda`, sequence-level
+    `seq_kd`: the `completions` settings of [`DistillationConfig.distillation_settings`]), and how; '' otherwise."""
+    if not isinstance(completions, dict):
+        return ""
+    lmbda = completions.get("lmbda") if _is_number(completions.get("lmbda")) else 0
+    sources = []
+    if lmbda > 0:
+        share = "every batch" if lmbda >= 1 else f"a share λ = {lmbda:g} of the batches"
+        sources.append(f"the student's own completions of the prompts (on-policy, GKD) in {share}")
+    if completions.get("seq_kd") is True and lmbda < 1:
+        other = "the other batches" if lmbda > 0 else "every batch"
+        sources.append(f"the teacher's completions (sequence-level KD, Kim & Rush 2016) in {other}")
+    if not sources:
+        return ""
+    temperature, top_p = completions.get("generation_temperature"), completions.get("top_p")
+    if temperature == 0:
+        sampling = "greedy decoding"
+    else:
+        sampling = "sampled" + (f" at temperature {temperature:g}" if _is_number(temperature) else "")
+        sampling += f", top-p {top_p:g}" if _is_number(top_p) else ""
+    new_tokens = completions.get("max_new_tokens")
+    limit = f"up to {new_tokens} new tokens, " if _is_number(new_tokens) else ""
+    prompt = completions.get("prompt_length")
+    prompts = f"; plain-text prompts: the first {prompt} tokens" if _is_number(prompt) else ""
+    return f"; on {' and '.join(sources)}, scored on the generated tokens ({limit}{sampling}{prompts})"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _mixing_weight(value, symbol: str) -> str:
-    return f" ({symbol} = {value:g})" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    return f" ({symbol} = {value:g})" if _is_number(value) else ""
 
 
 def _kind(loss_type) -> str:

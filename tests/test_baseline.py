@@ -17,6 +17,7 @@ from tiny_task_models import TAGS, case, split_card
 from transformers import EvalPrediction, TrainerCallback
 
 from hf_distill import DistillationConfig, DistillationTrainer
+from hf_distill.generation import uses_completions
 from hf_distill.measure import METRICS_FILE, MeasureArguments
 from hf_distill.metrics import entity_scores
 from hf_distill.run import StudentArguments, baseline_config, run_distillation
@@ -174,6 +175,16 @@ def test_baseline_config_keeps_only_the_label_loss():
     assert (baseline.seed, baseline.num_train_epochs, baseline.learning_rate) == (3, 4, 1e-4)
     assert baseline.train_sampling_strategy == config.train_sampling_strategy
     assert baseline.save_strategy == "no" and not baseline.push_to_hub
+
+
+@pytest.mark.parametrize("completions", [{"lmbda": 0.5}, {"seq_kd": True}, {"lmbda": 0.25, "seq_kd": True}])
+def test_the_baseline_learns_the_datasets_own_text_never_generated_batches(completions):
+    """An on-policy or sequence-level run's baseline trains on the dataset's batches: with seq_kd the teacher would
+    write its text, with lmbda it would learn its own samples."""
+    config = DistillationConfig(output_dir="unused", report_to="none", max_new_tokens=8, **completions)
+    assert uses_completions(config)
+    baseline = baseline_config(config)
+    assert not uses_completions(baseline) and "completions" not in baseline.distillation_settings()
 
 
 def test_seeds_must_be_positive():

@@ -265,3 +265,35 @@ def test_the_settings_record_the_generated_batches_only_when_used(tmp_path):
         "prompt_length": 16,
     }
     assert "completions" not in make_config(tmp_path).distillation_settings()
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (
+            {"lmbda": 0.5, "max_new_tokens": 8, "generation_temperature": 0.7, "top_p": 0.9, "prompt_length": 3},
+            "; on the student's own completions of the prompts (on-policy, GKD) in a share λ = 0.5 of the batches, "
+            "scored on the generated tokens (up to 8 new tokens, sampled at temperature 0.7, top-p 0.9; plain-text "
+            "prompts: the first 3 tokens)",
+        ),
+        (
+            {"lmbda": 0.0, "seq_kd": True, "max_new_tokens": 4, "generation_temperature": 0.0},
+            "; on the teacher's completions (sequence-level KD, Kim & Rush 2016) in every batch, scored on the "
+            "generated tokens (up to 4 new tokens, greedy decoding; plain-text prompts: the first 3 tokens)",
+        ),
+    ],
+)
+def test_the_written_card_says_which_batches_were_generated_and_how(tmp_path, settings, words):
+    """The kd term's line of the model card names lmbda / seq_kd and the generation settings when they are used."""
+    trainer = on_policy_trainer(tmp_path, **settings)
+    trainer.create_model_card()
+    body = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    (line,) = [line for line in body.splitlines() if "scaled by T²" in line]
+    assert f"scaled by T²{words} |" in line
+
+
+def test_the_card_of_an_ordinary_run_names_no_generated_batches(tmp_path):
+    trainer = on_policy_trainer(tmp_path, lmbda=0.0)
+    trainer.create_model_card()
+    body = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert "scaled by T²" in body and "completions" not in body and "λ" not in body
