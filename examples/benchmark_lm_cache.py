@@ -150,7 +150,7 @@ def step_worker(spec: dict) -> dict:
 
 def loss_worker(spec: dict) -> dict:
     """The soft-target loss alone, forward and backward, on student logits of `(batch, length, vocab)`."""
-    from hf_distill.losses import TopKTargets, soft_target_loss
+    from hf_distill.losses import TopKTargets, forward_kl_and_cross_entropy, soft_target_loss, task_cross_entropy
 
     torch.set_num_threads(spec["threads"])
     g = torch.Generator().manual_seed(0)
@@ -165,11 +165,18 @@ def loss_worker(spec: dict) -> dict:
     else:
         teacher = torch.randn(shape, generator=g)
     mask = torch.ones(shape[:2], dtype=torch.bool)
+    labels = torch.randint(0, spec["vocab"], shape[:2], generator=g)
     memory, times, peaks = PeakMemory(), [], []
     for _ in range(3):
         memory.start()
         began = time.perf_counter()
-        loss = soft_target_loss(logits, teacher, 1.0, mask, chunk_size=spec["chunk_size"])
+        if spec.get("lm_loss") == "one pass":  # the soft-target term and the LM loss in one pass
+            kd, ce = forward_kl_and_cross_entropy(logits, teacher, labels, mask)
+            loss = 0.5 * kd + 0.5 * ce
+        elif spec.get("lm_loss") == "apart":  # the two terms one by one, as for any other divergence
+            loss = 0.5 * soft_target_loss(logits, teacher, 1.0, mask) + 0.5 * task_cross_entropy(logits, labels)
+        else:
+            loss = soft_target_loss(logits, teacher, 1.0, mask, chunk_size=spec["chunk_size"])
         loss.backward()
         times.append(time.perf_counter() - began)
         peaks.append(memory.peak())
@@ -373,11 +380,14 @@ def main() -> None:
     report["loss"] = {}
     for length in [int(x) for x in args.loss_lengths.split(",")] if "loss" in parts else ():
         for teacher_kind in ("topk", "dense"):
-            for chunk in (None, args.chunk_size):
+            kinds = [(chunk, None) for chunk in (None, args.chunk_size)] + [(None, "apart"), (None, "one pass")]
+            for chunk, lm_loss in kinds:
                 spec = {"worker": "loss", "threads": args.threads, "batch": args.loss_batch, "length": length}
-                spec.update(vocab=vocab, teacher=teacher_kind, k=args.step_top_k, chunk_size=chunk)
+                spec.update(vocab=vocab, teacher=teacher_kind, k=args.step_top_k, chunk_size=chunk, lm_loss=lm_loss)
                 result = run_worker(spec, script)
-                key = f"length {length}, {teacher_kind} teacher, chunk {chunk}"
+                key = f"length {length}, {teacher_kind} teacher, " + (
+                    f"chunk {chunk}" if lm_loss is None else f"0.5 KD + 0.5 LM loss, {lm_loss}"
+                )
                 report["loss"][key] = result
                 print(f"loss, {key}: {result['seconds']:.2f} s, peak {result['peak_mib']:.0f} MiB")
 

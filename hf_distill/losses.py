@@ -487,7 +487,7 @@ def sparse_forward_kl(
     """
     _check_top_k(student_logits, targets, temperature)
     weights = _item_weights(student_logits.shape[:-1], mask, num_items, student_logits.device)
-    kd, _ = _TopKForwardKL.apply(student_logits, targets.ids, targets.logprobs, temperature, weights, None, None)
+    kd, _ = _OnePass.apply(student_logits, lambda z: _TopKPass(z, targets.ids, targets.logprobs, temperature, weights))
     return kd
 
 
@@ -515,6 +515,50 @@ def sparse_forward_kl_and_cross_entropy(
         label_num_items (*optional*): the cross-entropy's divisor; defaults to the number of labelled items.
     """
     _check_top_k(student_logits, targets, 1.0)
+    weights, labels, label_weights = _pass_weights(
+        student_logits, labels, mask, num_items, label_num_items, ignore_index
+    )
+    return _OnePass.apply(
+        student_logits, lambda z: _TopKPass(z, targets.ids, targets.logprobs, 1.0, weights, labels, label_weights)
+    )
+
+
+def forward_kl_and_cross_entropy(
+    student_logits: torch.Tensor,
+    teacher: torch.Tensor | TopKTargets,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    num_items: float | torch.Tensor | None = None,
+    label_num_items: float | torch.Tensor | None = None,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""[`soft_target_kl`] at $T = 1$ and [`task_cross_entropy`] with `labels`, of the same student logits, in one
+    pass: `(kd, cross_entropy)`, each equal to its function's value, and the gradients of any weighted sum of the two.
+
+    From dense teacher logits, one float32 buffer of the logits' size ($e^{z - m}$, turned into the gradient in place
+    in the backward pass) serves both gradients, $q - p$ and $q - [c = y]$; the teacher's probabilities are made a
+    block of rows at a time, in the forward pass for the value and again in the backward pass for the gradient, so no
+    second vocabulary-wide tensor is made (the same loss through autograd keeps about five). From [`TopKTargets`],
+    [`sparse_forward_kl_and_cross_entropy`]. Arguments as there; `teacher` may also be logits of the students' shape.
+    """
+    if isinstance(teacher, TopKTargets):
+        return sparse_forward_kl_and_cross_entropy(
+            student_logits, teacher, labels, mask, num_items, label_num_items, ignore_index
+        )
+    if teacher.shape != student_logits.shape:
+        raise ValueError(
+            f"student_logits has shape {tuple(student_logits.shape)} but teacher_logits has {tuple(teacher.shape)}"
+        )
+    weights, labels, label_weights = _pass_weights(
+        student_logits, labels, mask, num_items, label_num_items, ignore_index
+    )
+    teacher = teacher.detach()
+    return _OnePass.apply(student_logits, lambda z: _DensePass(z, teacher, weights, labels, label_weights))
+
+
+def _pass_weights(student_logits, labels, mask, num_items, label_num_items, ignore_index):
+    """The per-item weights of the soft-target term and of the cross-entropy, and the labels with the ignored ones
+    replaced by 0 (their weight is 0)."""
     if labels.shape != student_logits.shape[:-1]:
         raise ValueError(
             f"labels have shape {tuple(labels.shape)}, expected {tuple(student_logits.shape[:-1])} for logits"
@@ -523,8 +567,50 @@ def sparse_forward_kl_and_cross_entropy(
     weights = _item_weights(student_logits.shape[:-1], mask, num_items, device)
     labelled = labels.to(device) != ignore_index
     label_weights = _item_weights(labels.shape, labelled, label_num_items, device)
-    labels = labels.to(device, torch.long).masked_fill(~labelled, 0)
-    return _TopKForwardKL.apply(student_logits, targets.ids, targets.logprobs, 1.0, weights, labels, label_weights)
+    return weights, labels.to(device, torch.long).masked_fill(~labelled, 0), label_weights
+
+
+class _DensePass:
+    r"""One pass over student logits `z` against dense teacher logits at T = 1: the forward KL and the cross-entropy,
+    and what their gradients are made from. The one vocabulary-wide tensor is `buffer`, $e_c = \exp(z_c - m)$ with
+    $m$ the largest logit, so $q = e / S$, $S = \sum e$; the teacher's probabilities are made a block of rows at a
+    time, about `block_elements` values (16 MiB of float32) per temporary whatever the vocabulary."""
+
+    def __init__(self, logits, teacher, weights, labels, label_weights, block_elements: int = 1 << 22):
+        width = logits.shape[-1]
+        self.shape, self.dtype, self.rows = logits.shape, logits.dtype, max(1, block_elements // width)
+        rows = self.rows
+        with torch.no_grad():
+            z = logits.reshape(-1, width)
+            self.teacher = teacher.reshape(-1, width)
+            self.weights, self.label_weights = weights.reshape(-1, 1), label_weights.reshape(-1, 1)
+            self.labels = labels.reshape(-1, 1)
+            buffer = z.to(torch.float32, copy=True)
+            top = buffer.amax(-1, keepdim=True)
+            self.total = buffer.sub_(top).exp_().sum(-1, keepdim=True)
+            log_z = top + self.total.log()
+            # KL(p || q) = sum_c p_c (log p_c - z_c) + log Z, the student's log Z.
+            kl = torch.empty_like(log_z)
+            for start in range(0, len(z), rows):
+                block = slice(start, start + rows)
+                log_p = F.log_softmax(self.teacher[block].float(), dim=-1)
+                kl[block] = (log_p.exp() * (log_p - z[block].float())).sum(-1, keepdim=True)
+            self.kd = ((kl + log_z) * self.weights).sum()
+            self.cross_entropy = ((log_z - z.gather(-1, self.labels).float()) * self.label_weights).sum()
+            self.buffer = buffer
+
+    def gradient(self, kd_grad, label_grad) -> torch.Tensor:
+        """The gradient with respect to the logits of `kd_grad * kd + label_grad * cross_entropy`, made in the buffer
+        (once: the buffer is consumed)."""
+        with torch.no_grad():
+            kd_scale, label_scale = self.weights * kd_grad, self.label_weights * label_grad
+            grad = self.buffer.mul_((kd_scale + label_scale) / self.total)  # (w_kd + w_label) q
+            for start in range(0, len(grad), self.rows):
+                block = slice(start, start + self.rows)
+                grad[block] -= kd_scale[block] * torch.softmax(self.teacher[block].float(), dim=-1)
+            grad.scatter_add_(-1, self.labels, -label_scale)
+            self.buffer = None
+            return grad.view(self.shape).to(self.dtype)
 
 
 def _check_top_k(student_logits: torch.Tensor, targets: TopKTargets, temperature: float) -> None:
@@ -613,20 +699,20 @@ class _TopKPass:
             return grad.to(self.dtype)
 
 
-class _TopKForwardKL(torch.autograd.Function):
-    """`(kd, cross_entropy)` of a [`_TopKPass`]; its backward combines both gradients in the pass' one buffer."""
+class _OnePass(torch.autograd.Function):
+    """`(kd, cross_entropy)` of one pass over the logits ([`_TopKPass`] or [`_DensePass`], made by `build(logits)`);
+    its backward combines both gradients in the pass' one buffer."""
 
     @staticmethod
-    def forward(ctx, logits, ids, logprobs, temperature, weights, labels, label_weights):
-        state = _TopKPass(logits, ids, logprobs, temperature, weights, labels, label_weights)
+    def forward(ctx, logits, build):
+        state = build(logits)
         ctx.state = state if ctx.needs_input_grad[0] else None
         return state.kd, state.cross_entropy
 
     @staticmethod
     def backward(ctx, kd_grad, label_grad):
         state, ctx.state = ctx.state, None
-        grad = state.gradient(kd_grad, label_grad)
-        return grad, None, None, None, None, None, None
+        return state.gradient(kd_grad, label_grad), None
 
 
 class _ChunkedLoss(torch.autograd.Function):

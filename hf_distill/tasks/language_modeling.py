@@ -176,9 +176,10 @@ class CausalLM(_LanguageModel):
         return losses.task_cross_entropy(student_out.logits, labels, num_items=counts["labels"]), "labels"
 
     def fused_terms(self, ctx):
-        # From a top-k cache at T = 1, the forward KL and the LM loss read the same softmax of the same logits: one
-        # pass makes both, and keeps one vocabulary-wide buffer for both gradients instead of two (the plain LM
-        # step keeps one: its log-probabilities). Padded vocabularies (sliced logits) and other divergences apart.
+        # At T = 1 the forward KL (from the live teacher's logits or a top-k cache) and the LM loss read the same
+        # softmax of the same logits: one pass makes both, and keeps one vocabulary-wide buffer for both gradients
+        # (the plain LM step keeps one: its log-probabilities). Padded vocabularies (sliced logits) and other
+        # divergences apart.
         args, weights = ctx.args, ctx.args.loss_weights
         fusable = (
             ctx.teacher is not None
@@ -191,9 +192,9 @@ class CausalLM(_LanguageModel):
         if not fusable:
             return {}
         (target,) = ctx.logit_targets
-        if not isinstance(target.teacher, losses.TopKTargets) or target.student is not ctx.student.logits:
+        if target.student is not ctx.student.logits or target.teacher.shape != target.student.shape:
             return {}
-        kd, label = losses.sparse_forward_kl_and_cross_entropy(
+        kd, label = losses.forward_kl_and_cross_entropy(
             target.student, target.teacher, self._next_token_labels(ctx.inputs), target.mask,
             ctx.counts[target.unit], ctx.counts["labels"],
         )  # fmt: skip

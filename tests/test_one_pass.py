@@ -1,0 +1,90 @@
+"""The forward KL and the LM loss in one pass from the live teacher's dense logits (T = 1): each value equals its
+own function's, the gradients of any weighted sum equal the two apart, and the trainer takes the pass for a causal
+LM (the top-k cache's pass is tested in test_sparse_topk.py)."""
+
+import pytest
+import torch
+from datasets import Dataset
+from tiny_task_models import SGD, case, make_trainer, pad_batch, random_task_rows, trainable_state
+
+from hf_distill import losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [21, 4])  # one block of teacher rows, and several (uneven)
+def test_the_dense_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(dtype, rows, monkeypatch):
+    monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13,))
+    g = torch.Generator().manual_seed(5)
+    student = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
+    student[0, 0] = -40.0
+    student[0, 0, 0] = 5.0  # a near-certain student
+    teacher = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
+    mask = torch.rand(3, 7, generator=g) > 0.3
+    labels = torch.randint(0, 13, (3, 7), generator=g).masked_fill(~mask, -100)
+    labels[1, 2] = -100  # a scored position without a label
+    apart, together = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+    kd = losses.soft_target_kl(apart, teacher, 1.0, mask, torch.tensor(30))
+    ce = losses.task_cross_entropy(apart, labels, num_items=torch.tensor(25))
+    (0.3 * kd + 0.7 * ce).backward()
+    kd_one, ce_one = losses.forward_kl_and_cross_entropy(
+        together, teacher, labels, mask, torch.tensor(30), torch.tensor(25)
+    )
+    (0.3 * kd_one + 0.7 * ce_one).backward()
+    torch.testing.assert_close(kd_one, kd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ce_one, ce, rtol=1e-6, atol=1e-6)
+    assert together.grad.dtype == dtype
+    tolerance = {"rtol": 1e-5, "atol": 1e-7} if dtype == torch.float32 else {}
+    torch.testing.assert_close(together.grad, apart.grad, **tolerance)
+
+
+def test_zero_kl_for_the_teacher_itself_and_the_shapes_are_checked():
+    logits = torch.randn(2, 5, 11)
+    labels = torch.randint(0, 11, (2, 5))
+    kd, _ = losses.forward_kl_and_cross_entropy(logits, logits.clone(), labels)
+    assert abs(kd.item()) < 1e-6
+    with pytest.raises(ValueError, match=r"\(2, 5, 11\) but teacher_logits has \(2, 5, 10\)"):
+        losses.forward_kl_and_cross_entropy(logits, torch.randn(2, 5, 10), labels)
+
+
+def one_sgd_step(tmp_path, name, batch_size, accumulation, monkeypatch, fused=True):
+    """Minus the parameter change of one plain SGD step at lr 1, forward KL (T = 1) and LM loss on, live teacher."""
+    if not fused:
+        from hf_distill.tasks.base import Task
+        from hf_distill.tasks.language_modeling import CausalLM
+
+        monkeypatch.setattr(CausalLM, "fused_terms", Task.fused_terms)
+    student, teacher = case("causal-lm-llama").pair()
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=16, seed=5, min_len=2, max_len=20))
+    trainer = make_trainer(
+        tmp_path / name, student, teacher, rows, pad_batch, per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation, max_steps=1, train_sampling_strategy="sequential",
+        kd_weight=1.0, label_weight=0.5, temperature=1.0, **SGD,
+    )  # fmt: skip
+    before = trainable_state(trainer)
+    trainer.train()
+    monkeypatch.undo()
+    return {k: before[k] - v for k, v in trainable_state(trainer).items()}
+
+
+def test_a_live_teacher_step_takes_the_one_pass_and_accumulates_exactly(tmp_path, monkeypatch):
+    """The trainer takes the pass with a live teacher (spied), its update equals the terms computed one by one, and
+    two accumulated batches of 8 (uneven token counts) give the update of one batch of 16."""
+    calls = []
+    one_pass = losses._DensePass
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return one_pass(*args, **kwargs)
+
+    monkeypatch.setattr(losses, "_DensePass", spy)
+    whole = one_sgd_step(tmp_path, "whole", 16, 1, monkeypatch)
+    monkeypatch.setattr(losses, "_DensePass", spy)
+    halves = one_sgd_step(tmp_path, "halves", 8, 2, monkeypatch)
+    assert len(calls) == 3
+    apart = one_sgd_step(tmp_path, "apart", 16, 1, monkeypatch, fused=False)
+    assert sum(d.abs().sum().item() for d in whole.values()) > 1e-3
+    for key in whole:
+        torch.testing.assert_close(halves[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(apart[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
