@@ -1,6 +1,6 @@
-"""The forward KL and the LM loss in one pass from the live teacher's dense logits (T = 1): each value equals its
-own function's, the gradients of any weighted sum equal the two apart, and the trainer takes the pass for a causal
-LM (the top-k cache's pass is tested in test_sparse_topk.py)."""
+"""The forward KL and the LM loss in one pass (T = 1), from a top-k cache and from the live teacher's dense logits:
+each value equals its own function's, the gradients of any weighted sum equal the two apart, and the trainer takes
+the pass for a causal LM (the trainer's top-k pass is tested in test_sparse_topk.py)."""
 
 import pytest
 import torch
@@ -12,9 +12,52 @@ from hf_distill import losses
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def assert_one_pass_equals_the_terms_apart(student, teacher, mask, labels, kd_tolerance, grad_tolerance):
+    """Each value of the one pass equals its term's function (the soft-target loss, the cross-entropy), and the
+    gradient of a weighted sum equals that of the two computed apart, in the student's dtype."""
+    apart, together = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+    kd = losses.soft_target_loss(apart, teacher, 1.0, mask, torch.tensor(30))
+    ce = losses.task_cross_entropy(apart, labels, num_items=torch.tensor(25))
+    (0.3 * kd + 0.7 * ce).backward()
+    kd_one, ce_one = losses.forward_kl_and_cross_entropy(
+        together, teacher, labels, mask, torch.tensor(30), torch.tensor(25)
+    )
+    (0.3 * kd_one + 0.7 * ce_one).backward()
+    torch.testing.assert_close(kd_one, kd, **kd_tolerance)
+    torch.testing.assert_close(ce_one, ce, rtol=1e-6, atol=kd_tolerance["atol"])
+    assert together.grad.dtype == student.dtype
+    torch.testing.assert_close(together.grad, apart.grad, **(grad_tolerance if student.dtype == torch.float32 else {}))
+
+
+def masked_labels(g, mask):
+    labels = torch.randint(0, 13, (3, 7), generator=g).masked_fill(~mask, -100)
+    labels[1, 2] = -100  # a scored position without a label
+    return labels
+
+
+@pytest.mark.parametrize("k", [1, 5, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_top_k_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(k, dtype):
+    """From a top-k cache (tiny student tails, masked items, unlabelled items, k = the whole vocabulary)."""
+    g = torch.Generator().manual_seed(11)
+    student = torch.randn(3, 7, 13, generator=g) * 3
+    student[0, 0] = -40.0
+    student[0, 0, :3] = torch.tensor([5.0, 4.0, 3.0])  # a tail of about 1e-19
+    student = student.to(dtype)
+    values, ids = torch.log_softmax(torch.randn(3, 7, 13, generator=g) * 3, -1).topk(k, dim=-1)
+    targets = losses.TopKTargets(ids, values, 13)
+    mask = torch.rand(3, 7, generator=g) > 0.3
+    mask[0, 0] = True
+    labels = masked_labels(g, mask)
+    assert_one_pass_equals_the_terms_apart(
+        student, targets, mask, labels, {"rtol": 1e-6, "atol": 1e-7}, {"rtol": 1e-5, "atol": 1e-8}
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [21, 4])  # one block of teacher rows, and several (uneven)
 def test_the_dense_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(dtype, rows, monkeypatch):
+    """From the live teacher's logits (a near-certain student, masked and unlabelled items)."""
     monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13,))
     g = torch.Generator().manual_seed(5)
     student = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
@@ -22,21 +65,10 @@ def test_the_dense_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(dtype
     student[0, 0, 0] = 5.0  # a near-certain student
     teacher = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
     mask = torch.rand(3, 7, generator=g) > 0.3
-    labels = torch.randint(0, 13, (3, 7), generator=g).masked_fill(~mask, -100)
-    labels[1, 2] = -100  # a scored position without a label
-    apart, together = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
-    kd = losses.soft_target_kl(apart, teacher, 1.0, mask, torch.tensor(30))
-    ce = losses.task_cross_entropy(apart, labels, num_items=torch.tensor(25))
-    (0.3 * kd + 0.7 * ce).backward()
-    kd_one, ce_one = losses.forward_kl_and_cross_entropy(
-        together, teacher, labels, mask, torch.tensor(30), torch.tensor(25)
+    labels = masked_labels(g, mask)
+    assert_one_pass_equals_the_terms_apart(
+        student, teacher, mask, labels, {"rtol": 1e-5, "atol": 1e-6}, {"rtol": 1e-5, "atol": 1e-7}
     )
-    (0.3 * kd_one + 0.7 * ce_one).backward()
-    torch.testing.assert_close(kd_one, kd, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ce_one, ce, rtol=1e-6, atol=1e-6)
-    assert together.grad.dtype == dtype
-    tolerance = {"rtol": 1e-5, "atol": 1e-7} if dtype == torch.float32 else {}
-    torch.testing.assert_close(together.grad, apart.grad, **tolerance)
 
 
 def test_zero_kl_for_the_teacher_itself_and_the_shapes_are_checked():
