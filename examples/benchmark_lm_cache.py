@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -296,9 +297,8 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     os.makedirs(args.output_dir, exist_ok=True)
-    work = os.path.join(args.output_dir, "work")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    # A scratch folder of this run's own (caches, data, step runs), removed at the end: never a folder already there.
+    work = tempfile.mkdtemp(prefix="work-", dir=args.output_dir)
     script = os.path.abspath(__file__)
     report: dict = {"settings": asdict(args), "threads": torch.get_num_threads()}
 
