@@ -20,7 +20,7 @@ import time
 
 import psutil
 import torch
-from demo import DemoArguments, data_arguments, minilm_path, prepare_tweets, run_demo, training_arguments
+from demo import DemoArguments, data_arguments, prepare_tweets, run_demo, training_arguments
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -28,6 +28,7 @@ from transformers import (
     HfArgumentParser,
     Trainer,
 )
+from tweets import minilm_path
 
 
 class MemorySampler(threading.Thread):

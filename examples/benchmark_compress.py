@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from demo import DemoArguments, data_arguments, fine_tune, prepare_tweets, training_arguments
+from demo import DemoArguments, data_arguments, prepare_tweets, training_arguments
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
+from tweets import training_settings
 
-from hf_distill import DistillationConfig, build_student, run_distillation
+from hf_distill import build_student, run_distillation
 from hf_distill.compress import compress, format_table, predict
 from hf_distill.measure import MeasureArguments
 from hf_distill.prune import calibration_batches
@@ -136,7 +137,6 @@ def main(argv=None) -> dict:
         demo,
         distilled_dir,
         args.epochs,
-        cls=DistillationConfig,
         teacher_model_name_or_path=args.teacher_dir,
         temperature=demo.temperature,
         kd_weight=demo.kd_weight,
@@ -156,10 +156,7 @@ def main(argv=None) -> dict:
     print("[3/5] Training the same pruned student on the labels alone (no teacher)")
     no_teacher_dir = os.path.join(out, "pruned-no-teacher")
     baseline = build_student(teacher, layers=layers, calibration=calibration, **shape)
-    if extra:
-        seconds["no_teacher"] = fine_tune_capped(baseline, demo, datasets, tokenizer, no_teacher_dir, args)
-    else:
-        seconds["no_teacher"] = round(fine_tune(baseline, demo, datasets, tokenizer, no_teacher_dir, args.epochs), 1)
+    seconds["no_teacher"] = fine_tune(baseline, demo, datasets, tokenizer, no_teacher_dir, args, **extra)
 
     print("[4/5] Exporting and measuring (teacher, distilled, no-teacher, exports) on the test tweets")
     metrics = compress(
@@ -196,13 +193,15 @@ def main(argv=None) -> dict:
     return report
 
 
-def fine_tune_capped(model, demo, datasets, tokenizer, output_dir, args) -> float:
-    """`fine_tune` with the step cap of a quick trial."""
-    from transformers import Trainer
+def fine_tune(model, demo, datasets, tokenizer, output_dir, args, **extra) -> float:
+    """Hard-label fine-tuning of `model` with `transformers.Trainer` and the demo's settings (`extra`: the step cap
+    of a quick trial); saves it and returns the training loop's seconds."""
+    from transformers import Trainer, TrainingArguments
 
+    settings = training_settings(args.epochs, demo.seed, per_device_train_batch_size=demo.batch_size, **extra)
     trainer = Trainer(
         model=model,
-        args=training_arguments(demo, output_dir, args.epochs, max_steps=args.max_steps),
+        args=TrainingArguments(output_dir=output_dir, **{**settings, "learning_rate": demo.learning_rate}),
         train_dataset=datasets["train"],
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,

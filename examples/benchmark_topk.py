@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from datasets import Dataset
-from demo import minilm_path
 from transformers import (
     AutoTokenizer,
     BertForMaskedLM,
@@ -26,6 +25,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from tweets import minilm_path
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student, build_teacher_cache
 from hf_distill.tasks.language_modeling import mask_once

@@ -26,12 +26,9 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 
-import torch
 from demo import (
     DemoArguments,
     data_arguments,
-    fine_tune,
-    minilm_path,
     predict_logits,
     prepare_tweets,
     score_predictions,
@@ -45,9 +42,9 @@ from transformers import (
     HfArgumentParser,
     Trainer,
 )
+from tweets import fine_tune_teacher, minilm_path
 
 from hf_distill.cache import TeacherCache, build_teacher_cache
-from hf_distill.config import DistillationConfig
 from hf_distill.measure import MeasureArguments
 from hf_distill.run import StudentArguments, make_student, run_distillation
 
@@ -94,9 +91,7 @@ def main():
         # The demo's training settings, with this variant's learning rate when it has its own.
         run_args = replace(demo_args, learning_rate=settings.pop("learning_rate", demo_args.learning_rate))
         epochs = demo_args.student_epochs
-        return training_arguments(
-            run_args, os.path.join(out, "variants", name), epochs, cls=DistillationConfig, **settings
-        )
+        return training_arguments(run_args, os.path.join(out, "variants", name), epochs, **settings)
 
     def distil(name, **overrides):
         print(f"\n== variant {name}: {overrides}")
@@ -162,14 +157,15 @@ def main():
             second = os.path.join(out, "teacher-seed1")
             if not os.path.isfile(os.path.join(second, "config.json")):
                 # The same data and recipe as the demo's teacher; another seed for the new head and the batches.
-                seeded = replace(demo_args, seed=1)
-                torch.manual_seed(1)
-                labels = teacher.config
-                fresh = AutoModelForSequenceClassification.from_pretrained(
-                    minilm_path(), num_labels=3, id2label=labels.id2label, label2id=labels.label2id
+                fine_tune_teacher(
+                    paths,
+                    second,
+                    demo_args.teacher_epochs,
+                    seed=1,
+                    max_length=demo_args.max_length,
+                    per_device_train_batch_size=demo_args.batch_size,
+                    learning_rate=demo_args.learning_rate,
                 )
-                labelled = prepare_tweets(data_arguments(demo_args, paths), tokenizer, teacher.config)
-                fine_tune(fresh, seeded, labelled, tokenizer, second, demo_args.teacher_epochs)
             second_model = AutoModelForSequenceClassification.from_pretrained(second).eval()
             entry, _ = distil(
                 "ensemble", teacher_model_name_or_path=f"{teacher_dir},{second}", teacher_weights="0.5,0.5"

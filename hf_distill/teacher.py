@@ -583,12 +583,12 @@ def load_student(
         first = load_model(str(first), None, args.teacher_model_init_kwargs)
     if first is None:
         return load_model(str(path), None, role="student"), teacher_model
-    init_kwargs = _student_label_kwargs(str(path), first)
+    init_kwargs = student_label_kwargs(str(path), first)
     student = load_model(str(path), first, init_kwargs, role="student")
     return student, [first, *teachers[1:]] if listed else first
 
 
-def _student_label_kwargs(path: str, teacher: PreTrainedModel) -> dict:
+def student_label_kwargs(path: str, teacher: PreTrainedModel) -> dict:
     """The teacher's labels for a student whose config has none of its own (placeholders), for labelled tasks."""
     if not task_for(teacher).labelled_outputs:
         return {}

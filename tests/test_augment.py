@@ -10,8 +10,7 @@ import json
 import pytest
 import torch
 from datasets import Dataset
-from test_task_cli import data_files, save_teacher
-from tiny_task_models import CORE_WORDS, case, tiny_tokenizer
+from tiny_task_models import CORE_WORDS, case, data_files, save_teacher, tiny_tokenizer
 
 from hf_distill import augment
 from hf_distill.augment import AugmentSettings, build_transfer_set, nearest_word_neighbours, whole_word_vocabulary

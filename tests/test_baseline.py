@@ -12,8 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_task_cli import data_files, save_teacher
-from tiny_task_models import TAGS, case, split_card
+from tiny_task_models import TAGS, case, data_files, save_teacher, split_card
 from transformers import EvalPrediction, TrainerCallback
 
 from hf_distill import DistillationConfig, DistillationTrainer

@@ -3,7 +3,6 @@ from the Python API (`measure_distillation`, `trainer.create_model_card()` after
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,14 @@ import pytest
 from tiny_task_models import (
     CASE_IDS,
     CASES,
-    CORE_WORDS,
     TAGS,
     bert_config,
     case,
+    data_files,
+    save_teacher,
     split_card,
     table_rows,
     tiny_tokenizer,
-    write_task_file,
 )
 from transformers import AutoModelForCausalLM, BertModel
 
@@ -32,29 +31,6 @@ from hf_distill.tasks import task_for
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def save_teacher(folder, task_case):
-    tokenizer = tiny_tokenizer()
-    task_case.build(num_layers=4, vocab_size=len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def data_files(tmp_path, task_case):
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    files = {
-        "train_file": str(write_task_file(task_case.id, data / "train.jsonl", 40, seed=1)),
-        "validation_file": str(write_task_file(task_case.id, data / "validation.jsonl", 12, seed=2)),
-        "test_file": str(write_task_file(task_case.id, data / "test.jsonl", 10, seed=3)),
-    }
-    if task_case.transfer_set:  # texts without labels, none of them in the evaluation data (which would drop it)
-        rng = random.Random(4)
-        rows = [{"text": " ".join(rng.choice(CORE_WORDS) for _ in range(8))} for _ in range(8)]
-        (data / "unlabeled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-        files["unlabeled_file"] = str(data / "unlabeled.jsonl")
-    return files
 
 
 def train_flags(tmp_path, teacher, task_case, output="student"):

@@ -577,3 +577,29 @@ ONE_CASE_PER_DATA = [case for case in CASES if case.id != "causal-lm-llama"]
 
 def case(case_id: str) -> TaskCase:
     return next(c for c in CASES if c.id == case_id)
+
+
+# ---- saved teachers and data files, for the command and run_distillation
+
+
+def save_teacher(folder, task_case):
+    tokenizer = tiny_tokenizer()
+    task_case.build(num_layers=4, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def data_files(tmp_path, task_case):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    files = {
+        "train_file": str(write_task_file(task_case.id, data / "train.jsonl", 40, seed=1)),
+        "validation_file": str(write_task_file(task_case.id, data / "validation.jsonl", 12, seed=2)),
+        "test_file": str(write_task_file(task_case.id, data / "test.jsonl", 10, seed=3)),
+    }
+    if task_case.transfer_set:  # texts without labels, none of them in the evaluation data (which would drop it)
+        rng = random.Random(4)
+        rows = [{"text": " ".join(rng.choice(CORE_WORDS) for _ in range(8))} for _ in range(8)]
+        (data / "unlabeled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        files["unlabeled_file"] = str(data / "unlabeled.jsonl")
+    return files
