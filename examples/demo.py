@@ -36,6 +36,7 @@ from hf_distill.export import INT8_FILE, quantize_int8, save_int8
 from hf_distill.measure import (
     METRICS_FILE,
     MeasureArguments,
+    describe_budget,
     describe_model,
     measure_latencies_ms,
     write_metrics,
@@ -264,6 +265,7 @@ def format_table(metrics: dict) -> str:
             f"no-teacher student on {pooled['only_baseline_right']} (McNemar exact p = {pooled['p_value']:.3f}"
             f"{', all seeds pooled' if len(comparison['per_seed']) > 1 else ''}): {comparison['verdict']}"
         )
+        lines.append(describe_budget(comparison["budget"]))
         mean = comparison["mean"]
         if "distilled_expected_calibration_error" in mean:
             lines.append(

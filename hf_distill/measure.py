@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -56,10 +57,21 @@ class MeasureArguments:
         metadata={
             "help": "Was it worth it? Also train the same student from the same starting weights without the teacher "
             "(the hard-label loss alone, no teacher forward in training) on the labelled training examples, for the "
-            "same number of epochs (or max_steps) with the same seed, batch order and settings, and compare both on "
+            "same number of optimizer steps (see --baseline_budget) with the same seed, batch order and settings, and "
+            "compare both on "
             "the same evaluation examples: the paired difference of the task's headline metric with McNemar's exact "
             "test (accuracy-like metrics) or a paired bootstrap (F1, perplexity, MSE), agreement with the teacher and "
             "calibration (ECE), and a verdict in the metrics file, the log and the model card."
+        },
+    )
+    baseline_budget: Literal["steps", "epochs"] = field(
+        default="steps",
+        metadata={
+            "help": "With --baseline: how long the no-teacher student trains. 'steps': as many optimizer steps as the "
+            "distilled run, so the verdict answers 'is the teacher worth it, or should I train the student alone for "
+            "as long?'. 'epochs': the same epochs (or max_steps) over the labelled examples only, which is fewer "
+            "steps when a transfer set (--unlabeled_file, --augment) adds examples to the distilled run. The "
+            "metrics file, the log and the card state the rule, both step counts and both training times."
         },
     )
     seeds: int = field(
@@ -72,6 +84,11 @@ class MeasureArguments:
     )
 
     def __post_init__(self):
+        if self.baseline_budget not in BUDGET_RULES:
+            raise ValueError(
+                f"baseline_budget must be one of {', '.join(BUDGET_RULES)} (the no-teacher student's length), got "
+                f"{self.baseline_budget!r}"
+            )
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a whole number >= 1 (the training runs per model), got {self.seeds!r}")
 
@@ -392,7 +409,12 @@ def calibration(scores) -> dict[str, float]:
 
 
 def compare_with_baseline(
-    distilled: list, baselines: list, seeds: list[int], metric, facts: list[tuple[dict, dict]]
+    distilled: list,
+    baselines: list,
+    seeds: list[int],
+    metric,
+    facts: list[tuple[dict, dict]],
+    budget: dict | None = None,
 ) -> dict:
     """The paired comparison of distilled students and no-teacher baselines over the same evaluation examples, one
     pair per seed, and its verdict (the `comparison` section of the metrics file).
@@ -401,7 +423,10 @@ def compare_with_baseline(
         distilled, baselines: per seed, the [`~hf_distill.tasks.ExampleScores`] of each model.
         seeds: the seeds, in the same order.
         metric: the [`~hf_distill.tasks.CardMetric`] compared (the task's headline metric).
-        facts: per seed, (distilled figures, baseline figures) with agreement with the teacher and calibration.
+        facts: per seed, (distilled figures, baseline figures) with agreement with the teacher and calibration, and
+            each run's `optimizer_steps` and `train_runtime_s` when known.
+        budget: how long each side trained ([`training_budget`]); the verdict names it, and it is kept as the
+            comparison's `budget`.
     """
     rows = []
     for seed, d, b, (d_facts, b_facts) in zip(seeds, distilled, baselines, facts):
@@ -413,7 +438,7 @@ def compare_with_baseline(
         else:
             boot = paired_bootstrap(d.statistics(), b.statistics(), d.combiner(), seed=seed)
             row.update(interval_95=[boot["low"], boot["high"]], p_value=boot["p_value"])
-        for key in ("teacher_agreement", "expected_calibration_error"):
+        for key in ("teacher_agreement", "expected_calibration_error", "optimizer_steps", "train_runtime_s"):
             for role, values in (("distilled", d_facts), ("baseline", b_facts)):
                 if _is_number(values.get(key)):
                     row[f"{role}_{key}"] = values[key]
@@ -439,6 +464,8 @@ def compare_with_baseline(
         "baseline_teacher_agreement",
         "distilled_expected_calibration_error",
         "baseline_expected_calibration_error",
+        "distilled_train_runtime_s",
+        "baseline_train_runtime_s",
     ):
         values = [row[key] for row in rows if key in row]
         if len(values) == len(rows):
@@ -462,11 +489,55 @@ def compare_with_baseline(
         percent=metric.percent,
         higher_is_better=metric.higher_is_better,
         unit=None if metric.percent else metric.label,
+        condition=budget_condition(budget) if budget else None,
+        seeds=len(rows),
     )
-    if len(rows) > 1:
-        sentence = sentence[:-1] + f", mean of {len(rows)} seeds)"
     comparison.update(outcome=outcome, verdict=sentence)
+    if budget:
+        comparison["budget"] = budget
     return comparison
+
+
+BUDGET_RULES = {
+    "steps": "the same number of optimizer steps as the distilled run",
+    "epochs": "the same epochs (or max_steps) as the distilled run, over the labelled examples only",
+}
+
+
+def training_budget(rule: str, distilled: dict, baseline: dict) -> dict:
+    """The `budget` of a comparison: the rule that set the baseline's length (a key of [`BUDGET_RULES`]) and, for
+    each side, its training examples, optimizer steps, epochs over its own examples and training seconds."""
+    if rule not in BUDGET_RULES:
+        raise ValueError(f"baseline_budget must be one of {', '.join(BUDGET_RULES)}, got {rule!r}")
+    return {"rule": rule, "description": BUDGET_RULES[rule], "distilled": distilled, "baseline": baseline}
+
+
+def describe_budget(budget: dict) -> str:
+    """One line of what each side of a comparison cost (the first seed's runs): optimizer steps, epochs over its own
+    examples, seconds (the log's and the demo's budget line)."""
+
+    def side(facts: dict, what: str) -> str:
+        seconds = facts.get("train_runtime_s")
+        took = f", {seconds:,.0f} s" if seconds is not None else ""
+        epochs = facts["epochs"]
+        over = f"{epochs:g} epoch{'' if epochs == 1 else 's'} over {facts['train_examples']:,} {what}"
+        return f"{facts['optimizer_steps']:,} optimizer steps ({over}){took}"
+
+    return (
+        f"Budget ({budget['rule']}: {budget['description']}): with the teacher "
+        f"{side(budget['distilled'], 'examples')}; without it {side(budget['baseline'], 'labelled examples')}"
+    )
+
+
+def budget_condition(budget: dict) -> str:
+    """What a verdict says of the budget: "at the same number of training steps (376 each)", or for the epoch rule
+    "at the same number of epochs (2; 376 training steps with the teacher, 188 without)"."""
+    steps = [budget.get(side, {}).get("optimizer_steps") for side in ("distilled", "baseline")]
+    if budget.get("rule") == "steps" or (steps[0] is not None and steps[0] == steps[1]):
+        return f"at the same number of training steps ({steps[0]:,} each)"
+    epochs = budget.get("baseline", {}).get("epochs")
+    length = f"{epochs:g}; " if _is_number(epochs) else ""
+    return f"at the same number of epochs ({length}{steps[0]:,} training steps with the teacher, {steps[1]:,} without)"
 
 
 def final_figures(metrics: dict, task) -> dict[str, float]:

@@ -526,14 +526,10 @@ def _summary(
             sentences.append(f"It keeps {s_value / t_value * 100:.1f}% of the teacher's {name}.")
         else:
             sentences.append(f"Its {name} is {s_value:.4g}, the teacher's {t_value:.4g}.")
+    # A gain is stated only with its budget, its p-value and its seeds: the comparison's verdict, never a bare
+    # difference of two figures.
     if comparison and comparison.get("verdict"):
         sentences.append(f"Against the same student trained without the teacher: {comparison['verdict']}.")
-    elif s_value is not None and b_value is not None:
-        delta = f"{(s_value - b_value) * 100:+.2f} points" if metric.percent else f"{s_value - b_value:+.4g}"
-        sentences.append(
-            f"Distillation changes {name} by {delta} compared with the same student trained on the labels alone "
-            "(baseline)."
-        )
     return sentences
 
 
@@ -547,18 +543,11 @@ def _verdict(comparison: dict, card_metrics: tuple[CardMetric, ...]) -> str | No
     def amount(value) -> str:
         return f"{value * 100:+.2f} points" if percent else f"{value:+.4g}"
 
-    budget = comparison.get("budget") or {}
-    base = budget.get("baseline") or {}
-    epochs = budget.get("epochs")
-    length = f"{epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs else f"{budget.get('max_steps')} steps"
-    steps = ""
-    distilled_steps, baseline_steps = (budget.get(r, {}).get("optimizer_steps") for r in ("distilled", "baseline"))
-    if distilled_steps and baseline_steps and distilled_steps != baseline_steps:
-        steps = f"; {baseline_steps} optimizer steps against the distilled run's {distilled_steps}"
+    budget = _budget_sentence(comparison.get("budget") or {})
     parts = [
         f"{comparison['verdict'][0].upper()}{comparison['verdict'][1:]}, against the same student trained from the "
-        f"same starting weights without the teacher (the hard-label loss alone, {length} over the "
-        f"{base.get('train_examples', 'same')} labelled examples{steps}, the same seed, batch order and settings)."
+        f"same starting weights without the teacher: the hard-label loss alone, the same seed, batch order and "
+        f"settings, {budget}."
     ]
     pooled, rows = comparison.get("pooled") or {}, comparison.get("per_seed") or []
     if "only_distilled_right" in pooled:
@@ -577,11 +566,40 @@ def _verdict(comparison: dict, card_metrics: tuple[CardMetric, ...]) -> str | No
             f"(standard deviation {abs(mean['difference_std']) * (100 if percent else 1):.2f}"
             f"{' points' if percent else ''}; {amount(mean['difference_min'])} to {amount(mean['difference_max'])})."
         )
+    d_time, b_time = (_number(mean.get(f"{r}_train_runtime_s")) for r in ("distilled", "baseline"))
+    if d_time is not None and b_time is not None:
+        each = f"on average over {len(rows)} seeds" if len(rows) > 1 else "wall-clock"
+        parts.append(f"Training took {_seconds(d_time)} with the teacher and {_seconds(b_time)} without it ({each}).")
     d_ece, b_ece = (_number(mean.get(f"{r}_expected_calibration_error")) for r in ("distilled", "baseline"))
     if d_ece is not None and b_ece is not None:
         parts.append(f"Calibration (expected calibration error, 15 bins): distilled {d_ece:.3f}, baseline {b_ece:.3f}")
         parts[-1] += "."
     return " ".join(parts)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _budget_sentence(budget: dict) -> str:
+    """How long each side of a comparison trained: "for the same 376 optimizer steps (2 epochs over its 6,000
+    labelled examples; the distilled run: 1 epoch over 12,000 examples)"."""
+    distilled, baseline = budget.get("distilled") or {}, budget.get("baseline") or {}
+
+    def over(side: dict, what: str) -> str:
+        epochs, examples = _number(side.get("epochs")), _number(side.get("train_examples"))
+        if epochs is None or examples is None:
+            return ""
+        return f"{epochs:g} epoch{'' if epochs == 1 else 's'} over {int(examples):,} {what}"
+
+    d_steps, b_steps = distilled.get("optimizer_steps"), baseline.get("optimizer_steps")
+    if d_steps is None or b_steps is None:
+        return "for the budget the run was given"
+    b_over, d_over = over(baseline, "labelled examples"), over(distilled, "examples")
+    if d_steps == b_steps:
+        detail = f" ({b_over}; the distilled run: {d_over})" if b_over and d_over and b_over != d_over else ""
+        return f"for the same {b_steps:,} optimizer steps{detail}"
+    return f"for {b_steps:,} optimizer steps{f' ({b_over})' if b_over else ''} against the distilled run's {d_steps:,}"
 
 
 def _compression(compression: dict, card_metrics: tuple[CardMetric, ...]) -> dict | None:

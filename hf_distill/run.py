@@ -29,10 +29,12 @@ from .log import get_logger
 from .measure import (
     MeasureArguments,
     compare_with_baseline,
+    describe_budget,
     describe_model,
     measure_run,
     measure_student,
     summarize,
+    training_budget,
     write_metrics,
 )
 from .outputs import check_output_dir, last_complete_checkpoint
@@ -392,6 +394,7 @@ def run_distillation(
                 if "comparison" in metrics:
                     comparison = metrics["comparison"]
                     logger.info(f"Was it worth it? {comparison['verdict']}")
+                    logger.info(describe_budget(comparison["budget"]))
                     # The trackers of `report_to` get the comparison's figures too.
                     trainer.log(
                         {
@@ -407,6 +410,7 @@ def run_distillation(
     summary = summarize(config.output_dir, metrics, prepared.task) if metrics is not None else ""
     if metrics is not None and "comparison" in metrics:
         summary += f"\nAgainst the same student trained without the teacher: {metrics['comparison']['verdict']}"
+        summary += f"\n{describe_budget(metrics['comparison']['budget'])}"
     # The push comes last, once the metrics and the card are in the folder.
     if config.push_to_hub:
         trainer.push_to_hub(commit_message="Distilled student, with its metrics and model card")
@@ -479,33 +483,37 @@ def _check_comparable(prepared: _Prepared, measure_args: MeasureArguments) -> No
 def _compare(prepared, initial, config, measure_args, trainer, measured, callbacks) -> tuple[dict, dict, Any]:
     """Trains the other seeds' students and (with --baseline) every seed's no-teacher baseline, all from `initial`;
     measures each on the evaluation split; returns the metrics sections `baseline`, `seeds` and `comparison`, the
-    per-example scores of the students and baselines (both empty on the other processes), and the first baseline."""
+    per-example scores of the students and baselines (both empty on the other processes), and the first baseline.
+
+    The baseline of each seed trains for as many optimizer steps as that seed's distilled run
+    (`measure_args.baseline_budget="steps"`), or for the same epochs over the labelled examples (`"epochs"`)."""
     eval_dataset = prepared.datasets[prepared.eval_split]
     evaluation = prepared.task.evaluation(eval_dataset, prepared.teacher.config, prepared.task_args)
     seeds = [config.seed + i for i in range(measure_args.seeds)]
     main = measured[1]["student"] if measured is not None else None
     students = [(measured[0]["student"] if measured is not None else {}, main)]
-    baselines, baseline_student = [], None
+    runs = [_run_facts(trainer, measured[0]["training"].get("train_runtime_s") if measured is not None else None)]
+    baselines, baseline_runs, baseline_student = [], [], None
     labelled = prepared.datasets["train"]
     with tempfile.TemporaryDirectory(prefix="hf-distill-side-runs-") as scratch:
         for seed in seeds:
             if seed != config.seed:
                 side = side_config(config, seed=seed, output_dir=os.path.join(scratch, f"seed-{seed}"))
                 other = _trainer(prepared, copy.deepcopy(initial), side, prepared.train_dataset, callbacks)
-                other.train()
+                result = other.train()
+                runs.append(_run_facts(other, result.metrics.get("train_runtime")))
                 students.append(measure_student(other, eval_dataset, evaluation, f"Measuring the seed-{seed} student"))
             if measure_args.baseline:
+                # As long as this seed's distilled run, in optimizer steps (the default) or in epochs.
+                length = {"max_steps": runs[-1]["optimizer_steps"]} if measure_args.baseline_budget == "steps" else {}
+                folder = os.path.join(scratch, f"baseline-{seed}")
+                side = baseline_config(config, seed=seed, output_dir=folder, **length)
                 # The teacher is there for the agreement figures of evaluation only: no term needs it in training.
-                side = baseline_config(config, seed=seed, output_dir=os.path.join(scratch, f"baseline-{seed}"))
                 baseline = _trainer(prepared, copy.deepcopy(initial), side, labelled, callbacks, prepared.teacher)
                 result = baseline.train()
+                baseline_runs.append(_run_facts(baseline, result.metrics.get("train_runtime")))
                 figures, scores = measure_student(baseline, eval_dataset, evaluation, "Measuring the baseline")
-                figures.update(
-                    describe_model(baseline.student),
-                    train_examples=len(labelled),
-                    optimizer_steps=baseline.state.global_step,
-                    train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 1),
-                )
+                figures.update(describe_model(baseline.student), train_examples=len(labelled), **baseline_runs[-1])
                 baselines.append((figures, scores))
                 baseline_student = baseline_student or baseline.student
     if measured is None:  # not the main process
@@ -525,22 +533,28 @@ def _compare(prepared, initial, config, measure_args, trainer, measured, callbac
     if measure_args.baseline:
         first, _ = baselines[0]
         sections["baseline"] = {**first, "seed": config.seed}
+        budget = training_budget(
+            measure_args.baseline_budget,
+            {"train_examples": len(prepared.train_dataset), **runs[0]},
+            {"train_examples": len(labelled), **baseline_runs[0]},
+        )
         sections["comparison"] = compare_with_baseline(
             [scores for _, scores in students],
             [scores for _, scores in baselines],
             seeds,
             metric,
-            [(s, b) for (s, _), (b, _) in zip(students, baselines)],
+            [({**s, **run}, b) for (s, _), run, (b, _) in zip(students, runs, baselines)],
+            budget=budget,
         )
-        sections["comparison"]["budget"] = {
-            "distilled": {"train_examples": len(prepared.train_dataset), "optimizer_steps": trainer.state.global_step},
-            "baseline": {"train_examples": len(labelled), "optimizer_steps": first["optimizer_steps"]},
-            "epochs": config.num_train_epochs if config.max_steps <= 0 else None,
-            "max_steps": config.max_steps if config.max_steps > 0 else None,
-            "rule": "the same epochs (or max_steps) over the baseline's labelled examples: the transfer set has no "
-            "labels to learn from",
-        }
     return sections, example_scores, baseline_student
+
+
+def _run_facts(trainer: DistillationTrainer, runtime: float | None) -> dict:
+    """How long a finished run trained: optimizer steps, epochs over its own training examples, seconds."""
+    facts = {"optimizer_steps": trainer.state.global_step, "epochs": round(float(trainer.state.epoch or 0.0), 2)}
+    if runtime is not None:
+        facts["train_runtime_s"] = round(runtime, 1)
+    return facts
 
 
 def build_cache(

@@ -143,6 +143,8 @@ def verdict(
     higher_is_better: bool = True,
     alpha: float = ALPHA,
     unit: str | None = None,
+    condition: str | None = None,
+    seeds: int | None = None,
 ) -> tuple[str, str]:
     """The outcome and the sentence for a paired difference `distilled - baseline` and its p-value.
 
@@ -155,18 +157,27 @@ def verdict(
         percent: the metric is a fraction shown in points (`difference * 100`).
         higher_is_better: `False` for perplexity, MSE: a negative difference is then the gain.
         unit: the name of a non-percent metric, shown after the number (e.g. "perplexity").
+        condition: what the two runs had in common, said after the outcome (e.g. "at the same number of training
+            steps (376 each)"): a gain means little without its budget.
+        seeds: how many training seeds the difference averages, said with the p-value ("1 seed", "mean of 3 seeds").
 
     Returns:
         `(outcome, sentence)`, the outcome one of `"helped"`, `"no_difference"`, `"hurt"`.
     """
+    where = f" {condition}" if condition else ""
+    count = ""
+    if seeds is not None:
+        count = f", {seeds} seed" if seeds == 1 else f", mean of {seeds} seeds"
     if not math.isfinite(difference) or not math.isfinite(p_value):
-        return "no_difference", f"no detectable difference (difference {difference}, p = {p_value})"
+        return "no_difference", f"no detectable difference{where} (difference {difference}, p = {p_value}{count})"
     amount = f"{difference * 100:+.2f} points" if percent else f"{difference:+.4g}{f' {unit}' if unit else ''}"
-    figures = f"({amount}, p = {_p(p_value)})"
+    figures = f"({amount}, p = {_p(p_value)}{count})"
     better = difference > 0 if higher_is_better else difference < 0
     if p_value < alpha and difference != 0:
-        return ("helped", f"distillation helped {figures}") if better else ("hurt", f"distillation hurt {figures}")
-    return "no_difference", f"no detectable difference {figures}"
+        if better:
+            return "helped", f"distillation helped{where} {figures}"
+        return "hurt", f"distillation hurt{where} {figures}"
+    return "no_difference", f"no detectable difference{where} {figures}"
 
 
 def _p(p_value: float) -> str:

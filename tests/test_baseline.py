@@ -60,7 +60,7 @@ def spy(monkeypatch):
     return calls
 
 
-def run(tmp_path, transfer_set: bool, seeds: int = 1, callbacks=(), **overrides):
+def run(tmp_path, transfer_set: bool, seeds: int = 1, callbacks=(), baseline_budget="steps", **overrides):
     task_case = case("text-classification")
     teacher = save_teacher(tmp_path / "teacher", task_case)
     files = data_files(tmp_path, task_case)
@@ -85,7 +85,7 @@ def run(tmp_path, transfer_set: bool, seeds: int = 1, callbacks=(), **overrides)
         StudentArguments(),
         DataArguments(**files),
         DistillationConfig(**settings),
-        MeasureArguments(measure_latency=False, baseline=True, seeds=seeds),
+        MeasureArguments(measure_latency=False, baseline=True, seeds=seeds, baseline_budget=baseline_budget),
         callbacks=list(callbacks),
     )
 
@@ -129,29 +129,67 @@ def test_baseline_same_start_same_batches_no_teacher(tmp_path, spy):
 
 
 def test_baseline_budget_and_seeds_with_a_transfer_set(tmp_path, spy):
-    """With unlabelled rows the baseline trains on the labelled rows only, for the same epochs (fewer steps); each
-    seed starts from the same weights, and the comparison pools the seeds."""
+    """With unlabelled rows the baseline trains on the labelled rows only, by default for as many optimizer steps as
+    the distilled run (more epochs of its own data); each seed starts from the same weights, and the comparison pools
+    the seeds. The budget (rule, both step counts, both times) is in the metrics, the verdict, the log and the card."""
     recorder = Recorder()
     result = run(tmp_path, transfer_set=True, seeds=2, num_train_epochs=1, callbacks=[recorder])
     seeds = [start[2] for start in recorder.starts]
     assert seeds == [5, 5, 6, 6] and len({start[3] for start in recorder.starts}) == 1
     metrics = result.metrics
-    budget = metrics["comparison"]["budget"]
-    assert budget["distilled"] == {"train_examples": 48, "optimizer_steps": 6}  # 40 labelled + 8 unlabelled, batch 8
-    assert budget["baseline"] == {"train_examples": 40, "optimizer_steps": 5} and budget["epochs"] == 1
-    baseline_rows = {len(ids) for kd, _, ids in spy["batches"] if kd == 0}
-    assert len([1 for kd, _, _ in spy["batches"] if kd == 0]) == 10 and baseline_rows <= {8}
     comparison = metrics["comparison"]
+    budget = comparison["budget"]
+    assert budget["rule"] == "steps"
+    # 40 labelled + 8 unlabelled rows at batch 8: 6 steps, one epoch; the baseline's 6 steps are 1.2 epochs of 40.
+    assert {k: budget["distilled"][k] for k in ("train_examples", "optimizer_steps", "epochs")} == {
+        "train_examples": 48,
+        "optimizer_steps": 6,
+        "epochs": 1.0,
+    }
+    assert {k: budget["baseline"][k] for k in ("train_examples", "optimizer_steps", "epochs")} == {
+        "train_examples": 40,
+        "optimizer_steps": 6,
+        "epochs": 1.2,
+    }
+    assert budget["distilled"]["train_runtime_s"] >= 0 and budget["baseline"]["train_runtime_s"] >= 0
+    assert metrics["baseline"]["optimizer_steps"] == 6
+    baseline_batches = [ids for kd, _, ids in spy["batches"] if kd == 0]
+    assert len(baseline_batches) == 12 and {len(ids) for ids in baseline_batches} <= {8}
+    for row in comparison["per_seed"]:
+        assert row["distilled_optimizer_steps"] == row["baseline_optimizer_steps"] == 6
+        assert row["distilled_train_runtime_s"] >= 0 and row["baseline_train_runtime_s"] >= 0
     assert [row["seed"] for row in comparison["per_seed"]] == [5, 6]
     pooled = sum(row["only_distilled_right"] for row in comparison["per_seed"])
     assert comparison["pooled"]["only_distilled_right"] == pooled
+    assert "at the same number of training steps (6 each)" in comparison["verdict"]
     assert comparison["verdict"].endswith("mean of 2 seeds)")
+    assert "Budget (steps: the same number of optimizer steps" in result.summary
     _, body = split_card((tmp_path / "student" / "README.md").read_text())
-    assert "1 epoch over the 40 labelled examples; 5 optimizer steps against the distilled run's 6" in body
+    assert "for the same 6 optimizer steps (1.2 epochs over 40 labelled examples; the distilled run: 1 epoch" in body
+    assert "Training took" in body and "with the teacher and" in body
     assert metrics["seeds"]["seeds"] == [5, 6] and len(metrics["seeds"]["student"]) == 2
     assert metrics["seeds"]["student"][0] == metrics["student"]["accuracy"]
     # Only the first seed's student is saved; the side runs leave nothing in the output folder.
     assert not any(p.name.startswith(("seed-", "baseline-", "checkpoint")) for p in (tmp_path / "student").iterdir())
+
+
+def test_baseline_budget_in_epochs_keeps_the_labelled_epochs(tmp_path, spy):
+    """`baseline_budget="epochs"`: the same epochs over the labelled rows only, fewer steps; the verdict says so."""
+    result = run(tmp_path, transfer_set=True, num_train_epochs=1, baseline_budget="epochs")
+    budget = result.metrics["comparison"]["budget"]
+    assert budget["rule"] == "epochs"
+    assert budget["distilled"]["optimizer_steps"] == 6 and budget["baseline"]["optimizer_steps"] == 5
+    assert len([1 for kd, _, _ in spy["batches"] if kd == 0]) == 5
+    verdict = result.metrics["comparison"]["verdict"]
+    assert "at the same number of epochs (1; 6 training steps with the teacher, 5 without)" in verdict
+    assert verdict.endswith(", 1 seed)")
+    _, body = split_card((tmp_path / "student" / "README.md").read_text())
+    assert "for 5 optimizer steps (1 epoch over 40 labelled examples) against the distilled run's 6" in body
+
+
+def test_baseline_budget_must_be_a_known_rule():
+    with pytest.raises(ValueError, match="baseline_budget must be one of steps, epochs"):
+        MeasureArguments(baseline_budget="tokens")
 
 
 def test_baseline_config_keeps_only_the_label_loss():
