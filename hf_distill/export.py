@@ -78,17 +78,40 @@ def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
         return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-def save_int8(model: PreTrainedModel, folder: str | os.PathLike) -> str:
-    """Saves a model quantised by [`quantize_int8`]: its config (with `distillation_export`) and state dict."""
-    os.makedirs(folder, exist_ok=True)
+def save_int8(model: PreTrainedModel, folder: str | os.PathLike, overwrite: bool = False) -> str:
+    """Saves a model quantised by [`quantize_int8`]: its config (with `distillation_export`, and its own class as
+    `architectures`, which [`load_int8`] rebuilds) and state dict.
+
+    The files are written into a staging folder and moved into `folder` once complete: a failure leaves nothing
+    behind. A `folder` that already holds `config.json` or `model_int8.pt` is refused unless `overwrite`.
+    """
+    from .outputs import staged_folder
+
+    config = _config_naming(model, "int8")
+    with staged_folder(folder, replace=overwrite, what="the int8 export folder") as stage:
+        config.save_pretrained(stage)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.save(model.state_dict(), stage / INT8_FILE)
+    return os.path.join(folder, INT8_FILE)
+
+
+def _config_naming(model: PreTrainedModel, export: str):
+    """A copy of `model`'s config that names the export and the model's own class: a model never saved has no
+    `architectures`, and one loaded from a checkpoint of another head (a classifier from `BertForMaskedLM`) names the
+    checkpoint's class, which would rebuild the wrong model."""
+    import transformers
+
+    name = type(model).__name__
+    if getattr(transformers, name, None) is not type(model):
+        raise ValueError(
+            f"a {export} export is rebuilt from a transformers class on loading, but {name} is not one: export the "
+            "transformers model itself (for a peft model, merge_and_unload() first)"
+        )
     config = copy.deepcopy(model.config)
-    config.distillation_export = "int8"
-    config.save_pretrained(folder)
-    path = os.path.join(folder, INT8_FILE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.save(model.state_dict(), path)
-    return path
+    config.architectures = [name]
+    config.distillation_export = export
+    return config
 
 
 def load_int8(folder: str | os.PathLike) -> PreTrainedModel:
@@ -130,71 +153,95 @@ def _forward_names(model: nn.Module) -> set[str]:
     return input_names(model)
 
 
-def export_onnx(model: PreTrainedModel, folder: str | os.PathLike, opset: int = 17) -> str:
+def export_onnx(model: PreTrainedModel, folder: str | os.PathLike, opset: int = 17, overwrite: bool = False) -> str:
     """Exports the logits of `model` to `folder/model.onnx` (dynamic batch and sequence axes) and saves its config.
+
+    The files are written into a staging folder and moved into `folder` once complete: a failure leaves nothing
+    behind. A `folder` that already holds `config.json` or `model.onnx` is refused unless `overwrite`.
 
     Returns:
         `str`: the path of the ONNX file.
     """
+    from .outputs import staged_folder
+
     require_export_extra("exporting to ONNX")
+    config = _config_naming(model, "onnx")
     model = copy.deepcopy(model).to("cpu").eval()
-    names = tuple(name for name in _ONNX_INPUTS if name in _forward_names(model))
+    names = _onnx_input_names(model)
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, ONNX_FILE)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"} if _per_example(model) else {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings about Python control flow
-        torch.onnx.export(
-            _LogitsOnly(model, names),
-            example,
-            path,
-            input_names=list(names),
-            output_names=["logits"],
-            dynamic_axes=axes,
-            opset_version=opset,
-            dynamo=False,
-        )
-    config = copy.deepcopy(model.config)
-    config.distillation_export = "onnx"
-    config.save_pretrained(folder)
-    return path
+    with staged_folder(folder, replace=overwrite, what="the ONNX export folder") as stage:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings about Python control flow
+            torch.onnx.export(
+                _LogitsOnly(model, names),
+                example,
+                str(stage / ONNX_FILE),
+                input_names=list(names),
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
+        config.save_pretrained(stage)
+    return os.path.join(folder, ONNX_FILE)
+
+
+def _onnx_input_names(model: PreTrainedModel) -> tuple[str, ...]:
+    """The inputs of the graph: those of `input_ids`, `attention_mask`, `token_type_ids` that the model's forward
+    takes. `token_type_ids` only with a token-type embedding (`type_vocab_size` > 0): GPT-2's forward takes them but,
+    given them, adds the word embedding of id 0 to every position, so the zeros the graph would be fed in their place
+    would change its logits."""
+    names = _forward_names(model)
+    types = getattr(model.config, "type_vocab_size", 0)
+    return tuple(
+        name
+        for name in _ONNX_INPUTS
+        if name in names and (name != "token_type_ids" or (isinstance(types, int) and types > 0))
+    )
 
 
 def _per_example(model: PreTrainedModel) -> bool:
     """Whether the logits have one row per example (sequence classification) rather than one per token."""
     with torch.no_grad():
-        names = [n for n in _ONNX_INPUTS if n in _forward_names(model)]
-        out = _LogitsOnly(model, tuple(names))(*(torch.ones(1, 3, dtype=torch.long) for _ in names))
+        names = _onnx_input_names(model)
+        out = _LogitsOnly(model, names)(*(torch.ones(1, 3, dtype=torch.long) for _ in names))
     return out.dim() == 2
 
 
-def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike) -> str:
+def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrite: bool = False) -> str:
     """Writes `folder/model.onnx`: the ONNX model at `source` (a file or a folder holding `model.onnx`) with int8
-    weights (onnxruntime dynamic quantisation), and copies the source folder's config."""
+    weights (onnxruntime dynamic quantisation), and copies the source folder's config.
+
+    The files are written into a staging folder and moved into `folder` once complete: a failure leaves nothing
+    behind. A `folder` that already holds `config.json` or `model.onnx` is refused unless `overwrite`.
+    """
+    from .outputs import staged_folder
+
     require_export_extra("quantising an ONNX model")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = Path(source)
     source_file = source / ONNX_FILE if source.is_dir() else source
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, ONNX_FILE)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger at every call
-    try:
-        quantize_dynamic(str(source_file), path, weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        root.setLevel(level)
-    config_path = source_file.parent / "config.json"
-    if config_path.is_file():
-        from transformers import AutoConfig
+    if not source_file.is_file():
+        raise FileNotFoundError(f"no ONNX model at {str(source_file)!r}: give a model.onnx file or its folder")
+    with staged_folder(folder, replace=overwrite, what="the ONNX int8 export folder") as stage:
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger at every call
+        try:
+            quantize_dynamic(str(source_file), str(stage / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        config_path = source_file.parent / "config.json"
+        if config_path.is_file():
+            from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(source_file.parent)
-        config.distillation_export = "onnx-int8"
-        config.save_pretrained(folder)
-    return path
+            config = AutoConfig.from_pretrained(source_file.parent)
+            config.distillation_export = "onnx-int8"
+            config.save_pretrained(stage)
+    return os.path.join(folder, ONNX_FILE)
 
 
 class OnnxModel:
@@ -216,6 +263,9 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's threads busy-wait for more work after each run by default: on a CPU shared with other models
+        # (the latency measurement's rounds, a server) they would slow down whatever runs next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.config = None

@@ -1,24 +1,43 @@
-"""The output folder of a run: what may be written there, and which checkpoint in it a run can resume from.
+"""The output folder of a run: what may be written there, how it is written, and which checkpoint in it a run can
+resume from.
 
 [`check_output_dir`] runs before anything is written: it never lets a run write into a teacher's folder (or a folder
 inside it), and refuses a non-empty folder that holds something other than this tool's own outputs unless the user
 says to overwrite (`overwrite_output_dir`). A folder holding only an earlier run's outputs (its checkpoints, the
 student's files) is accepted, so that resuming keeps working. [`last_complete_checkpoint`] is the checkpoint to resume
 from: the newest one whose saving finished.
+
+[`staged_folder`] is how a build that must never be seen half-done (an export, `hf-distill compress`, the augmented
+transfer set) writes: into a staging folder beside its target, moved into place by renames once complete. A failure
+or Ctrl-C removes the staging folder; one left by a killed process is removed by the next build in that place
+([`remove_stale_staging`]).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable
+import secrets
+import shutil
+import socket
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from .hub import CARD_FILES, MODEL_FILES, PLOT_FILES, TOKENIZER_FILES
 from .log import get_logger
 
-__all__ = ["OVERWRITE_FLAG", "RUN_FILES", "check_output_dir", "last_complete_checkpoint", "refuse_teacher_folder"]
+__all__ = [
+    "OVERWRITE_FLAG",
+    "RUN_FILES",
+    "check_output_dir",
+    "last_complete_checkpoint",
+    "refuse_model_folder",
+    "refuse_teacher_folder",
+    "remove_stale_staging",
+    "staged_folder",
+]
 
 logger = get_logger(__name__)
 
@@ -110,18 +129,30 @@ def refuse_teacher_folder(path: str | os.PathLike, protected: Iterable[str | os.
     Raises:
         `ValueError`: naming both folders.
     """
+    refuse_model_folder(path, protected, role="teacher")
+
+
+def refuse_model_folder(
+    path: str | os.PathLike, protected: Iterable[str | os.PathLike | None], role: str = "teacher"
+) -> None:
+    """Refuses `path` when it is one of the `protected` folders of a model (`role`: "teacher", "student") or inside
+    one, comparing real paths (a symlink does not hide it). Entries that are not local folders (Hub ids) are skipped.
+
+    Raises:
+        `ValueError`: naming both folders and the folder's role.
+    """
     folder = Path(path)
     real = Path(os.path.realpath(folder))
-    for teacher in protected:
-        if teacher is None or not os.path.isdir(teacher):
+    for model in protected:
+        if model is None or not os.path.isdir(model):
             continue
-        teacher_real = Path(os.path.realpath(teacher))
-        if real == teacher_real or teacher_real in real.parents:
-            where = "is" if real == teacher_real else "is inside"
+        model_real = Path(os.path.realpath(model))
+        if real == model_real or model_real in real.parents:
+            where = "is" if real == model_real else "is inside"
             raise ValueError(
-                f"output_dir {str(folder)!r} {where} the teacher's folder {str(teacher)!r} ({teacher_real}): the "
-                "student would overwrite the teacher's files. Give another output_dir (--output_dir), outside the "
-                f"teacher's folder; {OVERWRITE_FLAG} does not allow this."
+                f"output_dir {str(folder)!r} {where} the {role}'s folder {str(model)!r} ({model_real}): writing there "
+                f"could overwrite the {role}'s files. Give another output_dir (--output_dir), outside the {role}'s "
+                f"folder; {OVERWRITE_FLAG} does not allow this."
             )
 
 
@@ -178,3 +209,98 @@ def _listing(folder: Path, names: list[str], limit: int = 6) -> str:
     shown = [f"{name}/" if (folder / name).is_dir() else name for name in names[:limit]]
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(shown) + more
+
+
+# ---- writing a folder that is never seen half-done ------------------------------------------------------------------
+
+# Staging folders are named `.hf-distill-partial-<host>-<pid>-<random>`: the host and process say whether the process
+# that made one is still running (a folder left by a killed process is removed by the next build in the same place).
+STAGING_PREFIX = ".hf-distill-partial-"
+
+
+def remove_stale_staging(folder: str | os.PathLike) -> list[str]:
+    """Removes the staging folders in `folder` that a process of this machine left when it was killed (SIGKILL, a
+    power cut): those whose process no longer runs. Returns their names. Another machine's are left alone."""
+    folder = Path(folder)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for name in sorted(names):
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        parts = name[len(STAGING_PREFIX) :].rsplit("-", 2)  # host (which may hold dashes), pid, random
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _process_runs(int(parts[1])):
+            continue
+        shutil.rmtree(folder / name, ignore_errors=True)
+        removed.append(name)
+    if removed:
+        logger.info(f"Removed {len(removed)} unfinished build folder(s) that an interrupted run left in {folder}")
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def staged_folder(
+    target: str | os.PathLike, *, replace: bool | Collection[str] = False, what: str = "output folder"
+) -> Iterator[Path]:
+    """Yields an empty staging folder; when the block ends without an error, its contents become `target`'s.
+
+    The staging folder is made in `target` when that exists (else beside it), so that the final moves are renames on
+    one file system: a new `target` appears whole at once (one rename), and an existing one gets each new entry by
+    one rename. An error or Ctrl-C in the block removes the staging folder and leaves `target` as it was. Staging
+    folders that killed processes left in the same place are removed first ([`remove_stale_staging`]).
+
+    Args:
+        target: the folder to write.
+        replace: which entries of an existing `target` may be replaced: `True` for any, or a collection of names.
+            Any other entry of the same name as a staged one is refused (a `ValueError` naming it, raised before
+            anything in `target` is touched). Replaced entries are removed once the new ones are in place.
+        what: what `target` is, for the error message.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{what} {str(target)!r} is a file, not a folder: give a folder")
+    root = target if target.is_dir() else target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(root)
+    stage = root / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    stage.mkdir()
+    try:
+        yield stage
+        _publish(stage, target, replace, what)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(stage: Path, target: Path, replace: bool | Collection[str], what: str) -> None:
+    names = sorted(os.listdir(stage))
+    if not target.exists():
+        # The whole folder at once: the staging folder becomes the target (a stale staging folder is never inside it).
+        os.rename(stage, target)
+        stage.mkdir()  # for the caller's clean-up
+        return
+    clashes = [name for name in names if os.path.lexists(target / name)]
+    refused = [name for name in clashes if not (replace is True or (replace and name in replace))]
+    if refused:
+        raise ValueError(
+            f"{what} {str(target)!r} already holds {_listing(target, refused)}, which this would replace: nothing was "
+            f"written. Give an empty or new folder, or move those files away (or pass --{OVERWRITE_FLAG})"
+        )
+    trash = stage / ".replaced"
+    trash.mkdir()
+    for name in names:
+        if name in clashes:
+            os.rename(target / name, trash / name)
+        os.rename(stage / name, target / name)
