@@ -19,7 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -117,47 +117,128 @@ def describe_model(model: PreTrainedModel, folder: str | None = None) -> dict[st
     return facts
 
 
+# How latency is measured, in the metrics file and on the cards (the rounds and warm-up are filled in).
+LATENCY_METHOD = (
+    "median and interquartile range of {rounds} forward passes per model, timed in interleaved rounds (each round "
+    "runs every model once, starting with the next model each round) after {warmup} warm-up rounds"
+)
+
+
 @torch.inference_mode()
+def measure_latencies(
+    models: Mapping[str, Callable],
+    batch_sizes: Sequence[int] = (32,),
+    sequence_length: int = 64,
+    rounds: int = 20,
+    warmup: int = 2,
+    vocab_size: int | None = None,
+) -> dict[str, dict[int, list[float]]]:
+    """The wall time (ms) of one forward pass of each model in each round, per batch size: what every latency figure
+    of hf_distill comes from ([`latency_figures`], [`speedup_figures`]).
+
+    The models take turns on the same batch of random token ids: each round runs every model once, and the model
+    that starts moves on by one each round (A B C, B C A, C A B, ...), so that the machine's drift and what one model
+    leaves behind for the next (warm caches, a thread pool still spinning) fall on all of them alike. Every model is
+    warmed up the same way: `warmup` whole rounds, not timed.
+
+    Args:
+        models: by name, anything called as `model(**inputs)`: a transformers model (run in eval mode, on its own
+            device, given only the inputs its forward takes) or a loaded export ([`~hf_distill.export.OnnxModel`]).
+        batch_sizes: the batch sizes measured (each with its own rounds).
+        sequence_length: tokens per example (no padding).
+        rounds: timed rounds per batch size.
+        warmup: untimed rounds first.
+        vocab_size: token ids are drawn below it (default: the smallest input embedding among the models).
+
+    Returns:
+        `{name: {batch_size: [ms per round, ...]}}`, the rounds in order (round `r` of two models ran back to back).
+    """
+    from .modeling import input_names
+
+    if not isinstance(rounds, int) or rounds < 1 or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"latency needs rounds >= 1 and warmup >= 0, got rounds={rounds!r}, warmup={warmup!r}")
+    names = list(models)
+    modules = {name: model for name, model in models.items() if isinstance(model, torch.nn.Module)}
+    for model in modules.values():
+        model.eval()
+    if vocab_size is None:
+        sizes = [m.get_input_embeddings().num_embeddings for m in modules.values() if m.get_input_embeddings()]
+        if not sizes:
+            raise ValueError("measure_latencies needs vocab_size when no model is a transformers model")
+        vocab_size = min(sizes)
+    accepted = {name: input_names(model) for name, model in modules.items()}
+    devices = {name: getattr(model, "device", torch.device("cpu")) for name, model in modules.items()}
+    generator = torch.Generator().manual_seed(0)
+    timings: dict[str, dict[int, list[float]]] = {name: {} for name in names}
+    for batch_size in batch_sizes:
+        shape = (batch_size, sequence_length)
+        batch = {
+            # the first ids are often special tokens (padding, [CLS]): ordinary ones are drawn
+            "input_ids": torch.randint(min(5, vocab_size - 1), vocab_size, shape, generator=generator),
+            "attention_mask": torch.ones(shape, dtype=torch.long),
+            "token_type_ids": torch.zeros(shape, dtype=torch.long),
+        }
+        feeds = {}
+        for name in names:
+            keep = accepted.get(name)
+            device = devices.get(name, torch.device("cpu"))
+            feeds[name] = {k: v.to(device) for k, v in batch.items() if keep is None or k in keep}
+        for name in names:
+            timings[name][batch_size] = []
+        for round_index in range(warmup + rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                device = devices.get(name, torch.device("cpu"))
+                start = time.perf_counter()
+                models[name](**feeds[name])
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if round_index >= warmup:
+                    timings[name][batch_size].append((time.perf_counter() - start) * 1000)
+    return timings
+
+
+def latency_figures(timings: Sequence[float]) -> dict[str, float | list[float]]:
+    """`{"median_ms": m, "iqr_ms": [q1, q3]}` of one model's per-round times: the figure and its spread (the middle
+    half of the rounds lies between the quartiles)."""
+    q1, median, q3 = _quartiles(timings)
+    return {"median_ms": round(median, 2), "iqr_ms": [round(q1, 2), round(q3, 2)]}
+
+
+def speedup_figures(reference: Sequence[float], timings: Sequence[float]) -> dict[str, float | list[float]]:
+    """How many times faster a model is than `reference` (the teacher), from the same rounds of
+    [`measure_latencies`]: the ratio of the two times within each round (they ran back to back, on the same
+    machine state), then the median and interquartile range of those ratios: `{"median": s, "iqr": [q1, q3]}`."""
+    if len(reference) != len(timings):
+        raise ValueError(f"speed-up needs the same rounds of both models, got {len(reference)} and {len(timings)}")
+    q1, median, q3 = _quartiles([r / t for r, t in zip(reference, timings)])
+    return {"median": round(median, 3), "iqr": [round(q1, 3), round(q3, 3)]}
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
 def measure_latency_ms(
     model: PreTrainedModel, batch_size: int = 32, sequence_length: int = 64, repeats: int = 10, warmup: int = 2
 ) -> float:
-    """Median wall time (ms) of one forward pass on a batch of random token ids, in eval mode."""
-    model.eval()
-    generator = torch.Generator().manual_seed(0)
-    vocab = model.get_input_embeddings().num_embeddings
-    inputs = {
-        "input_ids": torch.randint(0, vocab, (batch_size, sequence_length), generator=generator).to(model.device),
-        "attention_mask": torch.ones(batch_size, sequence_length, dtype=torch.long, device=model.device),
-    }
-    timings = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        model(**inputs)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            timings.append((time.perf_counter() - start) * 1000)
-    return statistics.median(timings)
+    """Median wall time (ms) of one forward pass of `model` on a batch of random token ids ([`measure_latencies`]
+    with one model)."""
+    timings = measure_latencies({"model": model}, (batch_size,), sequence_length, repeats, warmup)
+    return latency_figures(timings["model"][batch_size])["median_ms"]
 
 
-@torch.inference_mode()
 def measure_latencies_ms(
     models: dict[str, PreTrainedModel], batch_size: int = 32, sequence_length: int = 64, rounds: int = 20
 ) -> dict[str, float]:
-    """Median forward-pass time (ms) of several models, measured in turns on the same batch.
-
-    Taking turns (teacher, student, teacher, ...) spreads the machine's drift over all the models, so that two
-    models of the same size get the same figure; timing them one after the other on a busy machine does not.
-    """
-    timings: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():
-        model.eval()
-    for round_index in range(rounds + 2):
-        for name, model in models.items():
-            elapsed = measure_latency_ms(model, batch_size, sequence_length, repeats=1, warmup=0)
-            if round_index >= 2:  # the first two rounds warm up
-                timings[name].append(elapsed)
-    return {name: round(statistics.median(values), 2) for name, values in timings.items()}
+    """Median forward-pass time (ms) of several models measured together ([`measure_latencies`]): two models of the
+    same size get the same figure, within the spread that [`latency_figures`] gives."""
+    timings = measure_latencies(models, (batch_size,), sequence_length, rounds)
+    return {name: latency_figures(by_batch[batch_size])["median_ms"] for name, by_batch in timings.items()}
 
 
 def evaluate_model(
@@ -351,10 +432,7 @@ def measure_run(
     if latency is not None:
         logger.info(f"Measuring latency: batches of {latency['batch_size']} x {latency['sequence_length']} tokens")
         models = {"teacher": teacher, "student": student} if teacher is not None else {"student": student}
-        measured = measure_latencies_ms(models, latency["batch_size"], latency["sequence_length"])
-        for role, value in measured.items():
-            metrics[role]["latency_ms_per_batch"] = value
-        latency["method"] = "median of 20 forward passes per model, the models taking turns"
+        add_latencies(metrics, models, latency)
         metrics["latency"] = latency
     metrics["training"] = training_settings(config)
     if train_result is not None:
@@ -559,7 +637,9 @@ def final_figures(metrics: dict, task) -> dict[str, float]:
     for role, facts in (("student", student), ("teacher", teacher)):
         if _is_number(facts.get(latency)):
             logs[f"final/{role}_{latency}"] = facts[latency]
-    if _is_number(student.get(latency)) and _is_number(teacher.get(latency)) and student[latency]:
+    if isinstance(student.get("speedup"), dict) and _is_number(student["speedup"].get("median")):
+        logs["final/speedup"] = student["speedup"]["median"]
+    elif _is_number(student.get(latency)) and _is_number(teacher.get(latency)) and student[latency]:
         logs["final/speedup"] = teacher[latency] / student[latency]
     return logs
 
@@ -624,6 +704,22 @@ def _first_teacher(trainer) -> PreTrainedModel | None:
     while not isinstance(teacher, PreTrainedModel) and hasattr(teacher, "module"):
         teacher = teacher.module
     return teacher
+
+
+def add_latencies(metrics: dict, models: Mapping[str, Callable], latency: dict, rounds: int = 20, warmup: int = 2):
+    """Measures `models` together ([`measure_latencies`]) at `latency`'s batch size and sequence length, and records
+    each one's median and interquartile range (`latency_ms_per_batch`, `latency_iqr_ms`) in `metrics[name]`, with
+    every model's speed-up against the teacher (`speedup`: median and interquartile range of the per-round ratios)
+    when a teacher is among them; `latency["method"]` says how."""
+    batch = latency["batch_size"]
+    timings = measure_latencies(models, (batch,), latency["sequence_length"], rounds, warmup)
+    for name, by_batch in timings.items():
+        figures = latency_figures(by_batch[batch])
+        metrics[name]["latency_ms_per_batch"] = figures["median_ms"]
+        metrics[name]["latency_iqr_ms"] = figures["iqr_ms"]
+        if "teacher" in timings and name != "teacher":
+            metrics[name]["speedup"] = speedup_figures(timings["teacher"][batch], by_batch[batch])
+    latency["method"] = LATENCY_METHOD.format(rounds=rounds, warmup=warmup)
 
 
 def latency_settings(measure_args: MeasureArguments, device: torch.device) -> dict | None:

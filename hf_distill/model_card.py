@@ -443,16 +443,33 @@ def _megabytes(value) -> str | None:
     return None if value is None else (f"{value / 1e6:.1f} MB" if value >= 1e5 else f"{value / 1e6:.3f} MB")
 
 
-def _ms(value) -> str | None:
+def _ms(value, iqr=None) -> str | None:
+    """A latency, with its interquartile range over the measurement's rounds when known: "12.3 ms (IQR 11.9–12.8)"."""
     value = _number(value)
-    return None if value is None else f"{value:.1f} ms"
+    if value is None:
+        return None
+    spread = _interval(iqr)
+    return f"{value:.1f} ms" + (f" (IQR {spread[0]:.1f}–{spread[1]:.1f})" if spread else "")
 
 
 def _speedup(teacher: dict, model: dict) -> str | None:
+    """How many times faster than the teacher: the median of the per-round ratios with their interquartile range
+    ("3.21× (IQR 3.05–3.40)", [`~hf_distill.measure.speedup_figures`]), else, for figures measured without rounds,
+    the ratio of the two latencies."""
+    measured = model.get("speedup")
+    if isinstance(measured, dict) and _number(measured.get("median")) is not None:
+        spread = _interval(measured.get("iqr"))
+        return f"{measured['median']:.2f}×" + (f" (IQR {spread[0]:.2f}–{spread[1]:.2f})" if spread else "")
     teacher_ms, model_ms = _number(teacher.get("latency_ms_per_batch")), _number(model.get("latency_ms_per_batch"))
     if teacher_ms is None or not model_ms:
         return None
     return f"{teacher_ms / model_ms:.2f}×"
+
+
+def _interval(value) -> tuple[float, float] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) is not None for v in value):
+        return float(value[0]), float(value[1])
+    return None
 
 
 _SHAPE_ROWS = ("Transformer layers", "Hidden size")
@@ -478,7 +495,7 @@ def _results(teacher: dict, student: dict, baseline: dict, card_metrics: tuple[C
         ("Hidden size", lambda m: _integer(m.get("hidden_size"))),
         ("Parameters", lambda m: _count(m.get("parameters"))),
         ("Size on disk", lambda m: _megabytes(m.get("size_bytes"))),
-        ("Latency per batch", lambda m: _ms(m.get("latency_ms_per_batch"))),
+        ("Latency per batch", lambda m: _ms(m.get("latency_ms_per_batch"), m.get("latency_iqr_ms"))),
         ("Speed-up vs. teacher", lambda m: _speedup(teacher, m)),
     ]
     rows = []
@@ -612,6 +629,9 @@ def _compression(compression: dict, card_metrics: tuple[CardMetric, ...]) -> dic
     columns = ["Model", "Format"] + [m.label for m in card_metrics]
     columns += ["Agreement with the student", "Agreement with the teacher", "Parameters", "Size on disk"]
     columns += [f"Latency, batch {b}" for b in batches]
+    with_speedup = any(isinstance(facts, dict) and facts.get("speedup") for facts in models.values())
+    if with_speedup:
+        columns += [f"Speed-up vs. teacher, batch {b}" for b in batches]
     rows, verdicts = [], []
     names = {"teacher": "Teacher", "student": "Distilled student"}
     for name, facts in models.items():
@@ -620,7 +640,12 @@ def _compression(compression: dict, card_metrics: tuple[CardMetric, ...]) -> dic
         cells += [_metric_value(m, facts.get(m.key)) or "–" for m in card_metrics]
         cells += [_pct(facts.get("student_agreement")) or "–", _pct(facts.get("teacher_agreement")) or "–"]
         cells += [_count(facts.get("parameters")) or "–", _megabytes(facts.get("size_bytes")) or "–"]
-        cells += [_ms((facts.get("latency_ms") or {}).get(b)) or "–" for b in batches]
+        cells += [
+            _ms((facts.get("latency_ms") or {}).get(b), (facts.get("latency_iqr_ms") or {}).get(b)) or "–"
+            for b in batches
+        ]
+        if with_speedup:
+            cells += [_speedup({}, {"speedup": (facts.get("speedup") or {}).get(b)}) or "–" for b in batches]
         rows.append(cells)
         if "drop_points" in facts:
             within = facts.get("within_tolerance")
