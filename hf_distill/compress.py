@@ -11,10 +11,11 @@ the task's headline metric is reported as such (a warning, a flag in the metrics
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
-import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from transformers.trainer_pt_utils import nested_concat
 
 from .export import (
     EXPORT_FORMATS,
+    INT8_FILE,
+    ONNX_FILE,
     export_onnx,
     load_int8,
     load_onnx,
@@ -36,7 +39,15 @@ from .export import (
     save_int8,
 )
 from .log import get_logger
-from .measure import METRICS_FILE, weights_size_bytes
+from .measure import (
+    LATENCY_METHOD,
+    METRICS_FILE,
+    latency_figures,
+    measure_latencies,
+    speedup_figures,
+    weights_size_bytes,
+)
+from .outputs import OVERWRITE_FLAG
 
 __all__ = ["COMPRESSION_FILE", "TRADEOFF_PLOT", "CompressArguments", "compress", "run_compress"]
 
@@ -72,8 +83,23 @@ class CompressArguments:
     )
     latency_batch_sizes: str = field(default="1,32", metadata={"help": "Batch sizes of the latency measurement."})
     latency_sequence_length: int = field(default=64, metadata={"help": "Sequence length of the latency measurement."})
-    latency_rounds: int = field(default=20, metadata={"help": "Timed forward passes per model and batch size."})
+    latency_rounds: int = field(
+        default=20,
+        metadata={
+            "help": "Timed rounds per batch size: each round runs every model once, the models taking turns; the "
+            "table gives the median and interquartile range over the rounds."
+        },
+    )
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the evaluation."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace what output_dir already holds under the names compress writes (OUTPUT_DIR/<format>/, "
+            f"{COMPRESSION_FILE}, {TRADEOFF_PLOT}) when an earlier run or someone else wrote it. Without it such a "
+            "folder is refused before anything is written; exports of other formats that an earlier compress wrote "
+            "there are kept and measured again in the new table."
+        },
+    )
 
     def __post_init__(self):
         self.formats = parse_formats(self.formats)
@@ -82,11 +108,41 @@ class CompressArguments:
                 self.latency_batch_sizes = [int(x) for x in self.latency_batch_sizes.split(",") if x.strip()]
             except ValueError:
                 raise ValueError(
-                    f"latency_batch_sizes must be comma-separated integers such as '1,32', got "
+                    "latency_batch_sizes must be comma-separated whole numbers >= 1 such as '1,32', got "
                     f"{self.latency_batch_sizes!r}"
                 ) from None
-        if self.max_accuracy_drop < 0:
-            raise ValueError(f"max_accuracy_drop must be >= 0 (points), got {self.max_accuracy_drop}")
+        check_settings(
+            self.max_accuracy_drop,
+            self.latency_rounds,
+            self.latency_sequence_length,
+            self.eval_batch_size,
+            self.latency_batch_sizes,
+        )
+
+
+def check_settings(
+    max_accuracy_drop: float, rounds: int, sequence_length: int, eval_batch_size: int, batch_sizes: Sequence[int]
+) -> None:
+    """Refuses, before anything is loaded, a tolerance that is not a number >= 0 and measurement sizes below 1."""
+    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise ValueError(
+            f"latency_batch_sizes must be whole numbers >= 1 such as '1,32' (--latency_batch_sizes), got "
+            f"{list(batch_sizes) if batch_sizes is not None else None!r}"
+        )
+    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)):
+        raise ValueError(f"max_accuracy_drop must be a number of points >= 0 such as 0.5, got {max_accuracy_drop!r}")
+    if not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
+        raise ValueError(
+            f"max_accuracy_drop must be a finite number of points >= 0 such as 0.5 (--max_accuracy_drop), got "
+            f"{max_accuracy_drop}"
+        )
+    for name, value in (
+        ("latency_rounds", rounds),
+        ("latency_sequence_length", sequence_length),
+        ("eval_batch_size", eval_batch_size),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1 (--{name}), got {value!r}")
 
 
 def parse_formats(formats: str | Sequence[str]) -> list[str]:
@@ -143,46 +199,6 @@ def task_metrics(task, logits: np.ndarray, labels: np.ndarray, teacher_config) -
     return {k: float(v) for k, v in figures.items()}
 
 
-@torch.inference_mode()
-def measure_latencies(
-    models: dict[str, Callable],
-    vocab_size: int,
-    batch_sizes: Sequence[int] = (1, 32),
-    sequence_length: int = 64,
-    rounds: int = 20,
-) -> dict[str, dict[int, float]]:
-    """Median time (ms) of one forward pass of each model on random token ids, per batch size; the models take turns
-    (two warm-up rounds first), so that the machine's drift is spread over all of them."""
-    result: dict[str, dict[int, float]] = {name: {} for name in models}
-    generator = torch.Generator().manual_seed(0)
-    for batch_size in batch_sizes:
-        inputs = {
-            "input_ids": torch.randint(5, vocab_size, (batch_size, sequence_length), generator=generator),
-            "attention_mask": torch.ones(batch_size, sequence_length, dtype=torch.long),
-            "token_type_ids": torch.zeros(batch_size, sequence_length, dtype=torch.long),
-        }
-        timings: dict[str, list[float]] = {name: [] for name in models}
-        for round_index in range(rounds + 2):
-            for name, model in models.items():
-                accepted = _accepted_inputs(model)
-                feed = {k: v for k, v in inputs.items() if accepted is None or k in accepted}
-                start = time.perf_counter()
-                model(**feed)
-                if round_index >= 2:
-                    timings[name].append((time.perf_counter() - start) * 1000)
-        for name, values in timings.items():
-            result[name][batch_size] = round(statistics.median(values), 2)
-    return result
-
-
-def _accepted_inputs(model) -> set[str] | None:
-    if isinstance(model, torch.nn.Module):
-        from .modeling import input_names
-
-        return input_names(model)
-    return None  # an ONNX model fills in what it needs
-
-
 # ---- the variants -------------------------------------------------------------------------------------------------
 
 
@@ -213,19 +229,19 @@ def _example_text(task) -> str:
     return match.group(1) if match else "Hello world"
 
 
-def _write_variant(fmt: str, student: PreTrainedModel, folder: str, onnx_float: str | None) -> str:
-    """Writes one export into `folder`; returns the path of its weights file."""
+def _write_variant(fmt: str, student: PreTrainedModel, folder: Path, onnx_float: str | None) -> str:
+    """Writes one export into `folder` (a new folder); returns the path of its weights file."""
     if fmt == "int8":
         return save_int8(quantize_int8(student), folder)
     if fmt == "onnx":
         return export_onnx(student, folder)
-    source = onnx_float or export_onnx(student, os.path.join(folder, "_float"))
-    path = quantize_onnx(source, folder)
-    shutil.rmtree(os.path.join(folder, "_float"), ignore_errors=True)
-    return path
+    if onnx_float is not None:
+        return quantize_onnx(onnx_float, folder)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".onnx-float-") as scratch:
+        return quantize_onnx(export_onnx(student, Path(scratch) / "onnx"), folder)
 
 
-def _load_variant(fmt: str, folder: str):
+def _load_variant(fmt: str, folder: str | Path):
     return load_int8(folder) if fmt == "int8" else load_onnx(folder)
 
 
@@ -246,14 +262,23 @@ def compress(
     latency_rounds: int = 20,
     eval_batch_size: int = 64,
     dataset_description: dict | None = None,
+    overwrite_output_dir: bool = False,
 ) -> dict:
     """Exports `student` in each of `formats` under `output_dir/<format>/`, measures every variant against the float
     student and the teacher on `eval_dataset`, and writes the metrics, the plot and a card into each folder.
 
+    Nothing is lost and nothing is seen half-done: everything is checked before anything is written (the output
+    folder, the models, the settings), the exports are built and measured in a staging folder, and moved into
+    `output_dir` only once all of them are complete. An interrupted or failed run leaves `output_dir` as it was.
+
     Args:
         student: the distilled student, or its folder (whose `distillation_metrics.json`, when there is one, gives
             the card its training facts).
-        output_dir (`str`): the parent folder; the variant folders must not exist yet (nothing is overwritten).
+        output_dir (`str`): the parent folder. It must not be (or be inside) the student's, the teacher's or a compared
+            model's folder. It may hold other files: only `<format>/`, `compression_metrics.json` and
+            `accuracy_latency.png` are written, and any of these that is already there is refused unless
+            `overwrite_output_dir`, except the table and plot of an earlier `compress` of the same student, which are
+            extended: the exports of other formats it wrote are measured again with the new ones, in one table.
         eval_dataset: the tokenised evaluation split (with labels).
         data_collator: its batch maker.
         task: the student's [`~hf_distill.tasks.Task`] (default: the one its head names).
@@ -262,44 +287,54 @@ def compress(
         formats: exports among `int8`, `onnx`, `onnx-int8`.
         compare_with: other float students (models or folders) measured in the same table (e.g. an unpruned one).
         max_accuracy_drop (`float`): points of the headline metric an export may lose against the student.
-        latency_batch_sizes, latency_sequence_length, latency_rounds: the latency measurement.
+        latency_batch_sizes, latency_sequence_length, latency_rounds: the latency measurement
+            ([`~hf_distill.measure.measure_latencies`]: interleaved rounds; median and interquartile range).
         eval_batch_size (`int`): the evaluation's batch size.
         dataset_description (`dict`, *optional*): what the card says about the evaluation data.
+        overwrite_output_dir (`bool`): replace what `output_dir` holds under the names compress writes.
 
     Returns:
         `dict`: the metrics (also written as `output_dir/compression_metrics.json`): one entry per model under
         `models`, the headline metric, the tolerance and each export's verdict.
     """
-    from .outputs import refuse_teacher_folder
+    from .cache import weights_fingerprint
+    from .outputs import refuse_model_folder, staged_folder
     from .teacher import load_model
 
     formats = parse_formats(formats)
+    check_settings(max_accuracy_drop, latency_rounds, latency_sequence_length, eval_batch_size, latency_batch_sizes)
     if any(fmt.startswith("onnx") for fmt in formats):
         require_export_extra(f"the {', '.join(f for f in formats if f.startswith('onnx'))} export")
-    student_dir = student if isinstance(student, (str, os.PathLike)) else None
-    protected = [str(p) for p in (student_dir, teacher if isinstance(teacher, str) else None) if p]
-    refuse_teacher_folder(Path(output_dir), protected)
-    for fmt in formats:
-        folder = Path(output_dir) / fmt
-        if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"{folder} already exists and is not empty: remove it or choose another output_dir")
+    student_dir = str(student) if isinstance(student, (str, os.PathLike)) else None
+    teacher_dir = str(teacher) if isinstance(teacher, (str, os.PathLike)) else None
+    for role, folders in (
+        ("student", [student_dir]),
+        ("teacher", [teacher_dir]),
+        ("compared model", [str(o) for o in compare_with if isinstance(o, (str, os.PathLike))]),
+    ):
+        refuse_model_folder(output_dir, folders, role=role)
+    earlier = read_earlier_run(output_dir, formats, overwrite_output_dir)
     if student_dir is not None:
         student = load_model(student_dir, role="student")
-    if isinstance(teacher, (str, os.PathLike)):
-        teacher_dir, teacher = str(teacher), load_model(teacher, student)
-    else:
-        teacher_dir = None
+    if teacher_dir is not None:
+        teacher = load_model(teacher_dir, student)
     if task is None:
         from .tasks import task_for
 
         task = task_for(student)
-    if tokenizer is None and student_dir is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    student = student.to("cpu").eval()
-
+    check_compressible(task, student)
     headline = task.card_metrics[0] if task.card_metrics else None
+    if headline is not None and headline.percent and max_accuracy_drop > 100:
+        raise ValueError(
+            f"max_accuracy_drop is in points of {headline.label} (0 to 100), got {max_accuracy_drop}: give a "
+            "tolerance such as 0.5 (--max_accuracy_drop)"
+        )
+    if tokenizer is None and student_dir is not None:
+        tokenizer = load_student_tokenizer(student_dir, student)
+    student = student.to("cpu").eval()
+    fingerprint = weights_fingerprint(student)
+    carried = earlier.carried(fingerprint, overwrite_output_dir) if earlier is not None else []
+
     teacher_config = (teacher or student).config
     models: dict[str, dict] = {}
     runners: dict[str, Callable] = {}
@@ -339,26 +374,18 @@ def compress(
     if teacher_logits is not None:
         models["student"]["teacher_agreement"] = agreement(student_logits, teacher_logits, labels)
 
-    onnx_float = None
-    for fmt in formats:
-        folder = os.path.join(output_dir, fmt)
-        started = time.perf_counter()
-        weights = _write_variant(fmt, student, folder, onnx_float)
-        if fmt == "onnx":
-            onnx_float = weights
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
-        variant = _load_variant(fmt, folder)
-        logits, _ = measure(fmt, variant)
+    def measure_export(fmt: str, folder: Path, weights: str, seconds: float | None) -> None:
+        logits, _ = measure(fmt, _load_variant(fmt, folder))
         facts = models[fmt]
         facts.update(
             parameters=student.num_parameters(),
-            kind={"int8": "int8 PyTorch (dynamic)", "onnx": "float32 ONNX", "onnx-int8": "int8 ONNX (dynamic)"}[fmt],
+            kind=_EXPORT_KINDS[fmt],
             role="export",
             size_bytes=os.path.getsize(weights),
-            export_seconds=round(time.perf_counter() - started, 1),
             student_agreement=agreement(logits, student_logits, labels),
         )
+        if seconds is not None:
+            facts["export_seconds"] = seconds
         _describe_shape(facts, student)
         if teacher_logits is not None:
             facts["teacher_agreement"] = agreement(logits, teacher_logits, labels)
@@ -373,36 +400,203 @@ def compress(
                     f"student, more than the tolerance of {max_accuracy_drop}: it is written and reported as such"
                 )
 
-    vocab = student.get_input_embeddings().num_embeddings
-    latencies = measure_latencies(runners, vocab, latency_batch_sizes, latency_sequence_length, latency_rounds)
-    for name, by_batch in latencies.items():
-        models[name]["latency_ms"] = {str(b): ms for b, ms in by_batch.items()}
-    metrics = {
-        "task": task.pipeline_tag,
-        "headline_metric": None
-        if headline is None
-        else {"key": headline.key, "label": headline.label, "percent": headline.percent},
-        "max_accuracy_drop_points": max_accuracy_drop,
-        "dataset": {**(dataset_description or {}), "eval_examples": len(eval_dataset)},
-        "latency": {
-            "batch_sizes": list(latency_batch_sizes),
-            "sequence_length": latency_sequence_length,
-            "threads": torch.get_num_threads(),
-            "device": "cpu",
-            "method": f"median of {latency_rounds} forward passes per model, the models taking turns",
-        },
-        "models": models,
-    }
-    os.makedirs(output_dir, exist_ok=True)
-    _write_json(os.path.join(output_dir, COMPRESSION_FILE), metrics)
-    plot = write_tradeoff_plot(metrics, os.path.join(output_dir, TRADEOFF_PLOT))
-    for fmt in formats:
-        folder = os.path.join(output_dir, fmt)
-        _write_json(os.path.join(folder, COMPRESSION_FILE), {**metrics, "variant": fmt})
+    with staged_folder(output_dir, replace=earlier.replaceable if earlier else (), what="output_dir") as stage:
+        # Exports of other formats that an earlier compress of this student wrote here: measured again, in this
+        # table (their folders are left as they are).
+        for fmt in carried:
+            folder = Path(output_dir) / fmt
+            measure_export(fmt, folder, str(folder / _WEIGHTS_FILE[fmt]), earlier.export_seconds(fmt))
+        onnx_float = None
+        for fmt in formats:
+            folder = stage / fmt
+            started = time.perf_counter()
+            try:
+                weights = _write_variant(fmt, student, folder, onnx_float)
+            except (RuntimeError, TypeError, NotImplementedError, torch.jit.Error) as error:
+                raise RuntimeError(
+                    f"the {fmt} export of this {type(student).__name__} failed ({error.__class__.__name__}: "
+                    f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); nothing was written to "
+                    f"{output_dir}. Leave out --formats {fmt}"
+                ) from error
+            if fmt == "onnx":
+                onnx_float = weights
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+            measure_export(fmt, folder, weights, round(time.perf_counter() - started, 1))
+        models = _in_order(models, carried, formats)
+
+        vocab = student.get_input_embeddings().num_embeddings
+        runners = {name: runners[name] for name in models}
+        timings = measure_latencies(
+            runners, latency_batch_sizes, latency_sequence_length, latency_rounds, vocab_size=vocab
+        )
+        for name, by_batch in timings.items():
+            facts = models[name]
+            figures = {str(b): latency_figures(values) for b, values in by_batch.items()}
+            facts["latency_ms"] = {b: f["median_ms"] for b, f in figures.items()}
+            facts["latency_iqr_ms"] = {b: f["iqr_ms"] for b, f in figures.items()}
+            if "teacher" in timings and name != "teacher":
+                facts["speedup"] = {
+                    str(b): speedup_figures(timings["teacher"][b], values) for b, values in by_batch.items()
+                }
+        metrics = {
+            "task": task.pipeline_tag,
+            "headline_metric": None
+            if headline is None
+            else {"key": headline.key, "label": headline.label, "percent": headline.percent},
+            "max_accuracy_drop_points": max_accuracy_drop,
+            "dataset": {**(dataset_description or {}), "eval_examples": len(eval_dataset)},
+            "latency": {
+                "batch_sizes": list(latency_batch_sizes),
+                "sequence_length": latency_sequence_length,
+                "threads": torch.get_num_threads(),
+                "device": "cpu",
+                "method": LATENCY_METHOD.format(rounds=latency_rounds, warmup=2),
+            },
+            "models": models,
+            "student_fingerprint": fingerprint,
+            "written_by": WRITTEN_BY,
+        }
+        _write_json(stage / COMPRESSION_FILE, metrics)
+        plot = write_tradeoff_plot(metrics, str(stage / TRADEOFF_PLOT))
         if plot is not None:
-            shutil.copy(plot, os.path.join(folder, TRADEOFF_PLOT))
-        _write_card(folder, fmt, metrics, student_dir, task, _example_text(task))
+            metrics["plot"] = TRADEOFF_PLOT
+            _write_json(stage / COMPRESSION_FILE, metrics)
+        for fmt in formats:
+            folder = stage / fmt
+            _write_json(folder / COMPRESSION_FILE, {**metrics, "variant": fmt})
+            if plot is not None:
+                shutil.copy(plot, folder / TRADEOFF_PLOT)
+            _write_card(folder, os.path.join(output_dir, fmt), fmt, metrics, student_dir, task, _example_text(task))
     return metrics
+
+
+_EXPORT_KINDS = {"int8": "int8 PyTorch (dynamic)", "onnx": "float32 ONNX", "onnx-int8": "int8 ONNX (dynamic)"}
+_WEIGHTS_FILE = {"int8": INT8_FILE, "onnx": ONNX_FILE, "onnx-int8": ONNX_FILE}
+# Recorded in compression_metrics.json: how a later compress knows the folder's table and plot as its own.
+WRITTEN_BY = "hf-distill compress"
+
+
+def _in_order(models: dict, carried: list[str], formats: list[str]) -> dict:
+    """The table's rows: the float models, then the exports in the order of `EXPORT_FORMATS`."""
+    exports = [fmt for fmt in EXPORT_FORMATS if fmt in carried or fmt in formats]
+    return {**{k: v for k, v in models.items() if k not in exports}, **{fmt: models[fmt] for fmt in exports}}
+
+
+def check_compressible(task, student) -> None:
+    """Refuses, before anything is written, a student that compress cannot export and measure: its exports compute
+    one `logits` output (a task with other outputs, question answering's start and end logits, is not supported)."""
+    if tuple(task.logit_fields) != ("logits",):
+        raise ValueError(
+            f"compress exports and measures a student's `logits` output, but a {task.pipeline_tag} student "
+            f"({type(student).__name__}) outputs {', '.join(task.logit_fields)}: this task cannot be compressed yet"
+        )
+
+
+def load_student_tokenizer(student_dir: str, student: PreTrainedModel):
+    """The student folder's tokenizer, which every export folder gets a copy of; a folder without tokenizer files is
+    refused with the fix (transformers would build an empty tokenizer that reads every word as unknown)."""
+    from .teacher import has_tokenizer_files, load_tokenizer
+
+    if os.path.isdir(student_dir) and not has_tokenizer_files(student_dir):
+        raise ValueError(
+            f"the student folder {student_dir!r} holds no tokenizer files (tokenizer.json, vocab.txt, "
+            "tokenizer_config.json, ...), which each export folder needs: save the tokenizer the student was trained "
+            f"with into it (tokenizer.save_pretrained({student_dir!r}))"
+        )
+    return load_tokenizer(student_dir, student, role="student")
+
+
+@dataclass
+class EarlierRun:
+    """What `output_dir` already holds under the names compress writes, as [`read_earlier_run`] found it."""
+
+    folder: Path
+    metrics: dict | None  # the table of an earlier compress (None: there is none)
+    replaceable: set[str]
+
+    def carried(self, fingerprint: str, overwrite: bool) -> list[str]:
+        """The exports of the earlier table that are measured again in the new one: those of the same student whose
+        folders are still there (none, with `overwrite`, when the earlier table is of another student)."""
+        if self.metrics is None:
+            return []
+        exports = [
+            name
+            for name, facts in self.metrics.get("models", {}).items()
+            if isinstance(facts, dict) and facts.get("role") == "export" and name in EXPORT_FORMATS
+        ]
+        exports = [fmt for fmt in exports if fmt not in self.replaceable and (self.folder / fmt).is_dir()]
+        if exports and self.metrics.get("student_fingerprint") != fingerprint:
+            if overwrite:
+                logger.warning(
+                    f"{self.folder} holds exports ({', '.join(exports)}) of another student: they are left as they "
+                    f"are, and the new {COMPRESSION_FILE} lists this student's only ({OVERWRITE_FLAG})"
+                )
+                return []
+            raise ValueError(
+                f"output_dir {str(self.folder)!r} holds exports ({', '.join(e + '/' for e in exports)}) of another "
+                f"student than this one (its {COMPRESSION_FILE}): one table cannot hold both. Give another "
+                f"--output_dir, or pass --{OVERWRITE_FLAG} to replace its table with this student's"
+            )
+        return exports
+
+    def export_seconds(self, fmt: str) -> float | None:
+        return (self.metrics or {}).get("models", {}).get(fmt, {}).get("export_seconds")
+
+
+def read_earlier_run(output_dir: str | os.PathLike, formats: Sequence[str], overwrite: bool) -> EarlierRun | None:
+    """Checks, before anything is written, what `output_dir` holds under the names compress would write.
+
+    A requested `<format>/` that holds anything, or a `compression_metrics.json` / `accuracy_latency.png` that an
+    earlier compress did not write, is refused unless `overwrite` (a `ValueError` naming them and the flag). The table
+    and plot of an earlier compress may be replaced: the new table keeps that run's other exports (see
+    [`EarlierRun.carried`]). Returns None for a new or empty folder.
+
+    Raises:
+        `ValueError`: naming the folder, what it holds that would be replaced, and the fix.
+    """
+    folder = Path(output_dir)
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        raise ValueError(f"output_dir {str(folder)!r} is a file, not a folder: give a folder (--output_dir)")
+    metrics = _own_table(folder / COMPRESSION_FILE)
+    taken = []
+    for fmt in formats:
+        path = folder / fmt
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            continue  # an empty folder: nothing to lose
+        if os.path.lexists(path):
+            taken.append(f"{fmt}/" if path.is_dir() else fmt)
+    for name in (COMPRESSION_FILE, TRADEOFF_PLOT):
+        path = folder / name
+        if os.path.lexists(path) and (metrics is None or path.is_symlink() or not path.is_file()):
+            taken.append(name)
+    if taken and not overwrite:
+        earlier = " (an earlier compress's export)" if metrics is not None and any("/" in t for t in taken) else ""
+        raise ValueError(
+            f"output_dir {str(folder)!r} already holds {', '.join(taken)}{earlier}, which compress would replace: "
+            f"nothing was written. Give another --output_dir, move {'them' if len(taken) > 1 else 'it'} away, or pass "
+            f"--{OVERWRITE_FLAG} to replace {'them' if len(taken) > 1 else 'it'}"
+        )
+    replaceable = set(formats) | {COMPRESSION_FILE, TRADEOFF_PLOT} if overwrite else set()
+    if metrics is not None:
+        replaceable |= {COMPRESSION_FILE, TRADEOFF_PLOT}
+    replaceable |= {fmt for fmt in formats if (folder / fmt).is_dir() and not any((folder / fmt).iterdir())}
+    return EarlierRun(folder, metrics, replaceable)
+
+
+def _own_table(path: Path) -> dict | None:
+    """The content of a `compression_metrics.json` that compress wrote (None when missing or not compress's)."""
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(table, dict) and table.get("written_by") == WRITTEN_BY and isinstance(table.get("models"), dict):
+        return table
+    return None
 
 
 def _describe_shape(facts: dict, model) -> None:
@@ -415,15 +609,16 @@ def _describe_shape(facts: dict, model) -> None:
     )
 
 
-def _write_json(path: str, value: dict) -> None:
+def _write_json(path: str | os.PathLike, value: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as handle:
         json.dump(value, handle, indent=2)
 
 
-def _write_card(folder: str, fmt: str, compression: dict, student_dir, task, text: str) -> None:
-    """The variant's card: the student's card facts (its `distillation_metrics.json`), with the student's figures
-    replaced by this variant's, and the compression table, plot and usage snippet."""
+def _write_card(folder: Path, final_folder: str, fmt: str, compression: dict, student_dir, task, text: str) -> None:
+    """The variant's card, written into `folder` (the staging copy of `final_folder`, which its usage snippet
+    loads): the student's card facts (its `distillation_metrics.json`), with the student's figures replaced by this
+    variant's, and the compression table, plot and usage snippet."""
     from .model_card import build_model_card
 
     metrics = {}
@@ -431,25 +626,33 @@ def _write_card(folder: str, fmt: str, compression: dict, student_dir, task, tex
         metrics = json.loads(Path(student_dir, METRICS_FILE).read_text())
     models = compression["models"]
     batch = str(metrics.get("latency", {}).get("batch_size") or max(compression["latency"]["batch_sizes"]))
+    if batch not in models.get(fmt, {}).get("latency_ms", {}):
+        batch = str(max(compression["latency"]["batch_sizes"]))
     for role, name in (("student", fmt), ("teacher", "teacher")):
-        if name not in models:
-            continue
         facts = dict(metrics.get(role, {}))  # the same evaluation data, so this variant's figures replace them
-        facts.update({key: value for key, value in models[name].items() if key != "latency_ms"})
+        for key in ("latency_ms_per_batch", "latency_iqr_ms", "speedup"):
+            facts.pop(key, None)  # the training run's, measured at another time: never compared with this table's
+        if name not in models:
+            metrics[role] = facts
+            continue
+        facts.update({k: v for k, v in models[name].items() if k not in ("latency_ms", "latency_iqr_ms", "speedup")})
         if batch in models[name].get("latency_ms", {}):
             facts["latency_ms_per_batch"] = models[name]["latency_ms"][batch]
+            facts["latency_iqr_ms"] = models[name]["latency_iqr_ms"][batch]
+            if batch in models[name].get("speedup", {}):
+                facts["speedup"] = models[name]["speedup"][batch]
         metrics[role] = facts
-    metrics.setdefault("latency", {k: v for k, v in compression["latency"].items() if k != "batch_sizes"})
+    metrics["latency"] = {k: v for k, v in compression["latency"].items() if k != "batch_sizes"}
     metrics["latency"]["batch_size"] = int(batch)
     metrics["task"] = metrics.get("task") or compression["task"]
     metrics["dataset"] = metrics.get("dataset") or compression.get("dataset", {})
     metrics["compression"] = {
         **compression,
         "variant": fmt,
-        "usage": _usage_code(fmt, folder, text, task.labelled_outputs),
+        "usage": _usage_code(fmt, final_folder, text, task.labelled_outputs),
         "plot": TRADEOFF_PLOT if os.path.isfile(os.path.join(folder, TRADEOFF_PLOT)) else None,
     }
-    card = build_model_card(folder, metrics, task=task)
+    card = build_model_card(str(folder), metrics, task=task)
     card.save(os.path.join(folder, "README.md"))
 
 
@@ -494,17 +697,19 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
     """What `hf-distill compress` runs: loads the student, the teacher and the evaluation split (the test file, else
     the validation data, tokenised as training did), then [`compress`]."""
     from .data import load_raw_datasets
+    from .outputs import refuse_model_folder
     from .run import _own_arguments, describe_data
     from .tasks import task_for
-    from .teacher import load_model, load_tokenizer
+    from .teacher import load_model
 
-    for fmt in args.formats:
-        folder = Path(args.output_dir) / fmt
-        if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"{folder} already exists and is not empty: remove it or choose another --output_dir")
+    # What can be checked before the data is read: the output folder, the student and its tokenizer.
+    for role, path in (("student", args.student_model_name_or_path), ("teacher", args.teacher_model_name_or_path)):
+        refuse_model_folder(args.output_dir, [path], role=role)
+    read_earlier_run(args.output_dir, args.formats, args.overwrite_output_dir)
     student = load_model(args.student_model_name_or_path, role="student")
     task = task_for(student)
-    tokenizer = load_tokenizer(args.student_model_name_or_path, student)
+    check_compressible(task, student)
+    tokenizer = load_student_tokenizer(args.student_model_name_or_path, student)
     own = _own_arguments(task, task_args)
     raw = load_raw_datasets(data_args)
     datasets = task.prepare_datasets(raw, tokenizer, data_args, own, student.config)
@@ -528,17 +733,19 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
         latency_rounds=args.latency_rounds,
         eval_batch_size=args.eval_batch_size,
         dataset_description=describe_data(data_args, datasets, split),
+        overwrite_output_dir=args.overwrite_output_dir,
     )
 
 
 def format_table(metrics: dict) -> str:
-    """The comparison as a plain-text table (what the command prints)."""
+    """The comparison as a plain-text table (what the command prints): each latency is the median over the rounds
+    with the interquartile range in brackets."""
     headline = metrics.get("headline_metric") or {}
     key, scale = headline.get("key"), 100 if headline.get("percent") else 1
     batches = [str(b) for b in metrics["latency"]["batch_sizes"]]
     header = (
         f"{'model':<24}{headline.get('label', 'metric'):>10}{'vs student':>11}{'vs teacher':>11}{'params':>9}"
-        f"{'MB':>8}" + "".join(f"{'ms@' + b:>10}" for b in batches)
+        f"{'MB':>8}" + "".join(f"{'ms@' + b + ' [IQR]':>22}" for b in batches)
     )
     lines = [header]
     for name, facts in metrics["models"].items():
@@ -550,9 +757,17 @@ def format_table(metrics: dict) -> str:
             f"{facts['teacher_agreement'] * 100:>10.2f}%" if "teacher_agreement" in facts else f"{'-':>11}",
             f"{facts.get('parameters', 0) / 1e6:>8.1f}M",
             f"{facts.get('size_bytes', 0) / 1e6:>8.1f}",
-            *(f"{facts.get('latency_ms', {}).get(b, float('nan')):>10.1f}" for b in batches),
+            *(_latency_cell(facts, b) for b in batches),
         ]
         if facts.get("within_tolerance") is False:
             cells.append(f"  EXCEEDS the {metrics['max_accuracy_drop_points']}-point tolerance")
         lines.append("".join(cells))
     return "\n".join(lines)
+
+
+def _latency_cell(facts: dict, batch: str) -> str:
+    median = facts.get("latency_ms", {}).get(batch)
+    if median is None:
+        return f"{'-':>22}"
+    q1, q3 = facts.get("latency_iqr_ms", {}).get(batch, (median, median))
+    return f"{f'{median:.1f} [{q1:.1f}-{q3:.1f}]':>22}"

@@ -146,7 +146,7 @@ def check_tokenizer(
         )
     if 2 * size < rows:
         missing = ""
-        if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in _VOCABULARY_FILES):
+        if os.path.isdir(source) and not has_tokenizer_files(source):
             missing = (
                 f" The folder {source!r} holds no tokenizer files ({', '.join(_VOCABULARY_FILES[:3])}, "
                 "tokenizer_config.json, ...), so transformers built an empty tokenizer that reads every word as "
@@ -157,6 +157,12 @@ def check_tokenizer(
             f"the {role}'s tokenizer.{missing} Copy the {role}'s tokenizer files into the folder "
             "(tokenizer.save_pretrained), or pass --tokenizer_name with the tokenizer it was trained with"
         )
+
+
+def has_tokenizer_files(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a tokenizer's vocabulary (`tokenizer.json`, `vocab.txt`, ...; `tokenizer_config.json`
+    alone holds none)."""
+    return any(os.path.isfile(os.path.join(folder, name)) for name in _VOCABULARY_FILES)
 
 
 def position_limit(model: PreTrainedModel) -> int | None:

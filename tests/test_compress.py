@@ -14,6 +14,7 @@ from tiny_task_models import (
     split_card,
     tiny_bert,
     tiny_tokenizer,
+    vocab_tokenizer,
     write_sentiment_rows,
 )
 
@@ -23,12 +24,13 @@ from hf_distill.compress import COMPRESSION_FILE, TRADEOFF_PLOT, compress
 
 @pytest.fixture
 def folders(tmp_path):
+    tokenizer = vocab_tokenizer()  # the student's tokenizer is checked against its embeddings
     teacher = tiny_bert(num_layers=4)
     teacher.save_pretrained(tmp_path / "teacher")
-    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
     student = build_student(teacher, num_layers=2)
     student.save_pretrained(tmp_path / "student")
-    tiny_tokenizer().save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
     return tmp_path
 
 
@@ -71,7 +73,12 @@ def test_compress_writes_a_measured_folder_per_export_whose_card_snippet_loads_i
 
 def test_compress_refuses_to_overwrite_an_export_folder(folders):
     run(folders, formats=["int8"])
-    with pytest.raises(ValueError, match=r"out/int8 already exists and is not empty: remove it or choose another"):
+    with pytest.raises(
+        ValueError,
+        match=r"^output_dir '.*/out' already holds int8/ \(an earlier compress's export\), which compress would "
+        r"replace: nothing was written\. Give another --output_dir, move it away, or pass --overwrite_output_dir to "
+        r"replace it$",
+    ):
         run(folders, formats=["int8"])
 
 

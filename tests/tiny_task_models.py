@@ -48,6 +48,14 @@ def tiny_tokenizer(words=CORE_WORDS):
     return BertTokenizer(vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + list(words))})
 
 
+def vocab_tokenizer():
+    """`tiny_tokenizer` filled up to `VOCAB_SIZE` tokens (`CORE_WORDS`, then `word23`, `word24`, ...): the tokenizer of
+    a tiny model that is read with random ids below `VOCAB_SIZE`, and checked against its embeddings (a tokenizer of
+    less than half the rows is refused as another model's)."""
+    filler = [f"word{i}" for i in range(len(SPECIAL_TOKENS) + len(CORE_WORDS), VOCAB_SIZE)]
+    return tiny_tokenizer([*CORE_WORDS, *filler])
+
+
 def bert_config(num_layers=4, hidden=32, heads=4, vocab_size=VOCAB_SIZE, **kwargs):
     return family_config("bert", hidden=hidden, layers=num_layers, heads=heads, vocab_size=vocab_size, **kwargs)
 
