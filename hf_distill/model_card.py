@@ -31,6 +31,8 @@ METRICS_FILE = "distillation_metrics.json"
 TRAINING_PLOT = "distillation_training.png"
 TEMPLATE_NAME = "student.md"
 TAGS = ["distillation", "hf-distill", "knowledge-distillation"]
+# The `model-index` name of evaluation data that the run did not name (a Python run without a dataset name).
+NEUTRAL_DATASET_NAME = "evaluation data"
 
 _NUM_LAYERS_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 _HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
@@ -129,7 +131,7 @@ def build_model_card(
         teacher["name_or_path"] = teacher_name
         teacher.pop("local", None)  # named by the caller: a Hub id unless it looks like a path
     if dataset_name is not None:
-        dataset["name"] = dataset_name
+        dataset["name"] = _public_name(dataset_name)  # never the user's file system layout
 
     # The saved config is the truth about the student's shape; the metrics fill in what it does not say.
     shape_in_config = {
@@ -296,6 +298,13 @@ def _is_hub_id(name, dataset: bool = False) -> bool:
     except HFValidationError:
         return False
     return not os.path.exists(name)
+
+
+def _public_name(name: str) -> str:
+    """A dataset's name as a card may publish it: a Hub id as it is, a local path by its file or folder name."""
+    if _is_hub_id(name, dataset=True) or ("/" not in name and os.sep not in name):
+        return name
+    return Path(name).name or name
 
 
 def _display_name(name) -> str | None:
@@ -761,10 +770,11 @@ def _eval_results(
     student: dict, pipeline_tag: str | None, dataset: dict, card_metrics: tuple[CardMetric, ...]
 ) -> list[EvalResult]:
     """The `model-index` entries: the student's value of each of the task's card metrics, on the data it was measured
-    on (the evaluation file for local data, never the training file; the Hub dataset's split otherwise)."""
+    on (the evaluation file for local data, never the training file; the Hub dataset's split otherwise), whenever the
+    card's table shows them. Data known by no name (a Python run that named none) is called "evaluation data"; a
+    local path is named by its file name only (the user's file system is not published)."""
     name = dataset.get("eval_file") or dataset.get("name")
-    if not name:
-        return []
+    name = _public_name(name) if isinstance(name, str) and name.strip() else NEUTRAL_DATASET_NAME
     results = []
     for metric in card_metrics:
         value = _number(student.get(metric.key))

@@ -318,3 +318,40 @@ def test_summary_names_the_folder(tmp_path):
     task = task_for(CASES[0].build(num_layers=2))
     line = summarize(str(tmp_path), metrics, task)
     assert line == f"Student saved to {tmp_path}: Accuracy 0.5 (teacher 0.75) on test.csv"
+
+
+def my_accuracy(prediction):
+    """A user's own `compute_metrics`, written as the transformers docs show it."""
+    predicted = prediction.predictions.argmax(-1)
+    return {"accuracy": float((predicted == prediction.label_ids).mean())}
+
+
+@pytest.mark.parametrize(
+    "dataset, name",
+    [(None, "evaluation data"), ("tweets", "tweets"), ("/home/me/private/tweets-test.csv", "tweets-test.csv")],
+    ids=["unnamed", "named", "a-path"],
+)
+def test_the_python_apis_card_carries_model_index_results(tmp_path, teacher, dataset, name):
+    """train(), evaluate(), save_model(), create_model_card() with the user's compute_metrics: the Hub's evaluation
+    results (model-index) hold the figures the body shows, on data named by the caller (a path by its file name only)
+    or, unnamed, "evaluation data"."""
+    trainer = DistillationTrainer(
+        model=build_student(teacher, num_layers=2, strategy="every_other"),
+        teacher_model=teacher,
+        args=config(tmp_path),
+        train_dataset=random_classification_dataset(24),
+        data_collator=pad_collate,
+        compute_metrics=my_accuracy,
+    )
+    trainer.train()
+    figures = trainer.evaluate(random_classification_dataset(12, seed=1))
+    trainer.save_model()
+    trainer.create_model_card(**({} if dataset is None else {"dataset": dataset}))
+    meta, body = split_card((tmp_path / "student" / "README.md").read_text())
+    assert table_rows(body)["Accuracy"][1] == f"{figures['eval_accuracy'] * 100:.2f}%"
+    (entry,) = meta["model-index"]
+    (result,) = entry["results"]
+    assert result["task"]["type"] == "text-classification"
+    assert result["dataset"] == {"name": name, "type": name}
+    assert result["metrics"] == [{"type": "accuracy", "value": figures["eval_accuracy"], "name": "Accuracy"}]
+    assert "/home/me" not in (tmp_path / "student" / "README.md").read_text()
