@@ -259,6 +259,10 @@ def _pretrained_config(path: str, init_kwargs: dict | None = None):
     return AutoConfig.from_pretrained(location, **gguf_kwargs, **config_kwargs)
 
 
+# What a saved model's folder holds whatever else it does: its config (a peft adapter folder, its adapter config).
+_MODEL_CONFIG_FILES = ("config.json", "adapter_config.json")
+
+
 def check_model_path(path: str | None, role: str = "teacher") -> None:
     """Fails early, naming the flag, when a model is not given or is a local folder that does not exist.
 
@@ -268,6 +272,13 @@ def check_model_path(path: str | None, role: str = "teacher") -> None:
     """
     if not path:
         raise ValueError(f"--{role}_model_name_or_path is required: a fine-tuned model folder or Hub id")
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, n)) for n in _MODEL_CONFIG_FILES):
+        entries = sorted(os.listdir(path))
+        held = "is empty" if not entries else f"holds {', '.join(entries[:4])}{' ...' if len(entries) > 4 else ''}"
+        raise FileNotFoundError(
+            f"could not load the {role} {path!r}: the folder {held}, with no config.json: it is not a saved model. "
+            f"Give a folder written by save_pretrained (--{role}_model_name_or_path)"
+        )
     if os.path.exists(path):
         return
     offline_miss = hub_constants.HF_HUB_OFFLINE and not _in_hub_cache(path)
