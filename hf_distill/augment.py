@@ -318,7 +318,7 @@ def add_augmented_transfer_set(raw, data_args, task, tokenizer, teacher):
     """
     from datasets import DatasetDict, concatenate_datasets
 
-    from .data import input_columns
+    from .data import input_columns, with_provenance
 
     refusal = task.augmentation_refusal()
     if refusal:
@@ -348,7 +348,7 @@ def add_augmented_transfer_set(raw, data_args, task, tokenizer, teacher):
     else:
         splits["unlabeled"] = transfer
         sources["unlabeled"] = f"{len(transfer)} augmented training texts (--augment {data_args.augment})"
-    result = DatasetDict(splits)
+    result = with_provenance(DatasetDict(splits), raw)
     result.sources = sources
     result.augmented_examples = len(transfer)
     return result

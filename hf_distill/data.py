@@ -15,11 +15,12 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+import numpy as np
 from datasets import Dataset, DatasetDict
 
 from .log import get_logger
@@ -462,9 +463,12 @@ def _keys(dataset: Dataset, columns: list[str]) -> list[tuple]:
     return [tuple(_hashable(v) for v in row) for row in zip(*values)]
 
 
-def _drop_duplicate_inputs(splits: dict[str, Dataset], columns: list[str]) -> dict[str, Dataset]:
+def _drop_duplicate_inputs(
+    splits: dict[str, Dataset], columns: list[str], rows: dict[str, np.ndarray] | None = None
+) -> dict[str, Dataset]:
     """
-    Drops every example whose input columns repeat an earlier example, scanning the splits in order.
+    Drops every example whose input columns repeat an earlier example, scanning the splits in order (and the same
+    examples from `rows`, each split's file row numbers).
 
     Applied with `Dataset.select`; a stateful `Dataset.filter` would be unsafe because `datasets` caches it by a
     fingerprint taken before it runs.
@@ -482,6 +486,8 @@ def _drop_duplicate_inputs(splits: dict[str, Dataset], columns: list[str]) -> di
                 "drop_duplicates: dropped %d of %d %s examples.", dataset.num_rows - len(kept), dataset.num_rows, name
             )
             result[name] = dataset.select(kept)
+            if rows is not None:
+                rows[name] = rows[name][kept]
         else:
             result[name] = dataset
     return result
@@ -541,6 +547,62 @@ def source_of(raw: DatasetDict, split: str) -> str:
     return getattr(raw, "sources", {}).get(split, f"the {split} split")
 
 
+@dataclass(frozen=True)
+class FileRows:
+    """Where the examples of one split are in the file (or Hub split) they were read from: `rows[i]` is the 0-based
+    data row of example `i`, whatever dropping duplicates, holding out and truncating did since (the `file_rows`
+    attribute of [`load_raw_datasets`]' result, one per split)."""
+
+    source: str  # the file as messages name it: "--train_file 'train.csv'"
+    builder: str | None  # how it was read ("csv", "json", ...): how a row maps to a line
+    order: int  # the file's place in the order train, validation, test, unlabeled
+    rows: np.ndarray
+
+    def describe(self, index: int) -> str:
+        """`"--train_file 'train.csv': row 2 (line 3 of the file, after the header)"`: example `index` in the file."""
+        row = int(self.rows[index])
+        where = f"row {row + 1}"
+        if self.builder == "csv":
+            where += f" (line {row + 2} of the file, after the header)"
+        elif self.builder == "json":
+            where += f" (line {row + 1})"
+        return f"{self.source}: {where}"
+
+
+def with_provenance(new: DatasetDict, old: DatasetDict) -> DatasetDict:
+    """`new` (made from `old`'s splits) with `old`'s `sources` and `file_rows`, so that later errors name the files."""
+    new.sources = dict(getattr(old, "sources", {}))
+    new.file_rows = dict(getattr(old, "file_rows", {}))
+    return new
+
+
+def first_bad_row(raw: DatasetDict, column: str, is_bad: Callable[[Any], bool]) -> tuple[str, Any, int] | None:
+    """The example whose `column` value `is_bad` that comes first in the data files, whichever split it went to:
+    `(where, value, count)`, `where` naming the file and its row ([`FileRows.describe`]), `count` the bad examples in
+    all; None when there is none. The files are taken in the order train, validation, test, and rows in their order."""
+    found = []
+    count = 0
+    for split, dataset in raw.items():
+        if column not in dataset.column_names:
+            continue
+        bad = [(index, value) for index, value in enumerate(dataset[column]) if is_bad(value)]
+        count += len(bad)
+        if not bad:
+            continue
+        origin = getattr(raw, "file_rows", {}).get(split)
+        if origin is None:  # data from elsewhere (a DatasetDict built in Python): its own order
+            order = _SPLIT_ORDER.index(split) if split in _SPLIT_ORDER else len(_SPLIT_ORDER)
+            index, value = bad[0]
+            found.append(((order, index), f"{source_of(raw, split)}: row {index + 1}", value))
+            continue
+        index, value = min(bad, key=lambda item: origin.rows[item[0]])
+        found.append(((origin.order, int(origin.rows[index])), origin.describe(index), value))
+    if not found:
+        return None
+    _, where, value = min(found, key=lambda item: item[0])
+    return where, value, count
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------------
@@ -564,7 +626,8 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
         [`~datasets.DatasetDict`]: the splits `"train"`, `"validation"` (unless nothing is held out and no
         evaluation data is given), `"test"` (when a test file or split is given) and `"unlabeled"` (when an
         unlabeled file is given; without the inputs of the evaluation and test data). Its `sources` attribute names
-        where each split came from ([`source_of`]).
+        where each split came from ([`source_of`]); its `file_rows` attribute, where each example is in its file
+        ([`FileRows`], for errors that name a row: [`first_bad_row`]).
 
     Raises:
         `FileNotFoundError`: a local file does not exist.
@@ -588,6 +651,9 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
             sources[name] = f"--{argument} {path!r}"
             builders[name] = _builder_for_file(path, argument)
     _check_not_empty(splits, sources)
+    # Each example's row in the file it came from, kept through what follows, so that errors name the file's row.
+    rows = {name: np.arange(dataset.num_rows) for name, dataset in splits.items()}
+    origins = {name: (sources[name], builders.get(name), _SPLIT_ORDER.index(name)) for name in splits}
 
     columns = input_columns(splits["train"].column_names, args)
     for name, dataset in splits.items():
@@ -600,7 +666,7 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
                 f"--drop_duplicates needs the input column(s) of the data, but {columns or 'no text column'} is not "
                 f"among the training columns {splits['train'].column_names}; pass --text_column."
             )
-        splits = _drop_duplicate_inputs(splits, columns)
+        splits = _drop_duplicate_inputs(splits, columns, rows)
 
     if "validation" not in splits and args.validation_split_percentage > 0:
         train = splits["train"]
@@ -612,6 +678,12 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
         held_out = train.train_test_split(test_size=args.validation_split_percentage / 100, seed=args.split_seed)
         splits["train"], splits["validation"] = held_out["train"], held_out["test"]
         sources["validation"] = f"{args.validation_split_percentage}% held out of {sources['train']}"
+        # The same split of the row numbers (it depends on the number of rows and the seed only).
+        numbers = Dataset.from_dict({"row": rows["train"]}).train_test_split(
+            test_size=args.validation_split_percentage / 100, seed=args.split_seed
+        )
+        rows["train"], rows["validation"] = np.asarray(numbers["train"]["row"]), np.asarray(numbers["test"]["row"])
+        origins["validation"] = origins["train"]
 
     if args.max_train_samples is not None:
         splits["train"] = _take_first(splits["train"], args.max_train_samples)
@@ -619,6 +691,8 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
         for name in ("validation", "test"):
             if name in splits:
                 splits[name] = _take_first(splits[name], args.max_eval_samples)
+    for name, dataset in splits.items():
+        rows[name] = rows[name][: dataset.num_rows]
     _check_not_empty(splits, sources, " left after dropping duplicates")
     if columns and all(column in splits["train"].column_names for column in columns):
         _warn_overlaps(splits, columns, sources)
@@ -629,6 +703,7 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
 
     raw = DatasetDict({name: splits[name] for name in _SPLIT_ORDER if name in splits})
     raw.sources = {name: sources[name] for name in raw}
+    raw.file_rows = {name: FileRows(*origins[name], rows[name]) for name in raw if name in rows}
     return raw
 
 

@@ -561,6 +561,31 @@ def test_list_labels_in_parquet_name_the_file_the_row_and_the_fix(tmp_path, toke
         prepare_text_classification(args, tokenizer, id2label=TEACHER_ID2LABEL)
 
 
+@pytest.mark.parametrize("split_seed", range(4))
+@pytest.mark.parametrize(
+    "extra", [{}, {"drop_duplicates": True}, {"max_train_samples": 30}], ids=["plain", "dedup", "max"]
+)
+def test_a_bad_target_names_the_files_first_bad_row_whatever_the_split(tmp_path, tokenizer, split_seed, extra):
+    """The first data rows hold 'low' and 'mid': the error names row 1 of the file whichever split (shuffled, held
+    out, duplicates dropped, truncated) they went to. It used to say "row 1 has the target 'mid'" (the split's row)."""
+    rows = [(f"{WORDS[0]} {WORDS[1]}", 0.5)] * 3  # duplicates before the bad rows: dropping them shifts the rows
+    rows += [("first", "low"), ("second", "mid")] + [(f"{WORDS[i % 20]} {WORDS[20 + i // 20]}", i) for i in range(35)]
+    args = DataArguments(
+        train_file=write_table(tmp_path / "train.csv", rows, ("text", "label")),
+        validation_split_percentage=20,
+        split_seed=split_seed,
+        **extra,
+    )
+    raw = load_raw_datasets(args)
+    where = {split: "low" in raw[split]["label"] for split in raw}
+    with pytest.raises(ValueError) as error:
+        SequenceClassification().prepare_datasets(raw, tokenizer, args, None, PretrainedConfig(num_labels=1))
+    assert str(error.value).startswith(
+        "--train_file '" + args.train_file + "': row 4 (line 5 of the file, after the header) has the target 'low' "
+        "in column 'label' (2 row(s) in all are not numbers)"
+    ), (where, str(error.value))
+
+
 def test_validation_split_percentage_zero_trains_on_every_example(tmp_path):
     rows = make_rows(20)
     train = write_table(tmp_path / "train.csv", rows)
@@ -586,7 +611,11 @@ def test_a_regression_teacher_takes_real_valued_targets(tmp_path, tokenizer):
     assert tokenized["train"].features["labels"].dtype.startswith("float")
 
     bad = write_table(tmp_path / "bad.csv", [("good", 1.5), ("bad", "high")], ("text", "label"))
-    with pytest.raises(ValueError, match=r"--train_file '.*bad.csv': row 2 has the target 'high'.*must be a number"):
+    with pytest.raises(
+        ValueError,
+        match=r"--train_file '.*bad.csv': row 2 \(line 3 of the file, after the header\) has the target 'high'.*must "
+        r"be a number",
+    ):
         prepare_text_classification(
             DataArguments(train_file=bad, validation_split_percentage=0), tokenizer, teacher_config=regression_teacher
         )

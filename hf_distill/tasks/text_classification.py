@@ -21,7 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification
 
 from .. import losses, metrics
-from ..data import TEXT_COLUMN_CANDIDATES, DataArguments, detect_column, source_of
+from ..data import TEXT_COLUMN_CANDIDATES, DataArguments, detect_column, first_bad_row, source_of, with_provenance
 from ..log import get_logger
 from . import register_task
 from .base import (
@@ -126,8 +126,9 @@ class SequenceClassification(Task):
         for regression); the `"unlabeled"` split gets the label -100."""
         task_args = self.task_arguments(task_args)
         regression = self.is_regression or (teacher_config is not None and is_regression_config(teacher_config))
-        labelled = DatasetDict({name: split for name, split in raw.items() if name != "unlabeled"})
-        labelled.sources = getattr(raw, "sources", {})
+        labelled = with_provenance(
+            DatasetDict({name: split for name, split in raw.items() if name != "unlabeled"}), raw
+        )
         text_column, text_pair_column, label_column = resolve_columns(labelled, data_args, task_args)
         _check_single_labels(labelled, label_column)
         if regression:
@@ -292,28 +293,28 @@ def resolve_columns(
 
 
 def _check_single_labels(dataset_dict: DatasetDict, label_column: str) -> None:
-    """Refuses a label column of lists (several labels per example), naming the file and the first such row."""
-    for split, dataset in dataset_dict.items():
-        for index, value in enumerate(dataset[label_column]):
-            if isinstance(value, (list, dict, tuple)):
-                raise ValueError(
-                    f"{source_of(dataset_dict, split)}: row {index + 1} holds the list {value!r} in label column "
-                    f"{label_column!r}; text classification takes one label per example. Store each row's single "
-                    "label (a class name or id) in that column, or choose another column with --label_column "
-                    "(several labels per example, multi-label classification, is not supported)."
-                )
+    """Refuses a label column of lists (several labels per example), naming the file and its first such row."""
+    bad = first_bad_row(dataset_dict, label_column, lambda value: isinstance(value, (list, dict, tuple)))
+    if bad is not None:
+        where, value, count = bad
+        raise ValueError(
+            f"{where} holds the list {value!r} in label column {label_column!r} ({count} row(s) in all); text "
+            "classification takes one label per example. Store each row's single label (a class name or id) in that "
+            "column, or choose another column with --label_column (several labels per example, multi-label "
+            "classification, is not supported)."
+        )
 
 
 def _check_real_targets(dataset_dict: DatasetDict, label_column: str) -> None:
-    """Regression targets must be numbers; names the first that is not."""
-    for split, dataset in dataset_dict.items():
-        for index, value in enumerate(dataset[label_column]):
-            if not _is_number(value):
-                raise ValueError(
-                    f"{source_of(dataset_dict, split)}: row {index + 1} has the target {value!r} in column "
-                    f"{label_column!r}, but the teacher is a regression model (one output): every target must be a "
-                    "number. Fix that cell, or give a classification teacher."
-                )
+    """Regression targets must be numbers; names the file and its first row that holds something else."""
+    bad = first_bad_row(dataset_dict, label_column, lambda value: not _is_number(value))
+    if bad is not None:
+        where, value, count = bad
+        raise ValueError(
+            f"{where} has the target {value!r} in column {label_column!r} ({count} row(s) in all are not numbers), "
+            "but the teacher is a regression model (one output): every target must be a number. Fix these cells, or "
+            "give a classification teacher."
+        )
 
 
 def _is_number(value: Any) -> bool:
