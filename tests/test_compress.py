@@ -17,6 +17,7 @@ from tiny_task_models import (
     vocab_tokenizer,
     write_sentiment_rows,
 )
+from transformers import AutoModelForSequenceClassification
 
 from hf_distill import build_student
 from hf_distill.compress import COMPRESSION_FILE, TRADEOFF_PLOT, compress
@@ -34,10 +35,10 @@ def folders(tmp_path):
     return tmp_path
 
 
-def run(folders, out="out", **kwargs):
+def run(folders, out="out", student="student", **kwargs):
     settings = {"teacher": str(folders / "teacher"), "latency_rounds": 2, "latency_batch_sizes": (1, 4)}
     return compress(
-        str(folders / "student"),
+        str(folders / student) if isinstance(student, str) else student,
         str(folders / out),
         random_classification_dataset(24),
         pad_collate,
@@ -82,9 +83,95 @@ def test_compress_refuses_to_overwrite_an_export_folder(folders):
         run(folders, formats=["int8"])
 
 
-def test_compress_refuses_to_write_into_the_teacher_folder(folders):
-    with pytest.raises(ValueError, match="teacher"):
-        run(folders, out="teacher/exports", formats=["int8"])
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_compress_refuses_to_write_into_a_models_folder_naming_its_role(folders, role):
+    """An output folder inside the student's folder used to be called "the teacher's folder"."""
+    before = listing(folders / role)
+    with pytest.raises(ValueError, match=rf"^output_dir '.*/{role}/exports' is inside the {role}'s folder '.*{role}'"):
+        run(folders, out=f"{role}/exports", formats=["int8"])
+    assert listing(folders / role) == before
+
+
+def listing(folder):
+    """Every file under `folder` with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_files_compress_would_replace_are_refused_before_anything_is_written(folders):
+    out = folders / "out"
+    out.mkdir()
+    (out / COMPRESSION_FILE).write_text("my own notes")  # the user's files of those names, or another tool's
+    (out / TRADEOFF_PLOT).write_bytes(b"my own plot")
+    (out / "results.csv").write_text("kept")
+    before = listing(out)
+    with pytest.raises(
+        ValueError,
+        match=rf"^output_dir '.*out' already holds {COMPRESSION_FILE}, {TRADEOFF_PLOT}, which compress would replace: "
+        r"nothing was written\. Give another --output_dir, move them away, or pass --overwrite_output_dir to replace "
+        r"them$",
+    ):
+        run(folders, formats=["int8"])
+    assert listing(out) == before and sorted(p.name for p in folders.iterdir()) == ["out", "student", "teacher"]
+    run(folders, formats=["int8"], overwrite_output_dir=True)
+    assert json.loads((out / COMPRESSION_FILE).read_text())["written_by"] == "hf-distill compress"
+    assert (out / "results.csv").read_text() == "kept" and (out / "int8" / "model_int8.pt").is_file()
+
+
+def test_adding_a_format_keeps_the_earlier_rows_measured_again_in_one_table(folders):
+    """`--formats int8` then `--formats onnx` into one folder: the table and plot keep the int8 row (measured again
+    with the others), and the int8 folder is left as it was."""
+    first = run(folders, formats=["int8"])
+    int8_folder = listing(folders / "out" / "int8")
+    second = run(folders, formats=["onnx"])
+    assert list(second["models"]) == ["teacher", "student", "int8", "onnx"]
+    for key in ("accuracy", "student_agreement", "teacher_agreement", "size_bytes", "export_seconds"):
+        assert second["models"]["int8"][key] == first["models"]["int8"][key], key
+    assert set(second["models"]["int8"]["latency_ms"]) == {"1", "4"}  # measured in this run's rounds
+    assert json.loads((folders / "out" / COMPRESSION_FILE).read_text())["models"] == second["models"]
+    assert listing(folders / "out" / "int8") == int8_folder
+    _, body = split_card((folders / "out" / "onnx" / "README.md").read_text())
+    assert "| int8 | int8 PyTorch (dynamic) |" in body and "| **onnx** | float32 ONNX |" in body
+
+
+def test_exports_of_another_student_are_never_mixed_into_one_table(folders):
+    run(folders, formats=["int8"])
+    teacher = AutoModelForSequenceClassification.from_pretrained(folders / "teacher")
+    build_student(teacher, layers=[1, 3]).save_pretrained(folders / "other")
+    vocab_tokenizer().save_pretrained(folders / "other")
+    int8_folder = listing(folders / "out" / "int8")
+    with pytest.raises(
+        ValueError,
+        match=r"^output_dir '.*out' holds exports \(int8/\) of another student than this one \(its "
+        r"compression_metrics.json\): one table cannot hold both\. Give another --output_dir, or pass "
+        r"--overwrite_output_dir to replace its table with this student's$",
+    ):
+        run(folders, student="other", formats=["onnx"])
+    assert not (folders / "out" / "onnx").exists()
+    metrics = run(folders, student="other", formats=["onnx"], overwrite_output_dir=True)
+    assert list(metrics["models"]) == ["teacher", "student", "onnx"]
+    assert listing(folders / "out" / "int8") == int8_folder
+
+
+def test_a_failed_compress_leaves_nothing_behind_and_a_rerun_works(folders, monkeypatch):
+    """Through the Python API with a model object, as the issue found it: a failure after the int8 export was written
+    left a half-written int8/, and the rerun was refused because that folder was not empty."""
+    import hf_distill.compress as module
+
+    student = AutoModelForSequenceClassification.from_pretrained(folders / "student")
+    student.config.architectures = None  # a model object that was never saved
+
+    def broken(fmt, folder):
+        raise KeyError("classifier.weight")
+
+    real = module._load_variant
+    monkeypatch.setattr(module, "_load_variant", broken)
+    with pytest.raises(KeyError):
+        run(folders, student=student, formats=["int8"], tokenizer=vocab_tokenizer())
+    assert sorted(p.name for p in folders.iterdir()) == ["student", "teacher"]
+    monkeypatch.setattr(module, "_load_variant", real)
+    metrics = run(folders, student=student, formats=["int8"], tokenizer=vocab_tokenizer())
+    assert metrics["models"]["int8"]["student_agreement"] >= 0.9
+    assert sorted(p.name for p in folders.iterdir()) == ["out", "student", "teacher"]
 
 
 def test_an_export_beyond_the_tolerance_is_reported_not_hidden(folders, monkeypatch):
@@ -157,3 +244,61 @@ def test_the_command_exports_and_prints_the_table(tmp_path, capsys):
     saved = json.loads((folders / "cli" / "int8" / COMPRESSION_FILE).read_text())
     assert saved["dataset"]["eval_examples"] == 12 and saved["variant"] == "int8"
     assert saved["models"]["student"]["size_bytes"] > 0 and saved["models"]["teacher"]["size_bytes"] > 0
+
+
+# ---- bad inputs of `hf-distill compress`: one line, at start-up, nothing written ------------------------------------
+
+
+def make_student_folder(folders, name):
+    """The student folders of the refusals below."""
+    folder = folders / name
+    if name == "empty":
+        folder.mkdir()
+    elif name == "no-tokenizer":
+        AutoModelForSequenceClassification.from_pretrained(folders / "student").save_pretrained(folder)
+    elif name == "question-answering":
+        from tiny_task_models import question_answerer
+
+        question_answerer(num_layers=1).save_pretrained(folder)
+        vocab_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "student, flags, code, message",
+    [
+        ("missing", [], 1, r"could not load the student '.*missing': no such folder\. .*--student_model_name_or_path"),
+        (
+            "empty",
+            [],
+            1,
+            r"could not load the student '.*empty': the folder is empty, with no config\.json: it is not",
+        ),
+        ("no-tokenizer", [], 1, r"the student folder '.*no-tokenizer' holds no tokenizer files .*save_pretrained\("),
+        ("student", ["--formats", "int4"], 2, r"formats: unknown export \['int4'\]; choose among int8, onnx, onnx-"),
+        ("student", ["--max_accuracy_drop", "-1"], 2, r"max_accuracy_drop must be a finite number of points >= 0"),
+        ("student", ["--max_accuracy_drop", "nan"], 2, r"max_accuracy_drop must be a finite number of points >= 0 "),
+        ("student", ["--max_accuracy_drop", "150"], 1, r"max_accuracy_drop is in points of Accuracy \(0 to 100\), go"),
+        ("student", ["--latency_batch_sizes", "0"], 2, r"latency_batch_sizes must be whole numbers >= 1 such as '1,"),
+        ("student", ["--latency_rounds", "0"], 2, r"latency_rounds must be a whole number >= 1 \(--latency_rounds\)"),
+        ("question-answering", [], 1, r"compress exports and measures a student's `logits` output, but a question-"),
+    ],
+    ids=["missing", "empty", "no-tokenizer", "format", "negative", "nan", "above-100", "batch-0", "rounds-0", "qa"],
+)
+def test_bad_inputs_of_the_command_are_one_line_errors_before_anything_is_written(
+    folders, capsys, student, flags, code, message
+):
+    from hf_distill.cli import main
+
+    make_student_folder(folders, student)
+    write_sentiment_rows(folders / "train.csv", 8)
+    write_sentiment_rows(folders / "test.csv", 8, seed=1)
+    before = sorted(p.name for p in folders.iterdir())
+    argv = ["compress", "--student_model_name_or_path", str(folders / student), "--output_dir", str(folders / "out")]
+    argv += ["--train_file", str(folders / "train.csv"), "--test_file", str(folders / "test.csv"), *flags]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    prefix = "hf-distill compress: error: " if code == 2 else "hf-distill: error: "
+    assert exited.value.code == code and re.match(re.escape(prefix) + message, error), error
+    assert sorted(p.name for p in folders.iterdir()) == before  # nothing written, not even the output folder

@@ -1,6 +1,7 @@
 """Exports (hf_distill.export): ONNX float round trip, int8 agreement, int8 save/load, the missing-extra error."""
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from tiny_task_models import llama, pad_batch, random_task_rows, tiny_bert
 
 from hf_distill.compress import agreement
 from hf_distill.export import (
+    ONNX_FILE,
     export_onnx,
     load_int8,
     load_onnx,
@@ -88,3 +90,77 @@ def test_a_missing_onnxruntime_names_the_extra_to_install(monkeypatch, tmp_path)
         export_onnx(tiny_bert(num_layers=1), tmp_path)
     with pytest.raises(ImportError, match=r"hf-distill\[export\]"):
         require_export_extra()
+
+
+def test_an_int8_export_of_a_model_never_saved_or_loaded_from_another_head_loads_back(tmp_path):
+    """save_int8 records the model's own class: a model never saved has no `architectures`, and a classifier loaded
+    from a masked-LM checkpoint names BertForMaskedLM (load_int8 rebuilt the wrong class, failing with a KeyError)."""
+    from tiny_task_models import masked_lm
+    from transformers import AutoModelForSequenceClassification
+
+    masked_lm(num_layers=2).save_pretrained(tmp_path / "base")
+    from_base = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3).eval()
+    assert from_base.config.architectures == ["BertForMaskedLM"]
+    never_saved = tiny_bert(num_layers=2).eval()
+    assert never_saved.config.architectures is None
+    inputs = batch()
+    for name, model in (("never-saved", never_saved), ("from-base", from_base)):
+        quantized = quantize_int8(model)
+        save_int8(quantized, tmp_path / name)
+        loaded = load_int8(tmp_path / name)
+        assert type(loaded).__name__ == "BertForSequenceClassification", name
+        assert torch.equal(loaded(**inputs).logits, quantized(**inputs).logits), name
+    assert model.config.architectures == ["BertForMaskedLM"]  # the caller's config is left alone
+
+
+@pytest.mark.parametrize("fmt", ["int8", "onnx", "onnx-int8"])
+def test_a_failed_export_leaves_nothing_and_a_rerun_works(tmp_path, monkeypatch, fmt):
+    model = tiny_bert(num_layers=1).eval()
+    write = {
+        "int8": lambda folder: save_int8(quantize_int8(model), folder),
+        "onnx": lambda folder: export_onnx(model, folder),
+        "onnx-int8": lambda folder: quantize_onnx(tmp_path / "source", folder),
+    }[fmt]
+    export_onnx(model, tmp_path / "source")
+    from transformers import PretrainedConfig  # each export saves the config last, after its weights
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PretrainedConfig, "save_pretrained", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]  # no folder, no staging folder left
+    monkeypatch.undo()
+    path = write(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", os.path.basename(path)]
+
+
+def test_an_export_never_replaces_a_file_unless_asked(tmp_path):
+    model = tiny_bert(num_layers=1).eval()
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")  # other files are fine: they are not replaced
+    export_onnx(model, folder)
+    before = (folder / ONNX_FILE).read_bytes()
+    (folder / ONNX_FILE).write_bytes(b"the user's own model")
+    with pytest.raises(ValueError, match=r"^the ONNX export folder '.*out' already holds config\.json, model\.onnx, "):
+        export_onnx(model, folder)
+    assert (folder / ONNX_FILE).read_bytes() == b"the user's own model"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", ONNX_FILE, "notes.txt"]
+    export_onnx(model, folder, overwrite=True)
+    assert (folder / ONNX_FILE).read_bytes() == before and (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", ONNX_FILE, "notes.txt"]
+
+
+def test_the_onnx_export_of_gpt2_computes_its_logits_without_token_type_ids(tmp_path):
+    """GPT-2's forward takes token_type_ids and, given them, adds the embedding of id 0: a graph fed zeros in their
+    place gave other logits (max difference 0.5 on a tiny model)."""
+    from tiny_task_models import gpt2
+
+    model = gpt2(num_layers=2).eval()
+    export_onnx(model, tmp_path)
+    exported = load_onnx(tmp_path)
+    assert exported.input_names == ["input_ids", "attention_mask"]
+    inputs = batch("causal-lm")
+    torch.testing.assert_close(exported(**inputs).logits, model(**inputs).logits, rtol=1e-4, atol=1e-5)

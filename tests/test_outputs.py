@@ -166,3 +166,55 @@ def test_empty_or_new_cache_folder_is_fine(tmp_path):
     assert len(build(tmp_path / "new" / "cache")) == 8
     info = json.loads((tmp_path / "empty" / CACHE_INFO_NAME).read_text())
     assert info["complete"] and info["num_rows"] == 8
+
+
+# ---- staged writes: never seen half-done ----------------------------------------------------------------------------
+
+
+def test_a_staged_folder_appears_whole_or_not_at_all(tmp_path):
+    from hf_distill.outputs import staged_folder
+
+    with staged_folder(tmp_path / "new") as stage:
+        (stage / "a.txt").write_text("a")
+        assert not (tmp_path / "new").exists()  # nothing at the target until the block ends
+    assert listing(tmp_path) == ["new", "new/a.txt"]
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(tmp_path / "other") as stage:
+            (stage / "b.txt").write_text("b")
+            raise KeyboardInterrupt  # Ctrl-C part-way: nothing is left, not even the staging folder
+    assert listing(tmp_path) == ["new", "new/a.txt"]
+    with staged_folder(tmp_path / "new") as stage:  # an existing folder gets the new entries beside its own
+        (stage / "b.txt").write_text("b")
+    assert listing(tmp_path) == ["new", "new/a.txt", "new/b.txt"]
+    with pytest.raises(ValueError, match=r"^output folder '.*new' already holds a\.txt, which this would replace"):
+        with staged_folder(tmp_path / "new") as stage:
+            (stage / "a.txt").write_text("replaced")
+    assert (tmp_path / "new" / "a.txt").read_text() == "a" and listing(tmp_path)[-1] == "new/b.txt"
+    with staged_folder(tmp_path / "new", replace={"a.txt"}) as stage:
+        (stage / "a.txt").write_text("replaced")
+    assert (tmp_path / "new" / "a.txt").read_text() == "replaced"
+    assert listing(tmp_path) == ["new", "new/a.txt", "new/b.txt"]
+
+
+def test_staging_folders_of_killed_processes_are_removed_and_no_other(tmp_path):
+    import socket
+    import subprocess
+
+    from hf_distill.outputs import STAGING_PREFIX, staged_folder
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    names = {
+        "killed": f"{STAGING_PREFIX}{host}-{dead.pid}-0a1b2c3d",
+        "running": f"{STAGING_PREFIX}{host}-{os.getpid()}-0a1b2c3d",
+        "other machine": f"{STAGING_PREFIX}other-host-{dead.pid}-0a1b2c3d",
+        "user's": "my-partial-results",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "half.bin").write_bytes(b"x")
+    with staged_folder(tmp_path / "out") as stage:
+        (stage / "done.txt").write_text("done")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["out", names["running"], names["other machine"], names["user's"]])
