@@ -55,6 +55,10 @@ def test_compress_writes_a_measured_folder_per_export_whose_card_snippet_loads_i
         for key in ("accuracy", "student_agreement", "teacher_agreement", "size_bytes", "parameters", "drop_points"):
             assert key in facts, (name, key)
         assert set(facts["latency_ms"]) == {"1", "4"}
+        low, high = facts["latency_iqr_ms"]["4"]  # every latency with its spread over the rounds
+        assert low <= facts["latency_ms"]["4"] <= high
+        low, high = facts["speedup"]["4"]["iqr"]  # the per-round ratio to the teacher's time
+        assert low <= facts["speedup"]["4"]["median"] <= high
         assert facts["within_tolerance"] is True
         folder = folders / "out" / name
         assert (folder / TRADEOFF_PLOT).is_file() and (folder / COMPRESSION_FILE).is_file()
@@ -62,6 +66,8 @@ def test_compress_writes_a_measured_folder_per_export_whose_card_snippet_loads_i
         _, body = split_card(card)
         assert f"![Accuracy against latency]({TRADEOFF_PLOT})" in body
         assert f"| **{name}** |" in body
+        assert "| Latency, batch 4 | Speed-up vs. teacher, batch 1 | Speed-up vs. teacher, batch 4 |" in body
+        assert re.search(rf"\| \*\*{name}\*\* \|.* ms \(IQR [\d.]+–[\d.]+\) \| [\d.]+× \(IQR [\d.]+–[\d.]+\) \|", body)
         assert "pipeline(" not in body  # an export does not load with a pipeline
         snippet = re.search(r"## How to use\n\n```python\n(.*?)```", body, re.S).group(1)
         printed = io.StringIO()

@@ -152,6 +152,20 @@ def test_body_figures_come_from_the_metrics(student_dir):
     assert "None" not in str(body) and "nan" not in body
 
 
+def test_latency_and_speed_up_come_with_their_spread(student_dir):
+    """Measured in interleaved rounds (measure.add_latencies), each latency has its interquartile range and the
+    speed-up is the median of the per-round ratios with its own: the card prints both, and says what they are."""
+    metrics = full_metrics()
+    metrics["teacher"]["latency_iqr_ms"] = [118.5, 123.25]
+    metrics["student"].update(latency_iqr_ms=[47.04, 49.5], speedup={"median": 2.497, "iqr": [2.41, 2.6]})
+    _, body = split_card(build_model_card(str(student_dir), metrics))
+    rows = table_rows(body)
+    assert rows["Latency per batch"] == ["120.0 ms (IQR 118.5–123.2)", "48.0 ms (IQR 47.0–49.5)", "50.0 ms"]
+    assert rows["Speed-up vs. teacher"] == ["1.00×", "2.50× (IQR 2.41–2.60)", "2.40×"]
+    assert "It runs 2.50× (IQR 2.41–2.60) faster than the teacher" in body
+    assert "IQR is the interquartile range over the rounds" in body
+
+
 def test_metrics_file_is_read_by_default(student_dir):
     (student_dir / METRICS_FILE).write_text(json.dumps(full_metrics()), encoding="utf-8")
     meta, body = split_card(build_model_card(str(student_dir)))
