@@ -103,6 +103,8 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """The tokenizer at `name_or_path` (the teacher's folder or Hub id unless another is named); checked against
     `model`'s embeddings when a model is given ([`check_tokenizer`])."""
+    if str(name_or_path).lower().endswith(".gguf"):
+        check_gguf_file(str(name_or_path), role)
     location, gguf_kwargs = pretrained_location(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(location, **gguf_kwargs)
     if model is not None:
@@ -272,6 +274,9 @@ def check_model_path(path: str | None, role: str = "teacher") -> None:
     """
     if not path:
         raise ValueError(f"--{role}_model_name_or_path is required: a fine-tuned model folder or Hub id")
+    if path.lower().endswith(".gguf") and not os.path.isdir(path):
+        check_gguf_file(path, role)
+        return
     if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, n)) for n in _MODEL_CONFIG_FILES):
         entries = sorted(os.listdir(path))
         held = "is empty" if not entries else f"holds {', '.join(entries[:4])}{' ...' if len(entries) > 4 else ''}"
@@ -295,6 +300,45 @@ def check_model_path(path: str | None, role: str = "teacher") -> None:
         f"{what}: no such folder{offline}{hint} Give a folder written by save_pretrained, or a Hub id "
         f"(--{role}_model_name_or_path)"
     )
+
+
+def check_gguf_file(path: str, role: str = "teacher") -> None:
+    """Refuses, before transformers reads it, a `.gguf` path that is missing, not a GGUF file, or cut short (an
+    unfinished download or copy), each with the fix (transformers' own errors say "cannot reshape array of size ...",
+    "cannot mmap an empty file").
+
+    Raises:
+        `FileNotFoundError`: no such file. `ValueError`: not a GGUF file, or damaged or truncated.
+    """
+    what = f"could not load the {role} {path!r}"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file. Give the path of a .gguf file (--{role}_model_name_or_path)")
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        held = "it is empty" if size == 0 else f"it begins with {magic!r}, not b'GGUF'"
+        raise ValueError(
+            f"{what}: it is not a GGUF file ({held}). Give a .gguf file written by llama.cpp or the gguf package, or "
+            f"a folder written by save_pretrained (--{role}_model_name_or_path)"
+        )
+    try:
+        import gguf
+    except ImportError:
+        raise ImportError(
+            f"reading the {role} {path!r} needs the gguf package: pip install 'hf-distill[llm]'"
+        ) from None
+    try:
+        reader = gguf.GGUFReader(path)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+        problem = None if end <= size else f"its tensors need {end:,} bytes, the file has {size:,}"
+    except (ValueError, OSError, IndexError, KeyError) as error:  # what gguf raises on a header cut short
+        problem = f"reading it failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    if problem is not None:
+        raise ValueError(
+            f"{what}: the GGUF file is truncated or damaged ({problem}); an unfinished download or copy? Download or "
+            "copy it again"
+        )
 
 
 def _in_hub_cache(repo_id: str) -> bool:

@@ -4,6 +4,7 @@ and a whole run from the file's path. The file is a tiny Llama written here with
 
 import json
 import os
+import re
 
 import pytest
 from tiny_task_models import GGUF_TOKENS, llama, write_corpus, write_gguf
@@ -88,3 +89,48 @@ def test_run_from_a_gguf_path(gguf_file, tmp_path):
     assert (tmp_path / "student" / "model.safetensors").is_file()
     saved = json.loads((tmp_path / "student" / "config.json").read_text())
     assert saved["num_hidden_layers"] == 2 and "quantization_config" not in saved
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", r"could not load the teacher '.*teacher\.gguf': no such file\. Give the path of a \.gguf file"),
+        (
+            "not-gguf",
+            r"it is not a GGUF file \(it begins with b'\{\"mo', not b'GGUF'\)\. Give a \.gguf file written by",
+        ),
+        ("empty", r"it is not a GGUF file \(it is empty\)\. Give a \.gguf file written by llama\.cpp or the gguf pac"),
+        ("truncated", r"the GGUF file is truncated or damaged \(.*\); an unfinished download or copy\? Download or c"),
+        (
+            "header-only",
+            r"the GGUF file is truncated or damaged \(reading it failed: .*\); an unfinished download or ",
+        ),
+    ],
+)
+def test_a_bad_gguf_teacher_is_a_one_line_error_at_start_up(gguf_file, tmp_path, capsys, damage, message):
+    """transformers' own errors said "cannot reshape array of size 1196 into shape (32,48)" (a file cut short) or
+    "cannot mmap an empty file"."""
+    from hf_distill.cli import main
+
+    data = open(gguf_file, "rb").read()
+    path = tmp_path / "teacher.gguf"
+    contents = {
+        "not-gguf": b'{"model_type": "llama"}',
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "header-only": data[:100],
+    }
+    if damage != "missing":
+        path.write_bytes(contents[damage])
+    train = write_corpus(tmp_path / "train.txt", 8)
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--teacher_model_name_or_path", str(path), "--train_file", str(train)]
+             + ["--output_dir", str(tmp_path / "out"), "--report_to", "none", "--use_cpu", "true"])  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()
+    assert (
+        exited.value.code == 1
+        and len(error) == 1
+        and re.match(r"hf-distill: error: could not load the teacher '", error[0])
+    )
+    assert re.search(message, error[0]), error[0]
+    assert not (tmp_path / "out").exists()
