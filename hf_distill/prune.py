@@ -272,6 +272,42 @@ def _check_count(name: str, value: int | None, most: int) -> int:
     return value
 
 
+def check_width(
+    teacher: PreTrainedModel,
+    heads: int | None = None,
+    intermediate_size: int | None = None,
+    hidden_size: int | None = None,
+) -> tuple[int, int, int]:
+    """The sizes a width-pruned student of `teacher` keeps (heads, feed-forward neurons, hidden size; the teacher's
+    where not given), checked against the teacher before anything is measured: what [`plan_width`] and the start of
+    `hf-distill train` refuse.
+
+    Raises:
+        `ValueError`: a family without width knowledge, a size out of range (0, or more than the teacher has), a head
+            count that breaks grouped-query attention, or (BERT) a hidden size that is not heads x head size.
+    """
+    arch = _width_architecture(teacher)
+    config = teacher.config
+    n_heads, n_kv, head_dim = config.num_attention_heads, _kv_heads_of(config, arch), head_dim_of(config, arch)
+    keep_heads = _check_count("heads", heads, n_heads)
+    keep_ffn = _check_count("intermediate_size", intermediate_size, config.intermediate_size)
+    keep_hidden = _check_count("hidden_size", hidden_size, config.hidden_size)
+    if n_kv != n_heads and keep_heads % n_kv:
+        raise ValueError(
+            f"heads={keep_heads} breaks grouped-query attention: {type(teacher).__name__} has {n_kv} key/value heads "
+            f"shared by {n_heads} query heads, so keep a multiple of {n_kv} (each group keeps its best query heads)"
+        )
+    if arch.head_dim_key is None and keep_hidden != keep_heads * head_dim:
+        raise ValueError(
+            f"{type(teacher).__name__} computes its head size as hidden_size / num_attention_heads, so keeping "
+            f"{keep_heads} heads of size {head_dim} needs hidden_size={keep_heads * head_dim}, got {keep_hidden}: "
+            f"give hidden_size={keep_heads * head_dim} with heads={keep_heads}, or heads={keep_hidden // head_dim} "
+            f"with hidden_size={keep_hidden}"
+            + ("" if keep_hidden % head_dim == 0 else f" (a multiple of the head size {head_dim})")
+        )
+    return keep_heads, keep_ffn, keep_hidden
+
+
 def plan_width(
     teacher: PreTrainedModel,
     layers: Sequence[int],
@@ -298,24 +334,9 @@ def plan_width(
     """
     arch = _width_architecture(teacher)
     config = teacher.config
+    keep_heads, keep_ffn, keep_hidden = check_width(teacher, heads, intermediate_size, hidden_size)
     n_heads, n_kv, head_dim = config.num_attention_heads, _kv_heads_of(config, arch), head_dim_of(config, arch)
-    keep_heads = _check_count("heads", heads, n_heads)
-    keep_ffn = _check_count("intermediate_size", intermediate_size, config.intermediate_size)
-    keep_hidden = _check_count("hidden_size", hidden_size, config.hidden_size)
     grouped = n_kv != n_heads
-    if grouped and keep_heads % n_kv:
-        raise ValueError(
-            f"heads={keep_heads} breaks grouped-query attention: {type(teacher).__name__} has {n_kv} key/value heads "
-            f"shared by {n_heads} query heads, so keep a multiple of {n_kv} (each group keeps its best query heads)"
-        )
-    if arch.head_dim_key is None and keep_hidden != keep_heads * head_dim:
-        raise ValueError(
-            f"{type(teacher).__name__} computes its head size as hidden_size / num_attention_heads, so keeping "
-            f"{keep_heads} heads of size {head_dim} needs hidden_size={keep_heads * head_dim}, got {keep_hidden}: "
-            f"give hidden_size={keep_heads * head_dim} with heads={keep_heads}, or heads={keep_hidden // head_dim} "
-            f"with hidden_size={keep_hidden}"
-            + ("" if keep_hidden % head_dim == 0 else f" (a multiple of the head size {head_dim})")
-        )
     plan = WidthPlan(
         head_dim=head_dim,
         teacher_hidden_size=config.hidden_size,

@@ -20,8 +20,8 @@ from typing import Any, Literal
 from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, enable_full_determinism, set_seed
 
-from .augment import add_augmented_transfer_set
-from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
+from .augment import add_augmented_transfer_set, check_augmentable
+from .cache import CacheArguments, TeacherCache, build_teacher_cache, check_cache_folder, default_hidden_layers
 from .config import DistillationConfig
 from .data import DataArguments, load_raw_datasets
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
@@ -38,6 +38,7 @@ from .measure import (
     write_metrics,
 )
 from .outputs import check_output_dir, last_complete_checkpoint
+from .prune import check_width
 from .student import build_student
 from .tasks import Task, get_task
 from .teacher import load_model, load_tokenizer, position_limit, student_label_kwargs, task_of_pretrained
@@ -123,6 +124,16 @@ class StudentArguments:
         )
 
     def __post_init__(self):
+        for name in (
+            "student_num_layers",
+            "student_num_heads",
+            "student_intermediate_size",
+            "student_hidden_size",
+            "calibration_examples",
+        ):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 (--{name}), got {value!r}")
         if self.student_layers is not None and not isinstance(self.student_layers, (list, tuple)):
             try:
                 self.student_layers = [int(x) for x in str(self.student_layers).split(",") if x.strip()]
@@ -218,6 +229,16 @@ def _prepare(
     resolved = task_class.from_model(teachers[0])
     tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0], teachers[0])
     _check_max_length(data_args, teachers[0])
+    # What the teacher alone decides, checked before the data is read (the student is built after it).
+    if student_args.prunes_width and not student_args.student_model_name_or_path:
+        check_width(
+            teachers[0],
+            student_args.student_num_heads,
+            student_args.student_intermediate_size,
+            student_args.student_hidden_size,
+        )
+    if data_args.augment:
+        check_augmentable(data_args, resolved, tokenizer, teachers[0])
     own_args = _own_arguments(resolved, task_args)
     raw = load_raw_datasets(data_args)
     if data_args.augment:
@@ -573,6 +594,8 @@ def build_cache(
     """
     if len(config.teacher_paths) > 1:
         raise ValueError("a teacher cache holds one teacher's outputs; give a single teacher_model_name_or_path")
+    cache_args.check_recipe(config)
+    check_cache_folder(cache_args.cache_dir)  # before the teacher runs, as the build checks it again
     prepared = _prepare(student_args, data_args, config, task_args)
     teacher = prepared.teacher
     hidden_layers = cache_args.hidden_layers
