@@ -93,6 +93,28 @@ class CacheArguments:
         default=4096, metadata={"help": "Rows per shard file: an interrupted build loses at most one shard's work."}
     )
 
+    def __post_init__(self):
+        for name in ("top_k", "logit_samples", "cache_batch_size", "shard_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 (--{name}), got {value!r}")
+        if self.top_k is not None and self.logit_samples is not None:
+            raise ValueError(
+                f"top_k={self.top_k} and logit_samples={self.logit_samples} are two ways of keeping part of the "
+                "distribution: pass one of them"
+            )
+
+    def check_recipe(self, args) -> None:
+        """Refuses, before the teacher runs, a cache that the recipe's training (`args`, a [`DistillationConfig`])
+        would refuse: sampled frequencies serve the forward KL only ([`check_cache_serves`] at training)."""
+        divergence = getattr(args, "divergence", "forward_kl")
+        if self.logit_samples and divergence != "forward_kl":
+            raise ValueError(
+                f"logit_samples={self.logit_samples} stores sampled frequencies, whose gradient is unbiased for the "
+                f"forward KL only, but the recipe's divergence is {divergence!r}: use divergence='forward_kl', or "
+                "build a top-k cache (--top_k)"
+            )
+
 
 # ---- fingerprints ---------------------------------------------------------------------------------------------------
 
@@ -486,7 +508,7 @@ def build_teacher_cache(
             "data": data_fingerprint(dataset, columns),
         },
     }
-    _check_cache_folder(cache_dir)
+    check_cache_folder(cache_dir)
     start = _resume_point(cache_dir, info)
     os.makedirs(os.path.join(cache_dir, _SHARDS), exist_ok=True)
     _write_info(cache_dir, {**info, "complete": False, "rows_done": start})
@@ -712,7 +734,7 @@ def _read_info(cache_dir: str) -> dict:
     )
 
 
-def _check_cache_folder(cache_dir: str) -> None:
+def check_cache_folder(cache_dir: str) -> None:
     """Refuses, before anything is written, a path that is a file or a non-empty folder that is not a teacher cache:
     a cache is built in a new or empty folder, or resumed in the folder of an unfinished one."""
     if not os.path.exists(cache_dir):
