@@ -102,6 +102,8 @@ def whole_word_vocabulary(tokenizer) -> dict[str, int]:
         if len(text) >= 2 and text.isalpha():
             candidates.setdefault(text, index)
     words = sorted(candidates)
+    if not words:
+        return {}  # (a tokenizer called on no text at all fails)
     encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
     return {word: ids[0] for word, ids in zip(words, encoded) if len(ids) == 1}
 
@@ -308,6 +310,35 @@ def default_cache_dir() -> str:
     return os.path.join(str(datasets.config.HF_DATASETS_CACHE), "hf_distill_augment")
 
 
+def check_augmentable(data_args, task, tokenizer, teacher) -> None:
+    """Refuses `--augment` where it cannot work, before the data is read: a task whose labels cannot follow the
+    words (its [`~hf_distill.tasks.Task.augmentation_refusal`]), a teacher without an input-embedding matrix (the
+    neighbours of a word are found there), or, when words are replaced, a tokenizer without whole-word tokens.
+
+    Raises:
+        `ValueError`: one line naming `--augment`, what is missing and the fix.
+    """
+    refusal = task.augmentation_refusal()
+    if refusal:
+        raise ValueError(f"--augment {data_args.augment}: {refusal}; leave out --augment")
+    if not data_args.augment_replace_prob:
+        return  # dropping words and swapping spans need neither embeddings nor a vocabulary
+    embeddings = teacher.get_input_embeddings()
+    weight = getattr(embeddings, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(
+            f"--augment {data_args.augment}: words are replaced by their nearest neighbours in the teacher's input "
+            f"embeddings, but {type(teacher).__name__} has no input-embedding matrix; leave out --augment, or pass "
+            "--augment_replace_prob 0 (word drops and span swaps only)"
+        )
+    if len(whole_word_vocabulary(tokenizer)) < 2:
+        raise ValueError(
+            f"--augment {data_args.augment}: words are replaced by other words that the teacher's tokenizer reads as "
+            f"one token, but its {len(tokenizer)} tokens hold no such words (sub-word or byte pieces only); leave out "
+            "--augment, or pass --augment_replace_prob 0 (word drops and span swaps only)"
+        )
+
+
 def add_augmented_transfer_set(raw, data_args, task, tokenizer, teacher):
     """The raw splits with `--augment` copies of the training inputs added to the `"unlabeled"` split (after the
     texts of `--unlabeled_file`, when there is one), for the teacher to label.
@@ -320,9 +351,7 @@ def add_augmented_transfer_set(raw, data_args, task, tokenizer, teacher):
 
     from .data import input_columns, with_provenance
 
-    refusal = task.augmentation_refusal()
-    if refusal:
-        raise ValueError(f"--augment {data_args.augment}: {refusal}; leave out --augment")
+    check_augmentable(data_args, task, tokenizer, teacher)
     columns = input_columns(raw["train"].column_names, data_args)
     if not columns or any(c not in raw["train"].column_names for c in columns):
         raise ValueError(
