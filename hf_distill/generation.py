@@ -83,18 +83,34 @@ class CompletionSource:
         self.seed = seed
 
     @classmethod
-    def from_args(cls, args, model: nn.Module, pad_token_id: int | None) -> CompletionSource | None:
+    def from_args(
+        cls, args, model: nn.Module, pad_token_id: int | None, eos_token_id: int | None = None
+    ) -> CompletionSource | None:
+        """The completion source of `args` for `model` (None when `lmbda` and `seq_kd` are off); `pad_token_id` and
+        `eos_token_id` are the tokenizer's, used where the model's generation config names none.
+
+        Raises:
+            `ValueError`: no end-of-sequence token anywhere (a completion could never end: every one would run to
+            `max_new_tokens`, and the student would learn never to stop), or no padding token.
+        """
         if not uses_completions(args):
             return None
         own = getattr(model, "generation_config", None)
-        eos = own.eos_token_id if own is not None else getattr(model.config, "eos_token_id", None)
+        eos = own.eos_token_id if own is not None else None
+        if eos is None:
+            eos = getattr(model.config, "eos_token_id", None)
+        if eos is None:
+            eos = eos_token_id
+        given = ", ".join(f"{name}={getattr(args, name)!r}" for name in GENERATION_FIELDS if getattr(args, name))
+        if eos is None or eos == []:
+            raise ValueError(
+                f"on-policy / sequence-level distillation ({given}) ends each completion at the end-of-sequence "
+                "token, but neither the tokenizer, nor the model's config or generation config names one: every "
+                "completion would run to max_new_tokens and the student would learn never to stop. Give the tokenizer "
+                "an eos_token, or set model.generation_config.eos_token_id"
+            )
         if pad_token_id is None:
             pad_token_id = eos[0] if isinstance(eos, (list, tuple)) else eos
-        if pad_token_id is None:
-            raise ValueError(
-                "lmbda / seq_kd pad completions of different lengths, but neither the tokenizer nor the model names a "
-                "pad or end-of-sequence token: give the tokenizer a pad_token"
-            )
         sample = args.generation_temperature > 0
         config = GenerationConfig(
             max_new_tokens=args.max_new_tokens,

@@ -176,7 +176,9 @@ class DistillationTrainer(Trainer):
         self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
         self._warned_no_teacher = False
         self._in_checkpoint = False
-        self.completions = CompletionSource.from_args(args, model, getattr(tokenizer, "pad_token_id", None))
+        self.completions = CompletionSource.from_args(
+            args, model, getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)
+        )
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
         self._eval_sums: dict[str, torch.Tensor] = {}
