@@ -40,6 +40,7 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from .log import get_logger
+from .outputs import remove_stale_staging, staging_path
 
 logger = get_logger(__name__)
 
@@ -272,12 +273,18 @@ def build_transfer_set(
             keep.append(index)
     transfer = generated.select(keep)
     os.makedirs(cache_dir, exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
-    transfer.save_to_disk(partial)
-    if os.path.isdir(path):  # another process finished first: its copy is identical
+    # Written beside its place and moved there when complete: an interrupted build leaves nothing half-done (a
+    # killed one's staging folder is removed by the next build).
+    remove_stale_staging(cache_dir)
+    partial = str(staging_path(cache_dir))
+    try:
+        transfer.save_to_disk(partial)
+        if os.path.isdir(path):  # another process finished first: its copy is identical
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            os.replace(partial, path)
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-    else:
-        os.replace(partial, path)
     logger.info(
         f"Augmented transfer set: {len(transfer)} texts from {len(train)} training texts x {settings.copies} copies "
         f"({len(generated) - len(transfer)} dropped as repeats of training, evaluation or other augmented texts), "

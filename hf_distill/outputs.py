@@ -37,6 +37,7 @@ __all__ = [
     "refuse_teacher_folder",
     "remove_stale_staging",
     "staged_folder",
+    "staging_path",
 ]
 
 logger = get_logger(__name__)
@@ -241,6 +242,11 @@ def remove_stale_staging(folder: str | os.PathLike) -> list[str]:
     return removed
 
 
+def staging_path(folder: str | os.PathLike) -> Path:
+    """A new staging folder's path in `folder`, named for this process (see [`remove_stale_staging`]); not created."""
+    return Path(folder) / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _process_runs(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -275,7 +281,7 @@ def staged_folder(
     root = target if target.is_dir() else target.parent
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(root)
-    stage = root / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    stage = staging_path(root)
     stage.mkdir()
     try:
         yield stage

@@ -148,3 +148,35 @@ def test_refused_where_labels_cannot_follow_the_words(tmp_path, case_id):
 def test_bad_settings_are_named_at_parsing(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         DataArguments(train_file=str(tmp_path / "train.csv"), **settings)
+
+
+def test_a_build_stopped_while_saving_leaves_nothing_and_the_next_build_cleans_up_after_a_killed_one(
+    tmp_path, monkeypatch
+):
+    """The transfer set is saved into a staging folder and renamed into place: Ctrl-C while saving leaves nothing
+    that could be read as a finished set, and a staging folder that a killed build left is removed by the next one
+    (it used to stay as `augment-<fingerprint>.partial-<pid>`)."""
+    import socket
+    import subprocess
+
+    from hf_distill.outputs import STAGING_PREFIX
+
+    real = Dataset.save_to_disk
+
+    def interrupted(self, path, **kwargs):
+        real(self, path, **kwargs)
+        raise KeyboardInterrupt  # after the files are written, before the rename
+
+    monkeypatch.setattr(Dataset, "save_to_disk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path)
+    cache = tmp_path / "augment-cache"
+    assert list(cache.iterdir()) == []
+    monkeypatch.setattr(Dataset, "save_to_disk", real)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = cache / f"{STAGING_PREFIX}{socket.gethostname()}-{dead.pid}-0a1b2c3d"
+    killed.mkdir()
+    (killed / "data-00000-of-00001.arrow").write_bytes(b"half")
+    build(tmp_path)
+    assert [p.name for p in cache.iterdir()] == [next(cache.glob("augment-*")).name]
