@@ -10,6 +10,7 @@ the task's headline metric is reported as such (a warning, a flag in the metrics
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -710,6 +711,9 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
     task = task_for(student)
     check_compressible(task, student)
     tokenizer = load_student_tokenizer(args.student_model_name_or_path, student)
+    # Saved into each export as it was loaded: tokenising the data sets its truncation, which tokenizer.json would
+    # record, or not when the tokenised data comes from datasets' cache.
+    saved_tokenizer = copy.deepcopy(tokenizer)
     own = _own_arguments(task, task_args)
     raw = load_raw_datasets(data_args)
     datasets = task.prepare_datasets(raw, tokenizer, data_args, own, student.config)
@@ -723,7 +727,7 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
         datasets[split],
         task.data_collator(tokenizer, own),
         task=task,
-        tokenizer=tokenizer,
+        tokenizer=saved_tokenizer,
         teacher=args.teacher_model_name_or_path,
         formats=args.formats,
         compare_with=compare,
