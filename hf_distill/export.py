@@ -105,7 +105,7 @@ def _config_naming(model: PreTrainedModel, export: str):
     name = type(model).__name__
     if getattr(transformers, name, None) is not type(model):
         raise ValueError(
-            f"a {export} export is rebuilt from a transformers class on loading, but {name} is not one: export the "
+            f"the {export} export is rebuilt from a transformers class on loading, but {name} is not one: export the "
             "transformers model itself (for a peft model, merge_and_unload() first)"
         )
     config = copy.deepcopy(model.config)

@@ -308,3 +308,24 @@ def test_bad_inputs_of_the_command_are_one_line_errors_before_anything_is_writte
     prefix = "hf-distill compress: error: " if code == 2 else "hf-distill: error: "
     assert exited.value.code == code and re.match(re.escape(prefix) + message, error), error
     assert sorted(p.name for p in folders.iterdir()) == before  # nothing written, not even the output folder
+
+
+def test_an_export_a_family_does_not_support_is_one_line_and_leaves_nothing(folders, monkeypatch):
+    """An architecture whose graph the ONNX exporter cannot trace: one line naming the format and the fix, and the
+    formats already built are not written either (the output folder appears whole or not at all)."""
+    import torch.onnx
+
+    def untraceable(*args, **kwargs):
+        raise RuntimeError(
+            "Exporting the operator 'aten::scaled_dot_product_attention' to ONNX opset 17 is not supported.\nPlease feel free to request support"
+        )
+
+    monkeypatch.setattr(torch.onnx, "export", untraceable)
+    with pytest.raises(RuntimeError) as error:
+        run(folders, formats=["int8", "onnx"])
+    assert str(error.value) == (
+        "the onnx export of this BertForSequenceClassification failed (RuntimeError: Exporting the operator "
+        "'aten::scaled_dot_product_attention' to ONNX opset 17 is not supported.); nothing was written to "
+        f"{folders / 'out'}. Leave out --formats onnx"
+    )
+    assert sorted(p.name for p in folders.iterdir()) == ["student", "teacher"]

@@ -164,3 +164,15 @@ def test_the_onnx_export_of_gpt2_computes_its_logits_without_token_type_ids(tmp_
     assert exported.input_names == ["input_ids", "attention_mask"]
     inputs = batch("causal-lm")
     torch.testing.assert_close(exported(**inputs).logits, model(**inputs).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_an_export_of_a_class_transformers_cannot_rebuild_is_refused_before_writing(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    class MyClassifier(BertForSequenceClassification):  # load_int8 could not find it in transformers
+        pass
+
+    model = MyClassifier(tiny_bert(num_layers=1).config).eval()
+    with pytest.raises(ValueError, match=r"^the int8 export is rebuilt from a transformers class on loading, but "):
+        save_int8(quantize_int8(model), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
