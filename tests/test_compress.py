@@ -317,7 +317,8 @@ def test_an_export_a_family_does_not_support_is_one_line_and_leaves_nothing(fold
 
     def untraceable(*args, **kwargs):
         raise RuntimeError(
-            "Exporting the operator 'aten::scaled_dot_product_attention' to ONNX opset 17 is not supported.\nPlease feel free to request support"
+            "Exporting the operator 'aten::scaled_dot_product_attention' to ONNX opset 17 is not supported.\n"
+            "Please feel free to request support"
         )
 
     monkeypatch.setattr(torch.onnx, "export", untraceable)
