@@ -1,0 +1,76 @@
+"""What the benchmarks share: the results file every benchmark writes, and where the embedded job's pieces are.
+
+Every benchmark writes one JSON file under `benchmarks/results/` through [`write_results`]: the date, the commit,
+the machine, the settings and the figures, plus free-form `notes` (caveats, run histories). The docs' results pages
+and the README's results table are rendered from those files (`benchmarks/render.py`), never typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
+
+# The embedded job (data and teacher): examples/tweets.py, which the demo uses too.
+sys.path.insert(0, os.path.join(REPO, "examples"))
+
+
+def commit() -> str:
+    """The checkout's commit, with `+changes` when the working tree differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True)
+        return head + ("+changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    facts = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    try:
+        with open("/proc/meminfo") as handle:
+            facts["memory_gib"] = round(int(handle.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts
+
+
+def write_results(name: str, settings: dict, figures: dict, notes: list[str] | None = None, folder: str = "") -> str:
+    """Writes `benchmarks/results/<name>.json` (or into `folder`): date, commit, machine, settings, figures, notes.
+    Returns the path."""
+    folder = folder or RESULTS_DIR
+    os.makedirs(folder, exist_ok=True)
+    record = {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "commit": commit(),
+        "machine": machine(),
+        "settings": settings,
+        "figures": figures,
+        "notes": notes or [],
+    }
+    path = os.path.join(folder, f"{name}.json")
+    with open(path, "w") as handle:
+        json.dump(record, handle, indent=2, default=str)
+        handle.write("\n")
+    return path
