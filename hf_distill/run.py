@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, enable_full_determinism, set_seed
 from .augment import add_augmented_transfer_set
 from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hidden_layers
 from .config import DistillationConfig
+from .cross_tokenizer import TokenizerPair
 from .data import DataArguments, load_raw_datasets
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .log import get_logger
@@ -40,7 +41,14 @@ from .measure import (
 from .outputs import check_output_dir, last_complete_checkpoint
 from .student import build_student
 from .tasks import Task, get_task
-from .teacher import load_model, load_tokenizer, position_limit, student_label_kwargs, task_of_pretrained
+from .teacher import (
+    has_tokenizer,
+    load_model,
+    load_tokenizer,
+    position_limit,
+    student_label_kwargs,
+    task_of_pretrained,
+)
 from .terms import TERMS, active_terms, needs_of
 from .trainer import DistillationTrainer
 
@@ -112,7 +120,16 @@ class StudentArguments:
         default=512, metadata={"help": "Training examples on which width pruning ranks heads, neurons, channels."}
     )
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer path or Hub id (default: the teacher's)."}
+        default=None, metadata={"help": "The teacher's tokenizer, path or Hub id (default: the teacher's own)."}
+    )
+    student_tokenizer_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The tokenizer of the student given by student_model_name_or_path (default: the one saved with "
+            "it; a student folder without tokenizer files reads the teacher's). When its vocabulary differs from "
+            "the teacher's, each model reads its own tokenization of every example and the student is saved with "
+            "its own tokenizer (see docs/cross-tokenizer.md)."
+        },
     )
 
     @property
@@ -123,6 +140,11 @@ class StudentArguments:
         )
 
     def __post_init__(self):
+        if self.student_tokenizer_name and not self.student_model_name_or_path:
+            raise ValueError(
+                "student_tokenizer_name is the tokenizer of a student given by student_model_name_or_path; a student "
+                "built from the teacher reads the teacher's tokens: drop it, or give student_model_name_or_path"
+            )
         if self.student_layers is not None and not isinstance(self.student_layers, (list, tuple)):
             try:
                 self.student_layers = [int(x) for x in str(self.student_layers).split(",") if x.strip()]
@@ -177,7 +199,11 @@ def make_student(
 
 @dataclass
 class _Prepared:
-    """What a run and a cache build share: the task, the teachers and tokenizer, the tokenised data, the collator."""
+    """What a run and a cache build share: the task, the teachers and tokenizer, the tokenised data, the collator.
+
+    `tokenizer` is the student's (saved with it); `teacher_tokenizer` is the teacher's when its vocabulary differs
+    from the student's (the data then holds both tokenizations, see [`~hf_distill.cross_tokenizer`]), else `None`.
+    """
 
     task: Task
     teachers: list[PreTrainedModel]
@@ -186,6 +212,7 @@ class _Prepared:
     collator: Any
     task_args: Any
     augmented: int = 0  # the transfer-set examples made by --augment (part of datasets["unlabeled"])
+    teacher_tokenizer: Any = None
 
     @property
     def teacher(self) -> PreTrainedModel:
@@ -217,15 +244,34 @@ def _prepare(
     teachers += [load_model(path, teachers[0], init_kwargs) for path in paths[1:]]
     resolved = task_class.from_model(teachers[0])
     tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0], teachers[0])
+    student_tokenizer = load_student_tokenizer(student_args, tokenizer)
+    pair = TokenizerPair.of(tokenizer, student_tokenizer)
+    if pair is not None:  # before any data is read: a task without an alignment is refused at once
+        logger.info(f"The student has a tokenizer of its own ({pair.difference}): each example is tokenised by both")
+        pair.check_crosses(resolved, active_terms(config))
     _check_max_length(data_args, teachers[0])
     own_args = _own_arguments(resolved, task_args)
     raw = load_raw_datasets(data_args)
     if data_args.augment:
         raw = add_augmented_transfer_set(raw, data_args, resolved, tokenizer, teachers[0])
-    datasets = resolved.prepare_datasets(raw, tokenizer, data_args, own_args, teachers[0].config)
-    collator = resolved.data_collator(tokenizer, own_args)
+    datasets = resolved.prepare_datasets(
+        raw, student_tokenizer, data_args, own_args, teachers[0].config, teacher_tokenizer=pair and tokenizer
+    )
+    collator = resolved.data_collator(student_tokenizer, own_args)
     augmented = getattr(raw, "augmented_examples", 0)
-    return _Prepared(resolved, teachers, tokenizer, datasets, collator, own_args, augmented)
+    return _Prepared(
+        resolved, teachers, student_tokenizer, datasets, collator, own_args, augmented, pair and tokenizer
+    )
+
+
+def load_student_tokenizer(student_args: StudentArguments, teacher_tokenizer):
+    """The student's tokenizer: `student_tokenizer_name`, else the one saved with `student_model_name_or_path`, else
+    (a student built from the teacher, or a student folder without tokenizer files) the teacher's."""
+    name = student_args.student_tokenizer_name
+    path = student_args.student_model_name_or_path
+    if name is None and path is not None and has_tokenizer(path):
+        name = path
+    return teacher_tokenizer if name is None else load_tokenizer(name, role="student")
 
 
 def _check_max_length(data_args: DataArguments, teacher: PreTrainedModel) -> None:
@@ -438,6 +484,7 @@ def _trainer(prepared: _Prepared, student, config: DistillationConfig, train_dat
         eval_dataset=validation,
         data_collator=prepared.collator,
         processing_class=prepared.tokenizer,
+        teacher_processing_class=prepared.teacher_tokenizer,
         compute_metrics=evaluation.compute_metrics,
         preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
         callbacks=callbacks,

@@ -22,6 +22,7 @@ from . import losses
 from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
+from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
 from .generation import CompletionSource, check_completion_settings
 from .layer_map import LayerMap
 from .log import get_logger
@@ -65,6 +66,11 @@ class DistillationTrainer(Trainer):
         teacher_model (`PreTrainedModel` or `str`, *optional*): the teacher, or its path or Hub id; defaults to
             `args.teacher_model_name_or_path`.
         args (`DistillationConfig`): the training and distillation settings.
+        teacher_processing_class (`PreTrainedTokenizerBase`, *optional*): the teacher's tokenizer, when the student
+            has a tokenizer of its own (`processing_class`, saved with the student). When their vocabularies differ,
+            each model reads its own tokenization of every example: the datasets must hold both (the task's
+            `prepare_datasets(..., teacher_tokenizer=...)` makes them; see [`~hf_distill.cross_tokenizer`]), and the
+            collator is wrapped to batch them side by side. When they are the same, nothing changes.
         **kwargs: passed to [`~transformers.Trainer`] (datasets, collator, `processing_class`, callbacks, ...).
     """
 
@@ -79,6 +85,7 @@ class DistillationTrainer(Trainer):
         args: DistillationConfig | None = None,
         teacher_cache: TeacherCache | str | None = None,
         peft_config: Any | None = None,
+        teacher_processing_class: PreTrainedTokenizerBase | None = None,
         **kwargs: Any,
     ):
         if args is None:
@@ -114,8 +121,12 @@ class DistillationTrainer(Trainer):
         facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
         tokenizer = kwargs.get("processing_class")
         tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        # Two tokenizers of different vocabularies: each model reads its own tokenization of every example.
+        self.tokenizers = self._tokenizer_pair(model, tokenizer, teacher_processing_class)
+        across = self.tokenizers is not None
+        teacher_tokenizer = self.tokenizers.teacher if across else tokenizer
         for teacher in teachers:
-            check_compatibility(teacher, model, self.task, tokenizer)
+            check_compatibility(teacher, model, self.task, teacher_tokenizer, across_tokenizers=across)
         # Never a teacher's folder, whatever the user says (the command also refuses any folder holding files it did
         # not write, unless --overwrite_output_dir; a Python caller owns its output_dir, as with the Trainer).
         refuse_teacher_folder(
@@ -123,20 +134,25 @@ class DistillationTrainer(Trainer):
         )
         if (
             main_teacher is not None
-            and tokenizer is not None
-            and len(tokenizer) > main_teacher.get_input_embeddings().num_embeddings
+            and teacher_tokenizer is not None
+            and len(teacher_tokenizer) > main_teacher.get_input_embeddings().num_embeddings
         ):  # its last ids would fail deep in the embedding: say so now, with both sizes
-            check_tokenizer(tokenizer, main_teacher, main_teacher.name_or_path or "processing_class")
+            source = "teacher_processing_class" if across else "processing_class"
+            check_tokenizer(teacher_tokenizer, main_teacher, main_teacher.name_or_path or source)
+        if across and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            check_tokenizer(tokenizer, model, model.name_or_path or "processing_class", role="student")
         # What the models must give is what the active loss terms declare they need.
         self.terms = active_terms(args)
         self._needs = needs_of(self.terms)
+        if across:
+            self._check_across_tokenizers(len(teachers), args, kwargs)
         self.layer_map = None
         if self._needs & {"hidden_states", "attentions"}:
             self.layer_map = LayerMap.from_spec(
                 args.layer_map, facts["num_hidden_layers"], model.config.num_hidden_layers
             )
         if teacher_cache is not None:
-            check_compatibility(teacher_cache.teacher, model, self.task, tokenizer)
+            check_compatibility(teacher_cache.teacher, model, self.task, teacher_tokenizer, across_tokenizers=across)
             kwargs["train_dataset"] = self._join_cache(teacher_cache, main_teacher, len(teachers), args, kwargs)
         if "attentions" in self._needs:
             if not self.layer_map.attention_indices():
@@ -166,6 +182,8 @@ class DistillationTrainer(Trainer):
         super().__init__(model=wrapper, args=args, **kwargs)
         # The wrapper's forward takes **inputs; the loss kwargs are handled here, not by the model.
         self.model_accepts_loss_kwargs = False
+        if across:  # the teacher's tokenization batched beside the student's, then the task's alignment
+            self.data_collator = self.tokenizers.collator(self.data_collator, self.task)
         if teacher_cache is not None:
             self.data_collator = CacheIndexCollator(self.data_collator)
         if self.args.label_names is None:
@@ -235,6 +253,46 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"teacher_weights has {len(weights)} weights for {count} teachers; give one per teacher")
         return [w / sum(weights) for w in weights]
 
+    def _tokenizer_pair(self, student, tokenizer, teacher_tokenizer) -> TokenizerPair | None:
+        """The teacher's and the student's tokenizers when their vocabularies differ (each model then reads its own
+        tokenization), else None. Without `teacher_tokenizer`, refuses a student whose own saved tokenizer differs
+        from `processing_class`: it would read ids it was not trained on, silently."""
+        if teacher_tokenizer is None:
+            own = own_tokenizer(student) if tokenizer is not None else None
+            if own is not None and TokenizerPair.of(tokenizer, own) is not None:
+                difference = TokenizerPair.of(tokenizer, own).difference
+                raise ValueError(
+                    f"the student {student.name_or_path!r} has a tokenizer of its own whose vocabulary differs from "
+                    f"processing_class's ({difference}): it would read ids it was not trained on. Pass the student's "
+                    "tokenizer as processing_class and the teacher's as teacher_processing_class (each model then "
+                    "reads its own tokenization), or give a student of the teacher's tokenizer"
+                )
+            return None
+        if not isinstance(teacher_tokenizer, PreTrainedTokenizerBase):
+            raise TypeError(f"teacher_processing_class must be a tokenizer, got {type(teacher_tokenizer).__name__}")
+        if tokenizer is None:
+            raise ValueError(
+                "teacher_processing_class is the teacher's tokenizer; pass the student's as processing_class too (it "
+                "is saved with the student)"
+            )
+        return TokenizerPair.of(teacher_tokenizer, tokenizer)
+
+    def _check_across_tokenizers(self, num_teachers: int, args, kwargs) -> None:
+        """Refuses, at start-up, what cannot cross from the teacher's tokens to the student's: a loss term or a task
+        without an alignment, several teachers, and data that holds one tokenization."""
+        pair = self.tokenizers
+        pair.check_crosses(self.task, self.terms)
+        if num_teachers > 1:
+            raise ValueError(
+                f"{num_teachers} teachers and a student of another tokenizer: the alignment pairs one teacher's "
+                "tokens with the student's; give one teacher"
+            )
+        for where in ("train_dataset", "eval_dataset"):
+            datasets_ = kwargs.get(where)
+            for name, dataset in (datasets_ if isinstance(datasets_, dict) else {where: datasets_}).items():
+                if dataset is not None:
+                    pair.check_data(dataset, self.task, name)
+
     def _join_cache(self, cache: TeacherCache, teacher, num_teachers: int, args, kwargs) -> Any:
         """Checks that `cache` belongs to this teacher, data and settings, and gives the training data the column that
         joins each example to its cached row (it travels with the example through shuffling and sharding)."""
@@ -295,14 +353,16 @@ class DistillationTrainer(Trainer):
         return combined
 
     def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool) -> Any:
-        teacher_inputs = {k: v for k, v in inputs.items() if k in names}
+        if self.tokenizers is not None:  # its own tokenization of the batch
+            inputs = teacher_inputs(inputs)
+        fed = {k: v for k, v in inputs.items() if k in names}
         device = _device_of(teacher)
         moved = device is not None and device != self.args.device
         if moved:
-            teacher_inputs = {k: v.to(device) for k, v in teacher_inputs.items()}
+            fed = {k: v.to(device) for k, v in fed.items()}
         with torch.no_grad():
             outputs = teacher(
-                **teacher_inputs,
+                **fed,
                 output_hidden_states=internals and "hidden_states" in self._needs,
                 output_attentions=internals and "attentions" in self._needs,
                 return_dict=True,
@@ -389,6 +449,7 @@ class DistillationTrainer(Trainer):
             layer_map=self.layer_map,
             relations=self._relations,
             training=training,
+            across_tokenizers=self.tokenizers is not None,
         )
         fused = self.task.fused_terms(context)  # several terms in one pass, where the task can
         terms = {}
@@ -480,6 +541,8 @@ class DistillationTrainer(Trainer):
         settings = self.args.distillation_settings()
         if self.layer_map is not None:
             settings["layer_map"] = self.layer_map.spec()
+        if self.tokenizers is not None:
+            settings["tokenizers"] = self.tokenizers.settings(self.task, self.args)
         if self.teacher_cache is not None:
             cached = self.teacher_cache.settings
             settings["teacher_cache"] = {
@@ -687,7 +750,10 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             columns = list(inspect.signature(unwrap(self.student).forward).parameters)
-            self._signature_columns = columns + list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
+            columns += list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
+            if self.tokenizers is not None:  # the teacher's tokenization and the alignment columns
+                columns += self.tokenizers.columns(self.task)
+            self._signature_columns = columns
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args.
