@@ -52,8 +52,9 @@ class LossContext:
         relations: the query/key/value captures of student and teacher (`.student`, `.teacher`, `.heads`), when a
             term needs them.
         training (`bool`): whether this is a training batch.
-        across_tokenizers (`bool`): the student's tokenizer differs from the teacher's: the batch holds both
-            tokenizations (the teacher's under `teacher_` names, see [`~hf_distill.cross_tokenizer`]).
+        tokenizers ([`~hf_distill.cross_tokenizer.TokenizerPair`], *optional*): the teacher's and the student's
+            tokenizers when their vocabularies differ: the batch then holds both tokenizations (the teacher's under
+            `teacher_` names, see [`~hf_distill.cross_tokenizer`]).
     """
 
     student: Any
@@ -65,7 +66,7 @@ class LossContext:
     layer_map: Any = None
     relations: Any = None
     training: bool = True
-    across_tokenizers: bool = False
+    tokenizers: Any = None
 
     @cached_property
     def logit_targets(self) -> list:
@@ -75,6 +76,10 @@ class LossContext:
     @property
     def attention_mask(self) -> torch.Tensor | None:
         return self.inputs.get("attention_mask")
+
+    @property
+    def across_tokenizers(self) -> bool:
+        return self.tokenizers is not None
 
     @property
     def teacher_attention_mask(self) -> torch.Tensor | None:

@@ -449,7 +449,7 @@ class DistillationTrainer(Trainer):
             layer_map=self.layer_map,
             relations=self._relations,
             training=training,
-            across_tokenizers=self.tokenizers is not None,
+            tokenizers=self.tokenizers,
         )
         fused = self.task.fused_terms(context)  # several terms in one pass, where the task can
         terms = {}

@@ -6,26 +6,36 @@ lengths on both sides, the refusals, the same-tokenizer path left exactly as it 
 (its own tokenizer, its card, `pipeline`)."""
 
 import json
+import math
 
 import pytest
 import torch
+from datasets import Dataset, DatasetDict
 from tiny_task_models import (
+    CORE_WORDS,
     SGD,
     case,
     make_config,
+    make_trainer,
     paired_splits,
+    random_classification_dataset,
     save_cross_pair,
     split_card,
+    tiny_bert,
     tiny_tokenizer,
     train_flags,
     trainable_state,
+    word_piece_tokenizer,
 )
-from transformers import pipeline
+from transformers import AutoModelForSequenceClassification, pipeline
 
-from hf_distill import DistillationTrainer
+from hf_distill import DistillationTrainer, load_model
+from hf_distill.alignment import shared_vocabulary, span_groups
 from hf_distill.cli import main
 from hf_distill.cross_tokenizer import PairedCollator
+from hf_distill.data import DataArguments
 from hf_distill.measure import METRICS_FILE
+from hf_distill.tasks import CausalLM, task_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,6 +52,7 @@ def cross_trainer(tmp_path, case_id, splits=None, student_hidden=32, **overrides
         args=make_config(tmp_path, **overrides),
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
+        data_collator=task_for(teacher).data_collator(student_tokenizer),
         processing_class=student_tokenizer,
         teacher_processing_class=teacher_tokenizer,
     )
@@ -51,21 +62,33 @@ def cross_trainer(tmp_path, case_id, splits=None, student_hidden=32, **overrides
 # ---- sequence classification ---------------------------------------------------------------------------------------
 
 
-def test_each_model_reads_its_own_tokens_and_the_kd_term_is_their_kl(tmp_path):
+def test_each_model_reads_its_own_tokens_and_the_terms_follow_their_formulas(tmp_path):
     """The evaluation's kd term equals the KL between the teacher on its own unpadded tokens and the student on its
-    own, example by example: both sides padded with their own tokens, each model fed its own ids."""
-    trainer, splits = cross_trainer(tmp_path, "text-classification", per_device_eval_batch_size=4)
+    own, example by example (both sides padded with their own tokens, each model fed its own ids); the hidden-state
+    term is the MSE between each side's hidden states averaged over its own tokens."""
+    trainer, splits = cross_trainer(
+        tmp_path, "text-classification", student_hidden=16, per_device_eval_batch_size=4, hidden_weight=1.0
+    )
     assert isinstance(trainer.data_collator, PairedCollator)
-    measured = trainer.evaluate()["eval_loss_kd"]
-    temperature, total = trainer.args.temperature, 0.0
+    measured = trainer.evaluate()
+    temperature, kd, hidden = trainer.args.temperature, 0.0, 0.0
     student, teacher = trainer.student.eval(), trainer.teacher
+    pairs = list(zip(trainer.layer_map.hidden_state_indices(), trainer.model.projections))
     for row in splits["validation"]:
         with torch.no_grad():
-            s = student(input_ids=torch.tensor([row["input_ids"]])).logits / temperature
-            t = teacher(input_ids=torch.tensor([row["teacher_input_ids"]])).logits / temperature
-        kl = (t.softmax(-1) * (t.log_softmax(-1) - s.log_softmax(-1))).sum()
-        total += temperature**2 * kl.item()
-    assert measured == pytest.approx(total / len(splits["validation"]), rel=1e-5)
+            s = student(input_ids=torch.tensor([row["input_ids"]]), output_hidden_states=True)
+            t = teacher(input_ids=torch.tensor([row["teacher_input_ids"]]), output_hidden_states=True)
+            s_logits, t_logits = s.logits / temperature, t.logits / temperature
+            kl = (t_logits.softmax(-1) * (t_logits.log_softmax(-1) - s_logits.log_softmax(-1))).sum()
+            kd += temperature**2 * kl.item()
+            # Each side's states averaged over its own tokens (the student's projected to the teacher's width), per
+            # layer pair, averaged over the pairs.
+            for (t_layer, s_layer), projection in pairs:
+                pooled_s = projection(s.hidden_states[s_layer][0]).mean(0)
+                error = (pooled_s - t.hidden_states[t_layer][0].mean(0)).pow(2).mean().item()
+                hidden += error / len(pairs)
+    assert measured["eval_loss_kd"] == pytest.approx(kd / len(splits["validation"]), rel=1e-5)
+    assert measured["eval_loss_hidden"] == pytest.approx(hidden / len(splits["validation"]), rel=1e-5)
 
 
 def sgd_update(tmp_path, case_id, batch_size, accumulation, rows=16, **terms):
@@ -91,16 +114,20 @@ def sgd_update(tmp_path, case_id, batch_size, accumulation, rows=16, **terms):
     return {k: before[k] - v for k, v in trainable_state(trainer).items()}, train
 
 
-GA_TERMS = {
+GA_CASES = [
     # (not the similarity loss: it relates the examples of one micro-batch, so it depends on the split by design)
-    "text-classification": {"kd_weight": 1.0, "label_weight": 0.5, "hidden_weight": 1.0},
-}
+    ("text-classification", {"kd_weight": 1.0, "label_weight": 0.5, "hidden_weight": 1.0}),
+    ("causal-lm-gpt2", {"kd_weight": 1.0, "label_weight": 0.5, "cross_tokenizer_loss": "span"}),
+    ("causal-lm-llama", {"kd_weight": 1.0, "label_weight": 0.5, "cross_tokenizer_loss": "uld"}),
+]
 
 
-@pytest.mark.parametrize("case_id", list(GA_TERMS))
-def test_accumulated_halves_give_the_update_of_the_whole_batch_across_tokenizers(tmp_path, case_id):
-    whole, rows = sgd_update(tmp_path, case_id, 16, 1, **GA_TERMS[case_id])
-    halves, _ = sgd_update(tmp_path, case_id, 8, 2, **GA_TERMS[case_id])
+@pytest.mark.parametrize(
+    "case_id, terms", GA_CASES, ids=[f"{c}-{t.get('cross_tokenizer_loss', 'kd')}" for c, t in GA_CASES]
+)
+def test_accumulated_halves_give_the_update_of_the_whole_batch_across_tokenizers(tmp_path, case_id, terms):
+    whole, rows = sgd_update(tmp_path, case_id, 16, 1, **terms)
+    halves, _ = sgd_update(tmp_path, case_id, 8, 2, **terms)
     for side in ("input_ids", "teacher_input_ids"):  # uneven halves on both sides
         lengths = [len(ids) for ids in rows[side]]
         assert sum(lengths[:8]) != sum(lengths[8:]) and len(set(lengths)) > 1, side
@@ -115,7 +142,6 @@ def test_accumulated_halves_give_the_update_of_the_whole_batch_across_tokenizers
 def test_the_same_tokenizer_given_twice_takes_the_path_of_before_bit_for_bit(tmp_path, monkeypatch):
     """A teacher tokenizer with the student's vocabulary changes nothing: no paired collator, no alignment, the same
     weights after four steps as a run given one tokenizer."""
-    from tiny_task_models import make_trainer, random_classification_dataset, tiny_bert
 
     def never(*args, **kwargs):
         raise AssertionError("the two-tokenizer path ran for one tokenizer")
@@ -166,6 +192,35 @@ def test_loss_terms_that_compare_tokens_are_refused(tmp_path, overrides, message
         cross_trainer(tmp_path, "text-classification", **overrides)
 
 
+@pytest.mark.parametrize(
+    "case_id, overrides, message",
+    [
+        (
+            "masked-lm",
+            {},
+            r"^the student's tokenizer differs from the teacher's \(the teacher's has 32 tokens, the student's 23 "
+            r"\(13 spelled alike\)\), and masked-LM soft targets are the distributions at the masked tokens, and a "
+            r"token the student's tokenizer masks hides another piece of text",
+        ),
+        (
+            "causal-lm-gpt2",
+            {"logit_mse_weight": 1.0},
+            r"and the logit MSE \(logit_mse_weight > 0\) compares logits token by token over one vocabulary; set "
+            r"logit_mse_weight=0",
+        ),
+    ],
+)
+def test_tasks_refuse_what_they_cannot_align(tmp_path, case_id, overrides, message):
+    task_case = case(case_id)
+    student, teacher, student_tokenizer, teacher_tokenizer = task_case.cross_pair()
+    one = paired_splits(tmp_path, task_case, student_tokenizer, None, teacher)  # the student's tokenization only
+    with pytest.raises(ValueError, match=message):
+        cross_trainer(tmp_path, case_id, splits=one, **overrides)
+    if case_id == "masked-lm":  # and tokenising for both is refused too
+        with pytest.raises(ValueError, match="teacher_tokenizer is given .* but masked-LM soft targets"):
+            paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher)
+
+
 def test_data_of_one_tokenization_is_refused_naming_the_fix(tmp_path):
     task_case = case("text-classification")
     student, teacher, student_tokenizer, teacher_tokenizer = task_case.cross_pair()
@@ -190,14 +245,10 @@ def test_a_teacher_tokenizer_needs_the_students(tmp_path):
 def test_equal_sizes_with_other_tokens_are_detected(tmp_path):
     """A student saved with a tokenizer of the teacher's size but other ids: given the teacher's tokenizer alone, it
     would read ids it was not trained on; the trainer refuses it, and given both it takes the two-tokenizer path."""
-    from tiny_task_models import CORE_WORDS, random_classification_dataset, tiny_bert
-
     teacher_tokenizer, shuffled = tiny_tokenizer(), tiny_tokenizer(list(reversed(CORE_WORDS)))
     assert len(shuffled) == len(teacher_tokenizer)
     tiny_bert(2, seed=1, vocab_size=len(shuffled)).save_pretrained(tmp_path / "student")
     shuffled.save_pretrained(tmp_path / "student")
-    from transformers import AutoModelForSequenceClassification
-
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     teacher = tiny_bert(4, vocab_size=len(teacher_tokenizer))
     with pytest.raises(
@@ -225,39 +276,147 @@ def test_equal_sizes_with_other_tokens_are_detected(tmp_path):
 
 # ---- the command: a pretrained student of another family ---------------------------------------------------------
 
+COMMAND_CASES = ["text-classification", "causal-lm-gpt2"]
 
-def test_a_pretrained_student_with_its_own_tokenizer_through_the_command(tmp_path):
-    """`--student_model_name_or_path` of a base model with another tokenizer: the student gets the teacher's labels,
-    learns through its own tokens, is saved with its own tokenizer, `pipeline` reads that one, and the card names
-    both tokenizers, the alignment and the losses."""
+
+@pytest.mark.parametrize("case_id", COMMAND_CASES)
+def test_a_pretrained_student_with_its_own_tokenizer_through_the_command(tmp_path, case_id):
+    """`--student_model_name_or_path` of a pretrained model with another tokenizer: it learns through its own tokens,
+    is saved with its own tokenizer, `pipeline` reads that one, the teacher is measured on its own tokenization, and
+    the card names both tokenizers and the alignment."""
+    task_case = case(case_id)
+    teacher, pretrained = save_cross_pair(tmp_path, task_case)
+    main(["train", *train_flags(tmp_path, teacher, task_case), "--student_model_name_or_path", str(pretrained)])
+    folder = tmp_path / "student"
+
+    task = task_for(teacher_model := load_model(str(teacher)))
+    saved = pipeline(task.pipeline_tag, model=str(folder))
+    assert saved.tokenizer.get_vocab() == tiny_tokenizer().get_vocab()
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    tokenizers = metrics["distillation"]["tokenizers"]
+    assert tokenizers["teacher"] == "teacher" and tokenizers["teacher_tokens"] == 32
+    assert tokenizers["student"] == "pretrained-student" and tokenizers["student_tokens"] == 23
+    assert tokenizers["alignment"] == task.cross_tokenizer_card(metrics_config(metrics))["alignment"]
+    headline = task.card_metrics[0].key
+    assert isinstance(metrics["teacher"][headline], float)  # measured on its own tokenization of the test examples
+    assert metrics["teacher"]["parameters"] == teacher_model.num_parameters()
+    _, body = split_card((folder / "README.md").read_text())
+    assert (
+        "- **Tokenizers:** the teacher reads `teacher` (32 tokens), the student its own, `pretrained-student` (23 "
+        f"tokens), saved with it; {tokenizers['alignment']}." in body
+    )
+
+
+def metrics_config(metrics):
+    """A config of the settings the metrics file records (what a task's card sentence reads)."""
+    from hf_distill import DistillationConfig
+
+    settings = metrics["distillation"]
+    return DistillationConfig(output_dir="unused", temperature=settings["temperature"])
+
+
+def test_a_pretrained_classifier_with_its_own_tokenizer_predicts_the_teachers_labels(tmp_path):
+    """A base model gets the teacher's labels; `pipeline` on the saved student tokenises with the student's tokenizer
+    (the prediction is the student's on those ids); the card describes the hidden-state loss across tokenizers."""
     task_case = case("text-classification")
     teacher, pretrained = save_cross_pair(tmp_path, task_case)
     flags = train_flags(tmp_path, teacher, task_case)
     main(["train", *flags, "--student_model_name_or_path", str(pretrained), "--hidden_weight", "1"])
     folder = tmp_path / "student"
-
-    student_vocabulary = tiny_tokenizer().get_vocab()
     classifier = pipeline("text-classification", model=str(folder))
-    assert classifier.tokenizer.get_vocab() == student_vocabulary
     text = "the movie was very good"
     with torch.no_grad():
         logits = classifier.model(**tiny_tokenizer()(text, return_tensors="pt")).logits[0]
     assert classifier(text)[0]["label"] == classifier.model.config.id2label[int(logits.argmax())]
     assert classifier.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
-
     metrics = json.loads((folder / METRICS_FILE).read_text())
-    assert metrics["distillation"]["tokenizers"] == {
-        "teacher": "teacher",
-        "teacher_tokens": 32,
-        "student": "pretrained-student",
-        "student_tokens": 23,
-        "alignment": "one prediction per example over the same labels, so the soft targets need no alignment",
-    }
-    assert 0 <= metrics["teacher"]["accuracy"] <= 1  # measured on its own tokenization of the test examples
-    _, body = split_card((folder / "README.md").read_text())
-    assert (
-        "- **Tokenizers:** the teacher reads `teacher` (32 tokens), the student its own, `pretrained-student` (23 "
-        "tokens), saved with it; one prediction per example over the same labels, so the soft targets need no "
-        "alignment." in body
+    assert metrics["distillation"]["tokenizers"]["alignment"] == (
+        "one prediction per example over the same labels, so the soft targets need no alignment"
     )
+    _, body = split_card((folder / "README.md").read_text())
     assert "between each example's hidden states averaged over its own tokens (two tokenizers" in body
+
+
+# ---- causal language models ----------------------------------------------------------------------------------------
+
+
+def sorted_l1(p, q):
+    width = max(len(p), len(q))
+    p = torch.nn.functional.pad(p.sort(descending=True).values, (0, width - len(p)))
+    q = torch.nn.functional.pad(q.sort(descending=True).values, (0, width - len(q)))
+    return (p - q).abs().sum().item()
+
+
+@pytest.mark.parametrize("method", ["span", "uld"])
+def test_causal_lm_soft_targets_equal_their_formula_on_each_models_own_tokens(tmp_path, method):
+    """The evaluation's kd term, from batches padded on both sides, equals the method's formula applied example by
+    example to each model's logits on its own unpadded tokens: span alignment over the groups of text both tokenizers
+    cut alike (merged spans' mass combined, shared tokens one to one, the rest sorted), ULD over the k-th predictions,
+    summed and divided by the student's scored tokens."""
+    trainer, splits = cross_trainer(
+        tmp_path, "causal-lm-gpt2", cross_tokenizer_loss=method, temperature=1.5, per_device_eval_batch_size=4
+    )
+    measured = trainer.evaluate()["eval_loss_kd"]
+    pair, student, teacher = trainer.tokenizers, trainer.student.eval(), trainer.teacher
+    shared = list(zip(*shared_vocabulary(pair.teacher, pair.student)))
+    total, scored = 0.0, 0
+    for row in splits["validation"]:
+        with torch.no_grad():  # (GPT-2 adds the embedding of its token type ids, which the BERT tokenizers give)
+            own = {k: torch.tensor([row[k]]) for k in ("input_ids", "token_type_ids")}
+            theirs = {k: torch.tensor([row[f"teacher_{k}"]]) for k in ("input_ids", "token_type_ids")}
+            s_logits = student(**own).logits[0].double()
+            t_logits = teacher(**theirs).logits[0].double()
+        p_s, p_t = (s_logits / 1.5).softmax(-1), (t_logits / 1.5).softmax(-1)
+        s_ids, t_ids = row["input_ids"], row["teacher_input_ids"]
+        scored += len(s_ids) - 1  # every token but the first is predicted (plain text)
+        if method == "uld":
+            for k in range(min(len(s_ids), len(t_ids)) - 1):
+                total += sorted_l1(p_s[k], p_t[k])
+            continue
+        no_first = lambda spans: [None, *spans[1:]]  # noqa: E731 - the first token is predicted by nothing
+        for s_group, t_group in span_groups(no_first(row["align_spans"]), no_first(row["align_teacher_spans"])):
+            # q(v) = p at the group's first prediction, times the probabilities of its later tokens.
+            q_s = p_s[s_group[0] - 1] * math.prod(p_s[j - 1, s_ids[j]].item() for j in s_group[1:])
+            q_t = p_t[t_group[0] - 1] * math.prod(p_t[j - 1, t_ids[j]].item() for j in t_group[1:])
+            total += sum(abs(q_t[u] - q_s[v]).item() for u, v in shared)
+            rest_s = [v for v in range(len(q_s)) if v not in {v for _, v in shared}]
+            rest_t = [u for u in range(len(q_t)) if u not in {u for u, _ in shared}]
+            total += sorted_l1(q_s[rest_s], q_t[rest_t])
+    assert measured == pytest.approx(total / scored, rel=1e-5)
+    assert measured > 0.01
+
+
+def test_prompt_completion_pairs_align_the_completions_padded_on_either_side(tmp_path):
+    """Prompt/completion data: each side spells the prompt then the completion; only the completions are scored and
+    aligned (spans relative to the completion's text). A teacher that pads on the left shifts its positions."""
+    rows = [{"prompt": "it is", "completion": "a movie"}, {"prompt": "it", "completion": "a day"}]
+    (tmp_path / "train.jsonl").write_text("")
+    raw = DatasetDict({"train": Dataset.from_list(rows)})
+    student_tokenizer, teacher_tokenizer = tiny_tokenizer(), word_piece_tokenizer()
+    teacher_tokenizer.padding_side = "left"
+    data_args = DataArguments(train_file=str(tmp_path / "train.jsonl"))
+    paired = CausalLM().prepare_datasets(raw, student_tokenizer, data_args, teacher_tokenizer=teacher_tokenizer)
+    first = paired["train"][0]
+    # [CLS] it is [SEP] a movie | [CLS] it is [SEP] a mo ##vie: the prompt's tokens cover no character of the text
+    assert first["align_spans"] == [[0, 0]] * 4 + [[0, 1], [2, 7]]
+    assert first["align_teacher_spans"] == [[0, 0]] * 4 + [[0, 1], [2, 4], [4, 7]]
+    assert first["labels"][:4] == [-100] * 4 and first["teacher_labels"][:4] == [-100] * 4
+
+    collate = PairedCollator(
+        CausalLM().data_collator(student_tokenizer),
+        CausalLM().data_collator(teacher_tokenizer),
+        CausalLM(),
+        ("input_ids", "attention_mask", "token_type_ids", "labels"),
+    )
+    batch = collate([paired["train"][0], paired["train"][1]])
+    # Row 1 ([CLS] it [SEP] a day on both sides) is padded on the right by the student's collator (to 6) and on the
+    # left by the teacher's (to 7): its teacher positions move two to the right.
+    assert batch["teacher_attention_mask"][1].tolist() == [0, 0, 1, 1, 1, 1, 1]
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0]
+    # The logits at i predict the token at i + 1: row 0 aligns "a" (4 | 4) and "movie" (5 | mo 5, ##vie 6 merged);
+    # row 1 aligns "a" (3 | 5) and "day" (4 | 6).
+    assert batch["span_student_positions"].tolist() == [[3, 4], [2, 3]]
+    assert batch["span_teacher_positions"].tolist() == [[3, 4], [4, 5]]
+    assert batch["span_mask"].all()
+    assert batch["span_teacher_merges"].tolist() == [[-1, -1, -1, -1, -1, 1, -1], [-1] * 7]
+    assert batch["span_student_merges"].eq(-1).all()

@@ -116,13 +116,15 @@ def classifier(num_layers=4, hidden=32, seed=0, **kwargs):
     return tiny_bert(num_layers, hidden, seed=seed, **{"initializer_range": 0.3, **kwargs})
 
 
-def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
-    config = family_config("gpt2", hidden=hidden, layers=num_layers, vocab_size=vocab_size)
+def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE, **overrides):
+    config = family_config("gpt2", hidden=hidden, layers=num_layers, vocab_size=vocab_size, **overrides)
     return _seeded(seed, lambda: GPT2LMHeadModel(config))
 
 
-def llama(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
-    config = family_config("llama", hidden=hidden, layers=num_layers, vocab_size=vocab_size, tie_word_embeddings=False)
+def llama(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE, **overrides):
+    config = family_config(
+        "llama", hidden=hidden, layers=num_layers, vocab_size=vocab_size, tie_word_embeddings=False, **overrides
+    )
     return _seeded(seed, lambda: LlamaForCausalLM(config))
 
 
@@ -528,10 +530,13 @@ class TaskCase:
 
     def cross_pair(self, student_hidden: int = 32):
         """(student, teacher, student tokenizer, teacher tokenizer) of two vocabularies: the student reads the words
-        of `tiny_tokenizer()`, the teacher the pieces of `word_piece_tokenizer()` (`movie` -> `mo ##vie`)."""
+        of `tiny_tokenizer()`, the teacher the pieces of `word_piece_tokenizer()` (`movie` -> `mo ##vie`). Both are
+        initialised wider than the default, so that their distributions are far from uniform (near-uniform
+        distributions over two vocabularies give the sorted-probability losses no gradient)."""
         student_tokenizer, teacher_tokenizer = tiny_tokenizer(), word_piece_tokenizer()
-        student = self.build(num_layers=2, hidden=student_hidden, seed=1, vocab_size=len(student_tokenizer))
-        teacher = self.build(num_layers=4, seed=0, vocab_size=len(teacher_tokenizer))
+        wide = {"initializer_range": 0.3}
+        student = self.build(num_layers=2, hidden=student_hidden, seed=1, vocab_size=len(student_tokenizer), **wide)
+        teacher = self.build(num_layers=4, seed=0, vocab_size=len(teacher_tokenizer), **wide)
         return student, teacher, student_tokenizer, teacher_tokenizer
 
     def __str__(self) -> str:
