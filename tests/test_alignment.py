@@ -45,6 +45,7 @@ def test_span_groups_keep_the_pieces_of_one_character_together():
     # "né": a byte-level teacher gives the two bytes of "é" two tokens with the character's span (1, 2).
     assert span_groups([(0, 2)], [(0, 1), (1, 2), (1, 2)]) == [([0], [0, 1, 2])]
     assert span_groups([(0, 1), (1, 2)], [(0, 1), (1, 2), (1, 2)]) == [([0], [0]), ([1], [1, 2])]
+    assert span_groups([(0, 1), (1, 2), (1, 2), (2, 4)], [(0, 2), (2, 4)]) == [([0, 1, 2], [0]), ([3], [1])]
 
 
 def test_edge_positions_move_start_and_end_to_the_first_and_last_overlapping_token():
