@@ -27,7 +27,7 @@ from tiny_task_models import (
     trainable_state,
     word_piece_tokenizer,
 )
-from transformers import AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hf_distill import DistillationTrainer, load_model
 from hf_distill.alignment import shared_vocabulary, span_groups
@@ -119,6 +119,8 @@ GA_CASES = [
     ("text-classification", {"kd_weight": 1.0, "label_weight": 0.5, "hidden_weight": 1.0}),
     ("causal-lm-gpt2", {"kd_weight": 1.0, "label_weight": 0.5, "cross_tokenizer_loss": "span"}),
     ("causal-lm-llama", {"kd_weight": 1.0, "label_weight": 0.5, "cross_tokenizer_loss": "uld"}),
+    ("token-classification", {"kd_weight": 1.0, "label_weight": 0.5, "logit_mse_weight": 0.3}),
+    ("question-answering", {"kd_weight": 1.0, "label_weight": 0.5, "hidden_weight": 1.0}),
 ]
 
 
@@ -276,7 +278,7 @@ def test_equal_sizes_with_other_tokens_are_detected(tmp_path):
 
 # ---- the command: a pretrained student of another family ---------------------------------------------------------
 
-COMMAND_CASES = ["text-classification", "causal-lm-gpt2"]
+COMMAND_CASES = ["text-classification", "token-classification", "question-answering", "causal-lm-gpt2"]
 
 
 @pytest.mark.parametrize("case_id", COMMAND_CASES)
@@ -290,8 +292,7 @@ def test_a_pretrained_student_with_its_own_tokenizer_through_the_command(tmp_pat
     folder = tmp_path / "student"
 
     task = task_for(teacher_model := load_model(str(teacher)))
-    saved = pipeline(task.pipeline_tag, model=str(folder))
-    assert saved.tokenizer.get_vocab() == tiny_tokenizer().get_vocab()
+    assert AutoTokenizer.from_pretrained(folder).get_vocab() == tiny_tokenizer().get_vocab()
     metrics = json.loads((folder / METRICS_FILE).read_text())
     tokenizers = metrics["distillation"]["tokenizers"]
     assert tokenizers["teacher"] == "teacher" and tokenizers["teacher_tokens"] == 32
@@ -420,3 +421,64 @@ def test_prompt_completion_pairs_align_the_completions_padded_on_either_side(tmp
     assert batch["span_mask"].all()
     assert batch["span_teacher_merges"].tolist() == [[-1, -1, -1, -1, -1, 1, -1], [-1] * 7]
     assert batch["span_student_merges"].eq(-1).all()
+
+
+# ---- token classification and question answering -------------------------------------------------------------------
+
+
+def own_logits(model, row, prefix=""):
+    """The model's outputs on one example's own unpadded tokens (`prefix`: `teacher_` for the teacher's)."""
+    with torch.no_grad():
+        return model(**{k: torch.tensor([row[prefix + k]]) for k in ("input_ids", "token_type_ids")})
+
+
+def kl(teacher_logits, student_logits, temperature):
+    """T^2 KL(softmax(t / T) || softmax(s / T)), straight from the definition."""
+    t, s = teacher_logits.double() / temperature, student_logits.double() / temperature
+    return temperature**2 * (t.softmax(-1) * (t.log_softmax(-1) - s.log_softmax(-1))).sum().item()
+
+
+def test_token_classification_compares_each_word_at_its_first_token_on_both_sides(tmp_path):
+    """The kd term: per labelled word, the KL between the teacher's logits at the word's first teacher token and the
+    student's at its first student token (words the teacher's tokens split in two included), over the labels."""
+    trainer, splits = cross_trainer(tmp_path, "token-classification", per_device_eval_batch_size=4)
+    measured = trainer.evaluate()["eval_loss_kd"]
+    temperature, total, labelled = trainer.args.temperature, 0.0, 0
+    split = 0
+    for row in splits["validation"]:
+        s_logits = own_logits(trainer.student.eval(), row).logits[0]
+        t_logits = own_logits(trainer.teacher, row, "teacher_").logits[0]
+        first = lambda words: {w: i for i, w in reversed(list(enumerate(words))) if w >= 0}  # noqa: E731
+        s_first, t_first = first(row["align_words"]), first(row["align_teacher_words"])
+        split += sum(row["align_teacher_words"].count(w) > 1 for w in t_first)
+        for word, position in s_first.items():
+            if row["labels"][position] != -100:
+                labelled += 1
+                total += kl(t_logits[t_first[word]], s_logits[position], temperature)
+    assert split > 0  # some words are two teacher tokens
+    assert measured == pytest.approx(total / labelled, rel=1e-5)
+
+
+def test_question_answering_moves_the_teachers_span_probabilities_onto_the_students_tokens(tmp_path):
+    """The kd term: per example, the teacher's start (end) probabilities added onto the student token where each
+    teacher token's characters begin (end), the first token onto the first, renormalised, softened at T, and
+    compared by KL with the student's; (start + end) / 2, over the examples."""
+    trainer, splits = cross_trainer(tmp_path, "question-answering", per_device_eval_batch_size=4, temperature=1.5)
+    measured = trainer.evaluate()["eval_loss_kd"]
+    total = 0.0
+    for row in splits["validation"]:
+        s_out, t_out = own_logits(trainer.student.eval(), row), own_logits(trainer.teacher, row, "teacher_")
+        s_spans, t_spans = row["align_spans"], row["align_teacher_spans"]
+        for side in ("start", "end"):
+            p_t = getattr(t_out, f"{side}_logits")[0].double().softmax(-1)
+            moved = torch.zeros(len(s_spans), dtype=torch.float64)
+            for j, (a, b) in enumerate(t_spans):
+                # The student tokens sharing a character with teacher token j.
+                overlap = [i for i, (c, d) in enumerate(s_spans) if c < d and c < b and a < d]
+                if j == 0:
+                    moved[0] += p_t[0]
+                elif a < b and overlap:
+                    moved[overlap[0] if side == "start" else overlap[-1]] += p_t[j]
+            target = (moved / moved.sum()).clamp_min(1e-30).log()
+            total += kl(target, getattr(s_out, f"{side}_logits")[0], 1.5) / 2
+    assert measured == pytest.approx(total / len(splits["validation"]), rel=1e-5)
