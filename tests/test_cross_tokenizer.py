@@ -40,10 +40,11 @@ from hf_distill.tasks import CausalLM, task_for
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def cross_trainer(tmp_path, case_id, splits=None, student_hidden=32, **overrides):
-    """A trainer of the case's cross pair (student: words, teacher: word pieces) on its paired data files."""
+def cross_trainer(tmp_path, case_id, splits=None, student_hidden=32, student_pieces=False, **overrides):
+    """A trainer of the case's cross pair (student: words, teacher: word pieces; or the other way round) on its
+    paired data files."""
     task_case = case(case_id)
-    student, teacher, student_tokenizer, teacher_tokenizer = task_case.cross_pair(student_hidden)
+    student, teacher, student_tokenizer, teacher_tokenizer = task_case.cross_pair(student_hidden, student_pieces)
     if splits is None:
         splits = paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher)
     trainer = DistillationTrainer(
@@ -459,11 +460,19 @@ def test_token_classification_compares_each_word_at_its_first_token_on_both_side
     assert measured == pytest.approx(total / labelled, rel=1e-5)
 
 
-def test_question_answering_moves_the_teachers_span_probabilities_onto_the_students_tokens(tmp_path):
+@pytest.mark.parametrize("student_pieces", [False, True], ids=["teacher-splits-words", "student-splits-words"])
+def test_question_answering_moves_the_teachers_span_probabilities_onto_the_students_tokens(tmp_path, student_pieces):
     """The kd term: per example, the teacher's start (end) probabilities added onto the student token where each
     teacher token's characters begin (end), the first token onto the first, renormalised, softened at T, and
-    compared by KL with the student's; (start + end) / 2, over the examples."""
-    trainer, splits = cross_trainer(tmp_path, "question-answering", per_device_eval_batch_size=4, temperature=1.5)
+    compared by KL with the student's; (start + end) / 2, over the examples. Both ways round: a teacher token split
+    in two by the student gives its start to the first piece and its end to the second."""
+    trainer, splits = cross_trainer(
+        tmp_path,
+        "question-answering",
+        student_pieces=student_pieces,
+        per_device_eval_batch_size=4,
+        temperature=1.5,
+    )
     measured = trainer.evaluate()["eval_loss_kd"]
     total = 0.0
     for row in splits["validation"]:

@@ -528,12 +528,15 @@ class TaskCase:
             num_layers=4, seed=0, **kwargs
         )
 
-    def cross_pair(self, student_hidden: int = 32):
+    def cross_pair(self, student_hidden: int = 32, student_pieces: bool = False):
         """(student, teacher, student tokenizer, teacher tokenizer) of two vocabularies: the student reads the words
-        of `tiny_tokenizer()`, the teacher the pieces of `word_piece_tokenizer()` (`movie` -> `mo ##vie`). Both are
-        initialised wider than the default, so that their distributions are far from uniform (near-uniform
-        distributions over two vocabularies give the sorted-probability losses no gradient)."""
+        of `tiny_tokenizer()`, the teacher the pieces of `word_piece_tokenizer()` (`movie` -> `mo ##vie`), or the
+        other way round with `student_pieces`. Both are initialised wider than the default, so that their
+        distributions are far from uniform (near-uniform distributions over two vocabularies give the
+        sorted-probability losses no gradient)."""
         student_tokenizer, teacher_tokenizer = tiny_tokenizer(), word_piece_tokenizer()
+        if student_pieces:
+            student_tokenizer, teacher_tokenizer = teacher_tokenizer, student_tokenizer
         wide = {"initializer_range": 0.3}
         student = self.build(num_layers=2, hidden=student_hidden, seed=1, vocab_size=len(student_tokenizer), **wide)
         teacher = self.build(num_layers=4, seed=0, vocab_size=len(teacher_tokenizer), **wide)
