@@ -35,12 +35,14 @@ from .tasks.base import IGNORE_INDEX
 GENERATION_FIELDS = ("lmbda", "seq_kd")
 
 
-def check_completion_settings(args, teacher_cache=None, task=None) -> None:
+def check_completion_settings(args, teacher_cache=None, task=None, tokenizers=None) -> None:
     """Refuses on-policy / sequence-level settings where they cannot work, at start-up.
 
     Raises:
-        `ValueError`: with a teacher cache (the teacher must score sequences that exist only once generated), or for
-            a task other than causal language modelling.
+        `ValueError`: with a teacher cache (the teacher must score sequences that exist only once generated), for a
+            task other than causal language modelling, or with a student of another tokenizer (`tokenizers`: its
+            completions would have to be decoded to text and tokenised again for the other model, which is not built
+            yet).
     """
     if not uses_completions(args):
         return
@@ -55,6 +57,13 @@ def check_completion_settings(args, teacher_cache=None, task=None) -> None:
         raise ValueError(
             f"on-policy / sequence-level distillation ({given}) generates completions, which only a causal language "
             f"model does; this student is {task.name}: set lmbda=0 and seq_kd=False"
+        )
+    if tokenizers is not None:
+        raise ValueError(
+            f"on-policy / sequence-level distillation ({given}) with a student of another tokenizer than the "
+            f"teacher's ({tokenizers.difference}) would have to decode each completion to text and tokenise it again "
+            "for the other model, which hf_distill does not do yet: set lmbda=0 and seq_kd=False (for sequence-level "
+            "KD across tokenizers, have the teacher write the training texts beforehand: they are plain text)"
         )
 
 

@@ -25,6 +25,7 @@ from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hi
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair
 from .data import DataArguments, load_raw_datasets
+from .generation import check_completion_settings
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .log import get_logger
 from .measure import (
@@ -249,6 +250,7 @@ def _prepare(
     if pair is not None:  # before any data is read: a task without an alignment is refused at once
         logger.info(f"The student has a tokenizer of its own ({pair.difference}): each example is tokenised by both")
         pair.check_crosses(resolved, active_terms(config))
+        check_completion_settings(config, config.teacher_cache, resolved, pair)
     _check_max_length(data_args, teachers[0])
     own_args = _own_arguments(resolved, task_args)
     raw = load_raw_datasets(data_args)

@@ -109,7 +109,6 @@ class DistillationTrainer(Trainer):
                 "no teacher: pass teacher_model=..., or set teacher_model_name_or_path or teacher_cache in the config"
             )
         self.teacher_cache = teacher_cache
-        check_completion_settings(args, teacher_cache, self.task)
         self.teacher_weights = self._teacher_weights(len(teachers), args)
         if args.intermediate_teacher >= max(len(teachers), 1):
             raise ValueError(
@@ -123,6 +122,7 @@ class DistillationTrainer(Trainer):
         tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
         # Two tokenizers of different vocabularies: each model reads its own tokenization of every example.
         self.tokenizers = self._tokenizer_pair(model, tokenizer, teacher_processing_class)
+        check_completion_settings(args, teacher_cache, self.task, self.tokenizers)
         across = self.tokenizers is not None
         teacher_tokenizer = self.tokenizers.teacher if across else tokenizer
         for teacher in teachers:

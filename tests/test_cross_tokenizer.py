@@ -207,6 +207,17 @@ def test_loss_terms_that_compare_tokens_are_refused(tmp_path, overrides, message
         ),
         (
             "causal-lm-gpt2",
+            {"seq_kd": True},
+            r"^on-policy / sequence-level distillation \(seq_kd=True\) with a student of another tokenizer than the "
+            r"teacher's \(the teacher's has 32 tokens, the student's 23 \(13 spelled alike\)\) would have to decode",
+        ),
+        (
+            "causal-lm-llama",
+            {"lmbda": 0.5},
+            r"^on-policy / sequence-level distillation \(lmbda=0.5\) with a student of another tokenizer",
+        ),
+        (
+            "causal-lm-gpt2",
             {"logit_mse_weight": 1.0},
             r"and the logit MSE \(logit_mse_weight > 0\) compares logits token by token over one vocabulary; set "
             r"logit_mse_weight=0",
