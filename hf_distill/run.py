@@ -632,12 +632,19 @@ def build_cache(
             # the layer count only: a width-pruned student has the same depth (and needs no calibration for it)
             lambda: make_student(teacher, _depth_only(student_args)).config.num_hidden_layers,
         )
+    dataset, tokenizer, collator = prepared.train_dataset, prepared.tokenizer, prepared.collator
+    if prepared.teacher_tokenizer is not None:
+        # The recipe's student has another tokenizer: the cache holds the teacher's outputs on its own tokenization,
+        # which serves a student of any tokenizer whose paired data carries the same teacher tokens.
+        pair = TokenizerPair.of(prepared.teacher_tokenizer, prepared.tokenizer)
+        dataset, tokenizer = pair.teacher_view(dataset, prepared.task), pair.teacher
+        collator = prepared.task.data_collator(tokenizer, prepared.task_args)
     return build_teacher_cache(
         teacher,
-        prepared.train_dataset,
+        dataset,
         cache_args.cache_dir,
-        tokenizer=prepared.tokenizer,
-        data_collator=prepared.collator,
+        tokenizer=tokenizer,
+        data_collator=collator,
         top_k=cache_args.top_k,
         logit_samples=cache_args.logit_samples,
         temperature=config.temperature,

@@ -307,8 +307,12 @@ class DistillationTrainer(Trainer):
                 f"{type(dataset).__name__}"
             )
         check_collator(kwargs.get("data_collator"), dataset)
-        cache.check(teacher=teacher, tokenizer=kwargs.get("processing_class"), dataset=dataset)
-        check_cache_serves(cache, self.terms, args, self.layer_map)
+        pair = self.tokenizers
+        if pair is None:
+            cache.check(teacher=teacher, tokenizer=kwargs.get("processing_class"), dataset=dataset)
+        else:  # the cache holds the teacher's outputs on its own tokenization: checked against the teacher's side
+            cache.check(teacher=teacher, tokenizer=pair.teacher, dataset=pair.teacher_view(dataset, self.task))
+        check_cache_serves(cache, self.terms, args, self.layer_map, across_vocabularies=pair and self.task)
         if CACHE_INDEX_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(CACHE_INDEX_COLUMN)
         return dataset.add_column(CACHE_INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
@@ -326,9 +330,11 @@ class DistillationTrainer(Trainer):
         if training and not any(term.needs_teacher for term in self.terms):
             return None
         if training and self.teacher_cache is not None and CACHE_INDEX_COLUMN in inputs:
-            reference = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
+            # Put back at the teacher's own real tokens (its side of a batch of two tokenizations).
+            own = teacher_inputs(inputs) if self.tokenizers is not None else inputs
+            reference = own["input_ids"] if "input_ids" in own else own["inputs_embeds"]
             return self.teacher_cache.outputs(
-                inputs[CACHE_INDEX_COLUMN], inputs.get("attention_mask"), reference.shape[:2], self.args.device
+                inputs[CACHE_INDEX_COLUMN], own.get("attention_mask"), reference.shape[:2], self.args.device
             )
         if not self.teachers:
             if not self._warned_no_teacher:

@@ -29,7 +29,7 @@ from tiny_task_models import (
 )
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from hf_distill import DistillationTrainer, load_model
+from hf_distill import DistillationTrainer, build_teacher_cache, load_model
 from hf_distill.alignment import shared_vocabulary, span_groups
 from hf_distill.cli import main
 from hf_distill.cross_tokenizer import PairedCollator
@@ -502,3 +502,80 @@ def test_question_answering_moves_the_teachers_span_probabilities_onto_the_stude
             target = (moved / moved.sum()).clamp_min(1e-30).log()
             total += kl(target, getattr(s_out, f"{side}_logits")[0], 1.5) / 2
     assert measured == pytest.approx(total / len(splits["validation"]), rel=1e-5)
+
+
+# ---- the teacher cache ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case_id", ["text-classification", "token-classification", "causal-lm-gpt2"])
+def test_a_cache_of_the_teachers_own_tokenization_serves_a_student_of_another(tmp_path, case_id):
+    """A cache built once, on the data as a run with the teacher's tokenizer prepares it, serves a student of another
+    tokenizer: its outputs are put back at the teacher's side of each paired batch, aligned as the live teacher's
+    are, and the student trains to the same weights without running the teacher."""
+    task_case = case(case_id)
+    _, teacher, student_tokenizer, teacher_tokenizer = task_case.cross_pair()
+    task = task_for(teacher)
+    plain = paired_splits(tmp_path, task_case, teacher_tokenizer, None, teacher)["train"]  # one tokenization
+    build_teacher_cache(
+        teacher,
+        plain,
+        str(tmp_path / "cache"),
+        tokenizer=teacher_tokenizer,
+        data_collator=task.data_collator(teacher_tokenizer),
+        hidden_layers=[2, 4],
+        hidden_dtype="float32",
+        progress=False,
+    )
+    splits = paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher)
+    splits = {"train": splits["train"], "validation": splits["validation"]}
+    # Plain SGD: Adam would blow the float rounding of gradients that are zero in exact arithmetic (the attention
+    # keys' biases) up to whole steps.
+    terms = {"kd_weight": 1.0, "label_weight": 0.5, "hidden_weight": 1.0, "max_steps": 3, **SGD, "learning_rate": 0.1}
+    live, _ = cross_trainer(tmp_path / "live", case_id, splits=splits, **terms)
+    cached, _ = cross_trainer(
+        tmp_path / "cached", case_id, splits=splits, teacher_cache=str(tmp_path / "cache"), **terms
+    )
+    calls = []
+    cached.teacher.register_forward_hook(lambda *args: calls.append(1))
+    live.train()
+    cached.train()
+    assert not calls  # training read the cache
+    assert cached.distillation_settings()["tokenizers"]["student_tokens"] == len(student_tokenizer)
+    for (name, a), b in zip(live.student.named_parameters(), cached.student.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_cache_that_does_not_fit_a_student_of_another_tokenizer_is_refused(tmp_path):
+    task_case = case("causal-lm-gpt2")
+    _, teacher, student_tokenizer, teacher_tokenizer = task_case.cross_pair()
+    task = task_for(teacher)
+    plain = paired_splits(tmp_path, task_case, teacher_tokenizer, None, teacher)["train"]
+    collator = task.data_collator(teacher_tokenizer)
+    build_teacher_cache(teacher, plain, str(tmp_path / "top-k"), tokenizer=teacher_tokenizer, data_collator=collator,
+                        top_k=4, temperature=2.0, progress=False)  # fmt: skip
+    build_teacher_cache(teacher, plain.select(range(30)), str(tmp_path / "other-rows"), tokenizer=teacher_tokenizer,
+                        data_collator=collator, progress=False)  # fmt: skip
+    splits = paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher)
+    with pytest.raises(ValueError, match=r"^the teacher cache keeps 4 classes per position .* a student of another "
+                       r"tokenizer learns a causal-lm teacher's distributions over its whole vocabulary"):  # fmt: skip
+        cross_trainer(tmp_path, "causal-lm-gpt2", splits=splits, teacher_cache=str(tmp_path / "top-k"))
+    with pytest.raises(ValueError, match="was built from 30 rows"):
+        cross_trainer(tmp_path, "causal-lm-gpt2", splits=splits, teacher_cache=str(tmp_path / "other-rows"))
+
+
+def test_the_cache_command_of_the_teacher_alone_serves_a_student_of_another_tokenizer(tmp_path):
+    """`hf-distill cache` on the teacher's recipe (no student given: one tokenization), then `hf-distill train` of a
+    pretrained student with its own tokenizer from that cache: the same student as with the live teacher."""
+    task_case = case("text-classification")
+    teacher, pretrained = save_cross_pair(tmp_path, task_case)
+    flags = [*train_flags(tmp_path, teacher, task_case), "--optim", "sgd", "--measure_latency", "false"]
+    main(["cache", *flags, "--cache_dir", str(tmp_path / "cache"), "--hidden_dtype", "float32"])
+    student = ["--student_model_name_or_path", str(pretrained), "--output_dir"]
+    main(["train", *flags, *student, str(tmp_path / "live")])
+    main(["train", *flags, *student, str(tmp_path / "cached"), "--teacher_cache", str(tmp_path / "cache")])
+    live = AutoModelForSequenceClassification.from_pretrained(tmp_path / "live").state_dict()
+    cached = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cached").state_dict()
+    assert max((cached[k] - live[k]).abs().max().item() for k in live) < 1e-5
+    assert AutoTokenizer.from_pretrained(tmp_path / "cached").get_vocab() == tiny_tokenizer().get_vocab()
+    settings = json.loads((tmp_path / "cached" / METRICS_FILE).read_text())["distillation"]
+    assert settings["teacher_cache"]["top_k"] is None and settings["tokenizers"]["student_tokens"] == 23
