@@ -276,19 +276,20 @@ def load_student_tokenizer(student_args: StudentArguments, teacher_tokenizer):
     return teacher_tokenizer if name is None else load_tokenizer(name, role="student")
 
 
-def _check_max_length(data_args: DataArguments, teacher: PreTrainedModel) -> None:
-    """Refuses a `--max_length` longer than the teacher's position embeddings (the student shares them): the first
-    longer batch would fail with a tensor-size error. Left at its default, it is lowered to the limit instead."""
-    limit = position_limit(teacher)
+def _check_max_length(data_args: DataArguments, model: PreTrainedModel, role: str = "teacher") -> None:
+    """Refuses a `--max_length` longer than the teacher's position embeddings (a student built from it shares them),
+    or than a given student's (`role="student"`, checked once the data is tokenised): the first longer batch would
+    fail with a tensor-size error. Left at its default, it is lowered to the teacher's limit instead."""
+    limit = position_limit(model)
     if limit is None or data_args.max_length <= limit:
         return
-    if data_args.max_length == DataArguments.__dataclass_fields__["max_length"].default:
+    if role == "teacher" and data_args.max_length == DataArguments.__dataclass_fields__["max_length"].default:
         logger.info(f"max_length lowered from its default {data_args.max_length} to {limit}, the teacher's limit")
         data_args.max_length = limit
         return
     raise ValueError(
-        f"--max_length {data_args.max_length} is longer than the teacher's {limit} position embeddings "
-        f"({type(teacher).__name__}, max_position_embeddings={limit}): give --max_length {limit} or less"
+        f"--max_length {data_args.max_length} is longer than the {role}'s {limit} position embeddings "
+        f"({type(model).__name__}, max_position_embeddings={limit}): give --max_length {limit} or less"
     )
 
 
@@ -404,6 +405,8 @@ def run_distillation(
             datasets["train"], prepared.collator, student_args.calibration_examples, config.per_device_train_batch_size
         )
     student = make_student(prepared.teacher, student_args, calibration=calibration)
+    if student_args.student_model_name_or_path:
+        _check_max_length(data_args, student, role="student")
     _check_layer_map(config, prepared.teacher, student)
     comparing = measure_args.baseline or measure_args.seeds > 1
     if comparing:

@@ -14,6 +14,7 @@ from datasets import Dataset, DatasetDict
 from tiny_task_models import (
     CORE_WORDS,
     SGD,
+    bert_config,
     case,
     make_config,
     make_trainer,
@@ -27,11 +28,11 @@ from tiny_task_models import (
     trainable_state,
     word_piece_tokenizer,
 )
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel, pipeline
 
 from hf_distill import DistillationTrainer, build_teacher_cache, load_model
 from hf_distill.alignment import shared_vocabulary, span_groups
-from hf_distill.cli import main
+from hf_distill.cli import main, run_command
 from hf_distill.cross_tokenizer import PairedCollator
 from hf_distill.data import DataArguments
 from hf_distill.measure import METRICS_FILE
@@ -579,3 +580,14 @@ def test_the_cache_command_of_the_teacher_alone_serves_a_student_of_another_toke
     assert AutoTokenizer.from_pretrained(tmp_path / "cached").get_vocab() == tiny_tokenizer().get_vocab()
     settings = json.loads((tmp_path / "cached" / METRICS_FILE).read_text())["distillation"]
     assert settings["teacher_cache"]["top_k"] is None and settings["tokenizers"]["student_tokens"] == 23
+
+
+def test_a_pretrained_student_shorter_than_max_length_is_refused_at_start_up(tmp_path):
+    task_case = case("text-classification")
+    teacher, pretrained = save_cross_pair(tmp_path, task_case)
+    short = BertModel(bert_config(2, vocab_size=len(tiny_tokenizer()), max_position_embeddings=16))
+    short.save_pretrained(pretrained)  # 16 positions; the data are cut at the teacher's 64
+    flags = [*train_flags(tmp_path, teacher, task_case), "--student_model_name_or_path", str(pretrained)]
+    with pytest.raises(ValueError, match=r"^--max_length 64 is longer than the student's 16 position embeddings "):
+        run_command(["train", *flags])
+    assert not (tmp_path / "student" / "model.safetensors").exists()
