@@ -25,7 +25,6 @@ from .cache import CacheArguments, TeacherCache, build_teacher_cache, default_hi
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair
 from .data import DataArguments, load_raw_datasets
-from .generation import check_completion_settings
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .log import get_logger
 from .measure import (
@@ -202,8 +201,9 @@ def make_student(
 class _Prepared:
     """What a run and a cache build share: the task, the teachers and tokenizer, the tokenised data, the collator.
 
-    `tokenizer` is the student's (saved with it); `teacher_tokenizer` is the teacher's when its vocabulary differs
-    from the student's (the data then holds both tokenizations, see [`~hf_distill.cross_tokenizer`]), else `None`.
+    `tokenizer` is the student's (saved with it); `tokenizers` is the pair of the teacher's and the student's when
+    their vocabularies differ (the data then holds both tokenizations, see [`~hf_distill.cross_tokenizer`]), else
+    `None` (one tokenizer, the teacher's, serves both).
     """
 
     task: Task
@@ -213,7 +213,12 @@ class _Prepared:
     collator: Any
     task_args: Any
     augmented: int = 0  # the transfer-set examples made by --augment (part of datasets["unlabeled"])
-    teacher_tokenizer: Any = None
+    tokenizers: TokenizerPair | None = None
+
+    @property
+    def teacher_tokenizer(self):
+        """The teacher's tokenizer when it differs from the student's, else `None`."""
+        return self.tokenizers.teacher if self.tokenizers is not None else None
 
     @property
     def teacher(self) -> PreTrainedModel:
@@ -245,25 +250,24 @@ def _prepare(
     teachers += [load_model(path, teachers[0], init_kwargs) for path in paths[1:]]
     resolved = task_class.from_model(teachers[0])
     tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0], teachers[0])
-    student_tokenizer = load_student_tokenizer(student_args, tokenizer)
-    pair = TokenizerPair.of(tokenizer, student_tokenizer)
+    pair = TokenizerPair.of(tokenizer, load_student_tokenizer(student_args, tokenizer))
+    # One vocabulary: the teacher's tokenizer serves both, exactly as before; two: each model reads its own tokens.
+    student_tokenizer = pair.student if pair is not None else tokenizer
     if pair is not None:  # before any data is read: a task without an alignment is refused at once
         logger.info(f"The student has a tokenizer of its own ({pair.difference}): each example is tokenised by both")
         pair.check_crosses(resolved, active_terms(config))
-        check_completion_settings(config, config.teacher_cache, resolved, pair)
     _check_max_length(data_args, teachers[0])
     own_args = _own_arguments(resolved, task_args)
     raw = load_raw_datasets(data_args)
     if data_args.augment:
         raw = add_augmented_transfer_set(raw, data_args, resolved, tokenizer, teachers[0])
+    teacher_tokenizer = pair.teacher if pair is not None else None
     datasets = resolved.prepare_datasets(
-        raw, student_tokenizer, data_args, own_args, teachers[0].config, teacher_tokenizer=pair and tokenizer
+        raw, student_tokenizer, data_args, own_args, teachers[0].config, teacher_tokenizer=teacher_tokenizer
     )
     collator = resolved.data_collator(student_tokenizer, own_args)
     augmented = getattr(raw, "augmented_examples", 0)
-    return _Prepared(
-        resolved, teachers, student_tokenizer, datasets, collator, own_args, augmented, pair and tokenizer
-    )
+    return _Prepared(resolved, teachers, student_tokenizer, datasets, collator, own_args, augmented, pair)
 
 
 def load_student_tokenizer(student_args: StudentArguments, teacher_tokenizer):
@@ -636,10 +640,10 @@ def build_cache(
             lambda: make_student(teacher, _depth_only(student_args)).config.num_hidden_layers,
         )
     dataset, tokenizer, collator = prepared.train_dataset, prepared.tokenizer, prepared.collator
-    if prepared.teacher_tokenizer is not None:
+    pair = prepared.tokenizers
+    if pair is not None:
         # The recipe's student has another tokenizer: the cache holds the teacher's outputs on its own tokenization,
         # which serves a student of any tokenizer whose paired data carries the same teacher tokens.
-        pair = TokenizerPair.of(prepared.teacher_tokenizer, prepared.tokenizer)
         dataset, tokenizer = pair.teacher_view(dataset, prepared.task), pair.teacher
         collator = prepared.task.data_collator(tokenizer, prepared.task_args)
     return build_teacher_cache(

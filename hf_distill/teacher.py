@@ -403,8 +403,8 @@ def check_compatibility(
         raise ValueError(
             f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}{tokens}. Teacher and student "
             "read the same input ids, so they must share a tokenizer: build the student from the teacher with "
-            "build_student(), or, for a student with a tokenizer of its own, pass that tokenizer as processing_class "
-            "and the teacher's as teacher_processing_class"
+            "build_student(), or, for a student with a tokenizer of its own, give that tokenizer "
+            "(--student_tokenizer_name; in Python processing_class, with the teacher's as teacher_processing_class)"
         )
     if task.vocabulary_outputs and not across_tokenizers:
         task.check_vocabularies(facts, _output_vocab_size(student), tokenizer_size)

@@ -19,6 +19,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, nested_detach
 from transformers.utils import find_labels
 
 from . import losses
+from .alignment import vocabulary_difference
 from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
@@ -122,7 +123,7 @@ class DistillationTrainer(Trainer):
         tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
         # Two tokenizers of different vocabularies: each model reads its own tokenization of every example.
         self.tokenizers = self._tokenizer_pair(model, tokenizer, teacher_processing_class)
-        check_completion_settings(args, teacher_cache, self.task, self.tokenizers)
+        check_completion_settings(args, teacher_cache, self.task)
         across = self.tokenizers is not None
         teacher_tokenizer = self.tokenizers.teacher if across else tokenizer
         for teacher in teachers:
@@ -145,7 +146,7 @@ class DistillationTrainer(Trainer):
         self.terms = active_terms(args)
         self._needs = needs_of(self.terms)
         if across:
-            self._check_across_tokenizers(len(teachers), args, kwargs)
+            self._check_across_tokenizers(len(teachers), kwargs)
         self.layer_map = None
         if self._needs & {"hidden_states", "attentions"}:
             self.layer_map = LayerMap.from_spec(
@@ -194,7 +195,14 @@ class DistillationTrainer(Trainer):
         self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
         self._warned_no_teacher = False
         self._in_checkpoint = False
-        self.completions = CompletionSource.from_args(args, model, getattr(tokenizer, "pad_token_id", None))
+        self.completions = CompletionSource.from_args(
+            args,
+            model,
+            getattr(tokenizer, "pad_token_id", None),
+            tokenizers=self.tokenizers,
+            teacher=main_teacher,
+            collate=self.data_collator,  # across tokenizers: completed pairs are batched and aligned as any
+        )
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
         self._eval_sums: dict[str, torch.Tensor] = {}
@@ -259,8 +267,8 @@ class DistillationTrainer(Trainer):
         from `processing_class`: it would read ids it was not trained on, silently."""
         if teacher_tokenizer is None:
             own = own_tokenizer(student) if tokenizer is not None else None
-            if own is not None and TokenizerPair.of(tokenizer, own) is not None:
-                difference = TokenizerPair.of(tokenizer, own).difference
+            difference = vocabulary_difference(tokenizer, own) if own is not None else None
+            if difference is not None:
                 raise ValueError(
                     f"the student {student.name_or_path!r} has a tokenizer of its own whose vocabulary differs from "
                     f"processing_class's ({difference}): it would read ids it was not trained on. Pass the student's "
@@ -277,7 +285,7 @@ class DistillationTrainer(Trainer):
             )
         return TokenizerPair.of(teacher_tokenizer, tokenizer)
 
-    def _check_across_tokenizers(self, num_teachers: int, args, kwargs) -> None:
+    def _check_across_tokenizers(self, num_teachers: int, kwargs) -> None:
         """Refuses, at start-up, what cannot cross from the teacher's tokens to the student's: a loss term or a task
         without an alignment, several teachers, and data that holds one tokenization."""
         pair = self.tokenizers
@@ -288,8 +296,8 @@ class DistillationTrainer(Trainer):
                 "tokens with the student's; give one teacher"
             )
         for where in ("train_dataset", "eval_dataset"):
-            datasets_ = kwargs.get(where)
-            for name, dataset in (datasets_ if isinstance(datasets_, dict) else {where: datasets_}).items():
+            given = kwargs.get(where)
+            for name, dataset in (given if isinstance(given, dict) else {where: given}).items():
                 if dataset is not None:
                     pair.check_data(dataset, self.task, name)
 

@@ -5,6 +5,7 @@ task against references computed from each model on its own unpadded tokens, gra
 lengths on both sides, the refusals, the same-tokenizer path left exactly as it was, and the command's student folder
 (its own tokenizer, its card, `pipeline`)."""
 
+import copy
 import json
 import math
 
@@ -33,8 +34,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from hf_distill import DistillationTrainer, build_teacher_cache, load_model
 from hf_distill.alignment import shared_vocabulary, span_groups
 from hf_distill.cli import main, run_command
-from hf_distill.cross_tokenizer import PairedCollator
+from hf_distill.cross_tokenizer import PairedCollator, teacher_inputs
 from hf_distill.data import DataArguments
+from hf_distill.generation import prompts_of
 from hf_distill.measure import METRICS_FILE
 from hf_distill.tasks import CausalLM, task_for
 
@@ -205,17 +207,6 @@ def test_loss_terms_that_compare_tokens_are_refused(tmp_path, overrides, message
             r"^the student's tokenizer differs from the teacher's \(the teacher's has 32 tokens, the student's 23 "
             r"\(13 spelled alike\)\), and masked-LM soft targets are the distributions at the masked tokens, and a "
             r"token the student's tokenizer masks hides another piece of text",
-        ),
-        (
-            "causal-lm-gpt2",
-            {"seq_kd": True},
-            r"^on-policy / sequence-level distillation \(seq_kd=True\) with a student of another tokenizer than the "
-            r"teacher's \(the teacher's has 32 tokens, the student's 23 \(13 spelled alike\)\) would have to decode",
-        ),
-        (
-            "causal-lm-llama",
-            {"lmbda": 0.5},
-            r"^on-policy / sequence-level distillation \(lmbda=0.5\) with a student of another tokenizer",
         ),
         (
             "causal-lm-gpt2",
@@ -591,3 +582,69 @@ def test_a_pretrained_student_shorter_than_max_length_is_refused_at_start_up(tmp
     with pytest.raises(ValueError, match=r"^--max_length 64 is longer than the student's 16 position embeddings "):
         run_command(["train", *flags])
     assert not (tmp_path / "student" / "model.safetensors").exists()
+
+
+# ---- completions written by one model, read by the other -----------------------------------------------------------
+
+
+def training_batches(trainer):
+    """Records the batches `compute_loss` trains on."""
+    seen, compute_loss = [], trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        if model.training:
+            seen.append({k: v.detach().clone() for k, v in inputs.items() if torch.is_tensor(v)})
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    return seen
+
+
+@pytest.mark.parametrize("writer, settings", [("teacher", {"seq_kd": True}), ("student", {"lmbda": 1.0})])
+def test_completions_are_decoded_to_text_and_read_by_the_other_model_in_its_own_tokens(tmp_path, writer, settings):
+    """Sequence-level KD (the teacher writes) and on-policy distillation (the student writes) across tokenizers: the
+    writer's greedy completion of its own prompts, in the tokens it generated; the other model's side, the same text
+    in its own tokens; both scored on the completion only, aligned by the text, and trained on."""
+    trainer, splits = cross_trainer(
+        tmp_path,
+        "causal-lm-llama",
+        max_new_tokens=4,
+        prompt_length=3,
+        generation_temperature=0.0,
+        kd_weight=1.0,
+        label_weight=0.5,
+        max_steps=1,
+        per_device_train_batch_size=8,
+        train_sampling_strategy="sequential",
+        **settings,
+    )
+    seen = training_batches(trainer)
+    pair = trainer.tokenizers
+    model = trainer.teacher if writer == "teacher" else copy.deepcopy(trainer.student)
+    original = trainer.data_collator([splits["train"][i] for i in range(8)])
+    own = original if writer == "student" else teacher_inputs(original)
+    prompts = prompts_of(own, 3)
+    trainer.train()
+    (batch,) = seen
+    sides = {"student": batch, "teacher": teacher_inputs(batch)}
+    tokenizers = {"student": pair.student, "teacher": pair.teacher}
+    reader = "student" if writer == "teacher" else "teacher"
+    eos = {"student": 3, "teacher": 3}  # the tiny Llamas' end-of-sequence id ([SEP] in both vocabularies)
+    texts = 0
+    for row, prompt in enumerate(prompts):
+        with torch.no_grad():
+            ids, mask = prompt[None], torch.ones_like(prompt)[None]
+            greedy = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=3
+            )[0, len(prompt) :].tolist()
+        generated = greedy[: greedy.index(3) + 1] if 3 in greedy else greedy
+        scored = {name: side["input_ids"][row][side["labels"][row] != -100].tolist() for name, side in sides.items()}
+        assert scored[writer] == generated  # the writer's own tokens, cut after its end-of-sequence token
+        text = tokenizers[writer].decode([t for t in generated if t != eos[writer]], skip_special_tokens=True)
+        read = tokenizers[reader](text, add_special_tokens=False)["input_ids"]
+        assert scored[reader] == read + ([eos[reader]] if generated[-1:] == [eos[writer]] else [])
+        texts += bool(text.strip())
+    assert texts >= 4  # most rows wrote words, which the other side reads
+    assert batch["span_mask"].sum() >= texts
+    logged = trainer.state.log_history[0]
+    assert logged["loss_kd"] > 0 and math.isfinite(logged["loss_kd"])
