@@ -36,7 +36,7 @@ from hf_distill.alignment import shared_vocabulary, span_groups
 from hf_distill.cli import main, run_command
 from hf_distill.cross_tokenizer import PairedCollator, teacher_inputs
 from hf_distill.data import DataArguments
-from hf_distill.generation import prompts_of
+from hf_distill.generation import decoded_spans, prompts_of
 from hf_distill.measure import METRICS_FILE
 from hf_distill.tasks import CausalLM, task_for
 
@@ -648,3 +648,15 @@ def test_completions_are_decoded_to_text_and_read_by_the_other_model_in_its_own_
     assert batch["span_mask"].sum() >= texts
     logged = trainer.state.log_history[0]
     assert logged["loss_kd"] > 0 and math.isfinite(logged["loss_kd"])
+
+
+def test_a_written_completion_spans_the_text_its_tokens_decode_to():
+    """Each generated token spans the characters its decoding adds (a WordPiece continuation adds no space, a new
+    word adds one; a special token adds nothing); the other side's offsets of that text then align by the text."""
+    pieces = word_piece_tokenizer()
+    tokens = pieces.convert_tokens_to_ids(["the", "mo", "##vie", "[SEP]", "was"])
+    text, spans = decoded_spans(pieces, tokens)
+    assert text == "the movie was"
+    assert spans == [[0, 3], [3, 6], [6, 9], [9, 9], [9, 13]]
+    words = tiny_tokenizer()(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert span_groups([list(s) for s in words], spans) == [([0], [0]), ([1], [1, 2]), ([2], [4])]
