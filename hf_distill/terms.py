@@ -301,7 +301,8 @@ def mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.T
 def _kd_card(settings: dict) -> str:
     tokenizers = settings.get("tokenizers")
     if isinstance(tokenizers, dict) and isinstance(tokenizers.get("soft_targets"), str):
-        return tokenizers["soft_targets"]  # two vocabularies: the task's own comparison (causal LMs)
+        # Two vocabularies: the task's own comparison (causal LMs), on generated batches too.
+        return tokenizers["soft_targets"] + _completions_card(settings.get("completions"))
     divergence = settings.get("divergence", "forward_kl")
     if divergence == "reverse_kl":
         text = "Reverse KL divergence, KL(student ‖ teacher), of the softened class probabilities (soft targets)"

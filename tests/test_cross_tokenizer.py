@@ -648,6 +648,10 @@ def test_completions_are_decoded_to_text_and_read_by_the_other_model_in_its_own_
     assert batch["span_mask"].sum() >= texts
     logged = trainer.state.log_history[0]
     assert logged["loss_kd"] > 0 and math.isfinite(logged["loss_kd"])
+    trainer.create_model_card()  # the kd line names the method and the generated batches
+    (line,) = [line for line in (tmp_path / "out" / "README.md").read_text().splitlines() if "Span alignment" in line]
+    source = "the teacher's completions (sequence-level KD" if writer == "teacher" else "the student's own completions"
+    assert f"at temperature T = 2; on {source}" in line
 
 
 def test_a_written_completion_spans_the_text_its_tokens_decode_to():
