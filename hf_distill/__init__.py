@@ -25,8 +25,10 @@ _MODULE_OF = {
     "logit_mse": "losses",
     "similarity_loss": "losses",
     "soft_target_kl": "losses",
+    "span_alignment_loss": "losses",
     "task_cross_entropy": "losses",
     "task_mse": "losses",
+    "universal_logit_distillation": "losses",
     "measure_distillation": "measure",
     "DistillationModel": "modeling",
     "QKVCapture": "relations",
@@ -60,8 +62,10 @@ __all__ = [
     "select_teacher_layers",
     "similarity_loss",
     "soft_target_kl",
+    "span_alignment_loss",
     "task_cross_entropy",
     "task_mse",
+    "universal_logit_distillation",
 ]
 
 
@@ -88,8 +92,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs read: the same names, imported 
         logit_mse,
         similarity_loss,
         soft_target_kl,
+        span_alignment_loss,
         task_cross_entropy,
         task_mse,
+        universal_logit_distillation,
     )
     from .measure import measure_distillation
     from .modeling import DistillationModel

@@ -356,11 +356,21 @@ def default_hidden_layers(args, num_teacher_layers: int, num_student_layers) -> 
     return teacher_hidden_layers(args, num_teacher_layers, num_student_layers)
 
 
-def check_cache_serves(cache: TeacherCache, terms: list[LossTerm], args, layer_map) -> None:
+def check_cache_serves(cache: TeacherCache, terms: list[LossTerm], args, layer_map, across_vocabularies=None) -> None:
     """Raises `ValueError` naming the setting to change when `cache` cannot serve one of the active `terms`: a term
     that needs what no cache stores (attention maps, query/key/value projections), all logits from a top-k cache,
-    top-k probabilities at another temperature, or hidden states the cache does not hold."""
+    top-k probabilities at another temperature, or hidden states the cache does not hold; or, for a student of
+    another tokenizer (`across_vocabularies`: the task), a top-k cache of distributions over the teacher's
+    vocabulary, which the cross-vocabulary losses compare whole."""
     settings = cache.settings
+    task = across_vocabularies
+    if task and task.vocabulary_outputs and settings["top_k"] and "kd" in {term.name for term in terms}:
+        raise ValueError(
+            f"the teacher cache keeps {settings['top_k']} classes per position (top_k / logit_samples), but a student "
+            f"of another tokenizer learns a {task.name} teacher's distributions over its whole vocabulary "
+            f"(cross_tokenizer_loss={args.cross_tokenizer_loss!r} compares them whole): build the cache with all "
+            "logits (no top_k), or train with the live teacher"
+        )
     for term in terms:
         if not term.cacheable:
             missing = " and ".join(

@@ -163,6 +163,17 @@ class DistillationConfig(TrainingArguments):
             "logits' size whatever the chunk: it does not need chunks.)"
         },
     )
+    cross_tokenizer_loss: Literal["span", "uld"] = field(
+        default="span",
+        metadata={
+            "help": "Causal LMs with a student of another tokenizer than the teacher's (docs/cross-tokenizer.md): how "
+            "the soft-target (kd) term compares two vocabularies. 'span': span alignment in the manner of GOLD / "
+            "MinED, predictions aligned by the text their tokens cover (the mass of merged spans combined), the "
+            "tokens both vocabularies spell alike compared one to one and the rest by sorted probabilities; 'uld': "
+            "Universal Logit Distillation (Boizard et al. 2024), the k-th predicted token of each side compared by "
+            "sorted probabilities over the union vocabulary. Both at the temperature, not scaled by T^2."
+        },
+    )
     lmbda: float = field(
         default=0.0,
         metadata={
@@ -328,6 +339,7 @@ class DistillationConfig(TrainingArguments):
         self._check_generation_settings()
         for field_name, choices in (
             ("divergence", tuple(DIVERGENCES)),
+            ("cross_tokenizer_loss", ("span", "uld")),
             ("hidden_loss_type", ("mse", "cosine")),
             ("attention_loss_type", ("kl", "mse")),
             ("teacher_dtype", ("auto", "float32", "bfloat16", "float16")),

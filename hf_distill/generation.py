@@ -21,14 +21,16 @@ tokens uses its own generator, seeded the same way, and leaves the training's ra
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import GenerationConfig
 
+from .cross_tokenizer import TEACHER_PREFIX, teacher_inputs
 from .tasks.base import IGNORE_INDEX
 
 # The configuration fields of this module: refused together with a teacher cache, named in the error.
@@ -62,9 +64,28 @@ def uses_completions(args) -> bool:
     return bool(getattr(args, "lmbda", 0) or getattr(args, "seq_kd", False))
 
 
+@dataclass
+class TextRoundTrip:
+    """Across tokenizers: a completion is decoded to text and tokenised again for the model that did not write it.
+
+    Attributes:
+        tokenizers ([`~hf_distill.cross_tokenizer.TokenizerPair`]): the teacher's and the student's tokenizers.
+        configs (`dict[str, GenerationConfig]`): each model's generation settings (its own pad and end-of-sequence
+            ids), under `"student"` and `"teacher"`.
+        collate (`Callable`): the trainer's paired collator, which batches the completed pairs and aligns them.
+    """
+
+    tokenizers: Any
+    configs: dict[str, GenerationConfig]
+    collate: Callable[[list[dict]], dict]
+
+
 class CompletionSource:
     """Decides, batch by batch, whether the student, the teacher or nobody completes the batch's prompts, and builds
-    the completed batch. Built from a [`DistillationConfig`] by [`CompletionSource.from_args`] (None when unused)."""
+    the completed batch. Built from a [`DistillationConfig`] by [`CompletionSource.from_args`] (None when unused).
+
+    With a student of another tokenizer (`across`), the writer's completion is decoded to text and the other model
+    reads that text in its own tokens ([`CompletionSource.complete`])."""
 
     def __init__(
         self,
@@ -74,6 +95,7 @@ class CompletionSource:
         prompt_length: int,
         pad_token_id: int,
         seed: int = 0,
+        across: TextRoundTrip | None = None,
     ):
         self.lmbda = lmbda
         self.seq_kd = seq_kd
@@ -81,13 +103,23 @@ class CompletionSource:
         self.prompt_length = prompt_length
         self.pad_token_id = pad_token_id
         self.seed = seed
+        self.across = across
 
     @classmethod
     def from_args(
-        cls, args, model: nn.Module, pad_token_id: int | None, eos_token_id: int | None = None
+        cls,
+        args,
+        model: nn.Module,
+        pad_token_id: int | None,
+        eos_token_id: int | None = None,
+        tokenizers=None,
+        teacher: nn.Module | None = None,
+        collate: Callable | None = None,
     ) -> CompletionSource | None:
-        """The completion source of `args` for `model` (None when `lmbda` and `seq_kd` are off); `pad_token_id` and
-        `eos_token_id` are the tokenizer's, used where the model's generation config names none.
+        """The completion source of `args` for the student `model` (None without `lmbda` or `seq_kd`); `pad_token_id`
+        and `eos_token_id` are the tokenizer's, used where the model's generation config names none. With
+        `tokenizers` (a student of another tokenizer), the teacher's own generation settings too, and the paired
+        `collate` that batches completed pairs.
 
         Raises:
             `ValueError`: no end-of-sequence token anywhere (a completion could never end: every one would run to
@@ -95,34 +127,17 @@ class CompletionSource:
         """
         if not uses_completions(args):
             return None
-        own = getattr(model, "generation_config", None)
-        eos = own.eos_token_id if own is not None else None
-        if eos is None:
-            eos = getattr(model.config, "eos_token_id", None)
-        if eos is None:
-            eos = eos_token_id
-        given = ", ".join(f"{name}={getattr(args, name)!r}" for name in GENERATION_FIELDS if getattr(args, name))
-        if eos is None or eos == []:
-            raise ValueError(
-                f"on-policy / sequence-level distillation ({given}) ends each completion at the end-of-sequence "
-                "token, but neither the tokenizer, nor the model's config or generation config names one: every "
-                "completion would run to max_new_tokens and the student would learn never to stop. Give the tokenizer "
-                "an eos_token, or set model.generation_config.eos_token_id"
-            )
-        if pad_token_id is None:
-            pad_token_id = eos[0] if isinstance(eos, (list, tuple)) else eos
-        sample = args.generation_temperature > 0
-        config = GenerationConfig(
-            max_new_tokens=args.max_new_tokens,
-            do_sample=sample,
-            temperature=args.generation_temperature if sample else None,
-            top_p=args.top_p if sample else None,
-            top_k=0 if sample else None,  # no top-k cut: the distribution, or its top_p nucleus
-            pad_token_id=pad_token_id,
-            eos_token_id=eos,
-            use_cache=not args.gradient_checkpointing,
-        )
-        return cls(args.lmbda, args.seq_kd, config, args.prompt_length, pad_token_id, args.seed)
+        config = _generation_config(args, model, pad_token_id, eos_token_id)
+        across = None
+        if tokenizers is not None:
+            configs = {
+                "student": config,
+                "teacher": _generation_config(
+                    args, teacher, tokenizers.teacher.pad_token_id, tokenizers.teacher.eos_token_id
+                ),
+            }
+            across = TextRoundTrip(tokenizers, configs, collate)
+        return cls(args.lmbda, args.seq_kd, config, args.prompt_length, config.pad_token_id, args.seed, across)
 
     def choose(self, step: int, index: int) -> Literal["student", "teacher"] | None:
         """Who completes the `index`-th batch of optimizer step `step`: the student with probability `lmbda`, else
@@ -142,8 +157,21 @@ class CompletionSource:
             return dict(batch), None
         model = student if who == "student" else teacher
         device = next(model.parameters()).device
+        if self.across is not None:
+            return {k: v.to(device) for k, v in self._complete_as_text(batch, who, model, step, index).items()}, who
         prompts = prompts_of(batch, self.prompt_length)
-        prompt_ids, prompt_mask = left_pad(prompts, self.pad_token_id, device)
+        completions = self._generate(model, prompts, self.generation_config, step, index)
+        eos = self.generation_config.eos_token_id
+        completed = completion_batch(prompts, completions, eos, self.pad_token_id)
+        return {k: v.to(device) for k, v in completed.items()}, who
+
+    def _generate(
+        self, model: nn.Module, prompts: list[torch.Tensor], config: GenerationConfig, step: int, index: int
+    ) -> torch.Tensor:
+        """`(batch, new_tokens)`: `model`'s completions of the left-padded `prompts`, sampled with a generator seeded
+        by the seed, the step and the batch (the training's random state is left alone)."""
+        device = next(model.parameters()).device
+        prompt_ids, prompt_mask = left_pad(prompts, config.pad_token_id, device)
         generator_seed = int(np.random.default_rng([self.seed, step, index, 1]).integers(2**62))
         devices = [device] if device.type == "cuda" else []
         was_training = model.training
@@ -151,15 +179,41 @@ class CompletionSource:
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 torch.manual_seed(generator_seed)
-                sequences = model.generate(
-                    input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=self.generation_config
-                )
+                sequences = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
         finally:
             model.train(was_training)
-        completions = sequences[:, prompt_ids.shape[1] :]
-        eos = self.generation_config.eos_token_id
-        completed = completion_batch(prompts, completions, eos, self.pad_token_id)
-        return {k: v.to(device) for k, v in completed.items()}, who
+        return sequences[:, prompt_ids.shape[1] :]
+
+    def _complete_as_text(self, batch: Mapping, who: str, model: nn.Module, step: int, index: int) -> dict:
+        """Across tokenizers: `who` completes the prompts of its own side of the batch; each completion, cut after its
+        first end-of-sequence token, is decoded to text, and the other model reads the prompt's text and the
+        completion's text in its own tokens (its own end-of-sequence token after a completion that ended). The writer
+        keeps the tokens it generated (on-policy: what it would produce), spanning the text their decoding spells.
+        Both sides, with their spans of the completion's characters, go through the paired collator, which pads them
+        and aligns them as any paired batch."""
+        tokenizers, configs = self.across.tokenizers, self.across.configs
+        other = "teacher" if who == "student" else "student"
+        writer = tokenizers.student if who == "student" else tokenizers.teacher
+        reader = tokenizers.teacher if who == "student" else tokenizers.student
+        prompts = prompts_of(batch if who == "student" else teacher_inputs(batch), self.prompt_length)
+        completions = self._generate(model, prompts, configs[who], step, index).cpu()
+        features = []
+        for prompt, completion in zip(prompts, completions):
+            tokens, ended = _until_stop(completion.tolist(), configs[who].eos_token_id)
+            text, spans = decoded_spans(writer, tokens)
+            written = _completed_row(prompt.tolist(), tokens, spans, _first_stop(configs[who]) if ended else None)
+            theirs = reader(text, add_special_tokens=False, return_offsets_mapping=True)
+            read = _completed_row(
+                reader(writer.decode(prompt, skip_special_tokens=True))["input_ids"],
+                theirs["input_ids"],
+                [list(span) for span in theirs["offset_mapping"]],
+                _first_stop(configs[other]) if ended else None,
+            )
+            student, teacher = (written, read) if who == "student" else (read, written)
+            feature = {k: v for k, v in student.items() if k != "spans"}
+            feature.update({f"{TEACHER_PREFIX}{k}": v for k, v in teacher.items() if k != "spans"})
+            features.append({**feature, "align_spans": student["spans"], "align_teacher_spans": teacher["spans"]})
+        return dict(self.across.collate(features))
 
 
 def prompts_of(batch: Mapping, prompt_length: int) -> list[torch.Tensor]:
@@ -231,3 +285,83 @@ def completion_batch(
         labels[i, : len(row)] = target
         attention_mask[i, : len(row)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _generation_config(
+    args, model: nn.Module, pad_token_id: int | None, eos_token_id: int | None = None
+) -> GenerationConfig:
+    """The generation settings of `args` for `model`: its end-of-sequence id(s) (the tokenizer's `eos_token_id`
+    where neither its generation config nor its config names one), `pad_token_id` (default: the first
+    end-of-sequence id)."""
+    own = getattr(model, "generation_config", None)
+    eos = own.eos_token_id if own is not None else None
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    if eos is None:
+        eos = eos_token_id
+    if eos is None or eos == []:
+        given = ", ".join(f"{name}={getattr(args, name)!r}" for name in GENERATION_FIELDS if getattr(args, name))
+        raise ValueError(
+            f"on-policy / sequence-level distillation ({given}) ends each completion at the end-of-sequence "
+            "token, but neither the tokenizer, nor the model's config or generation config names one: every "
+            "completion would run to max_new_tokens and the student would learn never to stop. Give the tokenizer "
+            "an eos_token, or set model.generation_config.eos_token_id"
+        )
+    if pad_token_id is None:
+        pad_token_id = eos[0] if isinstance(eos, (list, tuple)) else eos
+    sample = args.generation_temperature > 0
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=sample,
+        temperature=args.generation_temperature if sample else None,
+        top_p=args.top_p if sample else None,
+        top_k=0 if sample else None,  # no top-k cut: the distribution, or its top_p nucleus
+        pad_token_id=pad_token_id,
+        eos_token_id=eos,
+        use_cache=not args.gradient_checkpointing,
+    )
+
+
+def _stops(eos_token_id) -> list[int]:
+    if eos_token_id is None:
+        return []
+    return list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+
+
+def _first_stop(config: GenerationConfig) -> int | None:
+    stops = _stops(config.eos_token_id)
+    return stops[0] if stops else None
+
+
+def _until_stop(tokens: list[int], eos_token_id) -> tuple[list[int], bool]:
+    """The generated tokens before the first end-of-sequence token, and whether one ended them."""
+    stops = set(_stops(eos_token_id))
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:position], True
+    return tokens, False
+
+
+def decoded_spans(tokenizer, tokens: list[int]) -> tuple[str, list[list[int]]]:
+    """The text `tokens` decode to (special tokens left out), and each token's span of it: the characters its
+    decoding adds to the text of the tokens before it (a token that adds none, such as a special token or the first
+    bytes of a character, spans none)."""
+    spans, end = [], 0
+    for count in range(1, len(tokens) + 1):
+        length = max(end, len(tokenizer.decode(tokens[:count], skip_special_tokens=True)))
+        spans.append([end, length])
+        end = length
+    return tokenizer.decode(tokens, skip_special_tokens=True), spans
+
+
+def _completed_row(prompt: list[int], tokens: list[int], spans: list[list[int]], stop: int | None) -> dict:
+    """One side of a completed pair: the prompt (not scored, covering no character of the completion), the
+    completion's tokens (scored, with their spans), and the end-of-sequence token when the completion ended."""
+    ended = [stop] if stop is not None else []
+    ids = prompt + tokens + ended
+    return {
+        "input_ids": ids,
+        "attention_mask": [1] * len(ids),
+        "labels": [IGNORE_INDEX] * len(prompt) + tokens + ended,
+        "spans": [[0, 0]] * len(prompt) + spans + [[0, 0]] * len(ended),
+    }

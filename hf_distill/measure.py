@@ -407,12 +407,18 @@ def measure_run(
     if teacher is not None:
         folder = trainer.teacher_name if isinstance(trainer.teacher_name, str) else None
         teacher_facts.update(describe_model(teacher, folder))
-        capture = ScoreCapture(evaluation)
+        teacher_data, teacher_collator, teacher_evaluation = eval_dataset, trainer.data_collator, evaluation
+        pair = getattr(trainer, "tokenizers", None)
+        if pair is not None:  # a student of another tokenizer: the teacher reads its own tokenization of the examples
+            teacher_data = pair.teacher_view(eval_dataset, task)
+            teacher_collator = task.data_collator(pair.teacher, task_args)
+            teacher_evaluation = task.evaluation(teacher_data, teacher_config, task_args)
+        capture = ScoreCapture(teacher_evaluation)
         teacher_facts.update(
             evaluate_model(
                 teacher,
-                eval_dataset,
-                trainer.data_collator,
+                teacher_data,
+                teacher_collator,
                 capture.evaluation,
                 config.per_device_eval_batch_size,
                 config.use_cpu,

@@ -185,6 +185,7 @@ def build_model_card(
         "labels": _labels(config),
         "peft": _peft(distill.get("peft")),
         "cache_note": _cache_note(distill.get("teacher_cache")),
+        "tokenizers": _tokenizers(distill.get("tokenizers")),
         "teachers": _teachers(distill),
         "architecture": (config.get("architectures") or [None])[0],
         "losses": _losses(distill),
@@ -369,6 +370,25 @@ def _cache_note(cache) -> str | None:
             "probability as one bucket), not from the running teacher"
         )
     return "read from a teacher cache holding all the teacher's logits, not from the running teacher"
+
+
+def _tokenizers(tokenizers) -> str | None:
+    """The two tokenizers of a student of another vocabulary than its teacher's, and how the outputs crossed."""
+    if not isinstance(tokenizers, dict):
+        return None
+
+    def one(role: str) -> str:
+        name, size = tokenizers.get(role), tokenizers.get(f"{role}_tokens")
+        named = f"`{name}`" if isinstance(name, str) and name else f"the {role}'s own"
+        return named + (f" ({size:,} tokens)" if _is_count(size) else "")
+
+    text = f"the teacher reads {one('teacher')}, the student its own, {one('student')}, saved with it"
+    alignment = tokenizers.get("alignment")
+    return text + (f"; {alignment}" if isinstance(alignment, str) and alignment else "") + "."
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _teachers(distill: dict) -> list[dict]:

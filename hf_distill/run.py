@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, enable_full_determinism, set_seed
 from .augment import add_augmented_transfer_set, check_augmentable
 from .cache import CacheArguments, TeacherCache, build_teacher_cache, check_cache_folder, default_hidden_layers
 from .config import DistillationConfig
+from .cross_tokenizer import TokenizerPair
 from .data import DataArguments, load_raw_datasets
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .log import get_logger
@@ -41,7 +42,14 @@ from .outputs import check_output_dir, last_complete_checkpoint
 from .prune import check_width
 from .student import build_student
 from .tasks import Task, get_task
-from .teacher import load_model, load_tokenizer, position_limit, student_label_kwargs, task_of_pretrained
+from .teacher import (
+    has_tokenizer,
+    load_model,
+    load_tokenizer,
+    position_limit,
+    student_label_kwargs,
+    task_of_pretrained,
+)
 from .terms import TERMS, active_terms, needs_of
 from .trainer import DistillationTrainer
 
@@ -113,7 +121,16 @@ class StudentArguments:
         default=512, metadata={"help": "Training examples on which width pruning ranks heads, neurons, channels."}
     )
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer path or Hub id (default: the teacher's)."}
+        default=None, metadata={"help": "The teacher's tokenizer, path or Hub id (default: the teacher's own)."}
+    )
+    student_tokenizer_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The tokenizer of the student given by student_model_name_or_path (default: the one saved with "
+            "it; a student folder without tokenizer files reads the teacher's). When its vocabulary differs from "
+            "the teacher's, each model reads its own tokenization of every example and the student is saved with "
+            "its own tokenizer (see docs/cross-tokenizer.md)."
+        },
     )
 
     @property
@@ -134,6 +151,11 @@ class StudentArguments:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a whole number >= 1 (--{name}), got {value!r}")
+        if self.student_tokenizer_name and not self.student_model_name_or_path:
+            raise ValueError(
+                "student_tokenizer_name is the tokenizer of a student given by student_model_name_or_path; a student "
+                "built from the teacher reads the teacher's tokens: drop it, or give student_model_name_or_path"
+            )
         if self.student_layers is not None and not isinstance(self.student_layers, (list, tuple)):
             try:
                 self.student_layers = [int(x) for x in str(self.student_layers).split(",") if x.strip()]
@@ -188,7 +210,12 @@ def make_student(
 
 @dataclass
 class _Prepared:
-    """What a run and a cache build share: the task, the teachers and tokenizer, the tokenised data, the collator."""
+    """What a run and a cache build share: the task, the teachers and tokenizer, the tokenised data, the collator.
+
+    `tokenizer` is the student's (saved with it); `tokenizers` is the pair of the teacher's and the student's when
+    their vocabularies differ (the data then holds both tokenizations, see [`~hf_distill.cross_tokenizer`]), else
+    `None` (one tokenizer, the teacher's, serves both).
+    """
 
     task: Task
     teachers: list[PreTrainedModel]
@@ -197,6 +224,12 @@ class _Prepared:
     collator: Any
     task_args: Any
     augmented: int = 0  # the transfer-set examples made by --augment (part of datasets["unlabeled"])
+    tokenizers: TokenizerPair | None = None
+
+    @property
+    def teacher_tokenizer(self):
+        """The teacher's tokenizer when it differs from the student's, else `None`."""
+        return self.tokenizers.teacher if self.tokenizers is not None else None
 
     @property
     def teacher(self) -> PreTrainedModel:
@@ -228,6 +261,12 @@ def _prepare(
     teachers += [load_model(path, teachers[0], init_kwargs) for path in paths[1:]]
     resolved = task_class.from_model(teachers[0])
     tokenizer = load_tokenizer(student_args.tokenizer_name or paths[0], teachers[0])
+    pair = TokenizerPair.of(tokenizer, load_student_tokenizer(student_args, tokenizer))
+    # One vocabulary: the teacher's tokenizer serves both, exactly as before; two: each model reads its own tokens.
+    student_tokenizer = pair.student if pair is not None else tokenizer
+    if pair is not None:  # before any data is read: a task without an alignment is refused at once
+        logger.info(f"The student has a tokenizer of its own ({pair.difference}): each example is tokenised by both")
+        pair.check_crosses(resolved, active_terms(config))
     _check_max_length(data_args, teachers[0])
     # What the teacher alone decides, checked before the data is read (the student is built after it).
     if student_args.prunes_width and not student_args.student_model_name_or_path:
@@ -243,25 +282,39 @@ def _prepare(
     raw = load_raw_datasets(data_args)
     if data_args.augment:
         raw = add_augmented_transfer_set(raw, data_args, resolved, tokenizer, teachers[0])
-    datasets = resolved.prepare_datasets(raw, tokenizer, data_args, own_args, teachers[0].config)
-    collator = resolved.data_collator(tokenizer, own_args)
+    teacher_tokenizer = pair.teacher if pair is not None else None
+    datasets = resolved.prepare_datasets(
+        raw, student_tokenizer, data_args, own_args, teachers[0].config, teacher_tokenizer=teacher_tokenizer
+    )
+    collator = resolved.data_collator(student_tokenizer, own_args)
     augmented = getattr(raw, "augmented_examples", 0)
-    return _Prepared(resolved, teachers, tokenizer, datasets, collator, own_args, augmented)
+    return _Prepared(resolved, teachers, student_tokenizer, datasets, collator, own_args, augmented, pair)
 
 
-def _check_max_length(data_args: DataArguments, teacher: PreTrainedModel) -> None:
-    """Refuses a `--max_length` longer than the teacher's position embeddings (the student shares them): the first
-    longer batch would fail with a tensor-size error. Left at its default, it is lowered to the limit instead."""
-    limit = position_limit(teacher)
+def load_student_tokenizer(student_args: StudentArguments, teacher_tokenizer):
+    """The student's tokenizer: `student_tokenizer_name`, else the one saved with `student_model_name_or_path`, else
+    (a student built from the teacher, or a student folder without tokenizer files) the teacher's."""
+    name = student_args.student_tokenizer_name
+    path = student_args.student_model_name_or_path
+    if name is None and path is not None and has_tokenizer(path):
+        name = path
+    return teacher_tokenizer if name is None else load_tokenizer(name, role="student")
+
+
+def _check_max_length(data_args: DataArguments, model: PreTrainedModel, role: str = "teacher") -> None:
+    """Refuses a `--max_length` longer than the teacher's position embeddings (a student built from it shares them),
+    or than a given student's (`role="student"`, checked once the data is tokenised): the first longer batch would
+    fail with a tensor-size error. Left at its default, it is lowered to the teacher's limit instead."""
+    limit = position_limit(model)
     if limit is None or data_args.max_length <= limit:
         return
-    if data_args.max_length == DataArguments.__dataclass_fields__["max_length"].default:
+    if role == "teacher" and data_args.max_length == DataArguments.__dataclass_fields__["max_length"].default:
         logger.info(f"max_length lowered from its default {data_args.max_length} to {limit}, the teacher's limit")
         data_args.max_length = limit
         return
     raise ValueError(
-        f"--max_length {data_args.max_length} is longer than the teacher's {limit} position embeddings "
-        f"({type(teacher).__name__}, max_position_embeddings={limit}): give --max_length {limit} or less"
+        f"--max_length {data_args.max_length} is longer than the {role}'s {limit} position embeddings "
+        f"({type(model).__name__}, max_position_embeddings={limit}): give --max_length {limit} or less"
     )
 
 
@@ -377,6 +430,8 @@ def run_distillation(
             datasets["train"], prepared.collator, student_args.calibration_examples, config.per_device_train_batch_size
         )
     student = make_student(prepared.teacher, student_args, calibration=calibration)
+    if student_args.student_model_name_or_path:
+        _check_max_length(data_args, student, role="student")
     _check_layer_map(config, prepared.teacher, student)
     comparing = measure_args.baseline or measure_args.seeds > 1
     if comparing:
@@ -459,6 +514,7 @@ def _trainer(prepared: _Prepared, student, config: DistillationConfig, train_dat
         eval_dataset=validation,
         data_collator=prepared.collator,
         processing_class=prepared.tokenizer,
+        teacher_processing_class=prepared.teacher_tokenizer,
         compute_metrics=evaluation.compute_metrics,
         preprocess_logits_for_metrics=evaluation.preprocess_logits_for_metrics,
         callbacks=callbacks,
@@ -606,12 +662,19 @@ def build_cache(
             # the layer count only: a width-pruned student has the same depth (and needs no calibration for it)
             lambda: make_student(teacher, _depth_only(student_args)).config.num_hidden_layers,
         )
+    dataset, tokenizer, collator = prepared.train_dataset, prepared.tokenizer, prepared.collator
+    pair = prepared.tokenizers
+    if pair is not None:
+        # The recipe's student has another tokenizer: the cache holds the teacher's outputs on its own tokenization,
+        # which serves a student of any tokenizer whose paired data carries the same teacher tokens.
+        dataset, tokenizer = pair.teacher_view(dataset, prepared.task), pair.teacher
+        collator = prepared.task.data_collator(tokenizer, prepared.task_args)
     return build_teacher_cache(
         teacher,
-        prepared.train_dataset,
+        dataset,
         cache_args.cache_dir,
-        tokenizer=prepared.tokenizer,
-        data_collator=prepared.collator,
+        tokenizer=tokenizer,
+        data_collator=collator,
         top_k=cache_args.top_k,
         logit_samples=cache_args.logit_samples,
         temperature=config.temperature,

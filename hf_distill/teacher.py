@@ -125,6 +125,17 @@ _VOCABULARY_FILES = (
 )
 
 
+def has_tokenizer(name_or_path: str | os.PathLike) -> bool:
+    """Whether a model holds a tokenizer of its own: a local folder with vocabulary files, a .gguf file (its metadata
+    holds one), or a Hub id (a model repository ships its tokenizer)."""
+    path = str(name_or_path)
+    if pretrained_location(path)[1]:
+        return True
+    if os.path.isdir(path):
+        return any(os.path.isfile(os.path.join(path, name)) for name in _VOCABULARY_FILES)
+    return not os.path.exists(path) and not _looks_local(path)
+
+
 def check_tokenizer(
     tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, source: str | os.PathLike, role: str = "teacher"
 ) -> None:
@@ -420,13 +431,22 @@ def model_facts(model: PreTrainedModel) -> dict:
     }
 
 
-def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedModel, task: Task, tokenizer=None) -> None:
+def check_compatibility(
+    teacher: PreTrainedModel | dict,
+    student: PreTrainedModel,
+    task: Task,
+    tokenizer=None,
+    across_tokenizers: bool = False,
+) -> None:
     """Fails with a message saying what differs, and how to fix it, if teacher and student cannot be distilled.
 
     They must have the same kind of head, read the same token ids (same vocabulary: embedding widths that differ only
     by padding rows beyond `tokenizer` are the same vocabulary), and, for classification, predict the same labels in
     the same order; language models must also predict over the same vocabulary (the task decides, see
     `check_vocabularies`). `teacher` is the model, or its [`model_facts`] (as a teacher cache records them).
+
+    With `across_tokenizers` (the student has a tokenizer of its own, which differs from the teacher's: each reads
+    its own ids, see [`~hf_distill.cross_tokenizer`]) the vocabularies are not compared; heads and labels still are.
     """
     from .tasks.language_modeling import differ_only_by_padding
 
@@ -438,14 +458,16 @@ def check_compatibility(teacher: PreTrainedModel | dict, student: PreTrainedMode
         )
     tokenizer_size = len(tokenizer) if tokenizer is not None else None
     teacher_vocab, student_vocab = facts["vocab_size"], _vocab_size(student)
-    if teacher_vocab != student_vocab and not differ_only_by_padding(teacher_vocab, student_vocab, tokenizer_size):
+    same_ids = teacher_vocab == student_vocab or differ_only_by_padding(teacher_vocab, student_vocab, tokenizer_size)
+    if not same_ids and not across_tokenizers:
         tokens = f" (the tokenizer has {tokenizer_size} tokens)" if tokenizer_size is not None else ""
         raise ValueError(
             f"vocabulary size differs: teacher {teacher_vocab}, student {student_vocab}{tokens}. Teacher and student "
-            "read the same input ids, so they must share a tokenizer; build the student from the teacher with "
-            "build_student()"
+            "read the same input ids, so they must share a tokenizer: build the student from the teacher with "
+            "build_student(), or, for a student with a tokenizer of its own, give that tokenizer "
+            "(--student_tokenizer_name; in Python processing_class, with the teacher's as teacher_processing_class)"
         )
-    if task.vocabulary_outputs:
+    if task.vocabulary_outputs and not across_tokenizers:
         task.check_vocabularies(facts, _output_vocab_size(student), tokenizer_size)
     if not task.labelled_outputs:
         return

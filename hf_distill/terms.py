@@ -52,6 +52,9 @@ class LossContext:
         relations: the query/key/value captures of student and teacher (`.student`, `.teacher`, `.heads`), when a
             term needs them.
         training (`bool`): whether this is a training batch.
+        tokenizers ([`~hf_distill.cross_tokenizer.TokenizerPair`], *optional*): the teacher's and the student's
+            tokenizers when their vocabularies differ: the batch then holds both tokenizations (the teacher's under
+            `teacher_` names, see [`~hf_distill.cross_tokenizer`]).
     """
 
     student: Any
@@ -63,6 +66,7 @@ class LossContext:
     layer_map: Any = None
     relations: Any = None
     training: bool = True
+    tokenizers: Any = None
 
     @cached_property
     def logit_targets(self) -> list:
@@ -72,6 +76,15 @@ class LossContext:
     @property
     def attention_mask(self) -> torch.Tensor | None:
         return self.inputs.get("attention_mask")
+
+    @property
+    def across_tokenizers(self) -> bool:
+        return self.tokenizers is not None
+
+    @property
+    def teacher_attention_mask(self) -> torch.Tensor | None:
+        """The real tokens of the teacher's inputs: its own tokenization's, across tokenizers."""
+        return self.inputs.get("teacher_attention_mask") if self.across_tokenizers else self.attention_mask
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,9 @@ class LossTerm:
         projects_hidden_states (`bool`): the term compares student hidden states projected to the teacher's width
             (learned projections are trained with the student).
         deprecated_weight_fields (`tuple[str, ...]`): old names of the weight field, still accepted with a warning.
+        cross_tokenizer_refusal (`str`, *optional*): why the term cannot compare a teacher and a student of different
+            tokenizers (their tokens differ, so what is compared token by token has no counterpart); `None`: it can
+            (how, for the task's outputs, the task decides).
     """
 
     name: str
@@ -107,6 +123,7 @@ class LossTerm:
     cache_logits: Literal["all", "top_k"] | None = None
     projects_hidden_states: bool = False
     deprecated_weight_fields: tuple[str, ...] = ()
+    cross_tokenizer_refusal: str | None = None
 
     @property
     def needs_teacher(self) -> bool:
@@ -178,6 +195,10 @@ def _label(ctx: LossContext):
 
 
 def _kd(ctx: LossContext):
+    if ctx.across_tokenizers:  # two vocabularies: the task may compare its outputs its own way (causal LMs)
+        own = ctx.task.cross_tokenizer_soft_targets(ctx)
+        if own is not None:
+            return own
     # Averaged over the logit pairs (question answering has two: start and end), as the label loss is.
     targets, counts = ctx.logit_targets, ctx.counts
     if ctx.task.is_regression:
@@ -212,6 +233,21 @@ def _hidden(ctx: LossContext):
     # Averaged over the pairs, so the weight means the same whatever the number of pairs.
     pairs = ctx.layer_map.hidden_state_indices()
     kind, mask, num_tokens = ctx.args.hidden_loss_type, ctx.attention_mask, ctx.counts["tokens"]
+    if ctx.across_tokenizers:
+        # The tokens differ, the examples do not: each example's states averaged over its own real tokens (the
+        # projection is linear, so projecting then averaging is averaging then projecting).
+        teacher_mask, num_examples = ctx.teacher_attention_mask, ctx.counts["examples"]
+        value = sum(
+            losses.hidden_state_loss(
+                mean_over_tokens(s_h, mask)[:, None],
+                mean_over_tokens(ctx.teacher.hidden_states[t], teacher_mask)[:, None],
+                kind,
+                None,
+                num_examples,
+            )
+            for (t, _), s_h in zip(pairs, ctx.student.projected_hidden_states)
+        )
+        return value / len(pairs), "examples"
     value = sum(
         losses.hidden_state_loss(s_h, ctx.teacher.hidden_states[t], kind, mask, num_tokens)
         for (t, _), s_h in zip(pairs, ctx.student.projected_hidden_states)
@@ -228,11 +264,11 @@ def _attention(ctx: LossContext):
 
 
 def _similarity(ctx: LossContext):
-    pairs, mask = ctx.layer_map.hidden_state_indices(), ctx.attention_mask
+    pairs, mask, teacher_mask = ctx.layer_map.hidden_state_indices(), ctx.attention_mask, ctx.teacher_attention_mask
     value = sum(
         losses.similarity_loss(
             mean_over_tokens(ctx.student.hidden_states[s], mask),
-            mean_over_tokens(ctx.teacher.hidden_states[t], mask),
+            mean_over_tokens(ctx.teacher.hidden_states[t], teacher_mask),
             ctx.counts["examples"],
         )
         for t, s in pairs
@@ -263,6 +299,10 @@ def mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.T
 
 
 def _kd_card(settings: dict) -> str:
+    tokenizers = settings.get("tokenizers")
+    if isinstance(tokenizers, dict) and isinstance(tokenizers.get("soft_targets"), str):
+        # Two vocabularies: the task's own comparison (causal LMs), on generated batches too.
+        return tokenizers["soft_targets"] + _completions_card(settings.get("completions"))
     divergence = settings.get("divergence", "forward_kl")
     if divergence == "reverse_kl":
         text = "Reverse KL divergence, KL(student ‖ teacher), of the softened class probabilities (soft targets)"
@@ -326,6 +366,16 @@ def _mixing_weight(value, symbol: str) -> str:
 
 def _kind(loss_type) -> str:
     return f" ({loss_type})" if isinstance(loss_type, str) and loss_type else ""
+
+
+def _hidden_card(settings: dict) -> str:
+    kind = _kind(settings.get("hidden_loss_type"))
+    if isinstance(settings.get("tokenizers"), dict):
+        return (
+            f"Hidden-state loss{kind} on the mapped layers, between each example's hidden states averaged over its "
+            "own tokens (two tokenizers: the tokens differ, the examples do not)"
+        )
+    return f"Hidden-state loss{kind} on the mapped layers"
 
 
 def _relation_card(settings: dict) -> str:
@@ -394,7 +444,7 @@ register_term(
         unit="real tokens",
         needs=frozenset({"hidden_states"}),
         compute=_hidden,
-        card=lambda settings: f"Hidden-state loss{_kind(settings.get('hidden_loss_type'))} on the mapped layers",
+        card=_hidden_card,
         projects_hidden_states=True,
     )
 )
@@ -409,6 +459,7 @@ register_term(
         needs=frozenset({"attentions"}),
         compute=_attention,
         card=lambda settings: f"Attention-map loss{_kind(settings.get('attention_loss_type'))} on the mapped layers",
+        cross_tokenizer_refusal="it compares attention maps token by token, and the two tokenizers' tokens differ",
     )
 )
 register_term(
@@ -439,5 +490,7 @@ register_term(
         needs=frozenset({"qkv"}),
         compute=_relation,
         card=_relation_card,
+        cross_tokenizer_refusal="it compares attention relations token by token, and the two tokenizers' tokens "
+        "differ",
     )
 )

@@ -19,9 +19,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, nested_detach
 from transformers.utils import find_labels
 
 from . import losses
+from .alignment import vocabulary_difference
 from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
+from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
 from .generation import CompletionSource, check_completion_settings
 from .layer_map import LayerMap
 from .log import get_logger
@@ -65,6 +67,11 @@ class DistillationTrainer(Trainer):
         teacher_model (`PreTrainedModel` or `str`, *optional*): the teacher, or its path or Hub id; defaults to
             `args.teacher_model_name_or_path`.
         args (`DistillationConfig`): the training and distillation settings.
+        teacher_processing_class (`PreTrainedTokenizerBase`, *optional*): the teacher's tokenizer, when the student
+            has a tokenizer of its own (`processing_class`, saved with the student). When their vocabularies differ,
+            each model reads its own tokenization of every example: the datasets must hold both (the task's
+            `prepare_datasets(..., teacher_tokenizer=...)` makes them; see [`~hf_distill.cross_tokenizer`]), and the
+            collator is wrapped to batch them side by side. When they are the same, nothing changes.
         **kwargs: passed to [`~transformers.Trainer`] (datasets, collator, `processing_class`, callbacks, ...).
     """
 
@@ -79,6 +86,7 @@ class DistillationTrainer(Trainer):
         args: DistillationConfig | None = None,
         teacher_cache: TeacherCache | str | None = None,
         peft_config: Any | None = None,
+        teacher_processing_class: PreTrainedTokenizerBase | None = None,
         **kwargs: Any,
     ):
         if args is None:
@@ -102,7 +110,6 @@ class DistillationTrainer(Trainer):
                 "no teacher: pass teacher_model=..., or set teacher_model_name_or_path or teacher_cache in the config"
             )
         self.teacher_cache = teacher_cache
-        check_completion_settings(args, teacher_cache, self.task)
         self.teacher_weights = self._teacher_weights(len(teachers), args)
         if args.intermediate_teacher >= max(len(teachers), 1):
             raise ValueError(
@@ -114,8 +121,13 @@ class DistillationTrainer(Trainer):
         facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
         tokenizer = kwargs.get("processing_class")
         tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        # Two tokenizers of different vocabularies: each model reads its own tokenization of every example.
+        self.tokenizers = self._tokenizer_pair(model, tokenizer, teacher_processing_class)
+        check_completion_settings(args, teacher_cache, self.task)
+        across = self.tokenizers is not None
+        teacher_tokenizer = self.tokenizers.teacher if across else tokenizer
         for teacher in teachers:
-            check_compatibility(teacher, model, self.task, tokenizer)
+            check_compatibility(teacher, model, self.task, teacher_tokenizer, across_tokenizers=across)
         # Never a teacher's folder, whatever the user says (the command also refuses any folder holding files it did
         # not write, unless --overwrite_output_dir; a Python caller owns its output_dir, as with the Trainer).
         refuse_teacher_folder(
@@ -123,20 +135,25 @@ class DistillationTrainer(Trainer):
         )
         if (
             main_teacher is not None
-            and tokenizer is not None
-            and len(tokenizer) > main_teacher.get_input_embeddings().num_embeddings
+            and teacher_tokenizer is not None
+            and len(teacher_tokenizer) > main_teacher.get_input_embeddings().num_embeddings
         ):  # its last ids would fail deep in the embedding: say so now, with both sizes
-            check_tokenizer(tokenizer, main_teacher, main_teacher.name_or_path or "processing_class")
+            source = "teacher_processing_class" if across else "processing_class"
+            check_tokenizer(teacher_tokenizer, main_teacher, main_teacher.name_or_path or source)
+        if across and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            check_tokenizer(tokenizer, model, model.name_or_path or "processing_class", role="student")
         # What the models must give is what the active loss terms declare they need.
         self.terms = active_terms(args)
         self._needs = needs_of(self.terms)
+        if across:
+            self._check_across_tokenizers(len(teachers), kwargs)
         self.layer_map = None
         if self._needs & {"hidden_states", "attentions"}:
             self.layer_map = LayerMap.from_spec(
                 args.layer_map, facts["num_hidden_layers"], model.config.num_hidden_layers
             )
         if teacher_cache is not None:
-            check_compatibility(teacher_cache.teacher, model, self.task, tokenizer)
+            check_compatibility(teacher_cache.teacher, model, self.task, teacher_tokenizer, across_tokenizers=across)
             kwargs["train_dataset"] = self._join_cache(teacher_cache, main_teacher, len(teachers), args, kwargs)
         if "attentions" in self._needs:
             if not self.layer_map.attention_indices():
@@ -166,6 +183,8 @@ class DistillationTrainer(Trainer):
         super().__init__(model=wrapper, args=args, **kwargs)
         # The wrapper's forward takes **inputs; the loss kwargs are handled here, not by the model.
         self.model_accepts_loss_kwargs = False
+        if across:  # the teacher's tokenization batched beside the student's, then the task's alignment
+            self.data_collator = self.tokenizers.collator(self.data_collator, self.task)
         if teacher_cache is not None:
             self.data_collator = CacheIndexCollator(self.data_collator)
         if self.args.label_names is None:
@@ -177,7 +196,13 @@ class DistillationTrainer(Trainer):
         self._warned_no_teacher = False
         self._in_checkpoint = False
         self.completions = CompletionSource.from_args(
-            args, model, getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)
+            args,
+            model,
+            getattr(tokenizer, "pad_token_id", None),
+            getattr(tokenizer, "eos_token_id", None),
+            tokenizers=self.tokenizers,
+            teacher=main_teacher,
+            collate=self.data_collator,  # across tokenizers: completed pairs are batched and aligned as any
         )
         self._train_terms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._train_steps_seen: set[int] = set()
@@ -237,6 +262,46 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"teacher_weights has {len(weights)} weights for {count} teachers; give one per teacher")
         return [w / sum(weights) for w in weights]
 
+    def _tokenizer_pair(self, student, tokenizer, teacher_tokenizer) -> TokenizerPair | None:
+        """The teacher's and the student's tokenizers when their vocabularies differ (each model then reads its own
+        tokenization), else None. Without `teacher_tokenizer`, refuses a student whose own saved tokenizer differs
+        from `processing_class`: it would read ids it was not trained on, silently."""
+        if teacher_tokenizer is None:
+            own = own_tokenizer(student) if tokenizer is not None else None
+            difference = vocabulary_difference(tokenizer, own) if own is not None else None
+            if difference is not None:
+                raise ValueError(
+                    f"the student {student.name_or_path!r} has a tokenizer of its own whose vocabulary differs from "
+                    f"processing_class's ({difference}): it would read ids it was not trained on. Pass the student's "
+                    "tokenizer as processing_class and the teacher's as teacher_processing_class (each model then "
+                    "reads its own tokenization), or give a student of the teacher's tokenizer"
+                )
+            return None
+        if not isinstance(teacher_tokenizer, PreTrainedTokenizerBase):
+            raise TypeError(f"teacher_processing_class must be a tokenizer, got {type(teacher_tokenizer).__name__}")
+        if tokenizer is None:
+            raise ValueError(
+                "teacher_processing_class is the teacher's tokenizer; pass the student's as processing_class too (it "
+                "is saved with the student)"
+            )
+        return TokenizerPair.of(teacher_tokenizer, tokenizer)
+
+    def _check_across_tokenizers(self, num_teachers: int, kwargs) -> None:
+        """Refuses, at start-up, what cannot cross from the teacher's tokens to the student's: a loss term or a task
+        without an alignment, several teachers, and data that holds one tokenization."""
+        pair = self.tokenizers
+        pair.check_crosses(self.task, self.terms)
+        if num_teachers > 1:
+            raise ValueError(
+                f"{num_teachers} teachers and a student of another tokenizer: the alignment pairs one teacher's "
+                "tokens with the student's; give one teacher"
+            )
+        for where in ("train_dataset", "eval_dataset"):
+            given = kwargs.get(where)
+            for name, dataset in (given if isinstance(given, dict) else {where: given}).items():
+                if dataset is not None:
+                    pair.check_data(dataset, self.task, name)
+
     def _join_cache(self, cache: TeacherCache, teacher, num_teachers: int, args, kwargs) -> Any:
         """Checks that `cache` belongs to this teacher, data and settings, and gives the training data the column that
         joins each example to its cached row (it travels with the example through shuffling and sharding)."""
@@ -251,8 +316,12 @@ class DistillationTrainer(Trainer):
                 f"{type(dataset).__name__}"
             )
         check_collator(kwargs.get("data_collator"), dataset)
-        cache.check(teacher=teacher, tokenizer=kwargs.get("processing_class"), dataset=dataset)
-        check_cache_serves(cache, self.terms, args, self.layer_map)
+        pair = self.tokenizers
+        if pair is None:
+            cache.check(teacher=teacher, tokenizer=kwargs.get("processing_class"), dataset=dataset)
+        else:  # the cache holds the teacher's outputs on its own tokenization: checked against the teacher's side
+            cache.check(teacher=teacher, tokenizer=pair.teacher, dataset=pair.teacher_view(dataset, self.task))
+        check_cache_serves(cache, self.terms, args, self.layer_map, across_vocabularies=pair and self.task)
         if CACHE_INDEX_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(CACHE_INDEX_COLUMN)
         return dataset.add_column(CACHE_INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
@@ -270,9 +339,11 @@ class DistillationTrainer(Trainer):
         if training and not any(term.needs_teacher for term in self.terms):
             return None
         if training and self.teacher_cache is not None and CACHE_INDEX_COLUMN in inputs:
-            reference = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
+            # Put back at the teacher's own real tokens (its side of a batch of two tokenizations).
+            own = teacher_inputs(inputs) if self.tokenizers is not None else inputs
+            reference = own["input_ids"] if "input_ids" in own else own["inputs_embeds"]
             return self.teacher_cache.outputs(
-                inputs[CACHE_INDEX_COLUMN], inputs.get("attention_mask"), reference.shape[:2], self.args.device
+                inputs[CACHE_INDEX_COLUMN], own.get("attention_mask"), reference.shape[:2], self.args.device
             )
         if not self.teachers:
             if not self._warned_no_teacher:
@@ -297,14 +368,16 @@ class DistillationTrainer(Trainer):
         return combined
 
     def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool) -> Any:
-        teacher_inputs = {k: v for k, v in inputs.items() if k in names}
+        if self.tokenizers is not None:  # its own tokenization of the batch
+            inputs = teacher_inputs(inputs)
+        fed = {k: v for k, v in inputs.items() if k in names}
         device = _device_of(teacher)
         moved = device is not None and device != self.args.device
         if moved:
-            teacher_inputs = {k: v.to(device) for k, v in teacher_inputs.items()}
+            fed = {k: v.to(device) for k, v in fed.items()}
         with torch.no_grad():
             outputs = teacher(
-                **teacher_inputs,
+                **fed,
                 output_hidden_states=internals and "hidden_states" in self._needs,
                 output_attentions=internals and "attentions" in self._needs,
                 return_dict=True,
@@ -391,6 +464,7 @@ class DistillationTrainer(Trainer):
             layer_map=self.layer_map,
             relations=self._relations,
             training=training,
+            tokenizers=self.tokenizers,
         )
         fused = self.task.fused_terms(context)  # several terms in one pass, where the task can
         terms = {}
@@ -482,6 +556,8 @@ class DistillationTrainer(Trainer):
         settings = self.args.distillation_settings()
         if self.layer_map is not None:
             settings["layer_map"] = self.layer_map.spec()
+        if self.tokenizers is not None:
+            settings["tokenizers"] = self.tokenizers.settings(self.task, self.args)
         if self.teacher_cache is not None:
             cached = self.teacher_cache.settings
             settings["teacher_cache"] = {
@@ -689,7 +765,10 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             columns = list(inspect.signature(unwrap(self.student).forward).parameters)
-            self._signature_columns = columns + list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
+            columns += list({"label", "label_ids", CACHE_INDEX_COLUMN, *self.label_names})
+            if self.tokenizers is not None:  # the teacher's tokenization and the alignment columns
+                columns += self.tokenizers.columns(self.task)
+            self._signature_columns = columns
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Saves the student as a plain transformers folder (no projection weights), with tokenizer and args.

@@ -19,6 +19,7 @@ from tiny_task_models import (
     split_card,
     table_rows,
     tiny_tokenizer,
+    train_flags,
 )
 from transformers import AutoModelForCausalLM, BertModel
 
@@ -31,17 +32,6 @@ from hf_distill.tasks import task_for
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def train_flags(tmp_path, teacher, task_case, output="student"):
-    flags = ["--teacher_model_name_or_path", str(teacher), "--output_dir", str(tmp_path / output)]
-    for name, path in data_files(tmp_path, task_case).items():
-        flags += [f"--{name}", path]
-    return flags + [
-        *("--max_steps", "3", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"),
-        *("--report_to", "none", "--use_cpu", "--save_strategy", "no", "--disable_tqdm", "true"),
-        *("--latency_batch_size", "2", "--latency_sequence_length", "8"),
-    ]
 
 
 def check_card(folder, task_case, eval_file="test.jsonl"):

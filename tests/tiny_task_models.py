@@ -21,6 +21,7 @@ from transformers import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
+    BertModel,
     GPT2LMHeadModel,
     LlamaForCausalLM,
 )
@@ -54,6 +55,21 @@ def vocab_tokenizer():
     less than half the rows is refused as another model's)."""
     filler = [f"word{i}" for i in range(len(SPECIAL_TOKENS) + len(CORE_WORDS), VOCAB_SIZE)]
     return tiny_tokenizer([*CORE_WORDS, *filler])
+
+
+def word_pieces(word: str) -> list[str]:
+    """How `word_piece_tokenizer` cuts a word: words of 4 letters or more in two (`movie` -> `mo ##vie`)."""
+    return [word] if len(word) < 4 else [word[:2], "##" + word[2:]]
+
+
+def word_piece_tokenizer(words=CORE_WORDS):
+    """A second tokenizer of the same words, of another vocabulary: a WordPiece tokenizer that cuts each word of 4
+    letters or more in two (`movie` -> `mo ##vie`) and keeps the shorter ones whole, so that its tokens and the
+    word tokenizer's (`tiny_tokenizer`) cover the same text in different pieces, and some tokens are spelled alike."""
+    from transformers import BertTokenizer
+
+    pieces = list(dict.fromkeys(piece for word in words for piece in word_pieces(word)))
+    return BertTokenizer(vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + pieces)})
 
 
 def bert_config(num_layers=4, hidden=32, heads=4, vocab_size=VOCAB_SIZE, **kwargs):
@@ -108,13 +124,15 @@ def classifier(num_layers=4, hidden=32, seed=0, **kwargs):
     return tiny_bert(num_layers, hidden, seed=seed, **{"initializer_range": 0.3, **kwargs})
 
 
-def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
-    config = family_config("gpt2", hidden=hidden, layers=num_layers, vocab_size=vocab_size)
+def gpt2(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE, **overrides):
+    config = family_config("gpt2", hidden=hidden, layers=num_layers, vocab_size=vocab_size, **overrides)
     return _seeded(seed, lambda: GPT2LMHeadModel(config))
 
 
-def llama(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE):
-    config = family_config("llama", hidden=hidden, layers=num_layers, vocab_size=vocab_size, tie_word_embeddings=False)
+def llama(num_layers=4, hidden=32, seed=0, vocab_size=VOCAB_SIZE, **overrides):
+    config = family_config(
+        "llama", hidden=hidden, layers=num_layers, vocab_size=vocab_size, tie_word_embeddings=False, **overrides
+    )
     return _seeded(seed, lambda: LlamaForCausalLM(config))
 
 
@@ -518,6 +536,20 @@ class TaskCase:
             num_layers=4, seed=0, **kwargs
         )
 
+    def cross_pair(self, student_hidden: int = 32, student_pieces: bool = False):
+        """(student, teacher, student tokenizer, teacher tokenizer) of two vocabularies: the student reads the words
+        of `tiny_tokenizer()`, the teacher the pieces of `word_piece_tokenizer()` (`movie` -> `mo ##vie`), or the
+        other way round with `student_pieces`. Both are initialised wider than the default, so that their
+        distributions are far from uniform (near-uniform distributions over two vocabularies give the
+        sorted-probability losses no gradient)."""
+        student_tokenizer, teacher_tokenizer = tiny_tokenizer(), word_piece_tokenizer()
+        if student_pieces:
+            student_tokenizer, teacher_tokenizer = teacher_tokenizer, student_tokenizer
+        wide = {"initializer_range": 0.3}
+        student = self.build(num_layers=2, hidden=student_hidden, seed=1, vocab_size=len(student_tokenizer), **wide)
+        teacher = self.build(num_layers=4, seed=0, vocab_size=len(teacher_tokenizer), **wide)
+        return student, teacher, student_tokenizer, teacher_tokenizer
+
     def __str__(self) -> str:
         return self.id
 
@@ -611,3 +643,44 @@ def data_files(tmp_path, task_case):
         (data / "unlabeled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         files["unlabeled_file"] = str(data / "unlabeled.jsonl")
     return files
+
+
+def paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher, **data_overrides):
+    """The task case's data files (`data_files`) tokenised by both tokenizers, as the run path prepares them for a
+    student of another tokenizer: `prepare_datasets(..., teacher_tokenizer=...)`."""
+    from hf_distill.data import DataArguments, load_raw_datasets
+    from hf_distill.tasks import task_for
+
+    data_args = DataArguments(**data_files(tmp_path, task_case), **data_overrides)
+    return task_for(teacher).prepare_datasets(
+        load_raw_datasets(data_args), student_tokenizer, data_args, None, teacher.config, teacher_tokenizer
+    )
+
+
+def train_flags(tmp_path, teacher, task_case, output="student"):
+    """The flags of a short `hf-distill train` run of `task_case` on its data files (`data_files`)."""
+    flags = ["--teacher_model_name_or_path", str(teacher), "--output_dir", str(tmp_path / output)]
+    for name, path in data_files(tmp_path, task_case).items():
+        flags += [f"--{name}", path]
+    return flags + [
+        *("--max_steps", "3", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"),
+        *("--report_to", "none", "--use_cpu", "--save_strategy", "no", "--disable_tqdm", "true"),
+        *("--latency_batch_size", "2", "--latency_sequence_length", "8"),
+    ]
+
+
+def save_cross_pair(tmp_path, task_case):
+    """A saved teacher of `task_case` reading `word_piece_tokenizer()`, and a saved pretrained student with a tokenizer
+    of its own (`tiny_tokenizer()`): a bare encoder for the encoder tasks (it gets the task's head with the
+    teacher's labels), a causal LM for causal LMs. Returns (teacher folder, student folder)."""
+    teacher_tokenizer, student_tokenizer = word_piece_tokenizer(), tiny_tokenizer()
+    teacher_folder, student_folder = tmp_path / "teacher", tmp_path / "pretrained-student"
+    task_case.build(num_layers=4, vocab_size=len(teacher_tokenizer)).save_pretrained(teacher_folder)
+    teacher_tokenizer.save_pretrained(teacher_folder)
+    if task_case.task == "causal-lm":
+        student = task_case.build(num_layers=2, seed=1, vocab_size=len(student_tokenizer))
+    else:
+        student = _seeded(1, lambda: BertModel(bert_config(2, vocab_size=len(student_tokenizer))))
+    student.save_pretrained(student_folder)
+    student_tokenizer.save_pretrained(student_folder)
+    return teacher_folder, student_folder

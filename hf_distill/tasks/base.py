@@ -229,10 +229,15 @@ class Task:
         data_args: DataArguments,
         task_args=None,
         teacher_config: PretrainedConfig | None = None,
+        teacher_tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> DatasetDict:
         """Tokenises the raw splits of [`hf_distill.data.load_raw_datasets`]: `"train"`, `"validation"` (when there is
         one), `"test"` (when given) and `"unlabeled"` (the transfer set, tokenised so that the hard-label loss ignores
-        it; the run path trains on train + unlabeled)."""
+        it; the run path trains on train + unlabeled).
+
+        With `teacher_tokenizer` (the teacher's, when the student's `tokenizer` has another vocabulary), each example
+        is tokenised by both: the student's columns as usual, the teacher's prefixed with `teacher_`, and the
+        task's `alignment_columns` (see [`hf_distill.cross_tokenizer`])."""
         raise NotImplementedError
 
     def data_collator(self, tokenizer: PreTrainedTokenizerBase, task_args=None):
@@ -240,6 +245,38 @@ class Task:
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
+
+    # ---- two tokenizers: a student of another vocabulary than the teacher's -----------------------------------------
+
+    # The per-token columns (`align_...`) the paired data of this task carries for `align_batch`.
+    alignment_columns: tuple[str, ...] = ()
+
+    def cross_tokenizer_refusal(self, term_names: set[str]) -> str | None:
+        """Why a student of another tokenizer than the teacher's cannot learn this task with the active loss terms
+        named in `term_names`, or `None` when it can. A task crosses tokenizers only where it says how: refused by
+        default."""
+        return f"{self.pipeline_tag} has no alignment between two tokenizations"
+
+    def cross_tokenizer_card(self, args) -> dict[str, str]:
+        """How this task's outputs cross from the teacher's tokens to the student's, for the metrics file and the card:
+        `{"alignment": sentence}`, and `"soft_targets"` when the soft-target term is another loss than `divergence`."""
+        return {}
+
+    def align_batch(self, batch: dict, facts: list[dict]) -> dict[str, torch.Tensor]:
+        """The alignment tensors of a paired batch, from each example's `align_` columns (`facts`) and the padded
+        batch of both sides (`batch`, the teacher's side under `teacher_` names): what `logit_targets` and
+        `cross_tokenizer_soft_targets` read. None by default."""
+        return {}
+
+    def cross_tokenizer_soft_targets(self, ctx) -> tuple[torch.Tensor, str] | None:
+        """The soft-target (kd) term of a paired batch, where the task computes it its own way (two vocabularies have
+        no class-by-class comparison); `None`: the configured divergence on `logit_targets`, which align the
+        teacher's outputs with the student's.
+
+        Args:
+            ctx ([`~hf_distill.terms.LossContext`]): the batch, both models' outputs and the run's settings.
+        """
+        return None
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
 

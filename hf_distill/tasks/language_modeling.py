@@ -30,6 +30,8 @@ from transformers import (
 )
 
 from .. import losses
+from ..alignment import span_groups
+from ..cross_tokenizer import place_rows, teacher_encoding, teacher_inputs
 from ..data import DataArguments
 from ..metrics import perplexity
 from . import register_task
@@ -109,12 +111,22 @@ class _LanguageModel(Task):
             return targets
         return [replace(t, student=t.student[..., :size], teacher=t.teacher[..., :size]) for t in targets]
 
-    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
+    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None, teacher_tokenizer=None):
         """Tokenises the text column line by line; the `"unlabeled"` split is more training text (the collator makes
-        its labels, as for the training split)."""
+        its labels, as for the training split). With `teacher_tokenizer` (causal LMs), the teacher's tokenization too,
+        and both sides' character spans."""
         probability = getattr(self.task_arguments(task_args), "mlm_probability", 0.15)
+        refusal = self.cross_tokenizer_refusal(set()) if teacher_tokenizer is not None else None
+        if refusal:
+            raise ValueError(f"teacher_tokenizer is given (a student of another tokenizer), but {refusal}")
         return prepare_language_modeling(
-            raw, tokenizer, data_args, mlm=self.mlm, mlm_probability=probability, seed=data_args.split_seed
+            raw,
+            tokenizer,
+            data_args,
+            mlm=self.mlm,
+            mlm_probability=probability,
+            seed=data_args.split_seed,
+            teacher_tokenizer=teacher_tokenizer,
         )
 
     def data_collator(self, tokenizer, task_args=None):
@@ -143,6 +155,13 @@ class MaskedLM(_LanguageModel):
 
     label_loss = TokenClassification.label_loss
 
+    def cross_tokenizer_refusal(self, term_names):
+        return (
+            "masked-LM soft targets are the distributions at the masked tokens, and a token the student's tokenizer "
+            "masks hides another piece of text than any token of the teacher's (masked LM does not cross tokenizers; "
+            "causal LMs do)"
+        )
+
     def logit_targets(self, student_out, teacher_out, inputs):
         return self.over_vocabulary(TokenClassification.logit_targets(self, student_out, teacher_out, inputs))
 
@@ -164,7 +183,12 @@ class CausalLM(_LanguageModel):
     peft_task_type = "CAUSAL_LM"
     usage_example = ("generator", 'generator("Once upon a time", max_new_tokens=20)')
 
+    # Both sides' character spans (paired data), from which `align_batch` groups the tokens that cover the same text.
+    alignment_columns = ("align_spans", "align_teacher_spans")
+
     def logit_targets(self, student_out, teacher_out, inputs):
+        if "teacher_input_ids" in inputs:
+            return []  # two vocabularies: no class-by-class pairs (the soft targets cross in their own way, below)
         # Compared whole, with the last position (which predicts nothing) masked out, rather than as `logits[:, :-1]`:
         # the backward pass of that slice would make a zero-filled (batch, seq_len, vocab) gradient and copy into it.
         mask = next_token_mask(inputs, student_out.logits.shape[:2])
@@ -182,7 +206,8 @@ class CausalLM(_LanguageModel):
         # divergences apart.
         args, weights = ctx.args, ctx.args.loss_weights
         fusable = (
-            ctx.teacher is not None
+            not ctx.across_tokenizers
+            and ctx.teacher is not None
             and "labels" in ctx.inputs
             and weights.get("kd", 0) > 0
             and weights.get("label", 0) > 0
@@ -200,6 +225,103 @@ class CausalLM(_LanguageModel):
         )  # fmt: skip
         return {"kd": (kd, target.unit), "label": (label, "labels")}
 
+    # ---- two tokenizers --------------------------------------------------------------------------------------------
+
+    def cross_tokenizer_refusal(self, term_names):
+        if "logit_mse" in term_names:
+            return (
+                "the logit MSE (logit_mse_weight > 0) compares logits token by token over one vocabulary; set "
+                "logit_mse_weight=0: the soft targets (kd_weight) cross vocabularies through cross_tokenizer_loss"
+            )
+        return None
+
+    def cross_tokenizer_card(self, args):
+        if args.cross_tokenizer_loss == "uld":
+            return {
+                "alignment": "the k-th predicted token of each side's text is paired with the k-th of the other",
+                "soft_targets": (
+                    f"Universal Logit Distillation (Boizard et al. 2024): the sorted probabilities of the teacher's "
+                    f"and the student's predictions, paired by rank, compared over the union of the two vocabularies "
+                    f"at temperature T = {args.temperature:g}"
+                ),
+            }
+        return {
+            "alignment": (
+                "predictions aligned by the text their tokens cover (character offsets), a span one side spells in "
+                "several tokens merged"
+            ),
+            "soft_targets": (
+                "Span alignment (as GOLD, Patiño et al. 2025): on spans of text both tokenizers cut alike, the "
+                "probabilities of the tokens both vocabularies spell alike compared one to one, the rest by sorted "
+                f"probabilities (ULD, Boizard et al. 2024), at temperature T = {args.temperature:g}"
+            ),
+        }
+
+    def align_batch(self, batch, facts):
+        """Groups each example's scored tokens (labels not -100, both sides) into spans of the same text
+        ([`~hf_distill.alignment.span_groups`]) and batches them as [`~hf_distill.losses.TokenAlignment`] tensors:
+        the logit position predicting each group's first token, and the group of each later token's prediction."""
+        if not facts or "align_spans" not in facts[0]:
+            return {}
+        sides = []
+        for prefix, column in (("", "align_spans"), ("teacher_", "align_teacher_spans")):
+            attention = batch[prefix + "attention_mask"]
+            spans = place_rows([f[column] for f in facts], attention, None)
+            # Only scored tokens are aligned (as `next_token_mask` reads them), and a first token is predicted by none.
+            labels = batch.get(prefix + "labels")
+            scored = (labels != IGNORE_INDEX if labels is not None else attention.bool()).tolist()
+            rows = [
+                [span if keep and i else None for i, (span, keep) in enumerate(zip(*row))]
+                for row in zip(spans, scored)
+            ]
+            sides.append(rows)
+        groups = [span_groups(student, teacher) for student, teacher in zip(*sides)]
+        width = max((len(row) for row in groups), default=0)
+        tensors = {
+            "span_student_positions": torch.zeros(len(groups), width, dtype=torch.long),
+            "span_teacher_positions": torch.zeros(len(groups), width, dtype=torch.long),
+            "span_mask": torch.zeros(len(groups), width, dtype=torch.bool),
+            "span_student_merges": torch.full(batch["input_ids"].shape, -1, dtype=torch.long),
+            "span_teacher_merges": torch.full(batch["teacher_input_ids"].shape, -1, dtype=torch.long),
+        }
+        for row, row_groups in enumerate(groups):
+            for index, (student, teacher) in enumerate(row_groups):
+                # The logits at position i predict the token at i + 1.
+                tensors["span_student_positions"][row, index] = student[0] - 1
+                tensors["span_teacher_positions"][row, index] = teacher[0] - 1
+                tensors["span_mask"][row, index] = True
+                for position in student[1:]:
+                    tensors["span_student_merges"][row, position - 1] = index
+                for position in teacher[1:]:
+                    tensors["span_teacher_merges"][row, position - 1] = index
+        return tensors
+
+    def cross_tokenizer_soft_targets(self, ctx):
+        inputs, teacher = ctx.inputs, teacher_inputs(ctx.inputs)
+        student_logits, teacher_logits = ctx.student.logits, ctx.teacher.logits
+        temperature, num_items = ctx.args.temperature, ctx.counts["labels"]
+        if ctx.args.cross_tokenizer_loss == "uld":
+            alignment = losses.TokenAlignment.by_rank(
+                _predicting(next_token_mask(inputs, student_logits.shape[:2])),
+                _predicting(next_token_mask(teacher, teacher_logits.shape[:2])),
+            )
+            value = losses.universal_logit_distillation(
+                student_logits, teacher_logits, alignment, temperature, num_items
+            )
+            return value, "labels"
+        alignment = losses.TokenAlignment(
+            inputs["span_student_positions"],
+            inputs["span_teacher_positions"],
+            inputs["span_mask"],
+            inputs["span_student_merges"],
+            inputs["span_teacher_merges"],
+            self._next_token_labels(inputs),
+            self._next_token_labels(teacher),
+        )
+        shared = ctx.tokenizers.shared_ids
+        value = losses.span_alignment_loss(student_logits, teacher_logits, alignment, shared, temperature, num_items)
+        return value, "labels"
+
     @staticmethod
     def _next_token_labels(inputs):
         # The labels shifted left (the last position predicts nothing), not the logits: `logits[:, :-1]` is not
@@ -210,6 +332,11 @@ class CausalLM(_LanguageModel):
         reference = batch.get("input_ids")
         shape = (reference if reference is not None else batch["inputs_embeds"]).shape[:2]
         return _counts(batch, next_token_mask(batch, shape).sum())
+
+
+def _predicting(mask: torch.Tensor) -> torch.Tensor:
+    """`next_token_mask`'s `(batch, seq_len - 1)` as `(batch, seq_len)` logit positions: the last predicts nothing."""
+    return torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
 
 
 def differ_only_by_padding(teacher_size: int, student_size: int, tokenizer_size: int | None) -> bool:
@@ -241,24 +368,48 @@ def prepare_language_modeling(
     mlm: bool,
     mlm_probability: float = 0.15,
     seed: int = 42,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DatasetDict:
     """Tokenises the text column line by line (cut to `max_length`, empty lines dropped).
 
     The training (and unlabeled) split is masked afresh in every batch by the collator; the evaluation splits are
     masked once, here,
     with `seed` (for MLM), so every evaluation scores the same positions and results can be compared.
+
+    With `teacher_tokenizer` (a causal-LM student of another tokenizer), each text is tokenised by both: the teacher's
+    columns prefixed with `teacher_`, and each side's token spans (`align_spans`, `align_teacher_spans`: the
+    characters of the text each token covers) for the span alignment.
     """
-    if not mlm and tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    for own in (tokenizer, teacher_tokenizer):
+        if own is not None and not mlm and own.pad_token is None:
+            own.pad_token = own.eos_token if own.eos_token is not None else own.unk_token
     paired = all(set(PROMPT_COMPLETION) <= set(split.column_names) for split in raw.values())
     if not mlm and not data_args.text_column and paired:
-        return prepare_prompt_completion(raw, tokenizer, data_args.max_length)
+        return prepare_prompt_completion(raw, tokenizer, data_args.max_length, teacher_tokenizer)
     text_column, _, _ = resolve_columns(raw, data_args, require_label=False)
+    spans = teacher_tokenizer is not None
 
     def tokenize(batch):
-        return tokenizer(
-            batch[text_column], truncation=True, max_length=data_args.max_length, return_special_tokens_mask=mlm
+        texts = batch[text_column]
+        encoded = tokenizer(
+            texts,
+            truncation=True,
+            max_length=data_args.max_length,
+            return_special_tokens_mask=mlm,
+            return_offsets_mapping=spans,
         )
+        if not spans:
+            return encoded
+        teacher_columns, teacher_encoded = teacher_encoding(
+            teacher_tokenizer, texts, truncation=True, max_length=data_args.max_length, return_offsets_mapping=True
+        )
+        student_spans = encoded.pop("offset_mapping")
+        return {
+            **encoded,
+            **teacher_columns,
+            "align_spans": student_spans,
+            "align_teacher_spans": teacher_encoded["offset_mapping"],
+        }
 
     tokenized = DatasetDict()
     for name, split in raw.items():
@@ -274,25 +425,56 @@ def prepare_language_modeling(
 PROMPT_COMPLETION = ("prompt", "completion")
 
 
-def prepare_prompt_completion(raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
+def prepare_prompt_completion(
+    raw: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+) -> DatasetDict:
     """Causal LM on `prompt` and `completion` columns (TRL's prompt/completion convention): each example is the
     prompt's tokens followed by the completion's (without special tokens) and the end-of-sequence token, cut to
     `max_length`; its labels are the completion's tokens, -100 on the prompt, so the LM loss, the soft targets and the
     metrics score the completion only, and on-policy / sequence-level distillation (`lmbda`, `seq_kd`) completes the
-    prompt. Examples whose completion is cut away entirely are dropped."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    prompt. Examples whose completion is cut away entirely are dropped.
+
+    With `teacher_tokenizer`, the same for the teacher's tokenization (`teacher_input_ids`, `teacher_labels`, ...),
+    with each side's spans of the completion's characters (`align_spans`, `align_teacher_spans`; the prompt and the
+    end-of-sequence token cover none); an example either side cuts away entirely is dropped."""
+
+    def encode(own, batch, spans: bool):
+        eos = [own.eos_token_id] if own.eos_token_id is not None else []
+        prompts = own(batch["prompt"], truncation=True, max_length=max_length)["input_ids"]
+        completions = own(batch["completion"], add_special_tokens=False, return_offsets_mapping=spans)
+        rows = {"input_ids": [], "attention_mask": [], "labels": []}
+        if spans:
+            rows["spans"] = []
+        for index, (prompt, completion) in enumerate(zip(prompts, completions["input_ids"])):
+            ids = (prompt + completion + eos)[:max_length]
+            rows["input_ids"].append(ids)
+            rows["attention_mask"].append([1] * len(ids))
+            rows["labels"].append(([IGNORE_INDEX] * len(prompt) + completion + eos)[:max_length])
+            if spans:
+                offsets = [list(span) for span in completions["offset_mapping"][index]]
+                rows["spans"].append(([[0, 0]] * len(prompt) + offsets + [[0, 0]] * len(eos))[:max_length])
+        return rows
 
     def tokenize(batch):
-        prompts = tokenizer(batch["prompt"], truncation=True, max_length=max_length)["input_ids"]
-        completions = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
-        ids = [(p + c + eos)[:max_length] for p, c in zip(prompts, completions)]
-        labels = [([IGNORE_INDEX] * len(p) + c + eos)[:max_length] for p, c in zip(prompts, completions)]
-        return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "labels": labels}
+        student = encode(tokenizer, batch, teacher_tokenizer is not None)
+        if teacher_tokenizer is None:
+            return student
+        teacher = encode(teacher_tokenizer, batch, True)
+        columns = {k: v for k, v in student.items() if k != "spans"}
+        columns.update({f"teacher_{k}": v for k, v in teacher.items() if k != "spans"})
+        return {**columns, "align_spans": student["spans"], "align_teacher_spans": teacher["spans"]}
+
+    def has_targets(row):
+        sides = ("labels", "teacher_labels") if teacher_tokenizer is not None else ("labels",)
+        return all(any(x != IGNORE_INDEX for x in row[side]) for side in sides)
 
     tokenized = DatasetDict()
     for name, split in raw.items():
         split = split.map(tokenize, batched=True, remove_columns=split.column_names, desc=f"Tokenizing {name}")
-        tokenized[name] = split.filter(lambda row: any(x != IGNORE_INDEX for x in row["labels"]), desc="No target")
+        tokenized[name] = split.filter(has_targets, desc="No target")
     return tokenized
 
 

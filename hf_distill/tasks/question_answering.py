@@ -18,6 +18,8 @@ from datasets import DatasetDict
 from transformers import AutoModelForQuestionAnswering
 
 from .. import losses
+from ..alignment import edge_positions
+from ..cross_tokenizer import TEACHER_EVAL_COLUMNS, TEACHER_PREFIX, place_rows
 from ..data import DataArguments, source_of
 from ..metrics import exact_match, squad_scores
 from . import register_task
@@ -79,18 +81,28 @@ class QuestionAnswering(Task):
         CardMetric("f1", "F1", "f1"),
     )
 
+    # Both sides' character spans in the context (paired data), from which `align_batch` moves the teacher's span
+    # probabilities onto the student's tokens.
+    alignment_columns = ("align_spans", "align_teacher_spans")
+
     def logit_targets(self, student_out, teacher_out, inputs):
         mask = inputs.get("attention_mask")
-        return [
-            LogitTarget(
-                _mask_padding(getattr(student_out, f"{side}_logits"), mask),
-                _mask_padding(getattr(teacher_out, f"{side}_logits"), mask),
-                None,
-                "examples",
-                classes=None if mask is None else mask.bool(),
+        targets = []
+        for side in ("start", "end"):
+            teacher = getattr(teacher_out, f"{side}_logits")
+            moves = inputs.get(f"answer_{side}_moves")
+            if moves is not None:  # two tokenizations: the teacher's probabilities moved onto the student's tokens
+                teacher = moved_logits(teacher, inputs["teacher_attention_mask"], moves, mask.shape[-1])
+            targets.append(
+                LogitTarget(
+                    _mask_padding(getattr(student_out, f"{side}_logits"), mask),
+                    _mask_padding(teacher, mask),
+                    None,
+                    "examples",
+                    classes=None if mask is None else mask.bool(),
+                )
             )
-            for side in ("start", "end")
-        ]
+        return targets
 
     def labels(self, inputs):
         start, end = inputs.get("start_positions"), inputs.get("end_positions")
@@ -113,19 +125,58 @@ class QuestionAnswering(Task):
     def predictions(self, outputs):
         return outputs.start_logits, outputs.end_logits
 
+    # ---- two tokenizers --------------------------------------------------------------------------------------------
+
+    def cross_tokenizer_refusal(self, term_names):
+        if "logit_mse" in term_names:
+            return (
+                "the logit MSE (logit_mse_weight > 0) compares span logits position by position, and across "
+                "tokenizers the teacher's span distributions are moved onto the student's tokens as probabilities, "
+                "not logits; set logit_mse_weight=0"
+            )
+        return None
+
+    def cross_tokenizer_card(self, args):
+        return {
+            "alignment": (
+                "the teacher's start and end probabilities moved onto the student's tokens through character offsets "
+                "(each teacher token's start to the student token where its characters begin, its end to where they "
+                "end; an unanswerable question's first token to the student's first), then softened at the "
+                "temperature"
+            )
+        }
+
+    def align_batch(self, batch, facts):
+        """`answer_start_moves` and `answer_end_moves`, `(batch, teacher_len)`: for each teacher position, the student
+        position its start (end) probability moves to ([`~hf_distill.alignment.edge_positions`] over the context's
+        characters), or -1; each side's first real token (where an unanswerable question points) to the other's."""
+        if not facts or "align_spans" not in facts[0]:
+            return {}
+        student_mask, teacher_mask = batch["attention_mask"], batch["teacher_attention_mask"]
+        student = place_rows([f["align_spans"] for f in facts], student_mask, None)
+        teacher = place_rows([f["align_teacher_spans"] for f in facts], teacher_mask, None)
+        student_first, teacher_first = student_mask.int().argmax(1).tolist(), teacher_mask.int().argmax(1).tolist()
+        moves = {}
+        for edge in ("start", "end"):
+            rows = [edge_positions(t, s, edge) for t, s in zip(teacher, student)]
+            for row, s_first, t_first in zip(rows, student_first, teacher_first):
+                row[t_first] = s_first
+            moves[f"answer_{edge}_moves"] = torch.tensor(rows, dtype=torch.long)
+        return moves
+
     def augmentation_refusal(self) -> str | None:
         return (
             "question answering labels a span of characters of the context, which replaced or deleted words move or "
             "destroy; augmentation builds transfer sets for text classification only"
         )
 
-    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
+    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None, teacher_tokenizer=None):
         if "unlabeled" in raw:
             raise ValueError(
                 f"{source_of(raw, 'unlabeled')}: question answering cannot learn from unlabeled examples yet (its "
                 "label loss is averaged over every example); leave out --unlabeled_file"
             )
-        return prepare_question_answering(raw, tokenizer, data_args, self.task_arguments(task_args))
+        return prepare_question_answering(raw, tokenizer, data_args, self.task_arguments(task_args), teacher_tokenizer)
 
     def evaluation(self, eval_dataset=None, teacher_config=None, task_args=None):
         if eval_dataset is None:
@@ -133,6 +184,21 @@ class QuestionAnswering(Task):
         task_args = self.task_arguments(task_args)
         metrics = QuestionAnsweringMetrics(eval_dataset, task_args.max_answer_length)
         return TaskEvaluation(metrics, example_scores=metrics.example_scores)
+
+
+def moved_logits(
+    teacher_logits: torch.Tensor, teacher_mask: torch.Tensor, moves: torch.Tensor, student_length: int
+) -> torch.Tensor:
+    """The teacher's span distribution `(batch, teacher_len)`, moved onto the student's positions: each teacher
+    position's probability added to the student position `moves` names (-1: dropped), renormalised over what moved,
+    returned as log-probabilities `(batch, student_len)` (floored at log 1e-30 where nothing moved). The divergence
+    softens them at the temperature as it does logits."""
+    probabilities = torch.softmax(_mask_padding(teacher_logits.float(), teacher_mask), dim=-1)
+    moves = moves.to(probabilities.device)
+    kept = probabilities.masked_fill(moves < 0, 0.0)
+    moved = probabilities.new_zeros(probabilities.shape[0], student_length).scatter_add(1, moves.clamp_min(0), kept)
+    moved = moved / moved.sum(-1, keepdim=True).clamp_min(1e-30)
+    return moved.clamp_min(1e-30).log()
 
 
 def _mask_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -149,10 +215,15 @@ def prepare_question_answering(
     tokenizer: PreTrainedTokenizerBase,
     data_args: DataArguments,
     task_args: QuestionAnsweringArguments,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DatasetDict:
     """Tokenises (question, context) pairs, one feature per example (the context is cut to `max_length`), with the
     answer's first and last token as `start_positions` / `end_positions`; (0, 0) when the answer was cut off or
-    there is none. Evaluation splits also keep `QA_EVAL_COLUMNS`."""
+    there is none. Evaluation splits also keep `QA_EVAL_COLUMNS`.
+
+    With `teacher_tokenizer`, the same for the teacher's tokenization (`teacher_input_ids`, `teacher_start_positions`,
+    ..., and `teacher_offset_mapping` for its evaluation), and each side's tokens' characters in the context
+    (`align_spans`, `align_teacher_spans`; `[0, 0]` outside the context)."""
     columns = raw["train"].column_names
     for name in (task_args.question_column, task_args.context_column, task_args.answers_column):
         if name not in columns:
@@ -160,13 +231,13 @@ def prepare_question_answering(
                 f"question answering needs the columns question, context and answers; {name!r} is not in the data "
                 f"(available columns: {columns}). Pass --question_column, --context_column or --answers_column"
             )
-    pad_right = tokenizer.padding_side == "right"
 
-    def tokenize(batch, keep_for_eval: bool):
+    def encode(own, batch, keep_for_eval: bool, spans: bool = False) -> tuple[dict, list | None]:
+        pad_right = own.padding_side == "right"
         questions = [q.lstrip() for q in batch[task_args.question_column]]
         contexts = batch[task_args.context_column]
         first, second = (questions, contexts) if pad_right else (contexts, questions)
-        encoded = tokenizer(
+        encoded = own(
             first,
             second,
             truncation="only_second" if pad_right else "only_first",
@@ -184,13 +255,26 @@ def prepare_question_answering(
                 [o if s == context_index else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids)]
             )
         encoded["start_positions"], encoded["end_positions"] = starts, ends
+        encoded.pop("offset_mapping")
         if keep_for_eval:
             encoded["offset_mapping"] = offsets
-            encoded["context"] = contexts
+        if not spans:
+            return dict(encoded), None
+        # The characters of the context each token covers ([0, 0] outside it), for the alignment of two tokenizations.
+        return dict(encoded), [[list(o) if o is not None else [0, 0] for o in row] for row in offsets]
+
+    def tokenize(batch, keep_for_eval: bool):
+        paired = teacher_tokenizer is not None
+        encoded, spans = encode(tokenizer, batch, keep_for_eval, spans=paired)
+        if keep_for_eval:
+            encoded["context"] = batch[task_args.context_column]
             encoded["answers"] = batch[task_args.answers_column]
-        else:
-            encoded.pop("offset_mapping")
-        return encoded
+        if not paired:
+            return encoded
+        theirs, teacher_spans = encode(teacher_tokenizer, batch, keep_for_eval, spans=True)
+        names = [*teacher_tokenizer.model_input_names, *QuestionAnswering.label_names, *TEACHER_EVAL_COLUMNS]
+        encoded.update({f"{TEACHER_PREFIX}{name}": theirs[name] for name in names if name in theirs})
+        return {**encoded, "align_spans": spans, "align_teacher_spans": teacher_spans}
 
     return DatasetDict(
         {

@@ -21,6 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification
 
 from .. import losses, metrics
+from ..cross_tokenizer import teacher_encoding
 from ..data import TEXT_COLUMN_CANDIDATES, DataArguments, detect_column, first_bad_row, source_of, with_provenance
 from ..log import get_logger
 from . import register_task
@@ -121,9 +122,16 @@ class SequenceClassification(Task):
             )
         return None
 
-    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
+    def cross_tokenizer_refusal(self, term_names):
+        return None  # one prediction per example: the soft targets need no alignment
+
+    def cross_tokenizer_card(self, args):
+        return {"alignment": "one prediction per example over the same labels, so the soft targets need no alignment"}
+
+    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None, teacher_tokenizer=None):
         """Tokenises texts (or text pairs), without padding, and maps the labels to the teacher's ids (real values
-        for regression); the `"unlabeled"` split gets the label -100."""
+        for regression); the `"unlabeled"` split gets the label -100. With `teacher_tokenizer`, the teacher's
+        tokenization of each text too (`teacher_input_ids`, ...)."""
         task_args = self.task_arguments(task_args)
         regression = self.is_regression or (teacher_config is not None and is_regression_config(teacher_config))
         labelled = with_provenance(
@@ -138,7 +146,7 @@ class SequenceClassification(Task):
             id2label = getattr(teacher_config, "id2label", None)
             label2id = build_label_mapping(labelled, label_column, id2label)
         tokenized = tokenize_datasets(
-            labelled, tokenizer, data_args, text_column, text_pair_column, label_column, label2id
+            labelled, tokenizer, data_args, text_column, text_pair_column, label_column, label2id, teacher_tokenizer
         )
         if "unlabeled" in raw:
             if regression:
@@ -147,7 +155,7 @@ class SequenceClassification(Task):
                     "(its hard-label loss has no label to ignore); leave out --unlabeled_file"
                 )
             tokenized["unlabeled"] = tokenize_unlabeled(
-                raw["unlabeled"], tokenizer, data_args, text_column, text_pair_column
+                raw["unlabeled"], tokenizer, data_args, text_column, text_pair_column, teacher_tokenizer
             )
         return tokenized
 
@@ -530,6 +538,7 @@ def _make_tokenize_function(
     label_column: str,
     label2id: dict[str, int] | None,
     class_names: list[str] | None,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
     """
     Builds the batched `map` function (`label2id=None`: regression, the targets as floats). It only closes over
@@ -552,6 +561,11 @@ def _make_tokenize_function(
             check_texts(text_pairs, text_pair_column, indices)
         # No padding: `DataCollatorWithPadding` pads each batch to its own longest example, which is much cheaper.
         encoding = tokenizer(texts, text_pairs, truncation=True, max_length=max_length)
+        if teacher_tokenizer is not None:
+            teacher_columns, _ = teacher_encoding(
+                teacher_tokenizer, texts, text_pairs, truncation=True, max_length=max_length
+            )
+            encoding = {**encoding, **teacher_columns}
         if label2id is None:
             return {**encoding, "labels": [float(value) for value in batch[label_column]]}
         labels = []
@@ -575,9 +589,11 @@ def tokenize_datasets(
     text_pair_column: str | None,
     label_column: str,
     label2id: dict[str, int] | None,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DatasetDict:
     """
-    Tokenizes every split and converts the labels to ids (`label2id=None`: regression targets, as floats).
+    Tokenizes every split and converts the labels to ids (`label2id=None`: regression targets, as floats); with
+    `teacher_tokenizer`, each text is also tokenised by the teacher's tokenizer (`teacher_input_ids`, ...).
 
     Uses a batched [`~datasets.Dataset.map`], so with file-backed data the result is cached by fingerprint and a
     second run with the same data, tokenizer and arguments reloads it instead of tokenizing again. Examples are
@@ -598,6 +614,7 @@ def tokenize_datasets(
             label_column,
             label2id,
             _class_names(dataset, label_column),
+            teacher_tokenizer,
         )
         tokenized[split] = dataset.map(
             function,
@@ -616,12 +633,18 @@ def tokenize_unlabeled(
     args: DataArguments,
     text_column: str,
     text_pair_column: str | None,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Dataset:
     """Tokenizes the transfer set like the training data, with every label -100 (ignored by the hard-label loss)."""
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         pairs = batch[text_pair_column] if text_pair_column else None
         encoding = tokenizer(batch[text_column], pairs, truncation=True, max_length=args.max_length)
+        if teacher_tokenizer is not None:
+            teacher_columns, _ = teacher_encoding(
+                teacher_tokenizer, batch[text_column], pairs, truncation=True, max_length=args.max_length
+            )
+            encoding = {**encoding, **teacher_columns}
         return {**encoding, "labels": [IGNORE_INDEX] * len(batch[text_column])}
 
     return dataset.map(

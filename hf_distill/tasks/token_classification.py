@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from datasets import DatasetDict, Sequence
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from .. import losses
+from ..alignment import word_alignment
+from ..cross_tokenizer import place_rows, teacher_encoding
 from ..data import DataArguments, source_of
 from ..metrics import entities, entity_scores
 from . import register_task
@@ -89,16 +92,47 @@ class TokenClassification(Task):
         CardMetric("accuracy", "Token accuracy", "accuracy"),
     )
 
+    # Each token's word in both tokenizations (paired data), from which `align_batch` pairs the words' first tokens.
+    alignment_columns = ("align_words", "align_teacher_words")
+
     def logit_targets(self, student_out, teacher_out, inputs):
         labels = inputs.get("labels")
         if labels is not None:
             mask, unit = labels != IGNORE_INDEX, "labels"
         else:
             mask, unit = attention_mask_of(inputs), "tokens"
-        return [LogitTarget(student_out.logits, teacher_out.logits, mask, unit)]
+        teacher_logits = teacher_out.logits
+        moved = inputs.get("word_teacher_positions")
+        if moved is not None:  # two tokenizations: the teacher's logits at the first token of each student word
+            batch = torch.arange(moved.shape[0], device=moved.device)[:, None]
+            teacher_logits = teacher_logits[batch, moved.clamp_min(0)]
+            mask = moved >= 0 if mask is None else mask & (moved >= 0)
+        return [LogitTarget(student_out.logits, teacher_logits, mask, unit)]
 
     def label_loss(self, student_out, inputs, counts):
         return losses.task_cross_entropy(student_out.logits, inputs["labels"], num_items=counts["labels"]), "labels"
+
+    def cross_tokenizer_refusal(self, term_names):
+        return None  # words align through each tokenization's word ids
+
+    def cross_tokenizer_card(self, args):
+        return {
+            "alignment": (
+                "words aligned through each tokenization's word ids: the teacher's label distribution at each word's "
+                "first token against the student's at its own"
+            )
+        }
+
+    def align_batch(self, batch, facts):
+        """`word_teacher_positions` `(batch, student_len)`: for each student token that starts a word, the teacher
+        token that starts the same word ([`~hf_distill.alignment.word_alignment`]), in the padded positions of both
+        sides; -1 elsewhere."""
+        if not facts or "align_words" not in facts[0]:
+            return {}
+        student = place_rows([f["align_words"] for f in facts], batch["attention_mask"], -1)
+        teacher = place_rows([f["align_teacher_words"] for f in facts], batch["teacher_attention_mask"], -1)
+        moved = [word_alignment(s, t) for s, t in zip(student, teacher)]
+        return {"word_teacher_positions": torch.tensor(moved, dtype=torch.long)}
 
     def augmentation_refusal(self) -> str | None:
         return (
@@ -107,8 +141,10 @@ class TokenClassification(Task):
             "classification only"
         )
 
-    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None):
-        """Tokenises word lists and aligns the word tags to sub-tokens, as ids of the teacher's `id2label`."""
+    def prepare_datasets(self, raw, tokenizer, data_args, task_args=None, teacher_config=None, teacher_tokenizer=None):
+        """Tokenises word lists and aligns the word tags to sub-tokens, as ids of the teacher's `id2label`; with
+        `teacher_tokenizer`, the teacher's tokenization too (its own labels as `teacher_labels`) and each token's word
+        on both sides (`align_words`, `align_teacher_words`)."""
         if "unlabeled" in raw:
             raise ValueError(
                 f"{source_of(raw, 'unlabeled')}: token classification cannot learn from unlabeled examples yet (its "
@@ -117,7 +153,7 @@ class TokenClassification(Task):
         if teacher_config is None:
             raise ValueError("token classification needs the teacher's config, whose id2label names the tags")
         return prepare_token_classification(
-            raw, tokenizer, data_args, self.task_arguments(task_args), teacher_config.id2label
+            raw, tokenizer, data_args, self.task_arguments(task_args), teacher_config.id2label, teacher_tokenizer
         )
 
     def data_collator(self, tokenizer, task_args=None):
@@ -174,19 +210,19 @@ def prepare_token_classification(
     data_args: DataArguments,
     task_args: TokenClassificationArguments,
     id2label: dict[int, str],
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DatasetDict:
-    """Tokenises word lists and aligns the word tags to sub-tokens, as ids of the teacher's `id2label`."""
+    """Tokenises word lists and aligns the word tags to sub-tokens, as ids of the teacher's `id2label`; with
+    `teacher_tokenizer`, the same for the teacher's tokenization (`teacher_input_ids`, `teacher_labels`, ...) and
+    each token's word index on both sides (`align_words`, `align_teacher_words`; -1 for special tokens)."""
     columns = raw["train"].column_names
     tokens_column = pick_column(columns, task_args.tokens_column, TOKENS_COLUMN_CANDIDATES, "tokens_column")
     tags_column = pick_column(columns, task_args.tags_column, TAGS_COLUMN_CANDIDATES, "tags_column")
     to_id = _tag_mapping(raw, tags_column, {int(k): v for k, v in id2label.items()})
 
-    def tokenize(batch):
-        encoded = tokenizer(
-            batch[tokens_column], is_split_into_words=True, truncation=True, max_length=data_args.max_length
-        )
-        encoded["labels"] = []
-        for i, tags in enumerate(batch[tags_column]):
+    def word_labels(encoded, tags_of_rows) -> list[list[int]]:
+        rows = []
+        for i, tags in enumerate(tags_of_rows):
             labels, previous = [], None
             for word in encoded.word_ids(i):
                 if word is None:
@@ -196,8 +232,22 @@ def prepare_token_classification(
                 else:
                     labels.append(IGNORE_INDEX)
                 previous = word
-            encoded["labels"].append(labels)
-        return encoded
+            rows.append(labels)
+        return rows
+
+    def tokenize(batch):
+        words = batch[tokens_column]
+        encoded = tokenizer(words, is_split_into_words=True, truncation=True, max_length=data_args.max_length)
+        encoded["labels"] = word_labels(encoded, batch[tags_column])
+        if teacher_tokenizer is None:
+            return encoded
+        columns, theirs = teacher_encoding(
+            teacher_tokenizer, words, is_split_into_words=True, truncation=True, max_length=data_args.max_length
+        )
+        columns["teacher_labels"] = word_labels(theirs, batch[tags_column])
+        columns["align_words"] = [_word_ids(encoded, i) for i in range(len(words))]
+        columns["align_teacher_words"] = [_word_ids(theirs, i) for i in range(len(words))]
+        return {**encoded, **columns}
 
     return DatasetDict(
         {
@@ -205,6 +255,11 @@ def prepare_token_classification(
             for name, split in raw.items()
         }
     )
+
+
+def _word_ids(encoded, row: int) -> list[int]:
+    """Each token's word index in row `row` of a fast tokenizer's encoding, -1 for special tokens."""
+    return [-1 if word is None else word for word in encoded.word_ids(row)]
 
 
 def _tag_mapping(raw: DatasetDict, tags_column: str, id2label: dict[int, str]):
