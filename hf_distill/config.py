@@ -163,6 +163,19 @@ class DistillationConfig(TrainingArguments):
             "logits' size whatever the chunk: it does not need chunks.)"
         },
     )
+    fused_linear_loss: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata={
+            "help": "Causal LMs: compute the kd and label terms from the student's final hidden states and output "
+            "layer, loss_chunk_size positions at a time (default: about 2^24 logits a chunk), so that no logits over "
+            "the vocabulary are made in a training step (and, with one live teacher, none of the teacher's: its "
+            "hidden states and output layer too). Same values and gradients. 'auto' (default): wherever the run "
+            "allows it (no logit_mse, no padded vocabulary, no sharded student, a plain linear output layer; the "
+            "reason is logged otherwise); 'always': the same, and a run that does not allow it is refused at "
+            "start-up; 'never': from the logits. Evaluation reads the logits.",
+            "choices": ["auto", "always", "never"],
+        },
+    )
     lmbda: float = field(
         default=0.0,
         metadata={
@@ -331,6 +344,7 @@ class DistillationConfig(TrainingArguments):
             ("hidden_loss_type", ("mse", "cosine")),
             ("attention_loss_type", ("kl", "mse")),
             ("teacher_dtype", ("auto", "float32", "bfloat16", "float16")),
+            ("fused_linear_loss", ("auto", "always", "never")),
         ):
             if getattr(self, field_name) not in choices:
                 raise ValueError(f"{field_name} must be one of {choices}, got {getattr(self, field_name)!r}")

@@ -22,6 +22,7 @@ from . import losses
 from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
+from .fused_linear import LinearHead, head_of, linear_head_refusal, probe_linear_head
 from .generation import CompletionSource, check_completion_settings
 from .layer_map import LayerMap
 from .log import get_logger
@@ -39,6 +40,7 @@ from .teacher import (
     model_facts,
     place_teacher,
     prepare_attention_maps,
+    teacher_placement,
 )
 from .terms import LossContext, active_terms, needs_of
 
@@ -173,6 +175,7 @@ class DistillationTrainer(Trainer):
         self.teacher_name = facts["name_or_path"] or args.teacher_model_name_or_path
         self.teachers = [self._prepare_teacher(teacher) for teacher in teachers]
         self.teacher = self.teachers[args.intermediate_teacher] if self.teachers else None
+        self._teacher_heads = self._take_fused_linear_loss(model)
         self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
         self._warned_no_teacher = False
         self._in_checkpoint = False
@@ -258,6 +261,31 @@ class DistillationTrainer(Trainer):
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
         return place_teacher(teacher, self.accelerator, self.args)
 
+    def _take_fused_linear_loss(self, student: nn.Module) -> list[bool]:
+        """Makes the student give its head's inputs instead of logits in training where the run allows the fused
+        linear loss ([`~hf_distill.fused_linear.linear_head_refusal`], `fused_linear_loss`), and says which teachers
+        do too: a live teacher alone, whole on the student's device, whose logits are its head's linear map."""
+        setting = self.args.fused_linear_loss
+        none = [False] * len(self.teachers)
+        if setting == "never":
+            return none
+        reason = linear_head_refusal(self.task, self.terms, student, teacher_placement(self.accelerator))
+        if reason is not None:
+            if setting == "always":
+                raise ValueError(
+                    f"fused_linear_loss='always' but {reason}; use fused_linear_loss='auto' (the logits where the "
+                    "fused loss does not apply) or 'never'"
+                )
+            logger.info(f"The loss terms read the student's logits (no fused linear loss): {reason}")
+            return none
+        self.accelerator.unwrap_model(self.model).linear_head = True
+        if len(self.teachers) != 1 or teacher_placement(self.accelerator, self.args.teacher_on_cpu) != "device":
+            return none
+        reason = probe_linear_head(self.teachers[0], "teacher")
+        if reason is not None:
+            logger.info(f"The teacher gives its logits to the fused linear loss: {reason}")
+        return [reason is None]
+
     def _teacher_forward(self, inputs: dict, training: bool) -> Any:
         """The teachers' outputs for `inputs`, on the student's device; `None` when no teacher can give them.
 
@@ -282,7 +310,7 @@ class DistillationTrainer(Trainer):
             return None
         main = self.args.intermediate_teacher
         outputs = [
-            self._run_teacher(teacher, names, inputs, internals=i == main)
+            self._run_teacher(teacher, names, inputs, internals=i == main, head=training and self._teacher_heads[i])
             for i, (teacher, names) in enumerate(zip(self.teachers, self._teacher_input_names))
         ]
         if len(outputs) == 1:
@@ -294,8 +322,14 @@ class DistillationTrainer(Trainer):
             )
         return combined
 
-    def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool) -> Any:
-        teacher_inputs = {k: v for k, v in inputs.items() if k in names}
+    def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool, head=False) -> Any:
+        """`head`: the teacher's logits come back as a [`~hf_distill.fused_linear.LinearHead`] of its last hidden
+        states and output layer, for the fused linear loss (the teacher makes the last position's logits only)."""
+        # Without the labels: the teacher's own loss would be a second pass over its logits, for nothing.
+        labels = {"labels", *self.task.label_names}
+        teacher_inputs = {k: v for k, v in inputs.items() if k in names and k not in labels}
+        if head:
+            teacher_inputs["logits_to_keep"] = 1
         device = _device_of(teacher)
         moved = device is not None and device != self.args.device
         if moved:
@@ -303,10 +337,12 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             outputs = teacher(
                 **teacher_inputs,
-                output_hidden_states=internals and "hidden_states" in self._needs,
+                output_hidden_states=internals and "hidden_states" in self._needs or head,
                 output_attentions=internals and "attentions" in self._needs,
                 return_dict=True,
             )
+        if head:
+            outputs["logits"] = LinearHead(outputs.hidden_states[-1], *head_of(teacher))
         if moved:
             outputs = type(outputs)(**{k: _to_device(v, self.args.device) for k, v in outputs.items()})
         return outputs

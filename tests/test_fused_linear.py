@@ -4,13 +4,16 @@ logits, for every divergence, dense, top-k and linear-head teachers, float32 and
 unlabelled positions; no tensor over the vocabulary wider than one chunk is made."""
 
 import functools
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
+from tiny_task_models import SGD, case, make_config, make_trainer, pad_batch, random_task_rows
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hf_distill import losses
+from hf_distill import DistillationTrainer, build_teacher_cache, losses
 from hf_distill.fused_linear import LinearHead, fused_linear_distillation_loss
 from hf_distill.losses import TopKTargets
 
@@ -208,3 +211,121 @@ def test_no_tensor_over_the_vocabulary_is_wider_than_one_chunk(teacher_kind):
     with _Sizes() as sizes:
         unfused(hidden, weight, bias, teacher, mask, labels, 1.0, losses.soft_target_kl, (0.5, 0.5))
     assert max(torch.Size(s[:-1]).numel() for s in sizes.shapes if s and s[-1] == VOCAB and len(s) > 1) == 64
+
+
+def test_under_autocast_the_chunks_run_in_the_autocast_dtype():
+    """Mixed precision (bf16=True): the output layer would run in bfloat16 under autocast, so do the chunks."""
+    hidden, weight, bias, teacher, mask, labels = problem(8)
+    args = (hidden, weight, bias, teacher, mask, labels, 1.0, losses.soft_target_kl, (0.5, 0.5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = fused(*args, 5), unfused(*args)
+    assert_same(got, expected, torch.bfloat16)
+    assert got[2][1].dtype == torch.float32  # the float32 weight's gradient stays float32
+
+
+# ---- the trainer ----------------------------------------------------------------------------------------------------
+
+
+def test_the_probe_tells_a_plain_head_from_scaled_or_capped_logits():
+    from transformers import AutoModelForCausalLM, CohereConfig, Gemma2Config
+
+    from hf_distill.fused_linear import probe_linear_head
+
+    sizes = dict(
+        vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )  # fmt: skip
+    assert probe_linear_head(case("causal-lm-llama").build()) is None
+    assert probe_linear_head(case("causal-lm-gpt2").build()) is None
+    cohere = AutoModelForCausalLM.from_config(CohereConfig(**sizes, logit_scale=0.5))
+    assert "not its output layer's linear map" in probe_linear_head(cohere, "teacher")
+    gemma = AutoModelForCausalLM.from_config(Gemma2Config(**sizes, head_dim=8, final_logit_softcapping=30.0))
+    assert "soft-caps its logits" in probe_linear_head(gemma)
+
+
+def sgd_update(tmp_path, name, batch_size, accumulation, spy=None, cache=None, **overrides):
+    """Minus the parameter change of one plain SGD step at lr 1 of a 1-layer Llama student: 16 causal-LM rows of
+    uneven lengths, a live 2-layer Llama teacher or a teacher cache."""
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=16, seed=5, min_len=2, max_len=20))
+    student = case("causal-lm-llama").build(num_layers=1, seed=1)
+    teacher = None if cache is not None else case("causal-lm-llama").build(num_layers=2, seed=0)
+    settings = {"kd_weight": 1.0, "label_weight": 0.5, "temperature": 1.0, "max_steps": 1, **SGD, **overrides}
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, teacher_cache=cache, train_dataset=rows, eval_dataset=rows,
+        data_collator=pad_batch,
+        args=make_config(tmp_path / name, per_device_train_batch_size=batch_size,
+                         gradient_accumulation_steps=accumulation, train_sampling_strategy="sequential", **settings),
+    )  # fmt: skip
+    before = {k: v.detach().clone() for k, v in student.named_parameters()}
+    trainer.train()
+    return {k: before[k] - v.detach() for k, v in student.named_parameters()}, trainer
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The kinds of student and teacher each call of the fused loss by the causal-LM task received."""
+    from hf_distill.tasks import language_modeling
+
+    seen = []
+    original = language_modeling.fused_linear_distillation_loss
+
+    def spy(student, teacher, *args):
+        seen.append((type(student).__name__, type(teacher).__name__))
+        return original(student, teacher, *args)
+
+    monkeypatch.setattr(language_modeling, "fused_linear_distillation_loss", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"divergence": "jsd", "temperature": 2.0}, {"loss_chunk_size": 5}, {"label_weight": 0.0}],
+    ids=["forward-kl", "jsd-T2", "chunks-of-5", "kd-only"],
+)
+def test_a_live_teacher_step_takes_the_fused_loss_and_equals_the_step_from_the_logits(tmp_path, calls, overrides):
+    """No logits on either side (the teacher's head inputs too); one batch of 16 equals two accumulated batches of 8
+    and the same step from the logits (`fused_linear_loss="never"`), every parameter of the student."""
+    whole, trainer = sgd_update(tmp_path, "whole", 16, 1, **overrides)
+    assert calls == [("LinearHead", "LinearHead")]
+    halves, _ = sgd_update(tmp_path, "halves", 8, 2, **overrides)
+    assert len(calls) == 3
+    logits, _ = sgd_update(tmp_path, "logits", 16, 1, fused_linear_loss="never", **overrides)
+    assert len(calls) == 3
+    assert sum(d.abs().sum().item() for d in whole.values()) > 1e-3
+    for key in whole:
+        torch.testing.assert_close(halves[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(logits[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
+    metrics = trainer.evaluate()  # evaluation reads the logits
+    assert math.isfinite(metrics["eval_loss_kd"]) and math.isfinite(metrics["eval_perplexity"])
+
+
+@pytest.mark.parametrize("top_k", [4, None], ids=["top-k", "dense"])
+def test_a_step_from_a_teacher_cache_takes_the_fused_loss(tmp_path, calls, top_k):
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=16, seed=5, min_len=2, max_len=20))
+    cache = build_teacher_cache(
+        case("causal-lm-llama").build(num_layers=2, seed=0), rows, str(tmp_path / "cache"), data_collator=pad_batch,
+        top_k=top_k, temperature=1.0, progress=False,
+    )  # fmt: skip
+    whole, _ = sgd_update(tmp_path, "whole", 16, 1, cache=cache)
+    assert calls == [("LinearHead", "TopKTargets" if top_k else "Tensor")]
+    halves, _ = sgd_update(tmp_path, "halves", 8, 2, cache=cache)
+    logits, _ = sgd_update(tmp_path, "logits", 16, 1, cache=cache, fused_linear_loss="never")
+    for key in whole:
+        torch.testing.assert_close(halves[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(logits[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_where_the_run_does_not_allow_it_auto_says_why_and_always_refuses(tmp_path, calls, caplog):
+    student, teacher = case("causal-lm-llama").pair()
+    rows = Dataset.from_list(random_task_rows("causal-lm", n=8, seed=5))
+    with caplog.at_level("INFO", logger="hf_distill"):
+        make_trainer(tmp_path, student, teacher, rows, pad_batch, logit_mse_weight=0.2).train()
+    assert calls == []
+    assert "no fused linear loss): logit_mse_weight > 0 compare the student's whole logits" in caplog.text
+    with pytest.raises(ValueError, match=r"fused_linear_loss='always' but logit_mse_weight > 0 compare the student's"):
+        make_trainer(tmp_path, student, teacher, rows, pad_batch, logit_mse_weight=0.2, fused_linear_loss="always")
+    classifier_student, classifier_teacher = case("text-classification").pair()
+    with pytest.raises(ValueError, match="always' but the sequence-classification task has no fused linear loss"):
+        make_trainer(tmp_path, classifier_student, classifier_teacher, fused_linear_loss="always")
+    with pytest.raises(ValueError, match="fused_linear_loss must be one of"):
+        make_config(tmp_path, fused_linear_loss="sometimes")
