@@ -58,7 +58,7 @@ def test_the_top_k_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(k, dt
 @pytest.mark.parametrize("rows", [21, 4])  # one block of teacher rows, and several (uneven)
 def test_the_dense_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(dtype, rows, monkeypatch):
     """From the live teacher's logits (a near-certain student, masked and unlabelled items)."""
-    monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13,))
+    monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13, False))
     g = torch.Generator().manual_seed(5)
     student = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
     student[0, 0] = -40.0
