@@ -42,6 +42,7 @@ from .teacher import (
     prepare_attention_maps,
     teacher_placement,
 )
+from .teacher_server import server_facts, teacher_from_server
 from .terms import LossContext, active_terms, needs_of
 
 logger = get_logger(__name__)
@@ -99,9 +100,16 @@ class DistillationTrainer(Trainer):
         teacher_cache = teacher_cache if teacher_cache is not None else args.teacher_cache
         if isinstance(teacher_cache, (str, os.PathLike)):
             teacher_cache = TeacherCache(str(teacher_cache))
-        if not teachers and teacher_cache is None:
+        tokenizer = kwargs.get("processing_class")
+        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        # A teacher behind an inference server (teacher_server_url): its top-k distributions, asked batch by batch.
+        self.teacher_server = teacher_from_server(
+            args, model, self.task, active_terms(args), teachers, teacher_cache, tokenizer
+        )
+        if not teachers and teacher_cache is None and self.teacher_server is None:
             raise ValueError(
-                "no teacher: pass teacher_model=..., or set teacher_model_name_or_path or teacher_cache in the config"
+                "no teacher: pass teacher_model=..., or set teacher_model_name_or_path, teacher_cache or "
+                "teacher_server_url in the config"
             )
         self.teacher_cache = teacher_cache
         check_completion_settings(args, teacher_cache, self.task)
@@ -113,9 +121,10 @@ class DistillationTrainer(Trainer):
             )
         # The teacher whose internals (hidden states, attention) the student learns from; its facts size the losses.
         main_teacher = teachers[args.intermediate_teacher] if teachers else None
-        facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
-        tokenizer = kwargs.get("processing_class")
-        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        if main_teacher is not None:
+            facts = model_facts(main_teacher)
+        else:
+            facts = teacher_cache.teacher if teacher_cache is not None else server_facts(self.teacher_server)
         for teacher in teachers:
             check_compatibility(teacher, model, self.task, tokenizer)
         # Never a teacher's folder, whatever the user says (the command also refuses any folder holding files it did
@@ -295,6 +304,9 @@ class DistillationTrainer(Trainer):
         """
         if training and not any(term.needs_teacher for term in self.terms):
             return None
+        if self.teacher_server is not None:
+            where = f"training step {self.state.global_step}" if training else "an evaluation batch"
+            return self.teacher_server(inputs["input_ids"], inputs.get("attention_mask"), where=where)
         if training and self.teacher_cache is not None and CACHE_INDEX_COLUMN in inputs:
             reference = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
             return self.teacher_cache.outputs(
@@ -457,8 +469,10 @@ class DistillationTrainer(Trainer):
         for target in self.task.logit_targets(student_out, teacher_out, inputs):
             mask = target.mask if target.mask is not None else torch.ones(target.student.shape[:-1], dtype=torch.bool)
             mask = mask.to(target.student.device)
-            agree = (target.student.argmax(-1) == target.teacher.argmax(-1)) & mask
-            kl = losses.soft_target_kl(target.student, target.teacher, 1.0, mask, num_items=1)
+            top_k = isinstance(target.teacher, losses.TopKTargets)  # a teacher server's distributions
+            teacher_top1 = target.teacher.ids[..., 0] if top_k else target.teacher.argmax(-1)
+            agree = (target.student.argmax(-1) == teacher_top1) & mask
+            kl = losses.soft_target_loss(target.student, target.teacher, 1.0, mask, num_items=1)
             n = mask.sum().double().cpu()
             sums["teacher_agreement"] = sums.get("teacher_agreement", 0) + torch.stack([agree.sum().double().cpu(), n])
             sums["teacher_kl"] = sums.get("teacher_kl", 0) + torch.stack([kl.detach().double().cpu(), n])
@@ -525,6 +539,9 @@ class DistillationTrainer(Trainer):
             }
             if cached.get("logit_samples"):
                 settings["teacher_cache"]["logit_samples"] = cached["logit_samples"]
+        if self.teacher_server is not None:  # what served the teacher (never its address or key)
+            server = self.teacher_server
+            settings["teacher_server"] = {"api": server.api, "model": server.model, "top_k": server.top_k}
         return settings
 
     # ---- the model card ---------------------------------------------------------------------------------------

@@ -141,6 +141,10 @@ def test_a_scaled_loss_is_followed_and_other_weights_are_refused():
     )
     with pytest.raises(RuntimeError, match=r"weighs them \(0\.5, 0\.5\): give fused_linear_distillation_loss the"):
         (0.5 * kd + 0.5 * ce).backward()
+    kd, ce = fused_linear_distillation_loss(LinearHead(*leaves(hidden, weight, bias)), teacher, labels, kd_weight=1.0)
+    kd.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward pass runs once"):
+        kd.backward()
 
 
 def test_nothing_counted_gives_zero_and_no_gradient_and_no_grad_gives_values_only():
