@@ -604,7 +604,9 @@ def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dty
                 "pass temperature=... (the same as the training's)"
             )
     top_k = min(slots, fields["logits"]["classes"]) if slots is not None else None
+    engine = getattr(teacher, "distillation_engine", None)  # onnxruntime (`hf_distill.engines`): its outputs differ
     return {
+        **({"engine": engine["engine"]} if engine else {}),
         "top_k": top_k,  # the slots stored per position (top k, or the drawn classes)
         "logit_samples": logit_samples,
         "temperature": float(temperature) if top_k else None,

@@ -103,6 +103,24 @@ class DistillationConfig(TrainingArguments):
             "else is refused."
         },
     )
+    teacher_engine: Literal["pytorch", "onnxruntime", "onnxruntime-int8"] = field(
+        default="pytorch",
+        metadata={
+            "help": "What runs an encoder teacher's forward passes (live, and for `hf-distill cache`): 'pytorch', or "
+            "'onnxruntime' / 'onnxruntime-int8' (the teacher exported to ONNX at start-up, float or int8 weights, "
+            "with the hidden states the layer losses compare as extra outputs; CPU). Its agreement with the PyTorch "
+            "teacher is measured on a sample of the training data at start-up, refused below "
+            "teacher_engine_min_agreement, and written to the model card.",
+            "choices": ["pytorch", "onnxruntime", "onnxruntime-int8"],
+        },
+    )
+    teacher_engine_min_agreement: float = field(
+        default=0.97,
+        metadata={
+            "help": "With teacher_engine onnxruntime(-int8): the least share of sample items (examples or tokens) on "
+            "which the engine's most likely class must be the PyTorch teacher's, in [0, 1]."
+        },
+    )
     teacher_server_url: str | None = field(
         default=None,
         metadata={
@@ -384,13 +402,14 @@ class DistillationConfig(TrainingArguments):
                 f"{self.loss_chunk_size!r}"
             )
         self._check_generation_settings()
-        self._check_teacher_server()
+        self._check_teacher_sources()
         for field_name, choices in (
             ("divergence", tuple(DIVERGENCES)),
             ("hidden_loss_type", ("mse", "cosine")),
             ("attention_loss_type", ("kl", "mse")),
             ("teacher_dtype", ("auto", "float32", "bfloat16", "float16")),
             ("fused_linear_loss", ("auto", "always", "never")),
+            ("teacher_engine", ("pytorch", "onnxruntime", "onnxruntime-int8")),
         ):
             if getattr(self, field_name) not in choices:
                 raise ValueError(f"{field_name} must be one of {choices}, got {getattr(self, field_name)!r}")
@@ -442,8 +461,9 @@ class DistillationConfig(TrainingArguments):
                 raise ValueError(f"{field_name} must be a whole number >= 1, got {value!r}")
         check_completion_settings(self, self.teacher_cache)
 
-    def _check_teacher_server(self) -> None:
-        """The teacher server's settings: a plain http(s) address (no credentials in it), and numbers in range."""
+    def _check_teacher_sources(self) -> None:
+        """The teacher engine's and the teacher server's settings: a plain http(s) address (no credentials in it),
+        one teacher source, numbers in range."""
         apis = ("vllm", "llama.cpp", "openai-echo")
         if self.teacher_server_api not in apis:
             raise ValueError(f"teacher_server_api must be one of {apis}, got {self.teacher_server_api!r}")
@@ -455,6 +475,9 @@ class DistillationConfig(TrainingArguments):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        agreement = self.teacher_engine_min_agreement
+        if not isinstance(agreement, (int, float)) or isinstance(agreement, bool) or not 0 <= agreement <= 1:
+            raise ValueError(f"teacher_engine_min_agreement must be a number in [0, 1], got {agreement!r}")
         timeout = self.teacher_server_timeout
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
             raise ValueError(f"teacher_server_timeout must be a number of seconds > 0, got {timeout!r}")

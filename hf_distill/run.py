@@ -583,6 +583,18 @@ def build_cache(
             # the layer count only: a width-pruned student has the same depth (and needs no calibration for it)
             lambda: make_student(teacher, _depth_only(student_args)).config.num_hidden_layers,
         )
+    if config.teacher_engine != "pytorch":  # the teacher's passes on onnxruntime, checked on the first examples
+        from .engines import run_teacher_on_onnxruntime, sample_batches
+
+        layers = hidden_layers or []
+        if layers == "all":
+            layers = range(teacher.config.num_hidden_layers + 1)
+        elif isinstance(layers, str):
+            layers = [int(x) for x in layers.split(",") if x.strip()]
+        sample = sample_batches(prepared.train_dataset, prepared.collator, batch_size=cache_args.cache_batch_size)
+        run_teacher_on_onnxruntime(
+            teacher, sample, config.teacher_engine, layers, config.temperature, config.teacher_engine_min_agreement
+        )
     return build_teacher_cache(
         teacher,
         prepared.train_dataset,

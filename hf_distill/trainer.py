@@ -182,6 +182,7 @@ class DistillationTrainer(Trainer):
         if self.args.label_names is None:
             self.label_names = find_labels(type(model))
         self.teacher_name = facts["name_or_path"] or args.teacher_model_name_or_path
+        self.teacher_engine = self._run_teachers_on_engine(teachers)
         self.teachers = [self._prepare_teacher(teacher) for teacher in teachers]
         self.teacher = self.teachers[args.intermediate_teacher] if self.teachers else None
         self._teacher_heads = self._take_fused_linear_loss(model)
@@ -269,6 +270,46 @@ class DistillationTrainer(Trainer):
 
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
         return place_teacher(teacher, self.accelerator, self.args)
+
+    def _run_teachers_on_engine(self, teachers: list[PreTrainedModel]) -> dict | None:
+        """With `teacher_engine` onnxruntime(-int8): the teachers' forward passes run by onnxruntime, each measured
+        against its PyTorch self on the first training examples ([`~hf_distill.engines.run_teacher_on_onnxruntime`]);
+        the main teacher's measurement, for the model card."""
+        engine = self.args.teacher_engine
+        if engine == "pytorch" or not teachers:
+            return None
+        from .engines import run_teacher_on_onnxruntime
+
+        users = [term.weight_field for term in self.terms if term.needs & {"attentions", "qkv"}]
+        if users:
+            raise ValueError(
+                f"teacher_engine={engine!r} gives the teacher's logits and hidden states, and {' and '.join(users)} "
+                "> 0 read its attention maps or projections: set them to 0 or use teacher_engine='pytorch'"
+            )
+        layers = sorted({t for t, _ in self.layer_map.hidden_state_indices()}) if self.layer_map else []
+        sample = self._sample_batches()
+        main = self.args.intermediate_teacher
+        measured = [
+            run_teacher_on_onnxruntime(
+                teacher, sample, engine, layers if i == main else [], self.args.temperature,
+                self.args.teacher_engine_min_agreement,
+            )
+            for i, teacher in enumerate(teachers)
+        ]  # fmt: skip
+        return measured[main]
+
+    def _sample_batches(self, count: int = 64) -> list[dict]:
+        """The first `count` training examples, batched as training batches them (the teacher engine's check)."""
+        import datasets
+
+        from .engines import sample_batches
+
+        dataset = self.train_dataset
+        if dataset is None or not hasattr(dataset, "__len__"):
+            raise ValueError("teacher_engine measures the engine on the training data: pass train_dataset")
+        if isinstance(dataset, datasets.Dataset):
+            dataset = self._remove_unused_columns(dataset, description="the teacher engine's sample")
+        return sample_batches(dataset, self.data_collator, count, self.args.per_device_train_batch_size)
 
     def _take_fused_linear_loss(self, student: nn.Module) -> list[bool]:
         """Makes the student give its head's inputs instead of logits in training where the run allows the fused
@@ -539,6 +580,8 @@ class DistillationTrainer(Trainer):
             }
             if cached.get("logit_samples"):
                 settings["teacher_cache"]["logit_samples"] = cached["logit_samples"]
+        if self.teacher_engine is not None:  # what ran the teacher, and how closely it agreed with PyTorch
+            settings["teacher_engine"] = dict(self.teacher_engine)
         if self.teacher_server is not None:  # what served the teacher (never its address or key)
             server = self.teacher_server
             settings["teacher_server"] = {"api": server.api, "model": server.model, "top_k": server.top_k}
