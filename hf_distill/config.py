@@ -110,15 +110,16 @@ class DistillationConfig(TrainingArguments):
             "'onnxruntime' / 'onnxruntime-int8' (the teacher exported to ONNX at start-up, float or int8 weights, "
             "with the hidden states the layer losses compare as extra outputs; CPU). Its agreement with the PyTorch "
             "teacher is measured on a sample of the training data at start-up, refused below "
-            "teacher_engine_min_agreement, and written to the model card.",
+            "teacher_engine_max_kl, and written to the model card.",
             "choices": ["pytorch", "onnxruntime", "onnxruntime-int8"],
         },
     )
-    teacher_engine_min_agreement: float = field(
-        default=0.97,
+    teacher_engine_max_kl: float = field(
+        default=0.01,
         metadata={
-            "help": "With teacher_engine onnxruntime(-int8): the least share of sample items (examples or tokens) on "
-            "which the engine's most likely class must be the PyTorch teacher's, in [0, 1]."
+            "help": "With teacher_engine onnxruntime(-int8): the largest mean KL divergence per item (example or "
+            "token), from the PyTorch teacher's distribution to the engine's at the temperature, on the start-up "
+            "sample; a larger one is refused (>= 0)."
         },
     )
     teacher_server_url: str | None = field(
@@ -475,9 +476,9 @@ class DistillationConfig(TrainingArguments):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
-        agreement = self.teacher_engine_min_agreement
-        if not isinstance(agreement, (int, float)) or isinstance(agreement, bool) or not 0 <= agreement <= 1:
-            raise ValueError(f"teacher_engine_min_agreement must be a number in [0, 1], got {agreement!r}")
+        max_kl = self.teacher_engine_max_kl
+        if not isinstance(max_kl, (int, float)) or isinstance(max_kl, bool) or not 0 <= max_kl < math.inf:
+            raise ValueError(f"teacher_engine_max_kl must be a number >= 0, got {max_kl!r}")
         timeout = self.teacher_server_timeout
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
             raise ValueError(f"teacher_server_timeout must be a number of seconds > 0, got {timeout!r}")

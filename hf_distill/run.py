@@ -593,7 +593,7 @@ def build_cache(
             layers = [int(x) for x in layers.split(",") if x.strip()]
         sample = sample_batches(prepared.train_dataset, prepared.collator, batch_size=cache_args.cache_batch_size)
         run_teacher_on_onnxruntime(
-            teacher, sample, config.teacher_engine, layers, config.temperature, config.teacher_engine_min_agreement
+            teacher, sample, config.teacher_engine, layers, config.temperature, config.teacher_engine_max_kl
         )
     return build_teacher_cache(
         teacher,

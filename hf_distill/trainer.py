@@ -292,7 +292,7 @@ class DistillationTrainer(Trainer):
         measured = [
             run_teacher_on_onnxruntime(
                 teacher, sample, engine, layers if i == main else [], self.args.temperature,
-                self.args.teacher_engine_min_agreement,
+                self.args.teacher_engine_max_kl,
             )
             for i, teacher in enumerate(teachers)
         ]  # fmt: skip

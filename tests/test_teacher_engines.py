@@ -54,25 +54,31 @@ def test_the_float_engine_gives_the_teachers_logits_and_hidden_states(build, tas
         teacher(**batch, output_attentions=True)
 
 
-def test_an_int8_engine_below_the_threshold_is_refused_and_above_it_runs():
-    """A tiny random classifier's logits lie close together: int8 weights flip many of its predictions."""
+def test_an_int8_engine_beyond_the_tolerance_is_refused_and_within_it_runs():
+    """A tiny random classifier with large weights: int8 rounding moves its distributions measurably."""
     _, batches = sample("sequence-classification", n=32)
     teacher = classifier(num_layers=2, seed=3)
     with pytest.raises(ValueError) as error:
-        run_teacher_on_onnxruntime(teacher, batches, "onnxruntime-int8", min_agreement=0.999)
+        run_teacher_on_onnxruntime(teacher, batches, "onnxruntime-int8", max_kl=1e-6)
     message = str(error.value)
-    assert "teacher_engine='onnxruntime-int8' agrees with the PyTorch teacher on" in message
-    assert "of 32 sample predictions" in message and "below teacher_engine_min_agreement=0.999" in message
+    assert "teacher_engine='onnxruntime-int8' departs from the PyTorch teacher by a KL of" in message
+    assert "per item at T = 1 on 32 sample items (top-1 agreement" in message
+    assert "above teacher_engine_max_kl=1e-06" in message
     assert "\n" not in message and not hasattr(teacher, "distillation_engine")
     inputs = [{k: v for k, v in batch.items() if k != "labels"} for batch in batches]
     with torch.no_grad():
         before = torch.cat([teacher(**batch).logits for batch in inputs])
-    facts = run_teacher_on_onnxruntime(teacher, batches, "onnxruntime-int8", min_agreement=0.0)
+    facts = run_teacher_on_onnxruntime(teacher, batches, "onnxruntime-int8", max_kl=1.0)
     with torch.no_grad():
         after = torch.cat([teacher(**batch).logits for batch in inputs])
     assert (after - before).abs().max() > 0  # int8 weights: the engine runs, not PyTorch
-    # The measurement is the share of sample predictions that agree.
+    # The measurements: the share of sample predictions that agree, the mean KL between the distributions.
     assert facts["top1_agreement"] == pytest.approx((after.argmax(-1) == before.argmax(-1)).float().mean().item())
+    log_p, log_q = torch.log_softmax(before, -1), torch.log_softmax(after, -1)
+    assert (
+        facts["kl"] == pytest.approx((log_p.exp() * (log_p - log_q)).sum(-1).mean().item(), rel=1e-3)
+        and facts["kl"] > 1e-6
+    )
     with pytest.raises(ValueError, match="runs encoder teachers; this teacher .* is a decoder"):
         run_teacher_on_onnxruntime(llama(), batches, "onnxruntime")
 
