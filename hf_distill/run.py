@@ -207,6 +207,12 @@ class _Prepared:
 def _prepare(
     student_args: StudentArguments, data_args: DataArguments, config: DistillationConfig, task_args
 ) -> _Prepared:
+    if config.teacher_server_url:
+        raise ValueError(
+            "teacher_server_url is given to DistillationTrainer (and build_teacher_cache_from_server) in Python; "
+            "`hf-distill train` and `hf-distill cache` build the student from a local teacher model and measure it: "
+            "see docs/engines.md"
+        )
     paths = config.teacher_paths or [config.teacher_model_name_or_path]
     init_kwargs = config.teacher_model_init_kwargs
     task_class = get_task(data_args.task) if data_args.task else task_of_pretrained(paths[0], init_kwargs)

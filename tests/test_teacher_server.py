@@ -155,6 +155,13 @@ def test_a_server_address_with_credentials_or_another_scheme_is_refused(tmp_path
         make_config(tmp_path, teacher_server_url="http://127.0.0.1:1", teacher_cache=str(tmp_path))
     with pytest.raises(ValueError, match="teacher_server_top_k must be a whole number >= 1"):
         make_config(tmp_path, teacher_server_top_k=0)
+    from hf_distill.data import DataArguments
+    from hf_distill.run import StudentArguments, run_distillation
+
+    (tmp_path / "corpus.txt").write_text("the cat sat\n")
+    data = DataArguments(task="causal-lm", train_file=str(tmp_path / "corpus.txt"))
+    with pytest.raises(ValueError, match="teacher_server_url is given to DistillationTrainer .* in Python"):
+        run_distillation(StudentArguments(), data, make_config(tmp_path, teacher_server_url="http://h:1"))
 
 
 # ---- the client against the stand-in server -------------------------------------------------------------------------
