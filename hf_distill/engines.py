@@ -228,8 +228,13 @@ def run_teacher_on_onnxruntime(
 
 def _install(teacher: PreTrainedModel, runner: OnnxTeacherEngine) -> None:
     """Replaces the teacher's forward with the engine's (the instance's, as Accelerate's hooks do): its signature
-    names the graph's inputs, so `hf_distill.modeling.input_names` passes the same inputs."""
+    names the graph's inputs, so `hf_distill.modeling.input_names` passes the same inputs.
+
+    A call with labels is the teacher being evaluated (transformers' `Trainer` measuring its accuracy for the card),
+    not distilled from: it runs the PyTorch model, which computes the loss the engine's graph does not, and reports the
+    teacher's own figures. The trainer never passes the teacher labels."""
     names = set(runner.input_names)
+    pytorch_forward = teacher.forward
 
     def forward(
         self,
@@ -241,12 +246,16 @@ def _install(teacher: PreTrainedModel, runner: OnnxTeacherEngine) -> None:
         return_dict=True,
         **unused,
     ):
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        if any(key in unused for key in ("labels", "start_positions", "end_positions")):
+            flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+            given = {k: v for k, v in given.items() if v is not None}
+            return pytorch_forward(**given, **flags, return_dict=return_dict, **unused)
         if output_attentions:
             raise ValueError(
                 "the onnxruntime teacher gives logits and hidden states, no attention maps: set attention_weight=0 "
                 "or teacher_engine='pytorch'"
             )
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         parameter = next(self.parameters(), None)
         device = parameter.device if parameter is not None else input_ids.device
         inputs = {k: v for k, v in given.items() if k in names and v is not None}

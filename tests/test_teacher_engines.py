@@ -52,6 +52,11 @@ def test_the_float_engine_gives_the_teachers_logits_and_hidden_states(build, tas
         torch.testing.assert_close(got.hidden_states[layer], expected.hidden_states[layer], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="no attention maps: set attention_weight=0"):
         teacher(**batch, output_attentions=True)
+    # With labels the teacher is being evaluated (its accuracy for the card): PyTorch runs, with its loss.
+    labels = pad_batch(rows[3:11])["labels"]
+    with torch.no_grad():
+        evaluated, reference_loss = teacher(**batch, labels=labels), reference(**batch, labels=labels).loss
+    torch.testing.assert_close(evaluated.loss, reference_loss)
 
 
 def test_an_int8_engine_beyond_the_tolerance_is_refused_and_within_it_runs():
