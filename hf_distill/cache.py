@@ -529,9 +529,32 @@ def build_teacher_cache(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     was_training = teacher.training
     teacher.eval().to(device)
-    hidden_torch_dtype, hidden_arrow_dtype = _HIDDEN_DTYPES[hidden_dtype]
-    schema = _schema(settings, hidden_arrow_dtype)
     need_hidden = bool(settings["hidden_layers"])
+
+    def forward(batch: dict, rows: str):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            return teacher(**batch, output_hidden_states=need_hidden, return_dict=True)
+
+    try:
+        write_rows(cache_dir, info, dataset, start, forward, data_collator, batch_size, shard_size, progress)
+    finally:
+        teacher.train(was_training)
+    return TeacherCache(cache_dir)
+
+
+def write_rows(
+    cache_dir: str, info: dict, dataset, start: int, forward, data_collator, batch_size: int, shard_size: int,
+    progress: bool = True,
+) -> None:  # fmt: skip
+    """Writes the teacher's outputs for rows `start ..` of `dataset` into the shards of `cache_dir`, then marks the
+    cache complete. `forward(batch, rows)` gives the outputs of a padded batch of the cache's input columns (`rows`
+    names them for errors); per-position outputs are kept at the real tokens. A shard is renamed into place when
+    whole, and `cache_info.json` records the rows done: an interruption keeps the finished shards, and the same call
+    resumes after them."""
+    settings, columns = info["settings"], info["columns"]
+    hidden_torch_dtype, hidden_arrow_dtype = _HIDDEN_DTYPES[settings["hidden_dtype"]]
+    schema = _schema(settings, hidden_arrow_dtype)
     source = dataset.select_columns(columns)
     total_batches = math.ceil((len(dataset) - start) / batch_size)
     bar = tqdm(total=len(dataset), initial=start, desc="Teacher cache", disable=not progress, unit="ex")
@@ -541,12 +564,11 @@ def build_teacher_cache(
         for _ in range(total_batches):
             end = min(row + batch_size, len(dataset))
             batch = data_collator([source[i] for i in range(row, end)])
-            batch = {k: v.to(device) for k, v in batch.items() if k in columns}
-            with torch.no_grad():
-                out = teacher(**batch, output_hidden_states=need_hidden, return_dict=True)
+            batch = {k: v for k, v in batch.items() if k in columns}
+            out = forward(batch, f"rows {row}-{end - 1}")
             shape = (batch["input_ids"] if "input_ids" in batch else batch["inputs_embeds"]).shape[:2]
             mask = batch.get("attention_mask")
-            mask = mask.bool() if mask is not None else torch.ones(shape, dtype=torch.bool, device=device)
+            mask = mask.bool() if mask is not None else torch.ones(shape, dtype=torch.bool)
             record = _record_batch(out, mask, row, settings, hidden_torch_dtype)
             if writer is None:
                 shard_start = row
@@ -568,9 +590,7 @@ def build_teacher_cache(
             writer.close()
             sink.close()
             os.remove(shard_tmp)
-        teacher.train(was_training)
     _write_info(cache_dir, {**info, "complete": True, "rows_done": len(dataset)})
-    return TeacherCache(cache_dir)
 
 
 def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dtype, logit_samples=None) -> dict:
@@ -616,7 +636,9 @@ def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dty
                 "pass temperature=... (the same as the training's)"
             )
     top_k = min(slots, fields["logits"]["classes"]) if slots is not None else None
+    engine = getattr(teacher, "distillation_engine", None)  # onnxruntime (`hf_distill.engines`): its outputs differ
     return {
+        **({"engine": engine["engine"]} if engine else {}),
         "top_k": top_k,  # the slots stored per position (top k, or the drawn classes)
         "logit_samples": logit_samples,
         "temperature": float(temperature) if top_k else None,
@@ -673,9 +695,15 @@ def _record_batch(out, mask: torch.Tensor, start: int, settings: dict, hidden_dt
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=arrow_type))
 
     for name, spec in settings["logit_fields"].items():
+        if isinstance(out[name], TopKTargets):  # already the top k (a server teacher): kept as given
+            k, mask_cpu = settings["top_k"], mask.to(out[name].ids.device)
+            ids, values = out[name].ids[mask_cpu][:, :k], out[name].logprobs[mask_cpu][:, :k]
+            record[f"{name}.topk_ids"] = lists(ids.to(torch.int32), lengths * k, pa.int32())
+            record[f"{name}.topk_logprobs"] = lists(values.float(), lengths * k, pa.float32())
+            continue
         logits = out[name].float()
         if spec["per_position"]:
-            logits = logits[mask]  # (real tokens, classes) or (real tokens,)
+            logits = logits[mask.to(logits.device)]  # (real tokens, classes) or (real tokens,)
             items_per_row = lengths
         else:
             items_per_row = torch.ones(batch_size, dtype=torch.long)
@@ -693,7 +721,7 @@ def _record_batch(out, mask: torch.Tensor, start: int, settings: dict, hidden_dt
             record[name] = lists(logits, items_per_row * width, pa.float32())
     arrow_hidden = pa.float16() if hidden_dtype == torch.float16 else pa.float32()
     for layer in settings["hidden_layers"]:
-        hidden = out.hidden_states[layer][mask].to(hidden_dtype)
+        hidden = out.hidden_states[layer][mask.to(out.hidden_states[layer].device)].to(hidden_dtype)
         record[f"hidden_states.{layer}"] = lists(hidden, lengths * hidden.shape[-1], arrow_hidden)
     return record
 

@@ -103,6 +103,70 @@ class DistillationConfig(TrainingArguments):
             "else is refused."
         },
     )
+    teacher_engine: Literal["pytorch", "onnxruntime", "onnxruntime-int8"] = field(
+        default="pytorch",
+        metadata={
+            "help": "What runs an encoder teacher's forward passes (live, and for `hf-distill cache`): 'pytorch', or "
+            "'onnxruntime' / 'onnxruntime-int8' (the teacher exported to ONNX at start-up, float or int8 weights, "
+            "with the hidden states the layer losses compare as extra outputs; CPU). Its agreement with the PyTorch "
+            "teacher is measured on a sample of the training data at start-up, refused below "
+            "teacher_engine_max_kl, and written to the model card.",
+            "choices": ["pytorch", "onnxruntime", "onnxruntime-int8"],
+        },
+    )
+    teacher_engine_max_kl: float = field(
+        default=0.01,
+        metadata={
+            "help": "With teacher_engine onnxruntime(-int8): the largest mean KL divergence per item (example or "
+            "token), from the PyTorch teacher's distribution to the engine's at the temperature, on the start-up "
+            "sample; a larger one is refused (>= 0)."
+        },
+    )
+    teacher_server_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Causal LMs: the teacher behind an inference server instead of a local model, e.g. "
+            "http://127.0.0.1:8000 (vLLM, llama.cpp's server, or an OpenAI-compatible server that echoes prompt "
+            "log-probabilities): its top-k log-probabilities of every position (teacher_server_top_k) are the soft "
+            "targets, at temperature 1. Checked at start-up: the server must tokenise as the student's tokenizer."
+        },
+    )
+    teacher_server_model: str | None = field(
+        default=None,
+        metadata={"help": "The model name the teacher server serves (default: the one its /v1/models lists)."},
+    )
+    teacher_server_api: Literal["vllm", "llama.cpp", "openai-echo"] = field(
+        default="vllm",
+        metadata={
+            "help": "The teacher server's API: 'vllm' (prompt_logprobs of token ids, several examples a request), "
+            "'llama.cpp' (llama-server's /completion with n_probs, one request per position), 'openai-echo' "
+            "(/v1/completions with echo and logprobs, e.g. llama-cpp-python's server; byte-level BPE tokenizers).",
+            "choices": ["vllm", "llama.cpp", "openai-echo"],
+        },
+    )
+    teacher_server_top_k: int = field(
+        default=32, metadata={"help": "With teacher_server_url: the teacher's tokens per position (>= 1)."}
+    )
+    teacher_server_api_key_env: str = field(
+        default="HF_DISTILL_TEACHER_API_KEY",
+        metadata={
+            "help": "The environment variable holding the teacher server's API key (sent as a bearer token; unset: "
+            "none). The key itself is never a flag, and never logged or written."
+        },
+    )
+    teacher_server_timeout: float = field(
+        default=60.0, metadata={"help": "With teacher_server_url: seconds one request may take (> 0)."}
+    )
+    teacher_server_retries: int = field(
+        default=4,
+        metadata={
+            "help": "With teacher_server_url: further tries of a request that timed out, lost its connection or got "
+            "429 / 5xx, with exponential back-off (>= 0); then the run stops with an error naming the server and step."
+        },
+    )
+    teacher_server_concurrency: int = field(
+        default=4, metadata={"help": "With teacher_server_url: requests in flight at once (>= 1)."}
+    )
     teacher_model_init_kwargs: dict | str | None = field(
         default=None,
         metadata={
@@ -172,6 +236,19 @@ class DistillationConfig(TrainingArguments):
             "tokens both vocabularies spell alike compared one to one and the rest by sorted probabilities; 'uld': "
             "Universal Logit Distillation (Boizard et al. 2024), the k-th predicted token of each side compared by "
             "sorted probabilities over the union vocabulary. Both at the temperature, not scaled by T^2."
+        },
+    )
+    fused_linear_loss: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata={
+            "help": "Causal LMs: compute the kd and label terms from the student's final hidden states and output "
+            "layer, loss_chunk_size positions at a time (default: about 2^26 logits a chunk), so that no logits over "
+            "the vocabulary are made in a training step (and, with one live teacher, none of the teacher's: its "
+            "hidden states and output layer too). Same values and gradients. 'auto' (default): wherever the run "
+            "allows it (no logit_mse, no padded vocabulary, no sharded student, a plain linear output layer; the "
+            "reason is logged otherwise); 'always': the same, and a run that does not allow it is refused at "
+            "start-up; 'never': from the logits. Evaluation reads the logits.",
+            "choices": ["auto", "always", "never"],
         },
     )
     lmbda: float = field(
@@ -337,12 +414,15 @@ class DistillationConfig(TrainingArguments):
                 f"{self.loss_chunk_size!r}"
             )
         self._check_generation_settings()
+        self._check_teacher_sources()
         for field_name, choices in (
             ("divergence", tuple(DIVERGENCES)),
             ("cross_tokenizer_loss", ("span", "uld")),
             ("hidden_loss_type", ("mse", "cosine")),
             ("attention_loss_type", ("kl", "mse")),
             ("teacher_dtype", ("auto", "float32", "bfloat16", "float16")),
+            ("fused_linear_loss", ("auto", "always", "never")),
+            ("teacher_engine", ("pytorch", "onnxruntime", "onnxruntime-int8")),
         ):
             if getattr(self, field_name) not in choices:
                 raise ValueError(f"{field_name} must be one of {choices}, got {getattr(self, field_name)!r}")
@@ -393,6 +473,34 @@ class DistillationConfig(TrainingArguments):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{field_name} must be a whole number >= 1, got {value!r}")
         check_completion_settings(self, self.teacher_cache)
+
+    def _check_teacher_sources(self) -> None:
+        """The teacher engine's and the teacher server's settings: a plain http(s) address (no credentials in it),
+        one teacher source, numbers in range."""
+        apis = ("vllm", "llama.cpp", "openai-echo")
+        if self.teacher_server_api not in apis:
+            raise ValueError(f"teacher_server_api must be one of {apis}, got {self.teacher_server_api!r}")
+        for name, low in (
+            ("teacher_server_top_k", 1),
+            ("teacher_server_retries", 0),
+            ("teacher_server_concurrency", 1),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        max_kl = self.teacher_engine_max_kl
+        if not isinstance(max_kl, (int, float)) or isinstance(max_kl, bool) or not 0 <= max_kl < math.inf:
+            raise ValueError(f"teacher_engine_max_kl must be a number >= 0, got {max_kl!r}")
+        timeout = self.teacher_server_timeout
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
+            raise ValueError(f"teacher_server_timeout must be a number of seconds > 0, got {timeout!r}")
+        if self.teacher_server_url is not None:
+            from .teacher_server import check_server_url
+
+            self.teacher_server_url = check_server_url(self.teacher_server_url)
+            if self.teacher_cache or self.teacher_model_name_or_path:
+                given = "teacher_cache" if self.teacher_cache else "teacher_model_name_or_path"
+                raise ValueError(f"teacher_server_url is the teacher, and {given} is given too: keep one of them")
 
     def _resolve_deprecated_weights(self) -> None:
         """`task_weight=w` means `label_weight=w` (with a FutureWarning); both given and different is an error. The

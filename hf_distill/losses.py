@@ -579,7 +579,7 @@ class _DensePass:
     $m$ the largest logit, so $q = e / S$, $S = \sum e$; the teacher's probabilities are made a block of rows at a
     time, about `block_elements` values (16 MiB of float32) per temporary whatever the vocabulary."""
 
-    def __init__(self, logits, teacher, weights, labels, label_weights, block_elements: int = 1 << 22):
+    def __init__(self, logits, teacher, weights, labels, label_weights, block_elements: int = 1 << 22, own=False):
         width = logits.shape[-1]
         self.shape, self.dtype, self.rows = logits.shape, logits.dtype, max(1, block_elements // width)
         rows = self.rows
@@ -588,18 +588,20 @@ class _DensePass:
             self.teacher = teacher.reshape(-1, width)
             self.weights, self.label_weights = weights.reshape(-1, 1), label_weights.reshape(-1, 1)
             self.labels = labels.reshape(-1, 1)
-            buffer = z.to(torch.float32, copy=True)
-            top = buffer.amax(-1, keepdim=True)
-            self.total = buffer.sub_(top).exp_().sum(-1, keepdim=True)
-            log_z = top + self.total.log()
-            # KL(p || q) = sum_c p_c (log p_c - z_c) + log Z, the student's log Z.
-            kl = torch.empty_like(log_z)
+            # KL(p || q) = sum_c p_c (log p_c - z_c) + log Z, the student's log Z. What reads z comes first: with
+            # `own` (the caller hands its float32 logits over), the buffer below is z itself.
+            kl = torch.empty(len(z), 1, device=z.device)
             for start in range(0, len(z), rows):
                 block = slice(start, start + rows)
                 log_p = F.log_softmax(self.teacher[block].float(), dim=-1)
                 kl[block] = (log_p.exp() * (log_p - z[block].float())).sum(-1, keepdim=True)
+            z_label = z.gather(-1, self.labels).float()
+            buffer = z if own and z.dtype == torch.float32 else z.to(torch.float32, copy=True)
+            top = buffer.amax(-1, keepdim=True)
+            self.total = buffer.sub_(top).exp_().sum(-1, keepdim=True)
+            log_z = top + self.total.log()
             self.kd = ((kl + log_z) * self.weights).sum()
-            self.cross_entropy = ((log_z - z.gather(-1, self.labels).float()) * self.label_weights).sum()
+            self.cross_entropy = ((log_z - z_label) * self.label_weights).sum()
             self.buffer = buffer
 
     def gradient(self, kd_grad, label_grad) -> torch.Tensor:
@@ -651,13 +653,15 @@ class _TopKPass:
     item, with the top k (and the label) written over it: no second vocabulary-wide tensor is made.
     """
 
-    def __init__(self, logits, ids, logprobs, temperature, weights, labels=None, label_weights=None):
+    def __init__(self, logits, ids, logprobs, temperature, weights, labels=None, label_weights=None, own=False):
         self.dtype, self.temperature, self.weights = logits.dtype, temperature, weights
         self.labels, self.label_weights = labels, label_weights
         with torch.no_grad():
             self.ids = ids.to(logits.device, torch.long)
             log_p = logprobs.to(logits.device, torch.float32)
-            buffer = logits.to(torch.float32, copy=True)
+            # `own`: the caller hands its float32 logits over, and they become the buffer (no copy).
+            own = own and logits.dtype == torch.float32
+            buffer = logits if own else logits.to(torch.float32, copy=True)
             if temperature != 1:
                 buffer.div_(temperature)
             z_top = buffer.gather(-1, self.ids)

@@ -184,8 +184,8 @@ def build_model_card(
         "width": _width(config.get("distillation_width")),
         "labels": _labels(config),
         "peft": _peft(distill.get("peft")),
-        "cache_note": _cache_note(distill.get("teacher_cache")),
         "tokenizers": _tokenizers(distill.get("tokenizers")),
+        "cache_note": _teacher_outputs_note(distill),
         "teachers": _teachers(distill),
         "architecture": (config.get("architectures") or [None])[0],
         "losses": _losses(distill),
@@ -389,6 +389,38 @@ def _tokenizers(tokenizers) -> str | None:
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _teacher_outputs_note(distill: dict) -> str | None:
+    """Where the soft targets came from when not from the teacher in PyTorch: a cache, an inference engine (with its
+    measured agreement), a server."""
+    notes = [_cache_note(distill.get("teacher_cache")), _engine_note(distill.get("teacher_engine"))]
+    server = distill.get("teacher_server")
+    if isinstance(server, dict) and _is_number(server.get("top_k")):
+        api = {"vllm": "vLLM", "llama.cpp": "llama.cpp's server"}.get(server.get("api"), "an inference server")
+        model = f" ({server['model']})" if isinstance(server.get("model"), str) else ""
+        notes.append(
+            f"the teacher's top {server['top_k']} tokens per position with their log-probabilities, served by "
+            f"{api}{model}"
+        )
+    notes = [note for note in notes if note]
+    return "; ".join(notes) if notes else None
+
+
+def _engine_note(engine) -> str | None:
+    if not isinstance(engine, dict) or not _is_number(engine.get("top1_agreement")):
+        return None
+    weights = "int8 weights" if str(engine.get("engine", "")).endswith("int8") else "float32"
+    items = f" {engine['sample_items']:,}" if _is_number(engine.get("sample_items")) else ""
+    kl = f" (KL {engine['kl']:.2g})" if _is_number(engine.get("kl")) else ""
+    return (
+        f"from the teacher run by onnxruntime ({weights}), whose most likely class agreed with the PyTorch teacher's "
+        f"on {engine['top1_agreement']:.2%} of{items} sample items{kl}"
+    )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _teachers(distill: dict) -> list[dict]:

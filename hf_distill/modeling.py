@@ -8,6 +8,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .architectures import unwrap
+from .fused_linear import LinearHead, head_of
 from .layer_map import LayerMap
 
 
@@ -54,7 +55,14 @@ class DistillationModel(nn.Module):
         layer_map (`LayerMap`, *optional*): the layer pairs.
         output_hidden_states (`bool`): whether the losses need hidden states.
         output_attentions (`bool`): whether the losses need attention maps.
+
+    Attributes:
+        linear_head (`bool`): in training, the student makes no logits over the vocabulary: `logits` is a
+            [`~hf_distill.fused_linear.LinearHead`] of its final hidden states and output layer, which the task's
+            fused linear loss reads (set by the trainer where the run allows it; evaluation always makes logits).
     """
+
+    linear_head = False
 
     def __init__(
         self,
@@ -74,12 +82,17 @@ class DistillationModel(nn.Module):
 
     def forward(self, **inputs):
         inputs = {k: v for k, v in inputs.items() if k in self._student_inputs}
+        head = self.linear_head and self.training
+        if head:  # the last position's logits only; the loss makes the others chunk by chunk from the hidden states
+            inputs["logits_to_keep"] = 1
         outputs = self.student(
             **inputs,
-            output_hidden_states=self.output_hidden_states,
+            output_hidden_states=self.output_hidden_states or head,
             output_attentions=self.output_attentions,
             return_dict=True,
         )
+        if head:
+            outputs["logits"] = LinearHead(outputs.hidden_states[-1], *head_of(self.student))
         if self.output_hidden_states:
             # Projections are applied inside forward so that DDP sees them used by the wrapped module.
             hidden = [outputs.hidden_states[s] for _, s in self.layer_map.hidden_state_indices()]

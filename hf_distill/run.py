@@ -251,6 +251,12 @@ class _Prepared:
 def _prepare(
     student_args: StudentArguments, data_args: DataArguments, config: DistillationConfig, task_args
 ) -> _Prepared:
+    if config.teacher_server_url:
+        raise ValueError(
+            "teacher_server_url is given to DistillationTrainer (and build_teacher_cache_from_server) in Python; "
+            "`hf-distill train` and `hf-distill cache` build the student from a local teacher model and measure it: "
+            "see docs/engines.md"
+        )
     paths = config.teacher_paths or [config.teacher_model_name_or_path]
     init_kwargs = config.teacher_model_init_kwargs
     task_class = get_task(data_args.task) if data_args.task else task_of_pretrained(paths[0], init_kwargs)
@@ -669,6 +675,18 @@ def build_cache(
         # which serves a student of any tokenizer whose paired data carries the same teacher tokens.
         dataset, tokenizer = pair.teacher_view(dataset, prepared.task), pair.teacher
         collator = prepared.task.data_collator(tokenizer, prepared.task_args)
+    if config.teacher_engine != "pytorch":  # the teacher's passes on onnxruntime, checked on the first examples
+        from .engines import run_teacher_on_onnxruntime, sample_batches
+
+        layers = hidden_layers or []
+        if layers == "all":
+            layers = range(teacher.config.num_hidden_layers + 1)
+        elif isinstance(layers, str):
+            layers = [int(x) for x in layers.split(",") if x.strip()]
+        sample = sample_batches(dataset, collator, batch_size=cache_args.cache_batch_size)
+        run_teacher_on_onnxruntime(
+            teacher, sample, config.teacher_engine, layers, config.temperature, config.teacher_engine_max_kl
+        )
     return build_teacher_cache(
         teacher,
         dataset,

@@ -106,6 +106,8 @@ class LossTerm:
             all of them, or a top-k cache at the run's temperature will do.
         projects_hidden_states (`bool`): the term compares student hidden states projected to the teacher's width
             (learned projections are trained with the student).
+        reads_student_logits (`bool`): the term reads the student's logits (a step that makes none, the fused linear
+            loss, must compute the term from the output layer's inputs: see the task's `linear_head_terms`).
         deprecated_weight_fields (`tuple[str, ...]`): old names of the weight field, still accepted with a warning.
         cross_tokenizer_refusal (`str`, *optional*): why the term cannot compare a teacher and a student of different
             tokenizers (their tokens differ, so what is compared token by token has no counterpart); `None`: it can
@@ -122,6 +124,7 @@ class LossTerm:
     card: Callable[[dict], str]
     cache_logits: Literal["all", "top_k"] | None = None
     projects_hidden_states: bool = False
+    reads_student_logits: bool = False
     deprecated_weight_fields: tuple[str, ...] = ()
     cross_tokenizer_refusal: str | None = None
 
@@ -211,16 +214,23 @@ def _kd(ctx: LossContext):
 
 def soft_target_divergence(args) -> Callable[..., torch.Tensor]:
     """The soft-target loss of `args`, as a function of (student logits, teacher logits or top-k targets of a cache,
-    temperature, mask, num_items): the divergence that `args.divergence` names with its mixing weight
-    (`divergence_beta`, `divergence_alpha`) bound, in chunks of `args.loss_chunk_size` positions when set (see
-    [`~hf_distill.losses.soft_target_loss`])."""
+    temperature, mask, num_items): the divergence of [`divergence_of`], in chunks of `args.loss_chunk_size`
+    positions when set (see [`~hf_distill.losses.soft_target_loss`])."""
+    return partial(
+        losses.soft_target_loss, divergence=divergence_of(args), chunk_size=getattr(args, "loss_chunk_size", None)
+    )
+
+
+def divergence_of(args) -> Callable[..., torch.Tensor]:
+    """The divergence that `args.divergence` names (one of [`~hf_distill.losses.DIVERGENCES`]), with its mixing weight
+    (`divergence_beta`, `divergence_alpha`) bound."""
     divergence = getattr(args, "divergence", "forward_kl")
     function = losses.DIVERGENCES[divergence]
     if divergence == "jsd":
         function = partial(function, beta=args.divergence_beta)
     elif divergence == "skew_kl":
         function = partial(function, alpha=args.divergence_alpha)
-    return partial(losses.soft_target_loss, divergence=function, chunk_size=getattr(args, "loss_chunk_size", None))
+    return function
 
 
 def _logit_mse(ctx: LossContext):
@@ -402,6 +412,7 @@ register_term(
         unit="the labels or examples of the task's label loss",
         needs=frozenset({"labels"}),
         compute=_label,
+        reads_student_logits=True,
         card=lambda settings: "Hard-label loss on the dataset's labels (cross-entropy; MSE for regression)",
         deprecated_weight_fields=("task_weight",),
     )
@@ -416,6 +427,7 @@ register_term(
         unit="the items the task scores (examples, tokens or labels)",
         needs=frozenset({"logits"}),
         compute=_kd,
+        reads_student_logits=True,
         card=_kd_card,
         cache_logits="top_k",
     )
@@ -429,6 +441,7 @@ register_term(
         unit="the items the task scores (examples, tokens or labels)",
         needs=frozenset({"logits"}),
         compute=_logit_mse,
+        reads_student_logits=True,
         card=lambda settings: "Mean squared error between student and teacher logits",
         cache_logits="all",
     )

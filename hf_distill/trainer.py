@@ -24,6 +24,7 @@ from .architectures import unwrap
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
+from .fused_linear import LinearHead, head_of, linear_head_refusal, probe_linear_head
 from .generation import CompletionSource, check_completion_settings
 from .layer_map import LayerMap
 from .log import get_logger
@@ -41,7 +42,9 @@ from .teacher import (
     model_facts,
     place_teacher,
     prepare_attention_maps,
+    teacher_placement,
 )
+from .teacher_server import server_facts, teacher_from_server
 from .terms import LossContext, active_terms, needs_of
 
 logger = get_logger(__name__)
@@ -105,9 +108,16 @@ class DistillationTrainer(Trainer):
         teacher_cache = teacher_cache if teacher_cache is not None else args.teacher_cache
         if isinstance(teacher_cache, (str, os.PathLike)):
             teacher_cache = TeacherCache(str(teacher_cache))
-        if not teachers and teacher_cache is None:
+        tokenizer = kwargs.get("processing_class")
+        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        # A teacher behind an inference server (teacher_server_url): its top-k distributions, asked batch by batch.
+        self.teacher_server = teacher_from_server(
+            args, model, self.task, active_terms(args), teachers, teacher_cache, tokenizer
+        )
+        if not teachers and teacher_cache is None and self.teacher_server is None:
             raise ValueError(
-                "no teacher: pass teacher_model=..., or set teacher_model_name_or_path or teacher_cache in the config"
+                "no teacher: pass teacher_model=..., or set teacher_model_name_or_path, teacher_cache or "
+                "teacher_server_url in the config"
             )
         self.teacher_cache = teacher_cache
         self.teacher_weights = self._teacher_weights(len(teachers), args)
@@ -118,9 +128,10 @@ class DistillationTrainer(Trainer):
             )
         # The teacher whose internals (hidden states, attention) the student learns from; its facts size the losses.
         main_teacher = teachers[args.intermediate_teacher] if teachers else None
-        facts = model_facts(main_teacher) if main_teacher is not None else teacher_cache.teacher
-        tokenizer = kwargs.get("processing_class")
-        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        if main_teacher is not None:
+            facts = model_facts(main_teacher)
+        else:
+            facts = teacher_cache.teacher if teacher_cache is not None else server_facts(self.teacher_server)
         # Two tokenizers of different vocabularies: each model reads its own tokenization of every example.
         self.tokenizers = self._tokenizer_pair(model, tokenizer, teacher_processing_class)
         check_completion_settings(args, teacher_cache, self.task)
@@ -190,8 +201,10 @@ class DistillationTrainer(Trainer):
         if self.args.label_names is None:
             self.label_names = find_labels(type(model))
         self.teacher_name = facts["name_or_path"] or args.teacher_model_name_or_path
+        self.teacher_engine = self._run_teachers_on_engine(teachers)
         self.teachers = [self._prepare_teacher(teacher) for teacher in teachers]
         self.teacher = self.teachers[args.intermediate_teacher] if self.teachers else None
+        self._teacher_heads = self._take_fused_linear_loss(model)
         self._teacher_input_names = [input_names(teacher) for teacher in self.teachers]
         self._warned_no_teacher = False
         self._in_checkpoint = False
@@ -329,6 +342,74 @@ class DistillationTrainer(Trainer):
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
         return place_teacher(teacher, self.accelerator, self.args)
 
+    def _run_teachers_on_engine(self, teachers: list[PreTrainedModel]) -> dict | None:
+        """With `teacher_engine` onnxruntime(-int8): the teachers' forward passes run by onnxruntime, each measured
+        against its PyTorch self on the first training examples ([`~hf_distill.engines.run_teacher_on_onnxruntime`]);
+        the main teacher's measurement, for the model card."""
+        engine = self.args.teacher_engine
+        if engine == "pytorch" or not teachers:
+            return None
+        from .engines import run_teacher_on_onnxruntime
+
+        users = [term.weight_field for term in self.terms if term.needs & {"attentions", "qkv"}]
+        if users:
+            raise ValueError(
+                f"teacher_engine={engine!r} gives the teacher's logits and hidden states, and {' and '.join(users)} "
+                "> 0 read its attention maps or projections: set them to 0 or use teacher_engine='pytorch'"
+            )
+        layers = sorted({t for t, _ in self.layer_map.hidden_state_indices()}) if self.layer_map else []
+        sample = self._sample_batches()
+        main = self.args.intermediate_teacher
+        measured = [
+            run_teacher_on_onnxruntime(
+                teacher, sample, engine, layers if i == main else [], self.args.temperature,
+                self.args.teacher_engine_max_kl,
+            )
+            for i, teacher in enumerate(teachers)
+        ]  # fmt: skip
+        return measured[main]
+
+    def _sample_batches(self, count: int = 64) -> list[dict]:
+        """The first `count` training examples, batched as training batches them (the teacher engine's check)."""
+        import datasets
+
+        from .engines import sample_batches
+
+        dataset = self.train_dataset
+        if dataset is None or not hasattr(dataset, "__len__"):
+            raise ValueError("teacher_engine measures the engine on the training data: pass train_dataset")
+        if isinstance(dataset, datasets.Dataset):
+            dataset = self._remove_unused_columns(dataset, description="the teacher engine's sample")
+        return sample_batches(dataset, self.data_collator, count, self.args.per_device_train_batch_size)
+
+    def _take_fused_linear_loss(self, student: nn.Module) -> list[bool]:
+        """Makes the student give its head's inputs instead of logits in training where the run allows the fused
+        linear loss ([`~hf_distill.fused_linear.linear_head_refusal`], `fused_linear_loss`), and says which teachers
+        do too: a live teacher alone, whole on the student's device, whose logits are its head's linear map."""
+        setting = self.args.fused_linear_loss
+        none = [False] * len(self.teachers)
+        if setting == "never":
+            return none
+        if self.tokenizers is not None:
+            reason = "the student has a tokenizer of its own: the soft targets are aligned from both models' logits"
+        else:
+            reason = linear_head_refusal(self.task, self.terms, student, teacher_placement(self.accelerator))
+        if reason is not None:
+            if setting == "always":
+                raise ValueError(
+                    f"fused_linear_loss='always' but {reason}; use fused_linear_loss='auto' (the logits where the "
+                    "fused loss does not apply) or 'never'"
+                )
+            logger.info(f"The loss terms read the student's logits (no fused linear loss): {reason}")
+            return none
+        self.accelerator.unwrap_model(self.model).linear_head = True
+        if len(self.teachers) != 1 or teacher_placement(self.accelerator, self.args.teacher_on_cpu) != "device":
+            return none
+        reason = probe_linear_head(self.teachers[0], "teacher")
+        if reason is not None:
+            logger.info(f"The teacher gives its logits to the fused linear loss: {reason}")
+        return [reason is None]
+
     def _teacher_forward(self, inputs: dict, training: bool) -> Any:
         """The teachers' outputs for `inputs`, on the student's device; `None` when no teacher can give them.
 
@@ -338,6 +419,9 @@ class DistillationTrainer(Trainer):
         """
         if training and not any(term.needs_teacher for term in self.terms):
             return None
+        if self.teacher_server is not None:
+            where = f"training step {self.state.global_step}" if training else "an evaluation batch"
+            return self.teacher_server(inputs["input_ids"], inputs.get("attention_mask"), where=where)
         if training and self.teacher_cache is not None and CACHE_INDEX_COLUMN in inputs:
             # Put back at the teacher's own real tokens (its side of a batch of two tokenizations).
             own = teacher_inputs(inputs) if self.tokenizers is not None else inputs
@@ -355,7 +439,7 @@ class DistillationTrainer(Trainer):
             return None
         main = self.args.intermediate_teacher
         outputs = [
-            self._run_teacher(teacher, names, inputs, internals=i == main)
+            self._run_teacher(teacher, names, inputs, internals=i == main, head=training and self._teacher_heads[i])
             for i, (teacher, names) in enumerate(zip(self.teachers, self._teacher_input_names))
         ]
         if len(outputs) == 1:
@@ -367,10 +451,16 @@ class DistillationTrainer(Trainer):
             )
         return combined
 
-    def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool) -> Any:
+    def _run_teacher(self, teacher: nn.Module, names: set[str], inputs: dict, internals: bool, head=False) -> Any:
+        """`head`: the teacher's logits come back as a [`~hf_distill.fused_linear.LinearHead`] of its last hidden
+        states and output layer, for the fused linear loss (the teacher makes the last position's logits only)."""
         if self.tokenizers is not None:  # its own tokenization of the batch
             inputs = teacher_inputs(inputs)
-        fed = {k: v for k, v in inputs.items() if k in names}
+        # Without the labels: the teacher's own loss would be a second pass over its logits, for nothing.
+        labels = {"labels", *self.task.label_names}
+        fed = {k: v for k, v in inputs.items() if k in names and k not in labels}
+        if head:
+            fed["logits_to_keep"] = 1
         device = _device_of(teacher)
         moved = device is not None and device != self.args.device
         if moved:
@@ -378,10 +468,12 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             outputs = teacher(
                 **fed,
-                output_hidden_states=internals and "hidden_states" in self._needs,
+                output_hidden_states=internals and "hidden_states" in self._needs or head,
                 output_attentions=internals and "attentions" in self._needs,
                 return_dict=True,
             )
+        if head:
+            outputs["logits"] = LinearHead(outputs.hidden_states[-1], *head_of(teacher))
         if moved:
             outputs = type(outputs)(**{k: _to_device(v, self.args.device) for k, v in outputs.items()})
         return outputs
@@ -497,8 +589,10 @@ class DistillationTrainer(Trainer):
         for target in self.task.logit_targets(student_out, teacher_out, inputs):
             mask = target.mask if target.mask is not None else torch.ones(target.student.shape[:-1], dtype=torch.bool)
             mask = mask.to(target.student.device)
-            agree = (target.student.argmax(-1) == target.teacher.argmax(-1)) & mask
-            kl = losses.soft_target_kl(target.student, target.teacher, 1.0, mask, num_items=1)
+            top_k = isinstance(target.teacher, losses.TopKTargets)  # a teacher server's distributions
+            teacher_top1 = target.teacher.ids[..., 0] if top_k else target.teacher.argmax(-1)
+            agree = (target.student.argmax(-1) == teacher_top1) & mask
+            kl = losses.soft_target_loss(target.student, target.teacher, 1.0, mask, num_items=1)
             n = mask.sum().double().cpu()
             sums["teacher_agreement"] = sums.get("teacher_agreement", 0) + torch.stack([agree.sum().double().cpu(), n])
             sums["teacher_kl"] = sums.get("teacher_kl", 0) + torch.stack([kl.detach().double().cpu(), n])
@@ -567,6 +661,11 @@ class DistillationTrainer(Trainer):
             }
             if cached.get("logit_samples"):
                 settings["teacher_cache"]["logit_samples"] = cached["logit_samples"]
+        if self.teacher_engine is not None:  # what ran the teacher, and how closely it agreed with PyTorch
+            settings["teacher_engine"] = dict(self.teacher_engine)
+        if self.teacher_server is not None:  # what served the teacher (never its address or key)
+            server = self.teacher_server
+            settings["teacher_server"] = {"api": server.api, "model": server.model, "top_k": server.top_k}
         return settings
 
     # ---- the model card ---------------------------------------------------------------------------------------

@@ -114,7 +114,9 @@ def test_the_config_refuses_a_bad_chunk_size(tmp_path):
 def train(tmp_path, name, batch_size=8, accumulation=1, cache=None, **overrides):
     rows = Dataset.from_list(random_task_rows("causal-lm", n=8, seed=5, min_len=2, max_len=16))
     teacher = llama(num_layers=2, seed=0)
+    # The chunks of the soft-target loss from the logits (the fused linear loss is tested in test_fused_linear.py).
     settings = {"kd_weight": 1.0, "label_weight": 0.5, "temperature": 2.0, **SGD, "learning_rate": 0.5}
+    settings["fused_linear_loss"] = "never"
     trainer = DistillationTrainer(
         model=llama(num_layers=1, seed=1),
         teacher_model=None if cache is not None else teacher,

@@ -58,7 +58,7 @@ def test_the_top_k_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(k, dt
 @pytest.mark.parametrize("rows", [21, 4])  # one block of teacher rows, and several (uneven)
 def test_the_dense_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(dtype, rows, monkeypatch):
     """From the live teacher's logits (a near-certain student, masked and unlabelled items)."""
-    monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13,))
+    monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13, False))
     g = torch.Generator().manual_seed(5)
     student = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
     student[0, 0] = -40.0
@@ -92,7 +92,7 @@ def one_sgd_step(tmp_path, name, batch_size, accumulation, monkeypatch, fused=Tr
     trainer = make_trainer(
         tmp_path / name, student, teacher, rows, pad_batch, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation, max_steps=1, train_sampling_strategy="sequential",
-        kd_weight=1.0, label_weight=0.5, temperature=1.0, **SGD,
+        kd_weight=1.0, label_weight=0.5, temperature=1.0, fused_linear_loss="never", **SGD,
     )  # fmt: skip
     before = trainable_state(trainer)
     trainer.train()

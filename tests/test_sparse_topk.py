@@ -208,7 +208,8 @@ def test_the_lm_loss_alone_of_the_one_pass_has_its_own_gradient():
 
 def _cached_lm_trainer(tmp_path, rows, **overrides):
     teacher, student = llama(num_layers=2, seed=0), llama(num_layers=1, seed=1)
-    settings = {"kd_weight": 0.4, "label_weight": 0.6, "temperature": 1.0, **overrides}
+    # The one pass reads the student's logits: the fused linear loss (tested in test_fused_linear.py) is off.
+    settings = {"kd_weight": 0.4, "label_weight": 0.6, "temperature": 1.0, "fused_linear_loss": "never", **overrides}
     cache = build_teacher_cache(
         teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=4, temperature=settings["temperature"],
         progress=False,
@@ -283,6 +284,7 @@ def test_the_one_pass_under_gradient_accumulation_gives_the_update_of_the_whole_
         student = llama(num_layers=1, seed=1)
         before = {k: v.detach().clone() for k, v in student.named_parameters()}
         settings = {"kd_weight": 1.0, "label_weight": 0.5, "temperature": 1.0, "max_steps": 1, **SGD}
+        settings["fused_linear_loss"] = "never"  # the one pass from the logits
         settings.update(per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation)
         DistillationTrainer(
             model=student, teacher_cache=cache, train_dataset=rows, data_collator=pad_batch,

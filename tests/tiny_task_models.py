@@ -72,6 +72,20 @@ def word_piece_tokenizer(words=CORE_WORDS):
     return BertTokenizer(vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + pieces)})
 
 
+def tiny_bpe_tokenizer(vocab_size=300):
+    """A byte-level BPE tokenizer (GPT-2's kind: every text round-trips, a character may span tokens) trained on the
+    corpus words and a few accented ones, `<s>` its BOS token and `<|endoftext|>` its EOS and padding token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    corpus = [" ".join(WORDS), "the cat sat on the mat", "naïve café déjà vu", "it is very good today"] * 4
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<s>"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
 def bert_config(num_layers=4, hidden=32, heads=4, vocab_size=VOCAB_SIZE, **kwargs):
     return family_config("bert", hidden=hidden, layers=num_layers, heads=heads, vocab_size=vocab_size, **kwargs)
 

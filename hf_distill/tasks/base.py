@@ -162,6 +162,10 @@ class Task:
     logit_fields: tuple[str, ...] = ("logits",)
     # The metrics the card's result table and `model-index` show, headline first.
     card_metrics: tuple[CardMetric, ...] = ()
+    # The loss terms this task computes from the student's final hidden states and output layer instead of its logits
+    # (the fused linear loss, `hf_distill.fused_linear`: no logits over the vocabulary are made in a training step),
+    # in its `fused_terms` when the student's `logits` are a `LinearHead`; () when it cannot.
+    linear_head_terms: tuple[str, ...] = ()
 
     @classmethod
     def from_model(cls, model: PreTrainedModel) -> Task:

@@ -33,7 +33,9 @@ from .. import losses
 from ..alignment import span_groups
 from ..cross_tokenizer import place_rows, teacher_encoding, teacher_inputs
 from ..data import DataArguments
+from ..fused_linear import LinearHead, fused_linear_distillation_loss
 from ..metrics import perplexity
+from ..terms import divergence_of
 from . import register_task
 from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation, _counts
 from .text_classification import resolve_columns
@@ -199,7 +201,11 @@ class CausalLM(_LanguageModel):
         labels = self._next_token_labels(inputs)
         return losses.task_cross_entropy(student_out.logits, labels, num_items=counts["labels"]), "labels"
 
+    linear_head_terms = ("kd", "label")
+
     def fused_terms(self, ctx):
+        if isinstance(ctx.student.logits, LinearHead):
+            return self._linear_head_terms(ctx)
         # At T = 1 the forward KL (from the live teacher's logits or a top-k cache) and the LM loss read the same
         # softmax of the same logits: one pass makes both, and keeps one vocabulary-wide buffer for both gradients
         # (the plain LM step keeps one: its log-probabilities). Padded vocabularies (sliced logits) and other
@@ -321,6 +327,27 @@ class CausalLM(_LanguageModel):
         shared = ctx.tokenizers.shared_ids
         value = losses.span_alignment_loss(student_logits, teacher_logits, alignment, shared, temperature, num_items)
         return value, "labels"
+
+    def _linear_head_terms(self, ctx):
+        """The kd and label terms from the student's final hidden states and output layer, chunk by chunk (the fused
+        linear loss): the teacher's logits, top-k targets or own head; the same values and gradients as the terms
+        from the logits. A training batch without labels leaves the label term to its own (refusing) function."""
+        weights = ctx.args.loss_weights
+        kd_weight = weights.get("kd", 0.0) if ctx.teacher is not None else 0.0
+        label_weight = weights.get("label", 0.0) if "labels" in ctx.inputs else 0.0
+        if not (kd_weight or label_weight):
+            return {}
+        shape = ctx.student.logits.shape[:2]
+        mask = next_token_mask(ctx.inputs, shape)
+        mask = torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
+        count = ctx.counts["labels"]
+        kd, label = fused_linear_distillation_loss(
+            ctx.student.logits, ctx.teacher.logits if kd_weight else None,
+            self._next_token_labels(ctx.inputs) if label_weight else None, mask, count, count,
+            kd_weight, label_weight, ctx.args.temperature, divergence_of(ctx.args), ctx.args.loss_chunk_size,
+        )  # fmt: skip
+        terms = {"kd": (kd, "labels")} if kd_weight else {}
+        return {**terms, "label": (label, "labels")} if label_weight else terms
 
     @staticmethod
     def _next_token_labels(inputs):
