@@ -1,6 +1,6 @@
-"""The language-model benchmark script's own bookkeeping (examples/benchmark_lm.py): the gap closed per seed against
+"""The language-model benchmark script's own bookkeeping (benchmarks/lm_gap.py): the gap closed per seed against
 each seed's paired no-teacher student, and the adapted teacher reused only with the settings it was made with. The
-runs themselves need the SmolLM2 teacher and minutes of CPU: they live in the script and the README, not here."""
+runs themselves need the SmolLM2 teacher and minutes of CPU: they live in the script and its results file, not here."""
 
 import json
 import sys
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import benchmark_lm  # noqa: E402  (examples/benchmark_lm.py: the benchmark lives outside the library)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import lm_gap as benchmark_lm  # noqa: E402  (benchmarks/lm_gap.py: the benchmark lives outside the library)
 
 SETUP = {
     "data": {"train_examples": 6000, "held_out_examples": 1000},
