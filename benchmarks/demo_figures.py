@@ -129,14 +129,12 @@ def teacher_pass_seconds(metrics: dict) -> float:
 
 def cost(metrics: dict, teacher_pass: float) -> dict:
     """One distillation epoch against one student epoch plus one teacher pass over the same data."""
-    demo = metrics["demo"]
-    epochs = demo["epochs"]["students"]
+    seconds, budget = metrics["demo"]["train_seconds"], metrics["comparison"]["budget"]
+    distilled, baseline = budget["distilled"], budget["baseline"]
     # Distillation trains on more examples (the transfer set) than the no-teacher student: compare per example,
     # scaled to one epoch of the distillation data.
-    scale = metrics["dataset"]["train_examples"] / metrics["dataset"]["labeled_train_examples"]
-    baseline_epochs = metrics["comparison"]["budget"]["baseline"]["epochs"]
-    student_epoch = demo["train_seconds"]["baseline"] / baseline_epochs * scale
-    distill_epoch = demo["train_seconds"]["distilled"] / epochs
+    student_epoch = seconds["baseline"] / baseline["epochs"] * distilled["train_examples"] / baseline["train_examples"]
+    distill_epoch = seconds["distilled"] / distilled["epochs"]
     return {
         "student_epoch_s": round(student_epoch, 1),
         "teacher_inference_pass_s": round(teacher_pass, 1),
@@ -157,7 +155,7 @@ def figures_of(metrics: dict) -> dict:
         "latency": metrics.get("latency", {}),
         "dataset": {
             key: metrics["dataset"].get(key)
-            for key in ("labeled_train_examples", "unlabeled_examples", "eval_examples", "eval_file")
+            for key in ("train_examples", "unlabeled_examples", "eval_examples", "eval_file")
         },
         "train_seconds": metrics["demo"]["train_seconds"],
     }

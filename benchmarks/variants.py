@@ -92,7 +92,8 @@ def main():
     def config(name, **overrides):
         # The demo's settings and objective, with this variant's changes (its own learning rate, for LoRA).
         folder = os.path.join(out, "variants", name)
-        return distillation_config(folder, variant_args.epochs, teacher_model_name_or_path=teacher_dir, **overrides)
+        settings = {"teacher_model_name_or_path": teacher_dir, **overrides}
+        return distillation_config(folder, variant_args.epochs, **settings)
 
     def distil(name, **overrides):
         print(f"\n== variant {name}: {overrides}")

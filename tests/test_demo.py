@@ -71,3 +71,15 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     assert models["no_teacher"]["accuracy"] == metrics["baseline"]["accuracy"]
     assert record["figures"]["comparison"]["verdict"] == comparison["verdict"]
     assert record["figures"]["comparison"]["budget_text"].startswith("Budget (steps")
+
+    # What a distillation epoch costs against a student epoch plus a teacher pass, from the run's budget: the
+    # baseline's seconds per epoch over its labelled tweets, scaled to the distillation data (labelled + transfer set).
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import demo_figures  # noqa: E402  (benchmarks/demo_figures.py: the benchmark lives outside the library)
+
+    budget, seconds = comparison["budget"], metrics["demo"]["train_seconds"]
+    cost = demo_figures.cost(metrics, teacher_pass=10.0)
+    student_epoch = seconds["baseline"] / budget["baseline"]["epochs"] * 96 / 64
+    distill_epoch = seconds["distilled"] / budget["distilled"]["epochs"]
+    assert cost["student_epoch_s"] == round(student_epoch, 1)
+    assert cost["distillation_cost_ratio"] == round(distill_epoch / (student_epoch + 10.0), 3)
