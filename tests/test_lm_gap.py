@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import lm_gap as benchmark_lm  # noqa: E402  (benchmarks/lm_gap.py: the benchmark lives outside the library)
+import lm_gap  # noqa: E402  (benchmarks/lm_gap.py: the benchmark lives outside the library)
 
 SETUP = {
     "data": {"train_examples": 6000, "held_out_examples": 1000},
@@ -28,29 +28,29 @@ def test_the_gap_closed_is_measured_against_each_seeds_own_no_teacher_student():
             ]
         },
     }
-    assert benchmark_lm.gaps_closed(record) == {
+    assert lm_gap.gaps_closed(record) == {
         "per_seed": {"0": 0.5, "1": 0.0, "2": 0.5},
         "mean": pytest.approx(1 / 3),
     }
     # A no-teacher student already better than the teacher: there is no gap to close, and no mean over the seeds.
     record["comparison"]["per_seed"][1]["baseline"] = 90.0
-    assert benchmark_lm.gaps_closed(record)["per_seed"]["1"] is None
-    assert benchmark_lm.gaps_closed(record)["mean"] is None
+    assert lm_gap.gaps_closed(record)["per_seed"]["1"] is None
+    assert lm_gap.gaps_closed(record)["mean"] is None
 
 
 def test_an_adapted_teacher_is_reused_only_with_its_own_settings(tmp_path):
-    args = benchmark_lm.parse_args(["--output_dir", str(tmp_path), "--adapt_teacher_steps", "20"])
-    folder = tmp_path / benchmark_lm.ADAPTED
+    args = lm_gap.parse_args(["--output_dir", str(tmp_path), "--adapt_teacher_steps", "20"])
+    folder = tmp_path / lm_gap.ADAPTED
     folder.mkdir()
-    facts = {"folder": str(folder), "settings": benchmark_lm.adapt_settings(args, SETUP)}
+    facts = {"folder": str(folder), "settings": lm_gap.adapt_settings(args, SETUP)}
     (folder / "adaptation.json").write_text(json.dumps(facts))
     never_run = ["false"]  # a subprocess would fail: the stored teacher must be reused, not made again
-    assert benchmark_lm.ensure_adapted_teacher(args, SETUP, never_run) == {**facts, "reused": True}
+    assert lm_gap.ensure_adapted_teacher(args, SETUP, never_run) == {**facts, "reused": True}
 
-    other = benchmark_lm.parse_args(["--output_dir", str(tmp_path), "--adapt_teacher_steps", "30"])
+    other = lm_gap.parse_args(["--output_dir", str(tmp_path), "--adapt_teacher_steps", "30"])
     with pytest.raises(SystemExit, match="holds a teacher adapted with .* remove that folder"):
-        benchmark_lm.ensure_adapted_teacher(other, SETUP, never_run)
-    unadapted = benchmark_lm.parse_args(["--output_dir", str(tmp_path), "--adapt_teacher_steps", "0"])
-    assert benchmark_lm.ensure_adapted_teacher(unadapted, SETUP, never_run) is None
-    assert benchmark_lm.teacher_folder({**SETUP, "adapted_teacher": facts}) == str(folder)
-    assert benchmark_lm.teacher_folder({**SETUP, "adapted_teacher": None}) == "unused"
+        lm_gap.ensure_adapted_teacher(other, SETUP, never_run)
+    unadapted = lm_gap.parse_args(["--output_dir", str(tmp_path), "--adapt_teacher_steps", "0"])
+    assert lm_gap.ensure_adapted_teacher(unadapted, SETUP, never_run) is None
+    assert lm_gap.teacher_folder({**SETUP, "adapted_teacher": facts}) == str(folder)
+    assert lm_gap.teacher_folder({**SETUP, "adapted_teacher": None}) == "unused"
