@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import render  # noqa: E402  (benchmarks/render.py: the renderer lives beside the benchmarks)
 
-RECORD_KEYS = {"benchmark", "date", "commit", "machine", "command", "settings", "figures", "notes"}
+# What every results file holds; `command` too, except in a file written before write_results recorded it (the page
+# then shows no "Reproduce" line).
+RECORD_KEYS = {"benchmark", "date", "commit", "machine", "settings", "figures", "notes"}
 
 
 def test_the_pages_show_what_their_results_files_hold():
@@ -124,6 +126,13 @@ def test_the_gain_study_is_rendered_from_its_file_once_it_exists(tmp_path):
     assert "The no-teacher student alone, by budget: 1 E 0.7000, 4 E 0.7500." in text
     assert "*Measured 2026-12-07 at commit `abc1234` on 2 CPU cores, no GPU, 1 torch threads, torch 2.13.0." in text
     assert '??? note "About these figures"\n\n    - A note.' in text
+    # A file written before write_results recorded the command (as gain_study.py's first runs were): no "Reproduce".
+    record = json.loads((tmp_path / "gain_study.json").read_text())
+    del record["command"]
+    (tmp_path / "gain_study.json").write_text(json.dumps(record))
+    assert "*Measured 2026-12-07 at commit `abc1234` on 2 CPU cores, no GPU, 1 torch threads, torch 2.13.0.*" in (
+        render.render_view("gain_study", tmp_path)
+    )
 
 
 def test_the_demo_is_rendered_from_its_file_once_it_exists(tmp_path):
@@ -155,7 +164,7 @@ def test_write_results_records_date_commit_machine_and_command(tmp_path, monkeyp
     monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / "lm_gap.py"), "--seeds", "3"])
     path = common.write_results("trial", {"seeds": 3}, {"figure": 1.5}, ["a caveat"], folder=str(tmp_path))
     record = json.loads(Path(path).read_text())
-    assert RECORD_KEYS <= set(record) and record["benchmark"] == "trial"
+    assert RECORD_KEYS | {"command"} <= set(record) and record["benchmark"] == "trial"
     assert record["command"] == "python benchmarks/lm_gap.py --seeds 3"
     assert record["figures"] == {"figure": 1.5} and record["notes"] == ["a caveat"]
     assert record["machine"]["cpu_count"] >= 1 and "torch" in record["machine"]
