@@ -100,11 +100,11 @@ def run_demo(argv: list[str]) -> tuple[dict, dict]:
     return metrics, peaks
 
 
-def teacher_pass_seconds(metrics: dict) -> float:
+def teacher_pass_seconds(metrics: dict, out: str) -> float:
     """One teacher inference pass over the distillation run's training data (labelled tweets and transfer set), in
-    the batches the distillation run drew: a Trainer with the same settings and seed draws the same ones."""
+    the batches the distillation run drew: a Trainer with the same settings and seed draws the same ones. `out` is
+    the demo's output folder."""
     arguments = metrics["demo"]["arguments"]
-    out = arguments["output_dir"]
     paths = demo_paths(os.path.join(out, "data"))
     if not arguments["unlabeled_examples"]:
         paths.pop("unlabeled")
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> str:
     if "--results_name" in demo_argv:
         index = demo_argv.index("--results_name")
         del demo_argv[index : index + 2]
+    out = option(demo_argv, "output_dir", "demo-output")
     if metrics_only:
-        path = os.path.join(option(demo_argv, "output_dir", "demo-output"), "demo_metrics.json")
-        with open(path) as handle:
+        with open(os.path.join(out, "demo_metrics.json")) as handle:
             metrics = json.load(handle)
         figures = figures_of(metrics)
     else:
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> str:
         metrics, peaks = run_demo(demo_argv)
         figures = figures_of(metrics)
         figures["demo_wall_s"] = round(time.perf_counter() - started, 1)
-        teacher_pass = teacher_pass_seconds(metrics)
+        teacher_pass = teacher_pass_seconds(metrics, out)
         figures["cost"] = cost(metrics, teacher_pass)
         figures["peak_rss_mb"] = peaks
         print(

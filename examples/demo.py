@@ -186,7 +186,8 @@ def run_demo(args: DemoArguments) -> dict:
         "train_seconds": {name: round(value, 1) for name, value in seconds.items()},
         "epochs": {"teacher": args.teacher_epochs, "students": args.student_epochs},
         "phases": phases,
-        "arguments": asdict(args),
+        # The settings of the run (where it wrote is not one of them: two runs in two folders are the same run).
+        "arguments": {key: value for key, value in asdict(args).items() if key != "output_dir"},
     }
     write_metrics(student_dir, metrics)
     result.trainer.create_model_card()  # again, now that the metrics include the baseline
