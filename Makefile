@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # the newest CUDA build (several GB).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-llm test lint demo benchmark benchmark-lm clean
+.PHONY: install install-llm test lint demo benchmark benchmark-lm results docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,17 +31,29 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check hf_distill tests examples
-	$(BIN)/ruff format --check hf_distill tests examples
+	$(BIN)/ruff check hf_distill tests examples benchmarks
+	$(BIN)/ruff format --check hf_distill tests examples benchmarks
 
 demo: install
 	$(BIN)/python examples/demo.py
 
+# The demo's figures, cost and memory: benchmarks/results/demo.json.
 benchmark: install
-	$(BIN)/python examples/benchmark.py
+	$(BIN)/python benchmarks/demo_figures.py
 
 benchmark-lm: install-llm
-	$(BIN)/python examples/benchmark_lm.py
+	$(BIN)/python benchmarks/lm_gap.py
+
+# The README's and the docs' results tables, rendered from benchmarks/results/*.json.
+results: install
+	$(BIN)/python benchmarks/render.py
+
+# The docs site (MkDocs + Material + mkdocstrings) into site/, warnings as errors; docs-serve previews it.
+docs: install
+	$(BIN)/mkdocs build --strict
+
+docs-serve: install
+	$(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache site

@@ -1,8 +1,11 @@
 """What the benchmarks share: the results file every benchmark writes, and where the embedded job's pieces are.
 
 Every benchmark writes one JSON file under `benchmarks/results/` through [`write_results`]: the date, the commit,
-the machine, the settings and the figures, plus free-form `notes` (caveats, run histories). The docs' results pages
-and the README's results table are rendered from those files (`benchmarks/render.py`), never typed by hand.
+the machine, the command, the settings and the figures, plus free-form `notes` (caveats, run histories). The docs'
+results tables and the README's are rendered from those files (`benchmarks/render.py`), never typed by hand.
+
+The embedded tweets job (its data, teacher, settings and data preparation) is `examples/tweets.py`, which the demo
+uses too; this module puts it on the import path. Nothing here or in a benchmark imports the demo.
 """
 
 from __future__ import annotations
@@ -17,10 +20,25 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
+# A trial run can write its results elsewhere: HF_DISTILL_RESULTS_DIR=/tmp/trial python benchmarks/....
+RESULTS_DIR = os.environ.get("HF_DISTILL_RESULTS_DIR") or os.path.join(REPO, "benchmarks", "results")
 
 # The embedded job (data and teacher): examples/tweets.py, which the demo uses too.
 sys.path.insert(0, os.path.join(REPO, "examples"))
+from tweets import SPLIT_ORDER  # noqa: E402
+
+
+def demo_paths(data_dir: str) -> dict[str, str]:
+    """The CSV files of the job's splits in `data_dir` (a finished demo's `demo-output/data`), by split."""
+    return {split: os.path.join(data_dir, f"{split}.csv") for split in SPLIT_ORDER}
+
+
+def command_line() -> str:
+    """How this process was started, relative to the repository: what reproduces the figures."""
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if script.startswith(REPO + os.sep):
+        script = os.path.relpath(script, REPO)
+    return " ".join(["python", script, *sys.argv[1:]]).strip()
 
 
 def commit() -> str:
@@ -56,8 +74,8 @@ def machine() -> dict:
 
 
 def write_results(name: str, settings: dict, figures: dict, notes: list[str] | None = None, folder: str = "") -> str:
-    """Writes `benchmarks/results/<name>.json` (or into `folder`): date, commit, machine, settings, figures, notes.
-    Returns the path."""
+    """Writes `benchmarks/results/<name>.json` (or into `folder`): date, commit, machine, the command that ran,
+    settings, figures and notes. Returns the path."""
     folder = folder or RESULTS_DIR
     os.makedirs(folder, exist_ok=True)
     record = {
@@ -65,6 +83,7 @@ def write_results(name: str, settings: dict, figures: dict, notes: list[str] | N
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "commit": commit(),
         "machine": machine(),
+        "command": command_line(),
         "settings": settings,
         "figures": figures,
         "notes": notes or [],

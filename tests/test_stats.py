@@ -25,7 +25,7 @@ from hf_distill.tasks.base import mean_combiner
         # 2 * (C(14,0) + ... + C(14,5)) / 2^14 = 2 * 3473 / 16384
         (5, 9, 2 * 3473 / 16384),
         (9, 5, 2 * 3473 / 16384),
-        # The demo's run in the README: 48 vs 27, p = 0.020
+        # A demo run's paired test (benchmarks/results/history/demo_equal_epochs.json): 48 vs 27, p = 0.020
         (48, 27, 2 * sum(math.comb(75, i) for i in range(28)) / 2**75),
     ],
 )

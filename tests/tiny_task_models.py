@@ -698,3 +698,43 @@ def save_cross_pair(tmp_path, task_case):
     student.save_pretrained(student_folder)
     student_tokenizer.save_pretrained(student_folder)
     return teacher_folder, student_folder
+
+
+# ---- what `make demo` leaves behind, at toy size ------------------------------------------------------------------
+
+# The demo teacher's shape (6 layers, 12 heads, 1,536 feed-forward neurons, 3 labels), so that commands written for
+# it (`--student_layers 0,2,4`, `--relation_heads 12`, `--student_intermediate_size 768`) run as written; 48 wide and
+# with the word tokenizer's vocabulary, so that they run in seconds.
+DEMO_TEACHER_SHAPE = {"num_layers": 6, "hidden": 48, "heads": 12, "intermediate_size": 1536}
+DEMO_SPLIT_SIZES = {"train": 24, "validation": 8, "test": 16}
+
+
+def write_demo_output(folder) -> dict:
+    """Writes `<folder>/demo-output/teacher` (a saved tiny classifier of the demo teacher's shape, with its tokenizer)
+    and `<folder>/demo-output/data/{train,validation,test,unlabeled}.csv` (sentences of `CORE_WORDS` labelled
+    negative / neutral / positive in a `sentiment` column; `unlabeled.csv` has the `text` column only), as the recipe
+    `tweets` expects them. Returns the paths."""
+    from pathlib import Path
+
+    root = Path(folder) / "demo-output"
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer()
+    shape = DEMO_TEACHER_SHAPE
+    teacher = tiny_bert(
+        shape["num_layers"],
+        shape["hidden"],
+        shape["heads"],
+        vocab_size=len(tokenizer),
+        intermediate_size=shape["intermediate_size"],
+    )
+    teacher.save_pretrained(root / "teacher")
+    tokenizer.save_pretrained(root / "teacher")
+    paths = {"teacher": str(root / "teacher")}
+    for seed, (split, count) in enumerate(DEMO_SPLIT_SIZES.items(), start=1):
+        paths[split] = str(write_sentiment_rows(data / f"{split}.csv", count, seed=seed))
+    rng = random.Random(len(DEMO_SPLIT_SIZES) + 1)
+    texts = [" ".join(rng.choice(CORE_WORDS) for _ in range(8)) for _ in range(12)]
+    (data / "unlabeled.csv").write_text("text\n" + "".join(text + "\n" for text in texts))
+    paths["unlabeled"] = str(data / "unlabeled.csv")
+    return paths

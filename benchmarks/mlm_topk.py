@@ -1,20 +1,23 @@
 """Top-k teacher caches on a 30,522-token vocabulary: how small k can be, measured. Not a unit test.
 
     python examples/demo.py --output_dir demo-output        # first: the demo's tweets (demo-output/data)
-    python examples/benchmark_topk.py --demo_dir demo-output [--top_k 8,64,512]
+    python benchmarks/mlm_topk.py --demo_dir demo-output [--top_k 8,64,512]
 
 A masked-LM teacher (all-MiniLM-L6-v2 with an MLM head, fine-tuned on the tweets) is distilled into a 3-layer
 student (teacher layers 0, 2, 4) on tweets masked once (15%), from the live teacher and from top-k caches. All logits
 of this vocabulary for every token would take 12 kB a token; a top-k cache takes 8 k bytes a token. Reports each
-student's masked-token accuracy and agreement with the teacher on held-out tweets, and each cache's size.
+student's masked-token accuracy and agreement with the teacher on held-out tweets, and each cache's size. Writes
+`<demo_dir>/topk/topk.json` and `benchmarks/results/mlm_topk.json` (`--results_name`).
 """
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+from common import write_results
 from datasets import Dataset
 from transformers import (
     AutoTokenizer,
@@ -37,6 +40,7 @@ class TopKArguments:
     top_k: str = field(default="8,64,512", metadata={"help": "The k of each top-k cache."})
     train_examples: int = field(default=6000, metadata={"help": "Tweets for teacher and student training."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature."})
+    results_name: str = field(default="mlm_topk", metadata={"help": "Name of the results JSON (no extension)."})
 
 
 def main():
@@ -161,6 +165,7 @@ def main():
                 f"{r['masked_token_accuracy'] - live:+.4f} vs live   cache {r['cache_mb']:.1f} MB"
             )
     print(f"all logits for the {tokens} training tokens would take {results['full_logits_mb_estimate']:.0f} MB")
+    print(f"Results: {write_results(args.results_name, dataclasses.asdict(args), results)}")
 
 
 if __name__ == "__main__":

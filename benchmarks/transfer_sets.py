@@ -1,6 +1,6 @@
 """Was it worth it? Distillation against the same student trained without the teacher, over several seeds.
 
-    python examples/benchmark_gain.py --teacher_dir demo-output/teacher --data_dir demo-output/data \
+    python benchmarks/transfer_sets.py --teacher_dir demo-output/teacher --data_dir demo-output/data \
         [--seeds 3] [--augment 1] [--parts a,b] [--output_dir gain-output]
 
 On the demo's tweets job (after `make demo`: its teacher and its train / validation / test / unlabeled CSV files):
@@ -16,6 +16,10 @@ On the demo's tweets job (after `make demo`: its teacher and its train / validat
 The teacher runs once per data set (`build_cache`, the code of `hf-distill cache`), so every seed's run reads its
 outputs instead of running it. The augmented texts depend on the augmentation seed only, so one augmentation (and one
 cache) serves all training seeds. `--max_train_samples` and `--epochs` make a small trial run.
+
+Keeps its report in `<output_dir>/benchmark_gain.json` (parts run one at a time add to it) and writes it to
+`benchmarks/results/transfer_sets.json` (`--results_name`). The no-teacher student's budget is `run_distillation`'s
+(`MeasureArguments.baseline_budget`, recorded in each comparison's `budget`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from common import write_results
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
 from hf_distill import DistillationConfig
@@ -61,6 +66,7 @@ class GainArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Fewer labelled tweets (trial runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Fewer test tweets (trial runs)."})
     student_layers: str = field(default="0,2,4", metadata={"help": "Teacher layers the student copies."})
+    results_name: str = field(default="transfer_sets", metadata={"help": "Name of the results JSON (no extension)."})
 
 
 def data_arguments(args: GainArguments, unlabeled: bool, augment: int) -> DataArguments:
@@ -239,6 +245,8 @@ def main(argv=None) -> dict:
     with open(report_path, "w") as handle:
         json.dump(report, handle, indent=2, default=str)
     print("\n" + "\n".join(summary))
+    figures = {key: value for key, value in report.items() if key != "settings"}
+    print(f"Results: {write_results(args.results_name, report['settings'], figures)}")
     return report
 
 
@@ -256,8 +264,6 @@ def summarize(report: dict, args: GainArguments) -> list[str]:
             + f" points; pooled disagreements {comparison['pooled']['only_distilled_right']} vs "
             f"{comparison['pooled']['only_baseline_right']}; teacher {a['teacher']['accuracy']:.4f}"
         )
-        target = mean["difference"] >= 0.015 and comparison["pooled"]["p_value"] < 0.05
-        lines.append(f"    target (a) >= +1.5 points and pooled p < 0.05: {'MET' if target else 'NOT MET'}")
     if "b" in report:
         b = report["b"]
         seeds = b.get("seeds", {}).get("student") or [b["student"]["accuracy"]]
@@ -269,11 +275,13 @@ def summarize(report: dict, args: GainArguments) -> list[str]:
         )
         if "comparison_with_a_baselines" in b:
             lines.append(f"    against the no-teacher students of (a): {b['comparison_with_a_baselines']['verdict']}")
-        lines.append(f"    target (b) >= 100%: {'MET' if b['kept_share_of_teacher'] >= 1 else 'NOT MET'}")
     if "augment" in report and "a" in report:
         aug, a = report["augment"], report["a"]
         epochs = args.epochs
-        baseline_epoch = a["baseline"]["train_runtime_s"] / epochs
+        # The no-teacher student's own epochs: with the default budget (as many steps as the distilled run) it goes
+        # over its labelled tweets more often than the distilled run goes over its larger data.
+        baseline_epochs = a["comparison"]["budget"]["baseline"]["epochs"]
+        baseline_epoch = a["baseline"]["train_runtime_s"] / baseline_epochs
         lines.append(
             f"(c) --augment {aug['copies']}: {aug['augmented_texts']} texts from {aug['labelled_texts']}, built in "
             f"{aug['build_s']} s, {aug['bytes_on_disk'] / 1e6:.2f} MB on disk; distillation epoch with it "

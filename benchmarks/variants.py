@@ -2,7 +2,7 @@
 knowledge (similarity, MiniLM relations, a teacher ensemble, a LoRA student). Not a unit test.
 
     python examples/demo.py --output_dir demo-output            # first: the teacher, the data, the reference run
-    python examples/benchmark_variants.py --demo_dir demo-output [--variants cache,top1,similarity,...]
+    python benchmarks/variants.py --demo_dir demo-output [--variants cache,top1,similarity,...]
 
 Each variant trains the demo's 3-layer student with the demo's settings (the same data, transfer set, epochs, seed
 and batches) plus one change, and is scored on the same 2,000 test tweets. The table compares it with the demo's
@@ -17,23 +17,18 @@ distilled student (the reference) and the student trained without the teacher. V
 - `ensemble`: two teachers (the demo's and one fine-tuned with another seed), soft targets averaged 0.5 / 0.5;
 - `lora`: the student trains LoRA adapters (r = 8 on query and value) and its classifier only, merged on save.
 
-Writes `variants.json` in the demo folder and prints the table.
+Keeps each variant's figures in `variants.json` in the demo folder (a later invocation adds to them), writes them all
+to `benchmarks/results/variants.json` (`--results_name`) and prints the table.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from demo import (
-    DemoArguments,
-    data_arguments,
-    predict_logits,
-    prepare_tweets,
-    score_predictions,
-    training_arguments,
-)
+from common import demo_paths, write_results
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
@@ -42,11 +37,20 @@ from transformers import (
     HfArgumentParser,
     Trainer,
 )
-from tweets import fine_tune_teacher, minilm_path
+from tweets import (
+    data_arguments,
+    distillation_config,
+    fine_tune_teacher,
+    minilm_path,
+    prepare_tweets,
+    score_predictions,
+)
 
 from hf_distill.cache import TeacherCache, build_teacher_cache
+from hf_distill.compress import predict
 from hf_distill.measure import MeasureArguments
 from hf_distill.run import StudentArguments, make_student, run_distillation
+from hf_distill.trainer import DistillationTrainer
 
 ALL_VARIANTS = ("speed", "cache", "top1", "similarity", "relation", "ensemble", "lora")
 LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["query", "value"]}
@@ -58,20 +62,27 @@ class VariantArguments:
     variants: str = field(default=",".join(ALL_VARIANTS), metadata={"help": f"Any of {', '.join(ALL_VARIANTS)}."})
     speed_steps: int = field(default=80, metadata={"help": "Steps timed per run in the speed comparison."})
     lora_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the LoRA student."})
+    student_layers: str = field(default="0,2,4", metadata={"help": "Teacher layers the student copies (the demo's)."})
+    epochs: float = field(default=2.0, metadata={"help": "Epochs of every student (the demo's)."})
+    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of the ensemble's second teacher."})
+    results_name: str = field(default="variants", metadata={"help": "Name of the results JSON (no extension)."})
+
+
+def predict_logits(model, dataset, data_collator):
+    return predict(model, dataset, data_collator)[0]
 
 
 def main():
-    variant_args, demo_args = HfArgumentParser((VariantArguments, DemoArguments)).parse_args_into_dataclasses()
-    demo_args = replace(demo_args, output_dir=variant_args.demo_dir)
+    (variant_args,) = HfArgumentParser(VariantArguments).parse_args_into_dataclasses()
     out = variant_args.demo_dir
-    paths = {s: os.path.join(out, "data", f"{s}.csv") for s in ("train", "validation", "test", "unlabeled")}
+    paths = demo_paths(os.path.join(out, "data"))
     if not os.path.isfile(os.path.join(out, "student", "distillation_metrics.json")):
         raise SystemExit(f"{out} holds no finished demo: run `python examples/demo.py --output_dir {out}` first")
     reference = json.load(open(os.path.join(out, "student", "distillation_metrics.json")))
     teacher_dir = os.path.join(out, "teacher")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
-    data = prepare_tweets(data_arguments(demo_args, paths, unlabeled=True), tokenizer, teacher.config)
+    data = prepare_tweets(data_arguments(paths, unlabeled=True), tokenizer, teacher.config)
     test = data["test"]
     collator = DataCollatorWithPadding(tokenizer)
     teacher_logits = predict_logits(teacher, test, collator)
@@ -79,25 +90,16 @@ def main():
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
 
     def config(name, **overrides):
-        settings = {
-            "teacher_model_name_or_path": teacher_dir,
-            "temperature": demo_args.temperature,
-            "kd_weight": demo_args.kd_weight,
-            "label_weight": demo_args.label_weight,
-            "hidden_weight": demo_args.hidden_weight,
-            "hidden_loss_type": demo_args.hidden_loss_type,
-            **overrides,
-        }
-        # The demo's training settings, with this variant's learning rate when it has its own.
-        run_args = replace(demo_args, learning_rate=settings.pop("learning_rate", demo_args.learning_rate))
-        epochs = demo_args.student_epochs
-        return training_arguments(run_args, os.path.join(out, "variants", name), epochs, **settings)
+        # The demo's settings and objective, with this variant's changes (its own learning rate, for LoRA).
+        folder = os.path.join(out, "variants", name)
+        settings = {"teacher_model_name_or_path": teacher_dir, **overrides}
+        return distillation_config(folder, variant_args.epochs, **settings)
 
     def distil(name, **overrides):
         print(f"\n== variant {name}: {overrides}")
         result = run_distillation(
-            StudentArguments(student_layers=demo_args.student_layers),
-            data_arguments(demo_args, paths, unlabeled=True),
+            StudentArguments(student_layers=variant_args.student_layers),
+            data_arguments(paths, unlabeled=True),
             config(name, **overrides),
             MeasureArguments(measure_latency=False),
         )
@@ -127,7 +129,7 @@ def main():
 
     for variant in variant_args.variants.split(","):
         if variant == "speed":
-            results["speed"] = speed(demo_args, data, collator, config, cache, variant_args.speed_steps)
+            results["speed"] = speed(variant_args, data, collator, config, cache)
         elif variant == "cache":
             built, seconds = cache("full-f32", hidden_layers="2,4,6", hidden_dtype="float32")
             entry, trainer = distil("cache", teacher_cache=built.path)
@@ -144,9 +146,10 @@ def main():
             entry["cache_mb_logits_only"] = logits_only.size_bytes() / 2**20
             results["cache"] = entry
         elif variant == "top1":
-            built, _ = cache("top1", top_k=1, temperature=demo_args.temperature, hidden_layers="2,4,6")
+            temperature = config("top1").temperature  # the objective's
+            built, _ = cache("top1", top_k=1, temperature=temperature, hidden_layers="2,4,6")
             entry, _ = distil("top1", teacher_cache=built.path)
-            logits_only, _ = cache("top1-logits-only", top_k=1, temperature=demo_args.temperature)
+            logits_only, _ = cache("top1-logits-only", top_k=1, temperature=temperature)
             entry["cache_mb_logits_only"] = logits_only.size_bytes() / 2**20
             results["top1"] = entry
         elif variant == "similarity":
@@ -157,15 +160,7 @@ def main():
             second = os.path.join(out, "teacher-seed1")
             if not os.path.isfile(os.path.join(second, "config.json")):
                 # The same data and recipe as the demo's teacher; another seed for the new head and the batches.
-                fine_tune_teacher(
-                    paths,
-                    second,
-                    demo_args.teacher_epochs,
-                    seed=1,
-                    max_length=demo_args.max_length,
-                    per_device_train_batch_size=demo_args.batch_size,
-                    learning_rate=demo_args.learning_rate,
-                )
+                fine_tune_teacher(paths, second, variant_args.teacher_epochs, seed=1)
             second_model = AutoModelForSequenceClassification.from_pretrained(second).eval()
             entry, _ = distil(
                 "ensemble", teacher_model_name_or_path=f"{teacher_dir},{second}", teacher_weights="0.5,0.5"
@@ -188,17 +183,30 @@ def main():
         with open(results_path, "w") as handle:
             json.dump(results, handle, indent=2)
     print_table(reference, results)
+    figures = {
+        "reference": {
+            role: {
+                key: reference[role][key]
+                for key in ("accuracy", "macro_f1", "teacher_agreement")
+                if key in reference[role]
+            }
+            for role in ("teacher", "student", "baseline")
+            if role in reference
+        },
+        "variants": results,
+    }
+    path = write_results(variant_args.results_name, dataclasses.asdict(variant_args), figures)
+    print(f"Results: {path}")
 
 
-def speed(demo_args, data, collator, config, cache, steps):
+def speed(variant_args, data, collator, config, cache):
     """Seconds of a plain student fine-tuning and of distillation from the cache over the same batches (the same
     Trainer seed and length-grouped sampler), timed in a balanced order (plain, cached, cached, plain, plain, cached)
     so that warm-up and drift fall on both alike; the ratio of the medians."""
-    from hf_distill.trainer import DistillationTrainer
-
+    steps = variant_args.speed_steps
     built, _ = cache("full-f16", hidden_layers="2,4,6", hidden_dtype="float16")
-    teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(demo_args.output_dir, "teacher"))
-    student_args = StudentArguments(student_layers=demo_args.student_layers)
+    teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(variant_args.demo_dir, "teacher"))
+    student_args = StudentArguments(student_layers=variant_args.student_layers)
     seconds = {"plain": [], "cached": []}
     for kind in ("plain", "cached", "cached", "plain", "plain", "cached"):
         args = config(f"speed-{kind}", max_steps=steps, teacher_cache=built.path if kind == "cached" else None)
@@ -229,7 +237,7 @@ def print_table(reference, results):
         s = results["speed"]
         print(
             f"\ndistillation from the cache / plain student fine-tuning, same {s['steps']} batches: {s['ratio']:.3f} "
-            f"({s['cached_s']:.1f} s / {s['plain_s']:.1f} s, medians of three turns each; target <= 1.10)"
+            f"({s['cached_s']:.1f} s / {s['plain_s']:.1f} s, medians of three turns each)"
         )
     if "cache" in results:
         c = results["cache"]
