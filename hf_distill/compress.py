@@ -288,8 +288,10 @@ def compress(
         formats: exports among `int8`, `onnx`, `onnx-int8`.
         compare_with: other float students (models or folders) measured in the same table (e.g. an unpruned one).
         max_accuracy_drop (`float`): points of the headline metric an export may lose against the student.
-        latency_batch_sizes, latency_sequence_length, latency_rounds: the latency measurement
-            ([`~hf_distill.measure.measure_latencies`]: interleaved rounds; median and interquartile range).
+        latency_batch_sizes: the batch sizes of the latency measurement ([`~hf_distill.measure.measure_latencies`]:
+            interleaved rounds; median and interquartile range).
+        latency_sequence_length: its sequence length.
+        latency_rounds: its rounds (the models take turns in each).
         eval_batch_size (`int`): the evaluation's batch size.
         dataset_description (`dict`, *optional*): what the card says about the evaluation data.
         overwrite_output_dir (`bool`): replace what `output_dir` holds under the names compress writes.

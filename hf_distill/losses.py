@@ -1042,12 +1042,13 @@ class TokenAlignment:
     teacher.
 
     Attributes:
-        student_positions, teacher_positions (`torch.LongTensor` of shape `(batch, G)`).
-        mask (`torch.BoolTensor` of shape `(batch, G)`).
+        student_positions (`torch.LongTensor` of shape `(batch, G)`): the student's logit position of each item.
+        teacher_positions (`torch.LongTensor` of shape `(batch, G)`): the teacher's.
+        mask (`torch.BoolTensor` of shape `(batch, G)`): True for the items that exist.
         student_merges (`torch.LongTensor` of shape `(batch, student_len)`, *optional*): item of each later-token
             position, -1 elsewhere. `teacher_merges` likewise, `(batch, teacher_len)`.
-        student_next, teacher_next (`torch.LongTensor`, the shapes of the merges, *optional*): the token each logit
-            position predicts (read where the merges are >= 0).
+        student_next (`torch.LongTensor`, the shape of the merges, *optional*): the token each logit position
+            predicts (read where the merges are >= 0). `teacher_next` likewise.
     """
 
     student_positions: torch.Tensor
@@ -1112,8 +1113,9 @@ def universal_logit_distillation(
     vocabulary to the other. Not scaled by $T^2$ (it compares probabilities, not log-probabilities).
 
     Args:
-        student_logits (`torch.Tensor` of shape `(batch, student_len, V_s)`), teacher_logits (`(batch, teacher_len,
-            V_t)`): the two models' logits on their own tokenizations.
+        student_logits (`torch.Tensor` of shape `(batch, student_len, V_s)`): the student's logits on its own
+            tokenization.
+        teacher_logits (`torch.Tensor` of shape `(batch, teacher_len, V_t)`): the teacher's, on its own.
         alignment ([`TokenAlignment`]): the pairs (ULD pairs by rank: [`TokenAlignment.by_rank`]).
         temperature (`float`): $T > 0$, applied to both.
         num_items (*optional*): divisor of the summed loss; defaults to the number of pairs.
@@ -1179,8 +1181,9 @@ def span_alignment_loss(
     of the two distributions; where they share none, ULD. Not scaled by $T^2$.
 
     Args:
-        student_logits (`torch.Tensor` of shape `(batch, student_len, V_s)`), teacher_logits (`(batch, teacher_len,
-            V_t)`): the two models' logits on their own tokenizations.
+        student_logits (`torch.Tensor` of shape `(batch, student_len, V_s)`): the student's logits on its own
+            tokenization.
+        teacher_logits (`torch.Tensor` of shape `(batch, teacher_len, V_t)`): the teacher's, on its own.
         alignment ([`TokenAlignment`]): the groups' first positions, and the merges of their later tokens.
         shared (`tuple[torch.Tensor, torch.Tensor]`): the teacher ids and the student ids of the tokens spelled alike
             (`hf_distill.alignment.shared_vocabulary`), in pairs.

@@ -607,7 +607,7 @@ def build_teacher_cache_from_server(
             "data": teacher_cache.data_fingerprint(dataset, columns),
         },
     }
-    teacher_cache._check_cache_folder(cache_dir)
+    teacher_cache.check_cache_folder(cache_dir)
     start = teacher_cache._resume_point(cache_dir, info)
     os.makedirs(os.path.join(cache_dir, teacher_cache._SHARDS), exist_ok=True)
     teacher_cache._write_info(cache_dir, {**info, "complete": False, "rows_done": start})

@@ -51,9 +51,9 @@ def spy(monkeypatch):
             calls["batches"].append((self.args.kd_weight, self.args.seed, inputs["input_ids"].tolist()))
         return compute_loss(self, model, inputs, *args, **kwargs)
 
-    def recording_teacher(self, teacher, names, inputs, internals):
+    def recording_teacher(self, teacher, names, inputs, internals, **kwargs):
         calls["teacher"].append((self.args.kd_weight, self.model.training))
-        return run_teacher(self, teacher, names, inputs, internals)
+        return run_teacher(self, teacher, names, inputs, internals, **kwargs)
 
     monkeypatch.setattr(DistillationTrainer, "compute_loss", recording_loss)
     monkeypatch.setattr(DistillationTrainer, "_run_teacher", recording_teacher)

@@ -157,21 +157,14 @@ def demo_output(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def toy_latency(monkeypatch):
-    """One round of a small batch: the docs' commands measure latency, and its figures are not checked here."""
-    per_model = hf_distill.measure.measure_latencies_ms
-    per_export = hf_distill.compress.measure_latencies
-    monkeypatch.setattr(
-        hf_distill.measure,
-        "measure_latencies_ms",
-        lambda models, batch_size=32, sequence_length=64, rounds=20: per_model(models, 2, 8, 1),
-    )
-    monkeypatch.setattr(
-        hf_distill.compress,
-        "measure_latencies",
-        lambda models, vocab, batch_sizes=(1, 32), sequence_length=64, rounds=20: per_export(
-            models, vocab, batch_sizes, 8, 1
-        ),
-    )
+    """One round of short sequences: the docs' commands measure latency, and its figures are not checked here."""
+    real = hf_distill.measure.measure_latencies
+
+    def quick(models, batch_sizes=(32,), sequence_length=64, rounds=20, warmup=2, vocab_size=None):
+        return real(models, batch_sizes, 8, 1, 0, vocab_size)
+
+    monkeypatch.setattr(hf_distill.measure, "measure_latencies", quick)
+    monkeypatch.setattr(hf_distill.compress, "measure_latencies", quick)
 
 
 def run_block(block: Block, namespace: dict) -> None:

@@ -20,7 +20,7 @@ from transformers import BertModel
 
 REPO = Path(__file__).resolve().parents[1]
 # Figures that measure the machine, not the model.
-_TIMING = ("runtime", "latency", "seconds", "per_second", "phases", "framework_versions")
+_TIMING = ("runtime", "latency", "speedup", "seconds", "per_second", "phases", "framework_versions")
 
 
 def _environment() -> dict:

@@ -374,6 +374,32 @@ def test_a_cache_build_from_the_server_resumes_after_a_dropped_connection(teache
     assert TeacherCache(str(tmp_path / "resumed")).teacher["name_or_path"] == "stand-in/tiny-llama"
 
 
+def test_a_server_that_fails_mid_run_ends_training_with_the_server_and_the_step(teacher_model, tokenizer, tmp_path):
+    from transformers import TrainerCallback
+
+    rows = Dataset.from_list(rows_of(tokenizer, repeat=2))
+    with StandInServer(teacher_model, tokenizer) as stand_in:
+
+        class FailAfterTheFirstStep(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                stand_in.fail("500", 100)  # answers 500 from now on
+
+        with pytest.raises(TeacherServerError) as error:
+            student = student_model(tokenizer)
+            DistillationTrainer(
+                model=student, train_dataset=rows, data_collator=pad_batch, processing_class=tokenizer,
+                callbacks=[FailAfterTheFirstStep()],
+                args=make_config(tmp_path, per_device_train_batch_size=5, max_steps=3, temperature=1.0,
+                                 teacher_server_url=stand_in.url, teacher_server_retries=2),
+            ).train()  # fmt: skip
+    message = str(error.value)
+    assert (
+        f"the teacher server {stand_in.url} did not answer /v1/completions for training step 1 after 3 tries"
+        in message
+    )
+    assert "HTTP 500" in message and "\n" not in message
+
+
 def test_on_policy_batches_are_scored_by_the_server(teacher_model, tokenizer, tmp_path):
     rows = Dataset.from_list(rows_of(tokenizer, repeat=2))
     with StandInServer(teacher_model, tokenizer) as stand_in:
