@@ -260,10 +260,51 @@ def view_gain_study(records: list[dict | None]) -> str:
         ordered = sorted(by_budget.items(), key=lambda item: float(item[0]))
         body += "\n\nThe no-teacher student alone, by budget: " + ", ".join(f"{b} E {fixed(a)}" for b, a in ordered)
         body += "."
+    teachers = {round(row["teacher_accuracy"], 4) for row in figures["rows"]}
+    if len(teachers) == 1:
+        body += f" The teacher: {fixed(teachers.pop())}."
+    body += "\n\n" + gain_conclusion(figures["rows"])
     body += (
         "\n\nE: one epoch's worth of optimizer steps over the labelled tweets; ± the standard deviation over seeds."
     )
     return sourced(record, body)
+
+
+def gain_conclusion(rows: list[dict], points_needed: float = 1.0, alpha: float = 0.05) -> str:
+    """What the table says, in one sentence: the settings that beat the no-teacher student trained for as many steps
+    by `points_needed` or more with a pooled p below `alpha`, or that none did, and the best one."""
+    if not rows:
+        return "No setting has finished runs yet."
+    winners = [r for r in rows if r["difference_mean"] * 100 >= points_needed and r["pooled"]["p_value"] < alpha]
+    best = max(rows, key=lambda r: r["difference_mean"])
+    named = f"{best['label']} at {best['budget_epochs']} E ({points(best['difference_mean'])} points, p = "
+    named += f"{p_value(best['pooled']['p_value'])})"
+    if winners:
+        listed = "; ".join(f"{r['label']} at {r['budget_epochs']} E" for r in winners)
+        return (
+            f"**Settings that beat the no-teacher student by {points_needed:g} point or more at p < {alpha:g}:** "
+            f"{listed}. The best: {named}."
+        )
+    return (
+        f"**No setting beat the no-teacher student, trained for as many optimizer steps, by {points_needed:g} point "
+        f"or more at p < {alpha:g}.** The best: {named}."
+    )
+
+
+def view_teacher_sweep(records: list[dict | None]) -> str:
+    (record,) = records
+    rows = [
+        [
+            f"{teacher['epochs']:g}",
+            f"{teacher['learning_rate']:g}",
+            fixed(teacher["validation_accuracy"]),
+            fixed(teacher["study_accuracy"]),
+            seconds(teacher.get("train_runtime_s"), 0),
+        ]
+        for teacher in record["figures"]["teachers"]
+    ]
+    header = ["teacher epochs", "learning rate", "validation accuracy", "study-split accuracy", "fine-tuning time"]
+    return sourced(record, table(header, rows))
 
 
 def view_gain_equal_epochs(records: list[dict | None]) -> str:
@@ -703,6 +744,7 @@ VIEWS: dict[str, View] = {
     "readme": View(("demo",), view_readme, optional=True),
     "demo": View(("demo",), view_demo, optional=True),
     "gain_study": View(("gain_study",), view_gain_study, optional=True),
+    "teacher_sweep": View(("teacher_sweep",), view_teacher_sweep),
     "gain_equal_epochs": View(("history/gain_equal_epochs",), view_gain_equal_epochs),
     "demo_equal_epochs": View(("history/demo_equal_epochs",), view_demo_equal_epochs),
     "variants_cache": View(("variants",), view_variants_cache),

@@ -123,7 +123,11 @@ def test_the_gain_study_is_rendered_from_its_file_once_it_exists(tmp_path):
         in text
     )
     assert "| 98.6% | 300 / 150 |" in text
-    assert "The no-teacher student alone, by budget: 1 E 0.7000, 4 E 0.7500." in text
+    assert "The no-teacher student alone, by budget: 1 E 0.7000, 4 E 0.7500. The teacher: 0.7760." in text
+    assert (
+        "**Settings that beat the no-teacher student by 1 point or more at p < 0.05:** KD + hidden, 4 augmented "
+        "copies at 4 E. The best: KD + hidden, 4 augmented copies at 4 E (+1.50 points, p = 3.2e-05)."
+    ) in text
     assert "*Measured 2026-12-07 at commit `abc1234` on 2 CPU cores, no GPU, 1 torch threads, torch 2.13.0." in text
     assert '??? note "About these figures"\n\n    - A note.' in text
     # A file written before write_results recorded the command (as gain_study.py's first runs were): no "Reproduce".
@@ -168,3 +172,15 @@ def test_write_results_records_date_commit_machine_and_command(tmp_path, monkeyp
     assert record["command"] == "python benchmarks/lm_gap.py --seeds 3"
     assert record["figures"] == {"figure": 1.5} and record["notes"] == ["a caveat"]
     assert record["machine"]["cpu_count"] >= 1 and "torch" in record["machine"]
+
+
+def test_the_gain_conclusion_says_when_no_setting_wins():
+    rows = [
+        gain_study_row("KD + hidden, 4 augmented copies", 4, 0.7620, 0.7600, 0.40),
+        gain_study_row("KD only (no hidden states)", 4, 0.7720, 0.7600, 0.06),  # +1.2 points, but p >= 0.05
+        gain_study_row("no augmented copies", 2, 0.7640, 0.7580, 0.01),  # p < 0.05, but +0.6 points
+    ]
+    assert render.gain_conclusion(rows) == (
+        "**No setting beat the no-teacher student, trained for as many optimizer steps, by 1 point or more at "
+        "p < 0.05.** The best: KD only (no hidden states) at 4 E (+1.20 points, p = 0.060)."
+    )
