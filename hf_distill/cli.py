@@ -31,7 +31,8 @@ Several processes or GPUs: `accelerate launch --config_file "$(hf-distill config
 RECIPE [--flags]` (or `examples/distill.py`, the same command as a script).
 
 Nothing heavy (torch, datasets, transformers) is imported before a command needs it, so `hf-distill --help` and
-`hf-distill configs` answer at once.
+`hf-distill configs` answer at once; so does `hf-distill COMMAND --help`, printed from the options file that
+`hf_distill/cli_options.py` writes from the dataclasses and ships in the package.
 """
 
 from __future__ import annotations
@@ -625,7 +626,31 @@ def run_command(argv: Sequence[str]):
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         _usage_parser("hf-distill").error(f"unknown command {command!r}{hint} (choose one of: {', '.join(COMMANDS)})")
+    _help_from_options_file(command, rest)
     return _COMMAND_FUNCTIONS[command](rest)
+
+
+def _help_from_options_file(command: str, argv: Sequence[str]) -> None:
+    """`hf-distill COMMAND --help` printed from the options shipped with the package (`hf_distill/cli_options.py`):
+    the command's parser's help without importing torch and transformers to build that parser. Exits with 0 once
+    printed, as argparse's `--help` does. Returns, leaving the help to the command's own parser, when a recipe is
+    named (the help then shows the recipe's values as the defaults) or the file cannot describe the command."""
+    if command not in USAGES or not {"-h", "--help"} & set(argv):
+        return
+    takes_recipe = USAGES[command][1]
+    names_recipe = (argv and not argv[0].startswith("-")) or any(
+        argument == "--config" or argument.startswith("--config=") for argument in argv
+    )
+    if takes_recipe and names_recipe:
+        return
+    from .cli_options import help_parser
+
+    parser = help_parser(command)
+    if parser is None:
+        return
+    _describe(parser, command)
+    parser.print_help()
+    parser.exit()
 
 
 def _wants_traceback(argv: Sequence[str]) -> bool:

@@ -2,6 +2,9 @@
 hold what the dataclasses say, give argparse back the very help of the command's parser, and ship in the wheel."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from hf_distill import cli, cli_options
 from hf_distill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "119"}
 COMMANDS = list(cli.USAGES)
 
 
@@ -59,6 +63,23 @@ def flags(parser) -> dict:
         for action in parser._actions
         for flag in action.option_strings
     }
+
+
+def test_help_does_not_import_torch_or_transformers():
+    code = (
+        "import sys, hf_distill.cli\n"
+        f"for command in {COMMANDS!r}:\n"
+        "    try:\n"
+        "        hf_distill.cli.main([command, '--help'])\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, (command, exit.code)\n"
+        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'accelerate', 'pandas') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout[-500:]
+    assert "--temperature" in result.stdout and "--cache_dir" in result.stdout and "--repo_id" in result.stdout
 
 
 def test_another_transformers_takes_the_parsers_help(monkeypatch, capsys):
