@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # the newest CUDA build (several GB).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-llm test lint demo benchmark benchmark-lm results docs docs-serve clean
+.PHONY: install install-llm test lint cli-options demo benchmark benchmark-lm results docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install
 lint: install
 	$(BIN)/ruff check hf_distill tests examples benchmarks
 	$(BIN)/ruff format --check hf_distill tests examples benchmarks
+
+# hf_distill/cli_options.json, from which `hf-distill COMMAND --help` is printed without importing torch: rewrite it
+# after changing an option (tests/test_cli_options.py fails until then).
+cli-options: install
+	$(BIN)/python -m hf_distill.cli_options --write
 
 demo: install
 	$(BIN)/python examples/demo.py

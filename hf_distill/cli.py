@@ -31,7 +31,8 @@ Several processes or GPUs: `accelerate launch --config_file "$(hf-distill config
 RECIPE [--flags]` (or `examples/distill.py`, the same command as a script).
 
 Nothing heavy (torch, datasets, transformers) is imported before a command needs it, so `hf-distill --help` and
-`hf-distill configs` answer at once.
+`hf-distill configs` answer at once; so does `hf-distill COMMAND --help`, printed from the options file that
+`hf_distill/cli_options.py` writes from the dataclasses and ships in the package.
 """
 
 from __future__ import annotations
@@ -62,6 +63,23 @@ COMMANDS = {
 TRACEBACK_ENV = "HF_DISTILL_TRACEBACK"
 # Folders of the package that hold YAML files for users: recipes for `train`/`cache`, configs for `accelerate launch`.
 PACKAGED_KINDS = {"recipes": "recipe", "accelerate_configs": "Accelerate config"}
+
+# The usage line of each command that has options, and whether it takes a recipe (its help then explains recipes).
+USAGES = {
+    "train": ("hf-distill train [RECIPE | --config RECIPE] [--option VALUE ...]", True),
+    "cache": ("hf-distill cache [RECIPE | --config RECIPE] --cache_dir DIR [--option VALUE ...]", True),
+    "student": (
+        "hf-distill student [RECIPE | --config RECIPE] --teacher_model_name_or_path T --output_dir S "
+        "[--option VALUE ...]",
+        True,
+    ),
+    "compress": (
+        "hf-distill compress --student_model_name_or_path S --output_dir O --train_file F --test_file T "
+        "[--option VALUE ...]",
+        False,
+    ),
+    "push": ("hf-distill push FOLDER --repo_id NAME [--option VALUE ...]", False),
+}
 
 _RECIPE_HELP = (
     "RECIPE (or --config RECIPE, as TRL's and transformers' scripts take it) is a YAML file of `option: value` lines, "
@@ -366,7 +384,8 @@ def parse_arguments(parser, argv: Sequence[str]) -> tuple:
         parser.error(str(error))
 
 
-def _describe(parser, command: str, usage: str, recipe: bool = True) -> None:
+def _describe(parser, command: str) -> None:
+    usage, recipe = USAGES[command]
     parser.usage = usage
     parser.description = COMMANDS[command] + (". " + _RECIPE_HELP if recipe else ".")
     parser.epilog = _ERRORS_HELP
@@ -415,14 +434,42 @@ def _split_run_arguments(parsed: Sequence, extra: int = 0) -> tuple:
     return student_args, data_args, task_args, measure_args, config, *rest
 
 
+def command_parser(command: str):
+    """The `HfArgumentParser` of `hf-distill COMMAND` (a command of [`USAGES`]) over its options' dataclasses, with
+    the command's usage, description and epilog. Building it imports torch and transformers (seconds)."""
+    from transformers import HfArgumentParser
+
+    prog = f"hf-distill {command}"
+    if command == "train":
+        parser = run_parser(prog)
+    elif command == "cache":
+        from .cache import CacheArguments
+
+        parser = run_parser(prog, CacheArguments)
+    elif command == "student":
+        from .run import StudentArguments
+
+        parser = HfArgumentParser((StudentOutputArguments, StudentArguments), prog=prog)
+    elif command == "compress":
+        from .compress import CompressArguments
+        from .data import DataArguments
+
+        parser = HfArgumentParser((CompressArguments, DataArguments, *task_argument_classes()), prog=prog)
+    elif command == "push":
+        parser = HfArgumentParser(PushArguments, prog=prog)
+    else:
+        raise ValueError(f"hf-distill {command!r} has no options parser; the commands with one: {', '.join(USAGES)}")
+    _describe(parser, command)
+    return parser
+
+
 # --- the commands ------------------------------------------------------------------------------------------------
 
 
 def train(argv: Sequence[str]):
     from .run import run_distillation
 
-    parser = run_parser("hf-distill train")
-    _describe(parser, "train", "hf-distill train [RECIPE | --config RECIPE] [--option VALUE ...]")
+    parser = command_parser("train")
     student_args, data_args, task_args, measure_args, config = _split_run_arguments(parse_with_recipe(parser, argv))
     result = run_distillation(student_args, data_args, config, measure_args, task_args=task_args)
     if result.summary:
@@ -431,11 +478,9 @@ def train(argv: Sequence[str]):
 
 
 def cache(argv: Sequence[str]):
-    from .cache import CacheArguments
     from .run import build_cache
 
-    parser = run_parser("hf-distill cache", CacheArguments)
-    _describe(parser, "cache", "hf-distill cache [RECIPE | --config RECIPE] --cache_dir DIR [--option VALUE ...]")
+    parser = command_parser("cache")
     student_args, data_args, task_args, _, config, cache_args = _split_run_arguments(parse_with_recipe(parser, argv))
     built = build_cache(student_args, data_args, config, cache_args, task_args=task_args)
     settings = built.settings
@@ -459,19 +504,11 @@ def cache(argv: Sequence[str]):
 
 
 def student(argv: Sequence[str]) -> str:
-    from transformers import HfArgumentParser
-
     from .outputs import check_output_dir
-    from .run import StudentArguments, make_student
+    from .run import make_student
     from .teacher import load_model, load_tokenizer
 
-    parser = HfArgumentParser((StudentOutputArguments, StudentArguments), prog="hf-distill student")
-    _describe(
-        parser,
-        "student",
-        "hf-distill student [RECIPE | --config RECIPE] --teacher_model_name_or_path T --output_dir S "
-        "[--option VALUE ...]",
-    )
+    parser = command_parser("student")
     output_args, student_args = parse_with_recipe(parser, argv)
     check_output_dir(
         output_args.output_dir,
@@ -492,19 +529,9 @@ def student(argv: Sequence[str]) -> str:
 
 
 def compress(argv: Sequence[str]) -> dict:
-    from transformers import HfArgumentParser
+    from .compress import format_table, run_compress
 
-    from .compress import CompressArguments, format_table, run_compress
-    from .data import DataArguments
-
-    parser = HfArgumentParser((CompressArguments, DataArguments, *task_argument_classes()), prog="hf-distill compress")
-    _describe(
-        parser,
-        "compress",
-        "hf-distill compress --student_model_name_or_path S --output_dir O --train_file F --test_file T "
-        "[--option VALUE ...]",
-        recipe=False,
-    )
+    parser = command_parser("compress")
     args, data_args, *task_args = parse_arguments(parser, argv)
     metrics = run_compress(args, data_args, task_args)
     print(format_table(metrics))
@@ -513,14 +540,11 @@ def compress(argv: Sequence[str]) -> dict:
 
 
 def push(argv: Sequence[str]) -> str:
-    from transformers import HfArgumentParser
-
     # The folder may come first, as a positional argument: `hf-distill push OUTPUT_DIR --repo_id NAME`.
     argv = list(argv)
     if argv and not argv[0].startswith("-"):
         argv = ["--folder", argv[0], *argv[1:]]
-    parser = HfArgumentParser(PushArguments, prog="hf-distill push")
-    _describe(parser, "push", "hf-distill push FOLDER --repo_id NAME [--option VALUE ...]", recipe=False)
+    parser = command_parser("push")
     (args,) = parse_arguments(parser, argv)
     from .hub import push_student
 
@@ -602,7 +626,31 @@ def run_command(argv: Sequence[str]):
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         _usage_parser("hf-distill").error(f"unknown command {command!r}{hint} (choose one of: {', '.join(COMMANDS)})")
+    _help_from_options_file(command, rest)
     return _COMMAND_FUNCTIONS[command](rest)
+
+
+def _help_from_options_file(command: str, argv: Sequence[str]) -> None:
+    """`hf-distill COMMAND --help` printed from the options shipped with the package (`hf_distill/cli_options.py`):
+    the command's parser's help without importing torch and transformers to build that parser. Exits with 0 once
+    printed, as argparse's `--help` does. Returns, leaving the help to the command's own parser, when a recipe is
+    named (the help then shows the recipe's values as the defaults) or the file cannot describe the command."""
+    if command not in USAGES or not {"-h", "--help"} & set(argv):
+        return
+    takes_recipe = USAGES[command][1]
+    names_recipe = (argv and not argv[0].startswith("-")) or any(
+        argument == "--config" or argument.startswith("--config=") for argument in argv
+    )
+    if takes_recipe and names_recipe:
+        return
+    from .cli_options import help_parser
+
+    parser = help_parser(command)
+    if parser is None:
+        return
+    _describe(parser, command)
+    parser.print_help()
+    parser.exit()
 
 
 def _wants_traceback(argv: Sequence[str]) -> bool:
