@@ -23,9 +23,32 @@ def fixed_width(monkeypatch):
     monkeypatch.setenv("COLUMNS", "119")
 
 
+SHIPPED = json.loads((REPO / "hf_distill" / cli_options.OPTIONS_FILE).read_text(encoding="utf-8"))
+# Written with another transformers than the installed one: the help then comes from the dataclasses (tested below),
+# and only hf_distill's own options can be compared with the file.
+OTHER_TRANSFORMERS = SHIPPED["transformers"] != cli_options.installed_transformers()
+
+
+def own_options(dataclass_options: dict) -> dict:
+    """Each dataclass's options without those it inherits from `TrainingArguments` (which follow transformers)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    inherited = {field.name for field in fields(TrainingArguments)}
+    return {name: [o for o in options if o["dest"] not in inherited] for name, options in dataclass_options.items()}
+
+
 def test_shipped_options_match_the_dataclasses():
     described = cli_options.describe_commands()
     shipped = (REPO / "hf_distill" / cli_options.OPTIONS_FILE).read_text(encoding="utf-8")
+    if OTHER_TRANSFORMERS:
+        if own_options(described["dataclasses"]) != own_options(SHIPPED["dataclasses"]):
+            pytest.fail(
+                f"hf_distill/{cli_options.OPTIONS_FILE} does not match hf_distill's own options: regenerate it with "
+                f"`{cli_options.REGENERATE}`"
+            )
+        return
     if cli_options.render(described) != shipped:
         old = json.loads(shipped)
         changed = [
@@ -47,7 +70,8 @@ def test_help_from_the_file_is_the_parsers_help(command, capsys):
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == real.format_help()
     # Every flag the real parser takes, with what its help shows of it (the equality above holds at any width).
-    assert flags(cli_options.help_parser(command)) == flags(real)
+    if not OTHER_TRANSFORMERS:
+        assert flags(cli_options.help_parser(command)) == flags(real)
 
 
 def flags(parser) -> dict:
@@ -65,6 +89,11 @@ def flags(parser) -> dict:
     }
 
 
+@pytest.mark.skipif(
+    OTHER_TRANSFORMERS,
+    reason=f"hf_distill/{cli_options.OPTIONS_FILE} was written with another transformers: the help comes from the "
+    f"dataclasses until `{cli_options.REGENERATE}`",
+)
 def test_help_does_not_import_torch_or_transformers():
     code = (
         "import sys, hf_distill.cli\n"
