@@ -42,12 +42,12 @@ from .export import (
 from .log import get_logger
 from .measure import (
     LATENCY_METHOD,
-    METRICS_FILE,
     latency_figures,
     measure_latencies,
     speedup_figures,
     weights_size_bytes,
 )
+from .model_card import METRICS_FILE
 from .outputs import OVERWRITE_FLAG
 
 __all__ = ["COMPRESSION_FILE", "TRADEOFF_PLOT", "CompressArguments", "compress", "run_compress"]

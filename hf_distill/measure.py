@@ -31,13 +31,12 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length
 
 from .log import get_logger
-from .model_card import TRAINING_PLOT, teacher_license
+from .model_card import METRICS_FILE, TRAINING_PLOT, teacher_license
 from .stats import ALPHA, expected_calibration_error, mcnemar_exact, paired_bootstrap, verdict
 from .student import is_local_teacher, teacher_reference
 
 logger = get_logger(__name__)
 
-METRICS_FILE = "distillation_metrics.json"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")
 # What `trainer.evaluate` reports besides the task metrics: not figures of the model's quality.
 _RUN_FIGURES = ("loss", "epoch", "model_preparation_time", "runtime", "samples_per_second", "steps_per_second")
