@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from . import losses
+from .json_values import is_number
 from .relations import relation_loss_terms
 
 # What a term can need from the models: the batch's hard labels, the teacher's logits, hidden states or attention
@@ -333,7 +334,7 @@ def _kd_card(settings: dict) -> str:
     else:
         text = "KL divergence to the teacher's softened class probabilities (soft targets)"
     temperature = settings.get("temperature")
-    if _is_number(temperature):
+    if is_number(temperature):
         text += f", at temperature T = {temperature:g}, scaled by T²"
     return text + _completions_card(settings.get("completions"))
 
@@ -343,7 +344,7 @@ def _completions_card(completions) -> str:
     `seq_kd`: the `completions` settings of [`DistillationConfig.distillation_settings`]), and how; '' otherwise."""
     if not isinstance(completions, dict):
         return ""
-    lmbda = completions.get("lmbda") if _is_number(completions.get("lmbda")) else 0
+    lmbda = completions.get("lmbda") if is_number(completions.get("lmbda")) else 0
     sources = []
     if lmbda > 0:
         share = "every batch" if lmbda >= 1 else f"a share λ = {lmbda:g} of the batches"
@@ -357,21 +358,17 @@ def _completions_card(completions) -> str:
     if temperature == 0:
         sampling = "greedy decoding"
     else:
-        sampling = "sampled" + (f" at temperature {temperature:g}" if _is_number(temperature) else "")
-        sampling += f", top-p {top_p:g}" if _is_number(top_p) else ""
+        sampling = "sampled" + (f" at temperature {temperature:g}" if is_number(temperature) else "")
+        sampling += f", top-p {top_p:g}" if is_number(top_p) else ""
     new_tokens = completions.get("max_new_tokens")
-    limit = f"up to {new_tokens} new tokens, " if _is_number(new_tokens) else ""
+    limit = f"up to {new_tokens} new tokens, " if is_number(new_tokens) else ""
     prompt = completions.get("prompt_length")
-    prompts = f"; plain-text prompts: the first {prompt} tokens" if _is_number(prompt) else ""
+    prompts = f"; plain-text prompts: the first {prompt} tokens" if is_number(prompt) else ""
     return f"; on {' and '.join(sources)}, scored on the generated tokens ({limit}{sampling}{prompts})"
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _mixing_weight(value, symbol: str) -> str:
-    return f" ({symbol} = {value:g})" if _is_number(value) else ""
+    return f" ({symbol} = {value:g})" if is_number(value) else ""
 
 
 def _kind(loss_type) -> str:
