@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..losses import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import EvalPrediction, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
     from ..data import DataArguments
 
 UNITS = ("examples", "tokens", "labels")
-IGNORE_INDEX = -100
 # Matches the names `PretrainedConfig` invents when a checkpoint has no real label names.
 _DEFAULT_LABEL_NAME = re.compile(r"LABEL_(\d+)")
 
