@@ -333,10 +333,7 @@ def _losses(distill: dict) -> list[dict]:
     """One row per loss term with a weight above 0, described by the term's own declaration (`hf_distill.terms`)."""
     rows = []
     for term in TERMS.values():
-        for key in (term.weight_field, *term.deprecated_weight_fields):  # settings written before a rename
-            weight = _number(distill.get(key))
-            if weight is not None:
-                break
+        weight = _number(distill.get(term.weight_field))
         if weight is not None and weight > 0:
             rows.append({"weight": f"{weight:g}", "description": term.card(distill)})
     return rows

@@ -109,7 +109,6 @@ class LossTerm:
             (learned projections are trained with the student).
         reads_student_logits (`bool`): the term reads the student's logits (a step that makes none, the fused linear
             loss, must compute the term from the output layer's inputs: see the task's `linear_head_terms`).
-        deprecated_weight_fields (`tuple[str, ...]`): old names of the weight field, still accepted with a warning.
         cross_tokenizer_refusal (`str`, *optional*): why the term cannot compare a teacher and a student of different
             tokenizers (their tokens differ, so what is compared token by token has no counterpart); `None`: it can
             (how, for the task's outputs, the task decides).
@@ -126,7 +125,6 @@ class LossTerm:
     cache_logits: Literal["all", "top_k"] | None = None
     projects_hidden_states: bool = False
     reads_student_logits: bool = False
-    deprecated_weight_fields: tuple[str, ...] = ()
     cross_tokenizer_refusal: str | None = None
 
     @property
@@ -149,8 +147,7 @@ def register_term(term: LossTerm) -> LossTerm:
     if unknown:
         raise ValueError(f"loss term {term.name!r} needs {sorted(unknown)}, which are not among {sorted(NEEDS)}")
     for other in _TERMS.values():
-        taken = {other.name, other.weight_field, *other.deprecated_weight_fields}
-        clash = taken & {term.name, term.weight_field, *term.deprecated_weight_fields}
+        clash = {other.name, other.weight_field} & {term.name, term.weight_field}
         if clash:
             raise ValueError(f"loss term {term.name!r}: {sorted(clash)} already used by the term {other.name!r}")
     _TERMS[term.name] = term
@@ -411,7 +408,6 @@ register_term(
         compute=_label,
         reads_student_logits=True,
         card=lambda settings: "Hard-label loss on the dataset's labels (cross-entropy; MSE for regression)",
-        deprecated_weight_fields=("task_weight",),
     )
 )
 register_term(
