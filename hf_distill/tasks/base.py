@@ -196,10 +196,6 @@ class Task:
         """
         return {}
 
-    def task_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
-        """Deprecated name of [`label_loss`], kept until every caller says `label_loss`."""
-        return self.label_loss(student_out, inputs, counts)
-
     def labels(self, inputs: dict) -> Any | None:
         """The hard labels of a batch (a tuple for heads with several label inputs), or `None` when it has none."""
         return inputs.get("labels")
