@@ -486,6 +486,22 @@ def test_register_task_refuses_a_taken_name_or_pipeline_tag(monkeypatch):
         register_task(toy())
 
 
+REQUIRED_TASK_METHODS = ("logit_targets", "label_loss", "prepare_datasets", "evaluation")
+
+
+@pytest.mark.parametrize("missing", REQUIRED_TASK_METHODS)
+def test_a_task_missing_a_required_method_cannot_be_instantiated(missing):
+    """An incomplete task fails when it is made, naming what it lacks, not at its first batch."""
+    assert Task.__abstractmethods__ == frozenset(REQUIRED_TASK_METHODS)
+    methods = {name: lambda self, *args, **kwargs: None for name in REQUIRED_TASK_METHODS}
+    incomplete = type("Incomplete", (Task,), {k: v for k, v in methods.items() if k != missing})
+    with pytest.raises(TypeError, match=f"abstract method.*{missing}"):
+        incomplete()
+    assert isinstance(type("Complete", (Task,), methods)(), Task)
+    # Every registered task implements them all.
+    assert all(isinstance(cls(), Task) for cls in TASKS.values())
+
+
 def test_task_flags_have_unique_names_and_help():
     owners = {f.name: "DataArguments" for f in dataclasses.fields(DataArguments)}
     for cls in TASKS.values():
