@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_sentiment_rows
+from tiny_task_models import write_sentiment_rows
 
 import hf_distill
 from hf_distill import cli
