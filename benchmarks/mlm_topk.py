@@ -31,6 +31,7 @@ from transformers import (
 from tweets import minilm_path
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student, build_teacher_cache
+from hf_distill.tasks import IGNORE_INDEX
 from hf_distill.tasks.language_modeling import mask_once
 
 
@@ -128,7 +129,7 @@ def main():
             with torch.no_grad():
                 predicted = model(**batch).logits.argmax(-1)
                 reference = teacher(**batch).logits.argmax(-1)
-            scored = labels != -100
+            scored = labels != IGNORE_INDEX
             right += (predicted == labels)[scored].sum().item()
             agree += (predicted == reference)[scored].sum().item()
             total += scored.sum().item()

@@ -33,13 +33,13 @@ from hf_distill import run_distillation
 from hf_distill.compress import predict
 from hf_distill.export import INT8_FILE, quantize_int8, save_int8
 from hf_distill.measure import (
-    METRICS_FILE,
     MeasureArguments,
     add_latencies,
     describe_budget,
     describe_model,
     write_metrics,
 )
+from hf_distill.model_card import METRICS_FILE
 from hf_distill.run import StudentArguments
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -40,14 +40,15 @@ from .export import (
     save_int8,
 )
 from .log import get_logger
+from .losses import IGNORE_INDEX
 from .measure import (
     LATENCY_METHOD,
-    METRICS_FILE,
     latency_figures,
     measure_latencies,
     speedup_figures,
     weights_size_bytes,
 )
+from .model_card import METRICS_FILE
 from .outputs import OVERWRITE_FLAG
 
 __all__ = ["COMPRESSION_FILE", "TRADEOFF_PLOT", "CompressArguments", "compress", "run_compress"]
@@ -56,7 +57,6 @@ logger = get_logger(__name__)
 
 COMPRESSION_FILE = "compression_metrics.json"
 TRADEOFF_PLOT = "accuracy_latency.png"
-_IGNORE = -100
 
 
 @dataclass
@@ -172,9 +172,13 @@ def predict(model, dataset, data_collator, batch_size: int = 64) -> tuple[np.nda
         batch = data_collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         labels = batch.pop("labels", None)
         logits = model(**batch).logits.float().cpu()
-        logits_all = nested_concat(logits_all, logits, padding_index=_IGNORE) if logits_all is not None else logits
+        logits_all = (
+            nested_concat(logits_all, logits, padding_index=IGNORE_INDEX) if logits_all is not None else logits
+        )
         if labels is not None:
-            labels_all = labels if labels_all is None else nested_concat(labels_all, labels, padding_index=_IGNORE)
+            labels_all = (
+                labels if labels_all is None else nested_concat(labels_all, labels, padding_index=IGNORE_INDEX)
+            )
     return logits_all.numpy(), None if labels_all is None else labels_all.numpy()
 
 
@@ -183,7 +187,7 @@ def agreement(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | No
     tokens (labels not -100) when the labels have their shape."""
     ours, theirs = logits.argmax(-1), reference.argmax(-1)
     if labels is not None and labels.shape == ours.shape:
-        keep = labels != _IGNORE
+        keep = labels != IGNORE_INDEX
         ours, theirs = ours[keep], theirs[keep]
     return float((ours == theirs).mean())
 

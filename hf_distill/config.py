@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,8 +18,8 @@ _RELATION_TYPES = ("query", "key", "value")
 
 
 def _with_term_weights(cls):
-    """Adds each registered loss term's weight field (and its deprecated names) to the config, after `temperature`,
-    and lists the terms in the docstring: a term is declared once, in `terms.py`."""
+    """Adds each registered loss term's weight field to the config, after `temperature`, and lists the terms in the
+    docstring: a term is declared once, in `terms.py`."""
     annotations = {}
     for name, annotation in cls.__dict__.get("__annotations__", {}).items():
         annotations[name] = annotation
@@ -29,18 +28,10 @@ def _with_term_weights(cls):
         for term in TERMS.values():
             annotations[term.weight_field] = "float"
             setattr(cls, term.weight_field, field(default=term.default_weight, metadata={"help": term.help}))
-            for old in term.deprecated_weight_fields:
-                annotations[old] = "float | None"
-                setattr(
-                    cls,
-                    old,
-                    field(default=None, metadata={"help": f"Deprecated: use {term.weight_field} (the same weight)."}),
-                )
     cls.__annotations__ = annotations
     rows = "\n".join(
         f"    - `{term.weight_field}` (default {term.default_weight:g}), logged as `loss_{term.name}`, averaged over "
         f"{term.unit}: {term.help}"
-        + "".join(f" `{old}` is its old name, accepted with a FutureWarning." for old in term.deprecated_weight_fields)
         for term in TERMS.values()
     )
     cls.__doc__ = cls.__doc__.replace("    {terms}", rows)
@@ -380,7 +371,6 @@ class DistillationConfig(TrainingArguments):
         # JSON strings are checked here so that a typo is named; TrainingArguments then parses them into dicts.
         for name in ("peft_config", "teacher_model_init_kwargs"):
             _check_json_dict(getattr(self, name), name)
-        self._resolve_deprecated_weights()
         super().__post_init__()
         if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
@@ -501,29 +491,6 @@ class DistillationConfig(TrainingArguments):
             if self.teacher_cache or self.teacher_model_name_or_path:
                 given = "teacher_cache" if self.teacher_cache else "teacher_model_name_or_path"
                 raise ValueError(f"teacher_server_url is the teacher, and {given} is given too: keep one of them")
-
-    def _resolve_deprecated_weights(self) -> None:
-        """`task_weight=w` means `label_weight=w` (with a FutureWarning); both given and different is an error. The
-        old field is then cleared, so that a copy of the config (`dataclasses.replace`) does not warn again."""
-        for term in TERMS.values():
-            for old in term.deprecated_weight_fields:
-                value = getattr(self, old)
-                if value is None:
-                    continue
-                warnings.warn(
-                    f"{old} is deprecated and will be removed in a future version; use {term.weight_field} (the same "
-                    "weight) instead",
-                    FutureWarning,
-                    stacklevel=4,
-                )
-                current = getattr(self, term.weight_field)
-                if current != term.default_weight and current != value:
-                    raise ValueError(
-                        f"{old}={value!r} and {term.weight_field}={current!r} disagree; {old} is the old name of "
-                        f"{term.weight_field}: give only {term.weight_field}"
-                    )
-                setattr(self, term.weight_field, value)
-                setattr(self, old, None)
 
     def _parse_teachers(self) -> None:
         """Reads the teacher list and its weights once: `teacher_paths` and `teacher_weights` become lists."""

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import (
+    IGNORE_INDEX,
     TopKTargets,
     _DensePass,
     _plain,
@@ -135,7 +136,7 @@ def fused_linear_distillation_loss(
     temperature: float = 1.0,
     divergence: Callable[..., torch.Tensor] = soft_target_kl,
     chunk_size: int | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The soft-target loss and the cross-entropy of the logits $z = h W^\top + b$, made `chunk_size` positions at
     a time: `(kd, cross_entropy)`, each equal to [`~hf_distill.losses.soft_target_loss`] with `divergence` and to

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "DIVERGENCES",
+    "IGNORE_INDEX",
     "TokenAlignment",
     "TopKTargets",
     "attention_loss",
@@ -47,6 +48,10 @@ __all__ = [
     "total_variation",
     "universal_logit_distillation",
 ]
+
+# The label of an item without one (padding, a prompt, a later sub-token): what the Transformers collators pad labels
+# with and what PyTorch's cross-entropy skips.
+IGNORE_INDEX = -100
 
 
 def _reduce(per_item: torch.Tensor, mask: torch.Tensor | None, num_items: float | torch.Tensor | None) -> torch.Tensor:
@@ -511,7 +516,7 @@ def sparse_forward_kl_and_cross_entropy(
     mask: torch.Tensor | None = None,
     num_items: float | torch.Tensor | None = None,
     label_num_items: float | torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""[`sparse_forward_kl`] at $T = 1$ and [`task_cross_entropy`] with `labels`, of the same logits, in one pass:
     `(kd, cross_entropy)`, each equal to its function's value, and the gradients of any weighted sum of the two.
@@ -546,7 +551,7 @@ def forward_kl_and_cross_entropy(
     mask: torch.Tensor | None = None,
     num_items: float | torch.Tensor | None = None,
     label_num_items: float | torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""[`soft_target_kl`] at $T = 1$ and [`task_cross_entropy`] with `labels`, of the same student logits, in one
     pass: `(kd, cross_entropy)`, each equal to its function's value, and the gradients of any weighted sum of the two.
@@ -794,7 +799,7 @@ def logit_mse(
 def task_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     num_items: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Cross-entropy with the hard labels: $\ell = -\log \mathrm{softmax}(z)_y$, items with `ignore_index` excluded.

@@ -30,14 +30,14 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length
 
+from .json_values import is_number
 from .log import get_logger
-from .model_card import TRAINING_PLOT, teacher_license
+from .model_card import METRICS_FILE, TRAINING_PLOT, teacher_license
 from .stats import ALPHA, expected_calibration_error, mcnemar_exact, paired_bootstrap, verdict
 from .student import is_local_teacher, teacher_reference
 
 logger = get_logger(__name__)
 
-METRICS_FILE = "distillation_metrics.json"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")
 # What `trainer.evaluate` reports besides the task metrics: not figures of the model's quality.
 _RUN_FIGURES = ("loss", "epoch", "model_preparation_time", "runtime", "samples_per_second", "steps_per_second")
@@ -524,7 +524,7 @@ def compare_with_baseline(
             row.update(interval_95=[boot["low"], boot["high"]], p_value=boot["p_value"])
         for key in ("teacher_agreement", "expected_calibration_error", "optimizer_steps", "train_runtime_s"):
             for role, values in (("distilled", d_facts), ("baseline", b_facts)):
-                if _is_number(values.get(key)):
+                if is_number(values.get(key)):
                     row[f"{role}_{key}"] = values[key]
         rows.append(row)
     differences = [row["difference"] for row in rows]
@@ -620,7 +620,7 @@ def budget_condition(budget: dict) -> str:
     if budget.get("rule") == "steps" or (steps[0] is not None and steps[0] == steps[1]):
         return f"at the same number of training steps ({steps[0]:,} each)"
     epochs = budget.get("baseline", {}).get("epochs")
-    length = f"{epochs:g}; " if _is_number(epochs) else ""
+    length = f"{epochs:g}; " if is_number(epochs) else ""
     return f"at the same number of epochs ({length}{steps[0]:,} training steps with the teacher, {steps[1]:,} without)"
 
 
@@ -631,27 +631,23 @@ def final_figures(metrics: dict, task) -> dict[str, float]:
     logs = {}
     for metric in task.card_metrics:
         for role, facts in (("student", student), ("teacher", teacher)):
-            if _is_number(facts.get(metric.key)):
+            if is_number(facts.get(metric.key)):
                 logs[f"final/{role}_{metric.key}"] = facts[metric.key]
     for key in ("teacher_agreement", "teacher_kl"):
-        if _is_number(student.get(key)):
+        if is_number(student.get(key)):
             logs[f"final/{key}"] = student[key]
     for key, name in (("parameters", "parameter_ratio"), ("size_bytes", "size_ratio")):
-        if _is_number(student.get(key)) and _is_number(teacher.get(key)) and teacher[key]:
+        if is_number(student.get(key)) and is_number(teacher.get(key)) and teacher[key]:
             logs[f"final/{name}"] = student[key] / teacher[key]
     latency = "latency_ms_per_batch"
     for role, facts in (("student", student), ("teacher", teacher)):
-        if _is_number(facts.get(latency)):
+        if is_number(facts.get(latency)):
             logs[f"final/{role}_{latency}"] = facts[latency]
-    if isinstance(student.get("speedup"), dict) and _is_number(student["speedup"].get("median")):
+    if isinstance(student.get("speedup"), dict) and is_number(student["speedup"].get("median")):
         logs["final/speedup"] = student["speedup"]["median"]
-    elif _is_number(student.get(latency)) and _is_number(teacher.get(latency)) and student[latency]:
+    elif is_number(student.get(latency)) and is_number(teacher.get(latency)) and student[latency]:
         logs["final/speedup"] = teacher[latency] / student[latency]
     return logs
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def summarize(folder: str, metrics: dict, task) -> str:
@@ -660,8 +656,8 @@ def summarize(folder: str, metrics: dict, task) -> str:
     scores = []
     for metric in task.card_metrics:
         student, teacher = metrics["student"].get(metric.key), metrics["teacher"].get(metric.key)
-        if _is_number(student):
-            versus = f" (teacher {teacher:.4g})" if _is_number(teacher) else ""
+        if is_number(student):
+            versus = f" (teacher {teacher:.4g})" if is_number(teacher) else ""
             scores.append(f"{metric.label} {student:.4g}{versus}")
     split = metrics["dataset"].get("eval_file") or metrics["dataset"].get("eval_split")
     return f"Student saved to {folder}: {', '.join(scores) or 'no task metric'} on {split}"
@@ -675,7 +671,7 @@ def write_training_plot(folder: str, log_history: list[dict]) -> str | None:
     for entry in log_history:
         for key, value in entry.items():
             training = key == "loss" or key.startswith("loss_")
-            if (training or key == "eval_loss") and _is_number(value) and "step" in entry:
+            if (training or key == "eval_loss") and is_number(value) and "step" in entry:
                 curves.setdefault(key, []).append((entry["step"], value))
     if not curves:
         return None

@@ -21,6 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
+from .json_values import is_number
 from .tasks import CardMetric, Task, get_task, task_name_of_class
 from .terms import TERMS
 
@@ -232,7 +233,7 @@ def _first(config: dict, keys) -> Any:
 
 
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(value) if is_number(value) else None
 
 
 def _width(width) -> str | None:
@@ -332,10 +333,7 @@ def _losses(distill: dict) -> list[dict]:
     """One row per loss term with a weight above 0, described by the term's own declaration (`hf_distill.terms`)."""
     rows = []
     for term in TERMS.values():
-        for key in (term.weight_field, *term.deprecated_weight_fields):  # settings written before a rename
-            weight = _number(distill.get(key))
-            if weight is not None:
-                break
+        weight = _number(distill.get(term.weight_field))
         if weight is not None and weight > 0:
             rows.append({"weight": f"{weight:g}", "description": term.card(distill)})
     return rows
@@ -396,7 +394,7 @@ def _teacher_outputs_note(distill: dict) -> str | None:
     measured agreement), a server."""
     notes = [_cache_note(distill.get("teacher_cache")), _engine_note(distill.get("teacher_engine"))]
     server = distill.get("teacher_server")
-    if isinstance(server, dict) and _is_number(server.get("top_k")):
+    if isinstance(server, dict) and is_number(server.get("top_k")):
         api = {"vllm": "vLLM", "llama.cpp": "llama.cpp's server"}.get(server.get("api"), "an inference server")
         model = f" ({server['model']})" if isinstance(server.get("model"), str) else ""
         notes.append(
@@ -408,19 +406,15 @@ def _teacher_outputs_note(distill: dict) -> str | None:
 
 
 def _engine_note(engine) -> str | None:
-    if not isinstance(engine, dict) or not _is_number(engine.get("top1_agreement")):
+    if not isinstance(engine, dict) or not is_number(engine.get("top1_agreement")):
         return None
     weights = "int8 weights" if str(engine.get("engine", "")).endswith("int8") else "float32"
-    items = f" {engine['sample_items']:,}" if _is_number(engine.get("sample_items")) else ""
-    kl = f" (KL {engine['kl']:.2g})" if _is_number(engine.get("kl")) else ""
+    items = f" {engine['sample_items']:,}" if is_number(engine.get("sample_items")) else ""
+    kl = f" (KL {engine['kl']:.2g})" if is_number(engine.get("kl")) else ""
     return (
         f"from the teacher run by onnxruntime ({weights}), whose most likely class agreed with the PyTorch teacher's "
         f"on {engine['top1_agreement']:.2%} of{items} sample items{kl}"
     )
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _teachers(distill: dict) -> list[dict]:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from . import losses
+from .json_values import is_number
 from .relations import relation_loss_terms
 
 # What a term can need from the models: the batch's hard labels, the teacher's logits, hidden states or attention
@@ -108,7 +109,6 @@ class LossTerm:
             (learned projections are trained with the student).
         reads_student_logits (`bool`): the term reads the student's logits (a step that makes none, the fused linear
             loss, must compute the term from the output layer's inputs: see the task's `linear_head_terms`).
-        deprecated_weight_fields (`tuple[str, ...]`): old names of the weight field, still accepted with a warning.
         cross_tokenizer_refusal (`str`, *optional*): why the term cannot compare a teacher and a student of different
             tokenizers (their tokens differ, so what is compared token by token has no counterpart); `None`: it can
             (how, for the task's outputs, the task decides).
@@ -125,7 +125,6 @@ class LossTerm:
     cache_logits: Literal["all", "top_k"] | None = None
     projects_hidden_states: bool = False
     reads_student_logits: bool = False
-    deprecated_weight_fields: tuple[str, ...] = ()
     cross_tokenizer_refusal: str | None = None
 
     @property
@@ -148,8 +147,7 @@ def register_term(term: LossTerm) -> LossTerm:
     if unknown:
         raise ValueError(f"loss term {term.name!r} needs {sorted(unknown)}, which are not among {sorted(NEEDS)}")
     for other in _TERMS.values():
-        taken = {other.name, other.weight_field, *other.deprecated_weight_fields}
-        clash = taken & {term.name, term.weight_field, *term.deprecated_weight_fields}
+        clash = {other.name, other.weight_field} & {term.name, term.weight_field}
         if clash:
             raise ValueError(f"loss term {term.name!r}: {sorted(clash)} already used by the term {other.name!r}")
     _TERMS[term.name] = term
@@ -333,7 +331,7 @@ def _kd_card(settings: dict) -> str:
     else:
         text = "KL divergence to the teacher's softened class probabilities (soft targets)"
     temperature = settings.get("temperature")
-    if _is_number(temperature):
+    if is_number(temperature):
         text += f", at temperature T = {temperature:g}, scaled by T²"
     return text + _completions_card(settings.get("completions"))
 
@@ -343,7 +341,7 @@ def _completions_card(completions) -> str:
     `seq_kd`: the `completions` settings of [`DistillationConfig.distillation_settings`]), and how; '' otherwise."""
     if not isinstance(completions, dict):
         return ""
-    lmbda = completions.get("lmbda") if _is_number(completions.get("lmbda")) else 0
+    lmbda = completions.get("lmbda") if is_number(completions.get("lmbda")) else 0
     sources = []
     if lmbda > 0:
         share = "every batch" if lmbda >= 1 else f"a share λ = {lmbda:g} of the batches"
@@ -357,21 +355,17 @@ def _completions_card(completions) -> str:
     if temperature == 0:
         sampling = "greedy decoding"
     else:
-        sampling = "sampled" + (f" at temperature {temperature:g}" if _is_number(temperature) else "")
-        sampling += f", top-p {top_p:g}" if _is_number(top_p) else ""
+        sampling = "sampled" + (f" at temperature {temperature:g}" if is_number(temperature) else "")
+        sampling += f", top-p {top_p:g}" if is_number(top_p) else ""
     new_tokens = completions.get("max_new_tokens")
-    limit = f"up to {new_tokens} new tokens, " if _is_number(new_tokens) else ""
+    limit = f"up to {new_tokens} new tokens, " if is_number(new_tokens) else ""
     prompt = completions.get("prompt_length")
-    prompts = f"; plain-text prompts: the first {prompt} tokens" if _is_number(prompt) else ""
+    prompts = f"; plain-text prompts: the first {prompt} tokens" if is_number(prompt) else ""
     return f"; on {' and '.join(sources)}, scored on the generated tokens ({limit}{sampling}{prompts})"
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _mixing_weight(value, symbol: str) -> str:
-    return f" ({symbol} = {value:g})" if _is_number(value) else ""
+    return f" ({symbol} = {value:g})" if is_number(value) else ""
 
 
 def _kind(loss_type) -> str:
@@ -414,7 +408,6 @@ register_term(
         compute=_label,
         reads_student_logits=True,
         card=lambda settings: "Hard-label loss on the dataset's labels (cross-entropy; MSE for regression)",
-        deprecated_weight_fields=("task_weight",),
     )
 )
 register_term(

@@ -734,8 +734,8 @@ class DistillationTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return
-        from .measure import METRICS_FILE, task_figures, write_training_plot
-        from .model_card import build_model_card, teacher_license
+        from .measure import task_figures, write_training_plot
+        from .model_card import METRICS_FILE, build_model_card, teacher_license
         from .student import is_local_teacher, teacher_reference
 
         write_training_plot(self.args.output_dir, self.state.log_history)

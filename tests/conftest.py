@@ -1,4 +1,4 @@
-"""Tiny models and data built in-process: no network, seeded."""
+"""The suite's fixtures and offline settings; the tiny models and data they use come from tiny_task_models.py."""
 
 import os
 import sys
@@ -11,26 +11,11 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from datasets import Dataset  # noqa: E402, F401  (importable from here, as before)
 from huggingface_hub import constants  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402, F401  (as before)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hub_server import HubServer  # noqa: E402
-from tiny_task_models import CORE_WORDS as WORDS  # noqa: E402
-
-# The factory of tiny models, tokenizers and data is tests/tiny_task_models.py; these names stay importable from
-# conftest for the test files that import them from here.
-from tiny_task_models import (  # noqa: E402, F401
-    LABELS,
-    VOCAB_SIZE,
-    pad_collate,
-    random_classification_dataset,
-    tiny_bert,
-    tiny_bert_config,
-    tiny_tokenizer,
-    write_sentiment_rows,
-)
+from tiny_task_models import CORE_WORDS, random_classification_dataset, tiny_bert, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +54,7 @@ def dataset():
 def teacher_folder(tmp_path):
     """A saved 4-layer teacher (with tokenizer) whose labels are negative / neutral / positive."""
     folder = tmp_path / "teacher"
-    tiny_bert(num_layers=4, seed=0, vocab_size=len(WORDS) + 5).save_pretrained(folder)
+    tiny_bert(num_layers=4, seed=0, vocab_size=len(CORE_WORDS) + 5).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
 

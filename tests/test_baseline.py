@@ -17,8 +17,9 @@ from transformers import EvalPrediction, TrainerCallback
 
 from hf_distill import DistillationConfig, DistillationTrainer
 from hf_distill.generation import uses_completions
-from hf_distill.measure import METRICS_FILE, MeasureArguments
+from hf_distill.measure import MeasureArguments
 from hf_distill.metrics import entity_scores
+from hf_distill.model_card import METRICS_FILE
 from hf_distill.run import StudentArguments, baseline_config, run_distillation
 from hf_distill.tasks import get_task
 from hf_distill.terms import TERMS

@@ -12,7 +12,7 @@ from tiny_task_models import write_sentiment_rows
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill.cli import main, run_command
-from hf_distill.measure import METRICS_FILE
+from hf_distill.model_card import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_sentiment_rows
+from tiny_task_models import write_sentiment_rows
 
 import hf_distill
 from hf_distill import cli
 from hf_distill.cli import main, parse_with_recipe, run_command, run_parser
-from hf_distill.measure import METRICS_FILE
+from hf_distill.model_card import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

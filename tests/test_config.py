@@ -39,10 +39,8 @@ BASE = {"output_dir": "out", "report_to": "none"}
         ({"intermediate_teacher": -1}, "intermediate_teacher must be a teacher index >= 0"),
         ({"peft_config": "{r: 8}"}, "peft_config is not valid JSON"),
         ({"peft_config": "[1, 2]"}, "peft_config must be a dict or a JSON object string"),
-        ({"task_weight": 0.3, "label_weight": 0.7}, "task_weight=0.3 and label_weight=0.7 disagree"),
     ],
 )
-@pytest.mark.filterwarnings("ignore:task_weight is deprecated:FutureWarning")
 def test_bad_values_fail_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
         DistillationConfig(**BASE, **overrides)
@@ -62,25 +60,6 @@ def test_every_term_weight_is_a_validated_documented_field(term):
     config = DistillationConfig(**BASE, **{term.weight_field: 3.0})
     assert config.loss_weights[term.name] == 3.0
     assert config.distillation_settings()[term.weight_field] == 3.0
-
-
-def test_task_weight_is_the_deprecated_name_of_label_weight(tmp_path):
-    with pytest.warns(FutureWarning, match="task_weight is deprecated.*use label_weight"):
-        config = DistillationConfig(**BASE, task_weight=0.2)
-    assert (config.label_weight, config.task_weight, config.loss_weights["label"]) == (0.2, None, 0.2)
-    # Cleared once read: a copy of the config neither warns again nor sees two different weights.
-    assert dataclasses.replace(config, label_weight=0.9).label_weight == 0.9
-    with pytest.warns(FutureWarning):
-        assert DistillationConfig(**BASE, task_weight=0.7, label_weight=0.7).label_weight == 0.7
-    parser = HfArgumentParser(DistillationConfig)
-    with pytest.warns(FutureWarning):
-        (config,) = parser.parse_args_into_dataclasses(["--output_dir", "o", "--task_weight", "0.25"])
-    assert config.label_weight == 0.25
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"output_dir": "o", "task_weight": 0.0, "kd_weight": 1.0}))
-    with pytest.warns(FutureWarning):
-        (config,) = parser.parse_yaml_file(str(recipe))
-    assert config.loss_weights["label"] == 0.0
 
 
 def test_list_fields_are_parsed_once_from_lists_or_comma_strings(tmp_path):
@@ -135,7 +114,6 @@ def test_distillation_settings_are_serialisable_with_one_key_per_term_weight():
     )
     settings = json.loads(json.dumps(config.distillation_settings()))
     assert {term.weight_field for term in TERMS.values()} <= set(settings)
-    assert "task_weight" not in settings
     assert settings["teachers"] == "a,b" and settings["teacher_weights"] == "0.7,0.3"
     assert settings["relation_types"] == "query,value"
     assert settings["peft"] == {"peft_type": "LORA", "r": 4, "saved": "adapter"}
@@ -170,7 +148,6 @@ def test_every_field_is_a_documented_flag(capsys):
         "--temperature",
         "--kd_weight",
         "--label_weight",
-        "--task_weight",
         "--similarity_weight",
         "--relation_weight",
         "--logit_mse_weight",

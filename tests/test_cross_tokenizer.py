@@ -37,7 +37,7 @@ from hf_distill.cli import main, run_command
 from hf_distill.cross_tokenizer import PairedCollator, teacher_inputs
 from hf_distill.data import DataArguments
 from hf_distill.generation import decoded_spans, prompts_of
-from hf_distill.measure import METRICS_FILE
+from hf_distill.model_card import METRICS_FILE
 from hf_distill.tasks import CausalLM, task_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")

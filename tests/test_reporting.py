@@ -9,9 +9,17 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import pad_collate, random_classification_dataset, tiny_tokenizer
 from datasets import Dataset
-from tiny_task_models import CASES, LABELS, bert_config, pad_batch, random_task_rows
+from tiny_task_models import (
+    CASES,
+    LABELS,
+    bert_config,
+    pad_batch,
+    pad_collate,
+    random_classification_dataset,
+    random_task_rows,
+    tiny_tokenizer,
+)
 from transformers import BertForSequenceClassification, BertModel, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 

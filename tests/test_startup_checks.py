@@ -29,7 +29,7 @@ from hf_distill.cli import run_command, run_parser
 from hf_distill.data import DataArguments
 from hf_distill.hub import files_to_push
 from hf_distill.layer_map import LAYER_STRATEGIES
-from hf_distill.measure import METRICS_FILE
+from hf_distill.model_card import METRICS_FILE
 from hf_distill.run import _check_max_length, _start
 from hf_distill.teacher import check_model_path, load_model, position_limit
 

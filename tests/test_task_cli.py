@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, BertModel
 from hf_distill import DistillationConfig, DistillationTrainer, build_student, load_model, measure_distillation
 from hf_distill.cli import main, run_command
 from hf_distill.data import DataArguments, load_raw_datasets
-from hf_distill.measure import METRICS_FILE
+from hf_distill.model_card import METRICS_FILE
 from hf_distill.tasks import task_for
 
 REPO = Path(__file__).resolve().parents[1]

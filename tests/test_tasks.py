@@ -35,7 +35,6 @@ from hf_distill import DistillationConfig, DistillationTrainer, build_student
 from hf_distill.data import DataArguments, load_raw_datasets
 from hf_distill.losses import soft_target_kl
 from hf_distill.tasks import (
-    SUPPORTED_TASKS,
     TASKS,
     CardMetric,
     CausalLM,
@@ -424,16 +423,12 @@ def test_tasks_without_a_transfer_set_refuse_the_unlabeled_file(tmp_path, case_i
 
 
 def test_every_task_of_the_table_is_registered_with_what_it_owns():
-    assert (
-        SUPPORTED_TASKS
-        == tuple(TASKS)
-        == (
-            "sequence-classification",
-            "token-classification",
-            "question-answering",
-            "masked-lm",
-            "causal-lm",
-        )
+    assert tuple(TASKS) == (
+        "sequence-classification",
+        "token-classification",
+        "question-answering",
+        "masked-lm",
+        "causal-lm",
     )
     assert {c.task for c in CASES} == set(TASKS)
     expected = {
@@ -489,6 +484,22 @@ def test_register_task_refuses_a_taken_name_or_pipeline_tag(monkeypatch):
     assert tasks.get_task("toy-task").name == "toy" and tasks.task_name_of_class("Wav2Vec2ForCTC") == "toy"
     with pytest.raises(ValueError, match="'toy' is already"):
         register_task(toy())
+
+
+REQUIRED_TASK_METHODS = ("logit_targets", "label_loss", "prepare_datasets", "evaluation")
+
+
+@pytest.mark.parametrize("missing", REQUIRED_TASK_METHODS)
+def test_a_task_missing_a_required_method_cannot_be_instantiated(missing):
+    """An incomplete task fails when it is made, naming what it lacks, not at its first batch."""
+    assert Task.__abstractmethods__ == frozenset(REQUIRED_TASK_METHODS)
+    methods = {name: lambda self, *args, **kwargs: None for name in REQUIRED_TASK_METHODS}
+    incomplete = type("Incomplete", (Task,), {k: v for k, v in methods.items() if k != missing})
+    with pytest.raises(TypeError, match=f"abstract method.*{missing}"):
+        incomplete()
+    assert isinstance(type("Complete", (Task,), methods)(), Task)
+    # Every registered task implements them all.
+    assert all(isinstance(cls(), Task) for cls in TASKS.values())
 
 
 def test_task_flags_have_unique_names_and_help():

@@ -31,11 +31,9 @@ def test_the_registry_holds_the_terms_in_order_and_refuses_duplicates():
     assert list(TERMS) == ["label", "kd", "logit_mse", "hidden", "attention", "similarity", "relation"]
     label = TERMS["label"]
     with pytest.raises(ValueError, match=r"\['label'\] already used by the term 'label'"):
-        register_term(dataclasses.replace(label, weight_field="other_weight", deprecated_weight_fields=()))
+        register_term(dataclasses.replace(label, weight_field="other_weight"))
     with pytest.raises(ValueError, match=r"\['kd_weight'\] already used by the term 'kd'"):
         register_term(dataclasses.replace(TERMS["kd"], name="kd2"))
-    with pytest.raises(ValueError, match=r"\['task_weight'\] already used by the term 'label'"):
-        register_term(dataclasses.replace(label, name="hard", weight_field="hard_weight"))
     with pytest.raises(ValueError, match=r"needs \['logits2'\], which are not among"):
         register_term(dataclasses.replace(label, name="x", weight_field="x_weight", needs=frozenset({"logits2"})))
     with pytest.raises(TypeError):
@@ -85,5 +83,3 @@ def test_the_cards_loss_table_is_the_declared_text_of_each_active_term():
     ]
     assert "temperature T = 2" in rows[0]["description"]
     assert rows[1]["description"] == "MiniLM self-attention relations (value), teacher:student layers last"
-    # A metrics file written before the rename names the hard-label weight task_weight.
-    assert _losses({"task_weight": 0.3}) == [{"weight": "0.3", "description": TERMS["label"].card({})}]

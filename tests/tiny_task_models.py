@@ -3,8 +3,8 @@ files, the trainer settings the tests start from, and `CASES`, the one table of 
 parametrised over.
 
 Adding a task: one row in `CASES` (and, if its data is new, a branch in `random_task_rows` and `task_rows`).
-This is a plain module (no tests, no fixtures): test files import it, never each other. `conftest.py` holds the
-fixtures and re-exports the names it exported before this module held them.
+This is a plain module (no tests, no fixtures): test files import their helpers from it, never from each other or
+from `conftest.py`, which holds the fixtures.
 """
 
 import json
@@ -38,7 +38,7 @@ WORDS = (
     "plot actors music ok boring fun loved hated really story ending cat dog sat on mat sleeps outside inside "
     "animal weather sunny rainy today na null sarah london lives in my name where do i live paris how"
 ).split()
-CORE_WORDS = WORDS[:18]  # also exported as conftest.WORDS
+CORE_WORDS = WORDS[:18]
 
 
 def tiny_tokenizer(words=CORE_WORDS):

@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IGNORE_INDEX",
-    "PIPELINE_TASKS",
-    "SUPPORTED_TASKS",
     "TASKS",
     "UNITS",
     "CardMetric",
@@ -167,7 +165,3 @@ from .question_answering import QuestionAnswering  # noqa: E402
 from .language_modeling import CausalLM, MaskedLM, next_token_mask  # noqa: E402
 
 # isort: on
-
-# Derived from the registry (kept for the callers of the old tables).
-SUPPORTED_TASKS = tuple(_REGISTRY)
-PIPELINE_TASKS = MappingProxyType({name: cls.pipeline_tag for name, cls in _REGISTRY.items()})

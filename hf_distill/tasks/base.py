@@ -11,6 +11,7 @@ labels that are not -100, or, for causal language modelling, the next-token targ
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..losses import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import EvalPrediction, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
     from ..data import DataArguments
 
 UNITS = ("examples", "tokens", "labels")
-IGNORE_INDEX = -100
 # Matches the names `PretrainedConfig` invents when a checkpoint has no real label names.
 _DEFAULT_LABEL_NAME = re.compile(r"LABEL_(\d+)")
 
@@ -127,12 +129,12 @@ class TaskEvaluation:
     example_scores: Callable[[EvalPrediction], ExampleScores] | None = None
 
 
-class Task:
+class Task(abc.ABC):
     """Base class of a task head; one subclass per task, registered with [`hf_distill.tasks.register_task`].
 
-    Subclasses set the class attributes and implement [`logit_targets`], [`label_loss`], [`prepare_datasets`],
-    [`data_collator`] and [`evaluation`]; the others have defaults that fit heads with one `labels` input and one
-    `logits` output.
+    Subclasses set the class attributes and implement the abstract [`logit_targets`], [`label_loss`],
+    [`prepare_datasets`] and [`evaluation`] (a subclass missing one cannot be instantiated); the others, such as
+    [`data_collator`], have defaults that fit heads with one `labels` input and one `logits` output.
     """
 
     # hf_distill's name of the task (`--task` accepts it, and `pipeline_tag`).
@@ -177,13 +179,14 @@ class Task:
 
     # ---- training ------------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def logit_targets(self, student_out, teacher_out, inputs: dict) -> list[LogitTarget]:
-        raise NotImplementedError
+        """The student and teacher logits the soft-target terms compare, with the items that count."""
 
+    @abc.abstractmethod
     def label_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
         """The hard-label loss of a batch that has labels (a sum over the batch divided by `counts[unit]`), and its
         unit."""
-        raise NotImplementedError
 
     def fused_terms(self, ctx) -> dict[str, tuple[torch.Tensor, str]]:
         """Loss terms this task computes together, in one pass over the student's outputs, where computing them one
@@ -194,10 +197,6 @@ class Task:
             ctx ([`~hf_distill.terms.LossContext`]): the batch, both models' outputs and the run's settings.
         """
         return {}
-
-    def task_loss(self, student_out, inputs: dict, counts: dict) -> tuple[torch.Tensor, str]:
-        """Deprecated name of [`label_loss`], kept until every caller says `label_loss`."""
-        return self.label_loss(student_out, inputs, counts)
 
     def labels(self, inputs: dict) -> Any | None:
         """The hard labels of a batch (a tuple for heads with several label inputs), or `None` when it has none."""
@@ -226,6 +225,7 @@ class Task:
             return task_args
         return self.data_arguments()
 
+    @abc.abstractmethod
     def prepare_datasets(
         self,
         raw: DatasetDict,
@@ -242,7 +242,6 @@ class Task:
         With `teacher_tokenizer` (the teacher's, when the student's `tokenizer` has another vocabulary), each example
         is tokenised by both: the student's columns as usual, the teacher's prefixed with `teacher_`, and the
         task's `alignment_columns` (see [`hf_distill.cross_tokenizer`])."""
-        raise NotImplementedError
 
     def data_collator(self, tokenizer: PreTrainedTokenizerBase, task_args=None):
         """The batch maker (dynamic padding)."""
@@ -284,9 +283,9 @@ class Task:
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def evaluation(self, eval_dataset=None, teacher_config: PretrainedConfig | None = None, task_args=None):
         """The [`TaskEvaluation`] of this task on `eval_dataset` (the tokenised split it will score, in order)."""
-        raise NotImplementedError
 
 
 def count_items(batch: dict) -> dict[str, torch.Tensor]:

@@ -315,7 +315,7 @@ def _check_single_labels(dataset_dict: DatasetDict, label_column: str) -> None:
 
 def _check_real_targets(dataset_dict: DatasetDict, label_column: str) -> None:
     """Regression targets must be numbers; names the file and its first row that holds something else."""
-    bad = first_bad_row(dataset_dict, label_column, lambda value: not _is_number(value))
+    bad = first_bad_row(dataset_dict, label_column, lambda value: not _is_real_target(value))
     if bad is not None:
         where, value, count = bad
         raise ValueError(
@@ -325,7 +325,8 @@ def _check_real_targets(dataset_dict: DatasetDict, label_column: str) -> None:
         )
 
 
-def _is_number(value: Any) -> bool:
+def _is_real_target(value: Any) -> bool:
+    """A regression target as a data file may hold it: a number, or a string that reads as one; not NaN."""
     if isinstance(value, bool) or value is None:
         return False
     if isinstance(value, (int, float)):
