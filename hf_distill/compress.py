@@ -48,7 +48,7 @@ from .measure import (
     speedup_figures,
     weights_size_bytes,
 )
-from .model_card import METRICS_FILE
+from .model_card import METRICS_FILE, build_model_card
 from .outputs import OVERWRITE_FLAG
 
 __all__ = ["COMPRESSION_FILE", "TRADEOFF_PLOT", "CompressArguments", "compress", "run_compress"]
@@ -626,7 +626,6 @@ def _write_card(folder: Path, final_folder: str, fmt: str, compression: dict, st
     """The variant's card, written into `folder` (the staging copy of `final_folder`, which its usage snippet
     loads): the student's card facts (its `distillation_metrics.json`), with the student's figures replaced by this
     variant's, and the compression table, plot and usage snippet."""
-    from .model_card import build_model_card
 
     metrics = {}
     if student_dir is not None and os.path.isfile(os.path.join(student_dir, METRICS_FILE)):
