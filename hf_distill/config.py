@@ -17,18 +17,14 @@ from .terms import TERMS, active_terms, needs_of
 _RELATION_TYPES = ("query", "key", "value")
 
 
-def _with_term_weights(cls):
-    """Adds each registered loss term's weight field to the config, after `temperature`, and lists the terms in the
-    docstring: a term is declared once, in `terms.py`."""
-    annotations = {}
-    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
-        annotations[name] = annotation
-        if name != "temperature":
-            continue
-        for term in TERMS.values():
-            annotations[term.weight_field] = "float"
-            setattr(cls, term.weight_field, field(default=term.default_weight, metadata={"help": term.help}))
-    cls.__annotations__ = annotations
+def _weight(name: str):
+    """The weight field of the loss term `name`: its default and help are the term's declaration's (`terms.py`)."""
+    term = TERMS[name]
+    return field(default=term.default_weight, metadata={"help": term.help})
+
+
+def _list_terms(cls):
+    """Lists the loss terms in the config's docstring, from their declarations in `terms.py`."""
     rows = "\n".join(
         f"    - `{term.weight_field}` (default {term.default_weight:g}), logged as `loss_{term.name}`, averaged over "
         f"{term.unit}: {term.help}"
@@ -39,7 +35,7 @@ def _with_term_weights(cls):
 
 
 @dataclass
-@_with_term_weights
+@_list_terms
 class DistillationConfig(TrainingArguments):
     r"""[`~transformers.TrainingArguments`] for [`DistillationTrainer`], plus what distillation needs.
 
@@ -183,6 +179,14 @@ class DistillationConfig(TrainingArguments):
         default=2.0,
         metadata={"help": "Softmax temperature T of the soft targets (> 0). The soft-target term is scaled by T^2."},
     )
+    # One weight per loss term of `terms.py` (tests/test_config.py checks that they match, in its order).
+    label_weight: float = _weight("label")
+    kd_weight: float = _weight("kd")
+    logit_mse_weight: float = _weight("logit_mse")
+    hidden_weight: float = _weight("hidden")
+    attention_weight: float = _weight("attention")
+    similarity_weight: float = _weight("similarity")
+    relation_weight: float = _weight("relation")
     divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "tv"] = field(
         default="forward_kl",
         metadata={

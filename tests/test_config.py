@@ -62,6 +62,14 @@ def test_every_term_weight_is_a_validated_documented_field(term):
     assert config.distillation_settings()[term.weight_field] == 3.0
 
 
+def test_the_weight_fields_written_in_the_config_are_the_registered_terms_in_order():
+    """config.py writes one weight field per term of terms.py, after `temperature`: a term added to the registry
+    without its field (or a field left behind by a removed term) fails here."""
+    names = [f.name for f in dataclasses.fields(DistillationConfig)]
+    start = names.index("temperature") + 1
+    assert names[start : start + len(TERMS)] == [term.weight_field for term in TERMS.values()]
+
+
 def test_list_fields_are_parsed_once_from_lists_or_comma_strings(tmp_path):
     config = DistillationConfig(
         **BASE, teacher_model_name_or_path=["a", " b"], teacher_weights="0.7, 0.3", relation_types="value,query"
