@@ -40,7 +40,7 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from .log import get_logger
-from .outputs import remove_stale_staging, staging_path
+from .output_folders import remove_stale_staging, staging_path
 
 logger = get_logger(__name__)
 

@@ -504,7 +504,7 @@ def cache(argv: Sequence[str]):
 
 
 def student(argv: Sequence[str]) -> str:
-    from .outputs import check_output_dir
+    from .output_folders import check_output_dir
     from .run import make_student
     from .teacher import load_model, load_tokenizer
 

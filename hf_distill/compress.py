@@ -49,7 +49,7 @@ from .measure import (
     weights_size_bytes,
 )
 from .model_card import METRICS_FILE, build_model_card
-from .outputs import OVERWRITE_FLAG
+from .output_folders import OVERWRITE_FLAG, refuse_model_folder, staged_folder
 
 __all__ = ["COMPRESSION_FILE", "TRADEOFF_PLOT", "CompressArguments", "compress", "run_compress"]
 
@@ -305,7 +305,6 @@ def compress(
         `models`, the headline metric, the tolerance and each export's verdict.
     """
     from .cache import weights_fingerprint
-    from .outputs import refuse_model_folder, staged_folder
     from .teacher import load_model
 
     formats = parse_formats(formats)
@@ -703,7 +702,6 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
     """What `hf-distill compress` runs: loads the student, the teacher and the evaluation split (the test file, else
     the validation data, tokenised as training did), then [`compress`]."""
     from .data import load_raw_datasets
-    from .outputs import refuse_model_folder
     from .run import _own_arguments, describe_data
     from .tasks import task_for
     from .teacher import load_model

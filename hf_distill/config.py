@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from .generation import check_completion_settings, uses_completions
+from .completions import check_completion_settings, uses_completions
 from .layer_map import LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, parse_layer_pairs
 from .losses import DIVERGENCES
 from .terms import TERMS, active_terms, needs_of

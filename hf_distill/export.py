@@ -29,6 +29,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .log import get_logger
+from .output_folders import staged_folder
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -85,7 +86,6 @@ def save_int8(model: PreTrainedModel, folder: str | os.PathLike, overwrite: bool
     The files are written into a staging folder and moved into `folder` once complete: a failure leaves nothing
     behind. A `folder` that already holds `config.json` or `model_int8.pt` is refused unless `overwrite`.
     """
-    from .outputs import staged_folder
 
     config = _config_naming(model, "int8")
     with staged_folder(folder, replace=overwrite, what="the int8 export folder") as stage:
@@ -162,7 +162,6 @@ def export_onnx(model: PreTrainedModel, folder: str | os.PathLike, opset: int = 
     Returns:
         `str`: the path of the ONNX file.
     """
-    from .outputs import staged_folder
 
     require_export_extra("exporting to ONNX")
     config = _config_naming(model, "onnx")
@@ -217,7 +216,6 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrit
     The files are written into a staging folder and moved into `folder` once complete: a failure leaves nothing
     behind. A `folder` that already holds `config.json` or `model.onnx` is refused unless `overwrite`.
     """
-    from .outputs import staged_folder
 
     require_export_extra("quantising an ONNX model")
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -38,7 +38,7 @@ from .measure import (
     training_budget,
     write_metrics,
 )
-from .outputs import check_output_dir, last_complete_checkpoint
+from .output_folders import check_output_dir, last_complete_checkpoint
 from .prune import check_width
 from .student import build_student
 from .tasks import Task, get_task
@@ -328,8 +328,8 @@ def _start(config: DistillationConfig) -> str | bool | None:
     """What a run checks about its output folder before anything is written; returns the checkpoint to resume from.
 
     The output folder must not be a teacher's, nor hold anything else than this tool's outputs unless
-    `overwrite_output_dir` says so ([`~hf_distill.outputs.check_output_dir`]). `resume_from_checkpoint=True` means
-    the newest checkpoint whose saving finished (a half-written one, left by an interruption, is skipped).
+    `overwrite_output_dir` says so ([`~hf_distill.output_folders.check_output_dir`]). `resume_from_checkpoint=True`
+    means the newest checkpoint whose saving finished (a half-written one, left by an interruption, is skipped).
     """
     check_output_dir(config.output_dir, protected=config.teacher_paths, overwrite=config.overwrite_output_dir)
     resume = config.resume_from_checkpoint

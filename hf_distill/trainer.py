@@ -21,17 +21,17 @@ from transformers.utils import find_labels
 from . import losses
 from .alignment import vocabulary_difference
 from .architectures import unwrap
+from .batch_order import SeededLengthGroupedSampler, has_lengths
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
+from .completions import CompletionSource, check_completion_settings
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
 from .fused_linear import LinearHead, head_of, linear_head_refusal, probe_linear_head
-from .generation import CompletionSource, check_completion_settings
 from .layer_map import LayerMap
 from .log import get_logger
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
-from .outputs import refuse_teacher_folder
+from .output_folders import last_complete_checkpoint, refuse_teacher_folder
 from .relations import QKVCapture
-from .sampling import SeededLengthGroupedSampler, has_lengths
 from .tasks import UNITS, task_for
 from .teacher import (
     average_soft_targets,
@@ -483,7 +483,7 @@ class DistillationTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, dict]:
         """The micro-batches of one optimizer step, and their item counts; with on-policy / sequence-level
         distillation (`lmbda`, `seq_kd`), some batches are replaced by completions of their prompts
-        ([`~hf_distill.generation.CompletionSource`]) before they are counted, so the loss is normalised over the
+        ([`~hf_distill.completions.CompletionSource`]) before they are counted, so the loss is normalised over the
         generated tokens of the whole step."""
         batches, counts = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.completions is None:
@@ -946,7 +946,6 @@ def _check_checkpoint_complete(checkpoint: str) -> None:
     newest complete one beside it."""
     if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
         return
-    from .outputs import last_complete_checkpoint
 
     previous = last_complete_checkpoint(os.path.dirname(os.path.abspath(checkpoint)))
     hint = f"resume from {previous}" if previous else "no complete checkpoint is left beside it; start again"

@@ -159,7 +159,7 @@ def test_a_build_stopped_while_saving_leaves_nothing_and_the_next_build_cleans_u
     import socket
     import subprocess
 
-    from hf_distill.outputs import STAGING_PREFIX
+    from hf_distill.output_folders import STAGING_PREFIX
 
     real = Dataset.save_to_disk
 

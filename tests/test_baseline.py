@@ -16,7 +16,7 @@ from tiny_task_models import TAGS, case, data_files, save_teacher, split_card
 from transformers import EvalPrediction, TrainerCallback
 
 from hf_distill import DistillationConfig, DistillationTrainer
-from hf_distill.generation import uses_completions
+from hf_distill.completions import uses_completions
 from hf_distill.measure import MeasureArguments
 from hf_distill.metrics import entity_scores
 from hf_distill.model_card import METRICS_FILE

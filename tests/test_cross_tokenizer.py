@@ -34,9 +34,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from hf_distill import DistillationTrainer, build_teacher_cache, load_model
 from hf_distill.alignment import shared_vocabulary, span_groups
 from hf_distill.cli import main, run_command
+from hf_distill.completions import decoded_spans, prompts_of
 from hf_distill.cross_tokenizer import PairedCollator, teacher_inputs
 from hf_distill.data import DataArguments
-from hf_distill.generation import decoded_spans, prompts_of
 from hf_distill.model_card import METRICS_FILE
 from hf_distill.tasks import CausalLM, task_for
 

@@ -19,7 +19,7 @@ import torch
 from tiny_task_models import llama, tiny_bert, vocab_tokenizer, write_sentiment_rows
 
 from hf_distill import build_student
-from hf_distill.outputs import STAGING_PREFIX
+from hf_distill.output_folders import STAGING_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from datasets import Dataset
 from tiny_task_models import case, make_config, make_trainer, pad_batch, random_task_rows
 
 from hf_distill import DistillationConfig, DistillationTrainer, losses
-from hf_distill.generation import CompletionSource, completion_batch, left_pad, prompts_of
+from hf_distill.completions import CompletionSource, completion_batch, left_pad, prompts_of
 from hf_distill.tasks.language_modeling import CausalLM
 
 pytestmark = pytest.mark.usefixtures("one_thread")

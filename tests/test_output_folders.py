@@ -10,7 +10,7 @@ import safetensors.torch
 from tiny_task_models import make_trainer, pad_collate, random_classification_dataset, tiny_bert
 
 from hf_distill.cache import CACHE_INFO_NAME, CacheMismatchError, TeacherCache, build_teacher_cache
-from hf_distill.outputs import check_output_dir, last_complete_checkpoint
+from hf_distill.output_folders import check_output_dir, last_complete_checkpoint
 from hf_distill.trainer import PROJECTIONS_NAME
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,7 +172,7 @@ def test_empty_or_new_cache_folder_is_fine(tmp_path):
 
 
 def test_a_staged_folder_appears_whole_or_not_at_all(tmp_path):
-    from hf_distill.outputs import staged_folder
+    from hf_distill.output_folders import staged_folder
 
     with staged_folder(tmp_path / "new") as stage:
         (stage / "a.txt").write_text("a")
@@ -200,7 +200,7 @@ def test_staging_folders_of_killed_processes_are_removed_and_no_other(tmp_path):
     import socket
     import subprocess
 
-    from hf_distill.outputs import STAGING_PREFIX, staged_folder
+    from hf_distill.output_folders import STAGING_PREFIX, staged_folder
 
     dead = subprocess.Popen(["true"])
     dead.wait()
