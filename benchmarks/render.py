@@ -702,6 +702,24 @@ def view_lm_vocab_loss(records: list[dict | None]) -> str:
     return sourced(record, "\n\n".join(parts))
 
 
+def view_fused_linear_loss(records: list[dict | None]) -> str:
+    (record,) = records
+    rows = [
+        [
+            f"{row['vocabulary']:,}",
+            f"{row['length']:,}",
+            {"top-k": "top-k cache", "head": "live teacher"}.get(row["teacher"], row["teacher"]),
+            f"{seconds(row['one pass']['seconds'], 2)}, {mebibytes(row['one pass']['peak_mib'])}",
+            f"{seconds(row['fused']['seconds'], 2)}, {mebibytes(row['fused']['peak_mib'])}",
+            f"{row['peak_ratio']:.2f}x",
+            f"{row['time_ratio']:.2f}x",
+        ]
+        for row in record["figures"]["rows"]
+    ]
+    header = ["vocabulary", "tokens", "teacher", "one pass: s, peak", "fused: s, peak", "peak ratio", "time ratio"]
+    return sourced(record, table(header, rows))
+
+
 def view_group_by_length(records: list[dict | None]) -> str:
     (record,) = records
     runs = record["figures"]["runs"]
@@ -757,6 +775,7 @@ VIEWS: dict[str, View] = {
     "lm_vocab_bias": View(("lm_vocab_bias",), view_lm_vocab_bias),
     "lm_vocab_steps": View(("lm_vocab_steps",), view_lm_vocab_steps),
     "lm_vocab_loss": View(("lm_vocab_loss",), view_lm_vocab_loss),
+    "fused_linear_loss": View(("fused_linear_loss",), view_fused_linear_loss),
     "group_by_length": View(("group_by_length",), view_group_by_length),
     "index": View((), view_index),
 }

@@ -11,8 +11,9 @@ BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negativ
 3. distils the teacher into a 3-layer DistilBERT-style student (teacher layers 0, 2, 4) with `run_distillation`, the
    code behind `hf-distill train`, on the labelled tweets plus 6,000 further tweets without their labels (a transfer
    set: the teacher labels them); with `--baseline` (`MeasureArguments(baseline=True)`) the same run trains the same
-   student from the same starting weights without the teacher, on the labelled tweets, for the same epochs, and
-   compares the two on the test tweets (McNemar's exact test, agreement, calibration, a verdict);
+   student from the same starting weights without the teacher, on the labelled tweets, for as many optimizer steps,
+   and compares the two on the test tweets (McNemar's exact test, agreement, calibration, a verdict that names the
+   budget);
 4. exports the distilled student to int8 (`student-int8/`, PyTorch dynamic quantisation of its Linear layers: seconds)
    and prints a table (accuracy, macro-F1, agreement with the teacher, parameters, size on disk, CPU latency per
    batch), writes the student folder (model, tokenizer, card, metrics JSON) and a PNG plot.
