@@ -704,6 +704,8 @@ def view_lm_vocab_loss(records: list[dict | None]) -> str:
 
 def view_fused_linear_loss(records: list[dict | None]) -> str:
     (record,) = records
+    if record is None:
+        return not_yet("fused_linear_loss", "python benchmarks/fused_linear_loss.py")
     rows = [
         [
             f"{row['vocabulary']:,}",
@@ -775,7 +777,7 @@ VIEWS: dict[str, View] = {
     "lm_vocab_bias": View(("lm_vocab_bias",), view_lm_vocab_bias),
     "lm_vocab_steps": View(("lm_vocab_steps",), view_lm_vocab_steps),
     "lm_vocab_loss": View(("lm_vocab_loss",), view_lm_vocab_loss),
-    "fused_linear_loss": View(("fused_linear_loss",), view_fused_linear_loss),
+    "fused_linear_loss": View(("fused_linear_loss",), view_fused_linear_loss, optional=True),
     "group_by_length": View(("group_by_length",), view_group_by_length),
     "index": View((), view_index),
 }
