@@ -78,9 +78,10 @@ def test_two_identical_models_measured_in_one_table_agree_within_the_spread():
         rounds=30,
     )
     a, b = (latency_figures(timings[name][8]) for name in ("a", "copy"))
-    for one, other in ((a, b), (b, a)):
-        low, high = one["iqr_ms"]
-        assert low <= other["median_ms"] <= high, (a, b)
+    # The two medians differ by less than the wider of the two interquartile ranges (one copy's median may sit just
+    # outside the other's range on a busy machine; a gap wider than both ranges is what the old order produced).
+    spread = max(high - low for low, high in (a["iqr_ms"], b["iqr_ms"]))
+    assert abs(a["median_ms"] - b["median_ms"]) <= spread, (a, b)
     speedup = speedup_figures(timings["a"][8], timings["copy"][8])
     assert speedup["iqr"][0] <= 1.0 <= speedup["iqr"][1], speedup
     assert speedup_figures(timings["deep"][8], timings["a"][8])["median"] > 1.5  # and a deeper model is slower
