@@ -722,6 +722,32 @@ def view_fused_linear_loss(records: list[dict | None]) -> str:
     return sourced(record, table(header, rows))
 
 
+def view_latency_repeat(records: list[dict | None]) -> str:
+    (record,) = records
+    summary = record["figures"]["summary"]
+    described = {
+        "rounds": "interleaved rounds (what hf-distill measures)",
+        "fixed order": "the same order every round, 2 warm-up rounds (for comparison)",
+    }
+    rows = []
+    for method, by_batch in summary.items():
+        for batch, facts in by_batch.items():
+            moved = facts["speedup student vs teacher"]
+            control = facts["speedup student copy vs student"]
+            rows.append(
+                [
+                    described.get(method, method),
+                    batch,
+                    ", ".join(f"{value:.2f}x" for value in moved["per_run"]),
+                    f"{moved['max_over_min']:.2f}",
+                    ", ".join(f"{value:.2f}x" for value in control["per_run"]),
+                ]
+            )
+    header = ["measurement", "batch", "student speed-up over the teacher, per run", "largest / smallest"]
+    header += ["a copy of the student against the student, per run"]
+    return sourced(record, table(header, rows))
+
+
 def view_group_by_length(records: list[dict | None]) -> str:
     (record,) = records
     runs = record["figures"]["runs"]
@@ -778,6 +804,7 @@ VIEWS: dict[str, View] = {
     "lm_vocab_steps": View(("lm_vocab_steps",), view_lm_vocab_steps),
     "lm_vocab_loss": View(("lm_vocab_loss",), view_lm_vocab_loss),
     "fused_linear_loss": View(("fused_linear_loss",), view_fused_linear_loss, optional=True),
+    "latency_repeat": View(("latency_repeat",), view_latency_repeat),
     "group_by_length": View(("group_by_length",), view_group_by_length),
     "index": View((), view_index),
 }
