@@ -748,6 +748,29 @@ def view_latency_repeat(records: list[dict | None]) -> str:
     return sourced(record, table(header, rows))
 
 
+def view_teacher_engines(records: list[dict | None]) -> str:
+    (record,) = records
+    if record is None:
+        return not_yet("teacher_engines", "python benchmarks/teacher_engines.py --parts cache")
+    cache = record["figures"].get("cache") or {}
+    rows = []
+    for engine, facts in cache.items():
+        against = facts.get("against_pytorch") or {}
+        rows.append(
+            [
+                f"`{engine}`",
+                f"{facts['examples']:,}",
+                seconds(facts["seconds"]),
+                f"{facts['tokens_per_s']:,.0f}",
+                f"{facts['speedup']:.2f}x" if "speedup" in facts else DASH,
+                percent(against["top1_agreement"], 2) if "top1_agreement" in against else DASH,
+                f"{against['kl_at_T2']:.2g}" if "kl_at_T2" in against else DASH,
+            ]
+        )
+    header = ["teacher engine", "examples", "cache build", "tokens / s", "speed-up", "top-1 agreement", "KL at T = 2"]
+    return sourced(record, table(header, rows))
+
+
 def view_group_by_length(records: list[dict | None]) -> str:
     (record,) = records
     runs = record["figures"]["runs"]
@@ -805,6 +828,7 @@ VIEWS: dict[str, View] = {
     "lm_vocab_loss": View(("lm_vocab_loss",), view_lm_vocab_loss),
     "fused_linear_loss": View(("fused_linear_loss",), view_fused_linear_loss, optional=True),
     "latency_repeat": View(("latency_repeat",), view_latency_repeat),
+    "teacher_engines": View(("teacher_engines",), view_teacher_engines, optional=True),
     "group_by_length": View(("group_by_length",), view_group_by_length),
     "index": View((), view_index),
 }
