@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -71,6 +72,24 @@ def machine() -> dict:
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name(0)
     return facts
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        return int(re.search(rf"{key}:\s+(\d+) kB", handle.read()).group(1))
+
+
+class PeakMemory:
+    """Peak resident memory above the level at `start()`, in MiB: `start()` resets the process's high-water mark
+    (VmHWM, through `/proc/self/clear_refs`; Linux only), `peak()` reads it."""
+
+    def start(self) -> None:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        self.base = _status_kib("VmRSS")
+
+    def peak(self) -> float:
+        return (_status_kib("VmHWM") - self.base) / 1024
 
 
 def write_results(name: str, settings: dict, figures: dict, notes: list[str] | None = None, folder: str = "") -> str:

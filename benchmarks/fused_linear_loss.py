@@ -28,33 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import REPO, write_results  # noqa: E402
+from common import REPO, PeakMemory, write_results  # noqa: E402
 
 sys.path.insert(0, REPO)  # this checkout's hf_distill, whatever is installed
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        return int(re.search(rf"{key}:\s+(\d+) kB", handle.read()).group(1))
-
-
-class PeakMemory:
-    """Peak resident memory above the level at `start()`, in MiB (Linux: resets VmHWM through clear_refs)."""
-
-    def start(self) -> None:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        self.base = _status_kib("VmRSS")
-
-    def peak(self) -> float:
-        return (_status_kib("VmHWM") - self.base) / 1024
 
 
 def worker(spec: dict) -> dict:

@@ -28,7 +28,6 @@ import importlib.util
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from common import write_results
+from common import PeakMemory, write_results
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 VOCAB = 49_152
@@ -72,24 +71,6 @@ class BenchmarkArguments:
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------------
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        return int(re.search(rf"{key}:\s+(\d+) kB", handle.read()).group(1))
-
-
-class PeakMemory:
-    """Peak resident memory above the current level, in MiB: `start()` resets the high-water mark, `peak()` reads
-    it."""
-
-    def start(self) -> None:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        self.base = _status_kib("VmRSS")
-
-    def peak(self) -> float:
-        return (_status_kib("VmHWM") - self.base) / 1024
 
 
 # ---- workers: one measurement each, in a fresh process ------------------------------------------------------------
