@@ -133,27 +133,22 @@ def prepare(args: StudyArguments) -> dict[str, str]:
 
 def job_config(job: dict, output_dir: str):
     """The `DistillationConfig` of a run: the job's settings, the cell's recipe, `max_steps` of its budget."""
+    from tweets import training_settings
+
     from hf_distill import DistillationConfig
     from hf_distill.run import baseline_config
 
+    # The job's settings (batch 32, AdamW 5e-5, 6% warm-up, ...); the budget is max_steps, not epochs.
+    settings = training_settings(0, job["seed"], per_device_train_batch_size=BATCH_SIZE, logging_steps=50)
+    del settings["num_train_epochs"]
     config = DistillationConfig(
         output_dir=output_dir,
         overwrite_output_dir=True,
         teacher_model_name_or_path=job["paths"]["teacher"],
         teacher_cache=job.get("cache"),
         max_steps=job["steps"],
-        per_device_train_batch_size=BATCH_SIZE,
-        per_device_eval_batch_size=64,
-        learning_rate=5e-5,
-        warmup_steps=0.06,
-        weight_decay=0.01,
-        seed=job["seed"],
-        logging_steps=50,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=True,
         disable_tqdm=True,
+        **settings,
         **job["recipe"],
     )
     return baseline_config(config, save_strategy="no") if job["baseline"] else config
