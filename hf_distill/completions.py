@@ -46,7 +46,7 @@ def check_completion_settings(args, teacher_cache=None, task=None) -> None:
     """
     if not uses_completions(args):
         return
-    given = ", ".join(f"{name}={getattr(args, name)!r}" for name in GENERATION_FIELDS if getattr(args, name))
+    given = _settings_given(args)
     if teacher_cache is not None:
         raise ValueError(
             f"on-policy / sequence-level distillation ({given}) needs a live teacher to generate or score new "
@@ -62,6 +62,11 @@ def check_completion_settings(args, teacher_cache=None, task=None) -> None:
 
 def uses_completions(args) -> bool:
     return bool(getattr(args, "lmbda", 0) or getattr(args, "seq_kd", False))
+
+
+def _settings_given(args) -> str:
+    """The completion settings that are on, as an error message names them (`lmbda=0.5, seq_kd=True`)."""
+    return ", ".join(f"{name}={getattr(args, name)!r}" for name in GENERATION_FIELDS if getattr(args, name))
 
 
 @dataclass
@@ -300,7 +305,7 @@ def _generation_config(
     if eos is None:
         eos = eos_token_id
     if eos is None or eos == []:
-        given = ", ".join(f"{name}={getattr(args, name)!r}" for name in GENERATION_FIELDS if getattr(args, name))
+        given = _settings_given(args)
         raise ValueError(
             f"on-policy / sequence-level distillation ({given}) ends each completion at the end-of-sequence "
             "token, but neither the tokenizer, nor the model's config or generation config names one: every "
