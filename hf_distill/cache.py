@@ -608,13 +608,7 @@ def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dty
         )
     if hidden_dtype not in _HIDDEN_DTYPES:
         raise ValueError(f"hidden_dtype must be one of {tuple(_HIDDEN_DTYPES)}, got {hidden_dtype!r}")
-    per_position = task.name != "sequence-classification"
-    if task.name == "question-answering":
-        fields = {name: {"classes": 0, "per_position": True} for name in ("start_logits", "end_logits")}
-    else:
-        classes = teacher.get_output_embeddings().out_features if task.name in ("masked-lm", "causal-lm") else None
-        classes = classes or teacher.config.num_labels
-        fields = {"logits": {"classes": classes, "per_position": per_position}}
+    fields = task.cached_logits(teacher)
     if top_k is not None and logit_samples is not None:
         raise ValueError(
             f"top_k={top_k} and logit_samples={logit_samples} are two ways of keeping part of the distribution: "
@@ -623,7 +617,7 @@ def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dty
     name = "top_k" if logit_samples is None else "logit_samples"
     slots = top_k if logit_samples is None else logit_samples
     if slots is not None:
-        if task.name == "question-answering" or task.is_regression:
+        if task.is_regression or not all(spec["classes"] for spec in fields.values()):
             raise ValueError(
                 f"{name} caches distributions over classes or the vocabulary; {task.name} outputs are stored whole: "
                 f"leave {name} unset"

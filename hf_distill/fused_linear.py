@@ -34,7 +34,7 @@ from .losses import (
     soft_target_loss,
 )
 
-__all__ = ["LinearHead", "fused_linear_distillation_loss", "head_of", "linear_head_refusal", "probe_linear_head"]
+__all__ = ["LinearHead", "fused_linear_distillation_loss", "head_of", "probe_linear_head"]
 
 # Positions per chunk when none is given: about 2^26 logits (256 MiB of float32) per chunk, whatever the vocabulary.
 # Smaller chunks cost time (more, smaller products, each adding into the weight's gradient: 128 positions a chunk at
@@ -389,32 +389,3 @@ def _upstream_scale(kd_grad: torch.Tensor, ce_grad: torch.Tensor, kd_weight: flo
 def default_chunk_size(num_classes: int) -> int:
     """Positions per chunk when none is given: about 2^26 logits (256 MiB of float32) per chunk."""
     return max(1, CHUNK_ELEMENTS // max(num_classes, 1))
-
-
-def linear_head_refusal(task, terms, student: nn.Module, placement: str) -> str | None:
-    """Why a training step of this run cannot take the fused linear loss, or `None` when it can.
-
-    It can when the task computes every active term that reads the student's logits from the output layer's inputs
-    (`task.linear_head_terms`), at least one such term is active, teacher and student predict over the same classes
-    (no padded vocabulary compared over the tokenizer's), the student's weights are whole on each process (not
-    sharded by FSDP or DeepSpeed ZeRO-3) and its logits are its output layer's linear map ([`probe_linear_head`]).
-
-    Args:
-        task ([`~hf_distill.tasks.Task`]): the models' task (after the compatibility checks).
-        terms (`list[LossTerm]`): the active loss terms.
-        student (`nn.Module`): the student.
-        placement (`str`): how the engine places a model ([`~hf_distill.teacher.teacher_placement`]).
-    """
-    if not task.linear_head_terms:
-        return f"the {task.name} task has no fused linear loss"
-    logits_terms = [term for term in terms if term.reads_student_logits]
-    others = [term.weight_field for term in logits_terms if term.name not in task.linear_head_terms]
-    if others:
-        return f"{' and '.join(others)} > 0 compare the student's whole logits"
-    if not logits_terms:
-        return "no active loss term reads the student's logits"
-    if getattr(task, "compared_vocabulary", None) is not None:
-        return "teacher and student output widths differ by padding rows, compared over the tokenizer's tokens"
-    if placement in ("deepspeed-zero3", "fsdp"):
-        return f"the student's output layer is sharded ({placement})"
-    return probe_linear_head(student)

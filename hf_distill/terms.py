@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from . import losses
+from .fused_linear import LinearHead, fused_linear_distillation_loss, probe_linear_head
 from .json_values import is_number
 from .relations import relation_loss_terms
 
@@ -108,7 +109,7 @@ class LossTerm:
         projects_hidden_states (`bool`): the term compares student hidden states projected to the teacher's width
             (learned projections are trained with the student).
         reads_student_logits (`bool`): the term reads the student's logits (a step that makes none, the fused linear
-            loss, must compute the term from the output layer's inputs: see the task's `linear_head_terms`).
+            loss, must compute the term from the output layer's inputs: see [`LINEAR_HEAD`]).
         cross_tokenizer_refusal (`str`, *optional*): why the term cannot compare a teacher and a student of different
             tokenizers (their tokens differ, so what is compared token by token has no counterpart); `None`: it can
             (how, for the task's outputs, the task decides).
@@ -500,3 +501,128 @@ register_term(
         "differ",
     )
 )
+
+
+# ---- passes that compute several terms at once -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusedPass:
+    """Several terms computed in one pass over the student's outputs, where computing them one by one would cost more
+    (time, or a second vocabulary-wide buffer); each value equals the term's own. The trainer runs the first pass
+    of [`FUSED_PASSES`] that applies to a batch and computes the other active terms one by one.
+
+    Args:
+        name (`str`): what the pass is called.
+        terms (`tuple[str, ...]`): the terms it can compute.
+        applies (`Callable[[LossContext], bool]`): whether it computes this batch's terms.
+        compute (`Callable[[LossContext], dict]`): term name -> (value, unit) for the terms it computed.
+    """
+
+    name: str
+    terms: tuple[str, ...]
+    applies: Callable[[LossContext], bool]
+    compute: Callable[[LossContext], dict[str, tuple[torch.Tensor, str]]]
+
+
+def _linear_head(ctx: LossContext) -> dict:
+    """The kd and label terms from the student's final hidden states and output layer, chunk by chunk: the teacher's
+    logits, top-k targets or own head; the same values and gradients as the terms from the logits. A training batch
+    without labels leaves the label term to its own (refusing) function."""
+    weights = ctx.args.loss_weights
+    kd_weight = weights.get("kd", 0.0) if ctx.teacher is not None else 0.0
+    label_weight = weights.get("label", 0.0) if ctx.task.labels(ctx.inputs) is not None else 0.0
+    if not (kd_weight or label_weight):
+        return {}
+    labels, mask = ctx.task.label_rows(ctx.inputs, ctx.student.logits.shape)
+    count = ctx.counts["labels"]
+    kd, label = fused_linear_distillation_loss(
+        ctx.student.logits, ctx.teacher.logits if kd_weight else None, labels if label_weight else None, mask,
+        count, count, kd_weight, label_weight, ctx.args.temperature, divergence_of(ctx.args),
+        ctx.args.loss_chunk_size,
+    )  # fmt: skip
+    terms = {"kd": (kd, "labels")} if kd_weight else {}
+    return {**terms, "label": (label, "labels")} if label_weight else terms
+
+
+def _forward_kl_and_label_applies(ctx: LossContext) -> bool:
+    # At T = 1 the forward KL (from the live teacher's logits or a top-k cache) and a per-row cross entropy read the
+    # same softmax of the same logits. Padded vocabularies (sliced logits, see `_forward_kl_and_label`) and other
+    # divergences apart.
+    args, weights = ctx.args, ctx.args.loss_weights
+    return (
+        ctx.task.label_loss_per_row
+        and not ctx.across_tokenizers
+        and ctx.teacher is not None
+        and ctx.task.labels(ctx.inputs) is not None
+        and weights.get("kd", 0) > 0
+        and weights.get("label", 0) > 0
+        and getattr(args, "divergence", "forward_kl") == "forward_kl"
+        and args.temperature == 1
+    )
+
+
+def _forward_kl_and_label(ctx: LossContext) -> dict:
+    """Both terms in one pass that keeps one vocabulary-wide buffer for both gradients (the plain label loss keeps
+    one: its log-probabilities)."""
+    targets = ctx.logit_targets
+    if len(targets) != 1:
+        return {}
+    (target,) = targets
+    if target.student is not ctx.student.logits or target.teacher.shape != target.student.shape:
+        return {}
+    labels, _ = ctx.task.label_rows(ctx.inputs, target.student.shape)
+    kd, label = losses.forward_kl_and_cross_entropy(
+        target.student, target.teacher, labels, target.mask, ctx.counts[target.unit], ctx.counts["labels"]
+    )
+    return {"kd": (kd, target.unit), "label": (label, "labels")}
+
+
+# The fused linear loss (`hf_distill.fused_linear`): when the student's `logits` are a `LinearHead` (see
+# [`linear_head_refusal`]), no logits over the vocabulary are made in a training step.
+LINEAR_HEAD = FusedPass(
+    "fused linear loss", ("kd", "label"), lambda ctx: isinstance(ctx.student.logits, LinearHead), _linear_head
+)
+FORWARD_KL_AND_LABEL = FusedPass(
+    "forward KL and cross entropy", ("kd", "label"), _forward_kl_and_label_applies, _forward_kl_and_label
+)
+FUSED_PASSES: tuple[FusedPass, ...] = (LINEAR_HEAD, FORWARD_KL_AND_LABEL)
+
+
+def fused_terms(ctx: LossContext) -> dict[str, tuple[torch.Tensor, str]]:
+    """The terms of the first pass of [`FUSED_PASSES`] that applies to this batch: term name -> (value, unit); `{}`
+    when none does."""
+    for fused in FUSED_PASSES:
+        if fused.applies(ctx):
+            return fused.compute(ctx)
+    return {}
+
+
+def linear_head_refusal(task, terms: list[LossTerm], student, placement: str) -> str | None:
+    """Why a training step of this run cannot take the fused linear loss ([`LINEAR_HEAD`]), or `None` when it can.
+
+    It can when the task's label loss is per row of the logits (`label_loss_per_row`), the pass computes every active
+    term that reads the student's logits, at least one such term is active, teacher and student predict over the same
+    classes (no padded vocabulary compared over the tokenizer's), the student's weights are whole on each process
+    (not sharded by FSDP or DeepSpeed ZeRO-3) and its logits are its output layer's linear map
+    ([`~hf_distill.fused_linear.probe_linear_head`]).
+
+    Args:
+        task ([`~hf_distill.tasks.Task`]): the models' task (after the compatibility checks).
+        terms (`list[LossTerm]`): the active loss terms.
+        student (`nn.Module`): the student.
+        placement (`str`): how the engine places a model ([`~hf_distill.teacher.teacher_placement`]).
+    """
+    if not task.label_loss_per_row:
+        return f"the {task.name} task has no fused linear loss"
+    logits_terms = [term for term in terms if term.reads_student_logits]
+    others = [term.weight_field for term in logits_terms if term.name not in LINEAR_HEAD.terms]
+    if others:
+        return f"{' and '.join(others)} > 0 compare the student's whole logits"
+    if not logits_terms:
+        return "no active loss term reads the student's logits"
+    if getattr(task, "compared_vocabulary", None) is not None:
+        return "teacher and student output widths differ by padding rows, compared over the tokenizer's tokens"
+    if placement in ("deepspeed-zero3", "fsdp"):
+        return f"the student's output layer is sharded ({placement})"
+    return probe_linear_head(student)

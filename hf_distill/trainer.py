@@ -26,7 +26,7 @@ from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_c
 from .completions import CompletionSource, check_completion_settings
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
-from .fused_linear import LinearHead, head_of, linear_head_refusal, probe_linear_head
+from .fused_linear import LinearHead, head_of, probe_linear_head
 from .layer_map import LayerMap
 from .log import get_logger
 from .modeling import DistillationModel, build_projections, input_names, is_peft_model
@@ -45,7 +45,7 @@ from .teacher import (
     teacher_placement,
 )
 from .teacher_server import server_facts, teacher_from_server
-from .terms import LossContext, active_terms, needs_of
+from .terms import LossContext, active_terms, fused_terms, linear_head_refusal, needs_of
 
 logger = get_logger(__name__)
 
@@ -384,7 +384,7 @@ class DistillationTrainer(Trainer):
 
     def _take_fused_linear_loss(self, student: nn.Module) -> list[bool]:
         """Makes the student give its head's inputs instead of logits in training where the run allows the fused
-        linear loss ([`~hf_distill.fused_linear.linear_head_refusal`], `fused_linear_loss`), and says which teachers
+        linear loss ([`~hf_distill.terms.linear_head_refusal`], `fused_linear_loss`), and says which teachers
         do too: a live teacher alone, whole on the student's device, whose logits are its head's linear map."""
         setting = self.args.fused_linear_loss
         none = [False] * len(self.teachers)
@@ -558,7 +558,7 @@ class DistillationTrainer(Trainer):
             training=training,
             tokenizers=self.tokenizers,
         )
-        fused = self.task.fused_terms(context)  # several terms in one pass, where the task can
+        fused = fused_terms(context)  # several terms in one pass, where one applies
         terms = {}
         for term in self.terms:
             if teacher_out is None and term.needs_teacher:

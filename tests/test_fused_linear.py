@@ -267,17 +267,17 @@ def sgd_update(tmp_path, name, batch_size, accumulation, spy=None, cache=None, *
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The kinds of student and teacher each call of the fused loss by the causal-LM task received."""
-    from hf_distill.tasks import language_modeling
+    """The kinds of student and teacher each call of the fused loss by its pass received."""
+    from hf_distill import terms
 
     seen = []
-    original = language_modeling.fused_linear_distillation_loss
+    original = terms.fused_linear_distillation_loss
 
     def spy(student, teacher, *args):
         seen.append((type(student).__name__, type(teacher).__name__))
         return original(student, teacher, *args)
 
-    monkeypatch.setattr(language_modeling, "fused_linear_distillation_loss", spy)
+    monkeypatch.setattr(terms, "fused_linear_distillation_loss", spy)
     return seen
 
 

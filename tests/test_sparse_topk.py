@@ -223,8 +223,7 @@ def _cached_lm_trainer(tmp_path, rows, **overrides):
 def test_a_causal_lm_step_from_a_top_k_cache_computes_kd_and_lm_loss_in_one_pass(tmp_path, monkeypatch):
     """The trainer takes the one-pass path for a causal LM from a top-k cache at T = 1 (with kd and label weights),
     and its terms and gradients equal those of the terms computed one by one."""
-    from hf_distill.tasks.base import Task
-    from hf_distill.tasks.language_modeling import CausalLM
+    from hf_distill import terms
 
     rows = Dataset.from_list(random_task_rows("causal-lm", n=8, seed=4))
     trainer = _cached_lm_trainer(tmp_path, rows)
@@ -244,7 +243,7 @@ def test_a_causal_lm_step_from_a_top_k_cache_computes_kd_and_lm_loss_in_one_pass
 
     fused_loss, fused_grads = step()
     assert calls == [1]
-    monkeypatch.setattr(CausalLM, "fused_terms", Task.fused_terms)
+    monkeypatch.setattr(terms, "FUSED_PASSES", ())
     loss, grads = step()
     assert calls == [1]
     torch.testing.assert_close(fused_loss, loss, rtol=1e-6, atol=1e-7)

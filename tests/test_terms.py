@@ -83,3 +83,20 @@ def test_the_cards_loss_table_is_the_declared_text_of_each_active_term():
     ]
     assert "temperature T = 2" in rows[0]["description"]
     assert rows[1]["description"] == "MiniLM self-attention relations (value), teacher:student layers last"
+
+
+def test_each_fused_pass_computes_registered_terms_and_none_applies_without_a_teacher():
+    """A fused pass is declared beside the terms: the terms it computes are registered ones, and with no teacher
+    outputs (evaluation with only a cache) no pass applies, so the terms that need no teacher are computed alone."""
+    from types import SimpleNamespace
+
+    from hf_distill.terms import FUSED_PASSES, TERMS, LossContext, fused_terms
+
+    for fused in FUSED_PASSES:
+        assert fused.terms and set(fused.terms) <= set(TERMS), fused.name
+    task = SimpleNamespace(label_loss_per_row=True, labels=lambda inputs: inputs.get("labels"))
+    args = SimpleNamespace(loss_weights={"kd": 0.5, "label": 0.5}, divergence="forward_kl", temperature=1.0)
+    student = SimpleNamespace(logits=torch.zeros(1, 2, 3))
+    ctx = LossContext(student=student, teacher=None, inputs={"labels": torch.zeros(1, 2)}, counts={}, task=task,
+                      args=args)  # fmt: skip
+    assert fused_terms(ctx) == {}

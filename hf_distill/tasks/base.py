@@ -164,10 +164,12 @@ class Task(abc.ABC):
     logit_fields: tuple[str, ...] = ("logits",)
     # The metrics the card's result table and `model-index` show, headline first.
     card_metrics: tuple[CardMetric, ...] = ()
-    # The loss terms this task computes from the student's final hidden states and output layer instead of its logits
-    # (the fused linear loss, `hf_distill.fused_linear`: no logits over the vocabulary are made in a training step),
-    # in its `fused_terms` when the student's `logits` are a `LinearHead`; () when it cannot.
-    linear_head_terms: tuple[str, ...] = ()
+    # Whether the logits have a row per token (tokens, spans, language models) rather than one per example: how a
+    # teacher cache stores them.
+    per_position_logits: bool = True
+    # Whether the hard-label loss is a cross entropy of each row of the logits against one label (`label_rows`): then
+    # passes that compute it together with the soft targets apply (`hf_distill.terms.FUSED_PASSES`).
+    label_loss_per_row: bool = False
 
     @classmethod
     def from_model(cls, model: PreTrainedModel) -> Task:
@@ -188,15 +190,17 @@ class Task(abc.ABC):
         """The hard-label loss of a batch that has labels (a sum over the batch divided by `counts[unit]`), and its
         unit."""
 
-    def fused_terms(self, ctx) -> dict[str, tuple[torch.Tensor, str]]:
-        """Loss terms this task computes together, in one pass over the student's outputs, where computing them one
-        by one would cost more (time, or a second vocabulary-wide buffer): term name -> (value, unit), each value
-        equal to the term's own. The trainer computes the other active terms one by one. None by default.
+    def label_rows(self, inputs: dict, shape) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """For a task whose label loss is per row (`label_loss_per_row`): the label of each row of logits of `shape`
+        (`(..., num_classes)`; `None` when the batch has no labels) and the mask of the rows that count."""
+        raise NotImplementedError(f"{type(self).__name__}'s label loss is not a cross entropy per row of its logits")
 
-        Args:
-            ctx ([`~hf_distill.terms.LossContext`]): the batch, both models' outputs and the run's settings.
-        """
-        return {}
+    def cached_logits(self, teacher) -> dict[str, dict]:
+        """What a teacher cache stores of this task's logits: output name -> `{"classes": the width of the last
+        dimension (0 when it varies from example to example), "per_position": one row per token}`."""
+        classes = teacher.get_output_embeddings().out_features if self.vocabulary_outputs else None
+        classes = classes or teacher.config.num_labels
+        return {name: {"classes": classes, "per_position": self.per_position_logits} for name in self.logit_fields}
 
     def labels(self, inputs: dict) -> Any | None:
         """The hard labels of a batch (a tuple for heads with several label inputs), or `None` when it has none."""

@@ -33,9 +33,7 @@ from .. import losses
 from ..alignment import span_groups
 from ..cross_tokenizer import place_rows, teacher_encoding, teacher_inputs
 from ..data import DataArguments
-from ..fused_linear import LinearHead, fused_linear_distillation_loss
 from ..metrics import perplexity
-from ..terms import divergence_of
 from . import register_task
 from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation, _counts
 from .text_classification import resolve_columns
@@ -193,43 +191,18 @@ class CausalLM(_LanguageModel):
             return []  # two vocabularies: no class-by-class pairs (the soft targets cross in their own way, below)
         # Compared whole, with the last position (which predicts nothing) masked out, rather than as `logits[:, :-1]`:
         # the backward pass of that slice would make a zero-filled (batch, seq_len, vocab) gradient and copy into it.
-        mask = next_token_mask(inputs, student_out.logits.shape[:2])
-        mask = torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
+        mask = _predicting(next_token_mask(inputs, student_out.logits.shape[:2]))
         return self.over_vocabulary([LogitTarget(student_out.logits, teacher_out.logits, mask, "labels")])
 
     def label_loss(self, student_out, inputs, counts):
         labels = self._next_token_labels(inputs)
         return losses.task_cross_entropy(student_out.logits, labels, num_items=counts["labels"]), "labels"
 
-    linear_head_terms = ("kd", "label")
+    label_loss_per_row = True
 
-    def fused_terms(self, ctx):
-        if isinstance(ctx.student.logits, LinearHead):
-            return self._linear_head_terms(ctx)
-        # At T = 1 the forward KL (from the live teacher's logits or a top-k cache) and the LM loss read the same
-        # softmax of the same logits: one pass makes both, and keeps one vocabulary-wide buffer for both gradients
-        # (the plain LM step keeps one: its log-probabilities). Padded vocabularies (sliced logits) and other
-        # divergences apart.
-        args, weights = ctx.args, ctx.args.loss_weights
-        fusable = (
-            not ctx.across_tokenizers
-            and ctx.teacher is not None
-            and "labels" in ctx.inputs
-            and weights.get("kd", 0) > 0
-            and weights.get("label", 0) > 0
-            and getattr(args, "divergence", "forward_kl") == "forward_kl"
-            and args.temperature == 1
-        )
-        if not fusable:
-            return {}
-        (target,) = ctx.logit_targets
-        if target.student is not ctx.student.logits or target.teacher.shape != target.student.shape:
-            return {}
-        kd, label = losses.forward_kl_and_cross_entropy(
-            target.student, target.teacher, self._next_token_labels(ctx.inputs), target.mask,
-            ctx.counts[target.unit], ctx.counts["labels"],
-        )  # fmt: skip
-        return {"kd": (kd, target.unit), "label": (label, "labels")}
+    def label_rows(self, inputs, shape):
+        labels = self._next_token_labels(inputs) if "labels" in inputs else None
+        return labels, _predicting(next_token_mask(inputs, shape[:2]))
 
     # ---- two tokenizers --------------------------------------------------------------------------------------------
 
@@ -327,27 +300,6 @@ class CausalLM(_LanguageModel):
         shared = ctx.tokenizers.shared_ids
         value = losses.span_alignment_loss(student_logits, teacher_logits, alignment, shared, temperature, num_items)
         return value, "labels"
-
-    def _linear_head_terms(self, ctx):
-        """The kd and label terms from the student's final hidden states and output layer, chunk by chunk (the fused
-        linear loss): the teacher's logits, top-k targets or own head; the same values and gradients as the terms
-        from the logits. A training batch without labels leaves the label term to its own (refusing) function."""
-        weights = ctx.args.loss_weights
-        kd_weight = weights.get("kd", 0.0) if ctx.teacher is not None else 0.0
-        label_weight = weights.get("label", 0.0) if "labels" in ctx.inputs else 0.0
-        if not (kd_weight or label_weight):
-            return {}
-        shape = ctx.student.logits.shape[:2]
-        mask = next_token_mask(ctx.inputs, shape)
-        mask = torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
-        count = ctx.counts["labels"]
-        kd, label = fused_linear_distillation_loss(
-            ctx.student.logits, ctx.teacher.logits if kd_weight else None,
-            self._next_token_labels(ctx.inputs) if label_weight else None, mask, count, count,
-            kd_weight, label_weight, ctx.args.temperature, divergence_of(ctx.args), ctx.args.loss_chunk_size,
-        )  # fmt: skip
-        terms = {"kd": (kd, "labels")} if kd_weight else {}
-        return {**terms, "label": (label, "labels")} if label_weight else terms
 
     @staticmethod
     def _next_token_labels(inputs):

@@ -85,6 +85,10 @@ class QuestionAnswering(Task):
     # probabilities onto the student's tokens.
     alignment_columns = ("align_spans", "align_teacher_spans")
 
+    def cached_logits(self, teacher):
+        # One logit per token of the context, whose length varies: stored whole, per position.
+        return {name: {"classes": 0, "per_position": True} for name in self.logit_fields}
+
     def logit_targets(self, student_out, teacher_out, inputs):
         mask = inputs.get("attention_mask")
         targets = []

@@ -72,6 +72,7 @@ class SequenceClassification(Task):
     labelled_outputs = True
     data_arguments = TextClassificationArguments
     usage_example = ("classifier", 'classifier("I love this movie!")')
+    per_position_logits = False
 
     CLASSIFICATION_METRICS = (
         CardMetric("accuracy", "Accuracy", "accuracy"),
