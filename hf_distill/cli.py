@@ -47,6 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli_help import help_parser
+
 COMMANDS = {
     "train": "distil a teacher into a student on a dataset (text or token classification, question answering, "
     "masked or causal LM); evaluate, save the student folder and its model card",
@@ -631,7 +633,7 @@ def run_command(argv: Sequence[str]):
 
 
 def _help_from_options_file(command: str, argv: Sequence[str]) -> None:
-    """`hf-distill COMMAND --help` printed from the options shipped with the package (`hf_distill/cli_options.py`):
+    """`hf-distill COMMAND --help` printed from the options shipped with the package (`hf_distill/cli_help.py`):
     the command's parser's help without importing torch and transformers to build that parser. Exits with 0 once
     printed, as argparse's `--help` does. Returns, leaving the help to the command's own parser, when a recipe is
     named (the help then shows the recipe's values as the defaults) or the file cannot describe the command."""
@@ -643,8 +645,6 @@ def _help_from_options_file(command: str, argv: Sequence[str]) -> None:
     )
     if takes_recipe and names_recipe:
         return
-    from .cli_options import help_parser
-
     parser = help_parser(command)
     if parser is None:
         return
