@@ -37,10 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 
+from .columns import input_columns
 from .log import get_logger
 from .output_folders import remove_stale_staging, staging_path
+from .provenance import with_provenance
 
 logger = get_logger(__name__)
 
@@ -354,10 +356,6 @@ def add_augmented_transfer_set(raw, data_args, task, tokenizer, teacher):
         `ValueError`: the task cannot keep its labels apart from augmented inputs (its reason), or the data has no
         input column to augment.
     """
-    from datasets import DatasetDict, concatenate_datasets
-
-    from .data import input_columns, with_provenance
-
     check_augmentable(data_args, task, tokenizer, teacher)
     columns = input_columns(raw["train"].column_names, data_args)
     if not columns or any(c not in raw["train"].column_names for c in columns):

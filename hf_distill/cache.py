@@ -36,10 +36,11 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, default_data_collator
 from transformers.modeling_outputs import ModelOutput
 
+from .architectures import input_names
 from .log import get_logger
 from .losses import LOG_FLOOR, TopKTargets
-from .modeling import input_names
 from .tasks import Task, task_for
+from .tasks.language_modeling import LanguageModelingCollator
 from .teacher import model_facts
 from .terms import NEED_NAMES, LossTerm, teacher_hidden_layers
 
@@ -333,8 +334,6 @@ class CacheIndexCollator:
 def check_collator(collator, dataset) -> None:
     """Refuses a collator that masks tokens at random each time an example is drawn (masked-LM training on unmasked
     rows): the teacher's outputs then depend on the draw, so they cannot be stored once."""
-    from .tasks.language_modeling import LanguageModelingCollator
-
     if not getattr(collator, "mlm", False):
         return
     if isinstance(collator, LanguageModelingCollator) and "labels" in dataset.column_names:

@@ -47,6 +47,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import __version__
+from .cli_help import help_parser
+
 COMMANDS = {
     "train": "distil a teacher into a student on a dataset (text or token classification, question answering, "
     "masked or causal LM); evaluate, save the student folder and its model card",
@@ -393,6 +396,7 @@ def _describe(parser, command: str) -> None:
 
 def task_argument_classes() -> list[type]:
     """The own data-argument dataclasses of the registered tasks, each once (two tasks may share one)."""
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .tasks import TASKS
 
     classes = []
@@ -407,6 +411,7 @@ def run_parser(prog: str, *extra: type):
     task's own data arguments, measurement and distillation settings."""
     from transformers import HfArgumentParser
 
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .config import DistillationConfig
     from .data import DataArguments
     from .measure import MeasureArguments
@@ -443,14 +448,17 @@ def command_parser(command: str):
     if command == "train":
         parser = run_parser(prog)
     elif command == "cache":
+        # Imported here, not at the top, for start-up time: it imports torch and transformers.
         from .cache import CacheArguments
 
         parser = run_parser(prog, CacheArguments)
     elif command == "student":
+        # Imported here, not at the top, for start-up time: it imports torch and transformers.
         from .run import StudentArguments
 
         parser = HfArgumentParser((StudentOutputArguments, StudentArguments), prog=prog)
     elif command == "compress":
+        # Imported here, not at the top, for start-up time: it imports torch and transformers.
         from .compress import CompressArguments
         from .data import DataArguments
 
@@ -467,6 +475,7 @@ def command_parser(command: str):
 
 
 def train(argv: Sequence[str]):
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .run import run_distillation
 
     parser = command_parser("train")
@@ -478,6 +487,7 @@ def train(argv: Sequence[str]):
 
 
 def cache(argv: Sequence[str]):
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .run import build_cache
 
     parser = command_parser("cache")
@@ -504,6 +514,7 @@ def cache(argv: Sequence[str]):
 
 
 def student(argv: Sequence[str]) -> str:
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .output_folders import check_output_dir
     from .run import make_student
     from .teacher import load_model, load_tokenizer
@@ -529,6 +540,7 @@ def student(argv: Sequence[str]) -> str:
 
 
 def compress(argv: Sequence[str]) -> dict:
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .compress import format_table, run_compress
 
     parser = command_parser("compress")
@@ -546,6 +558,7 @@ def push(argv: Sequence[str]) -> str:
         argv = ["--folder", argv[0], *argv[1:]]
     parser = command_parser("push")
     (args,) = parse_arguments(parser, argv)
+    # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .hub import push_student
 
     url = push_student(
@@ -617,8 +630,6 @@ def run_command(argv: Sequence[str]):
         _print_help()
         return None
     if argv[0] == "--version":
-        from . import __version__
-
         print(f"hf-distill {__version__}")
         return None
     command, rest = argv[0], argv[1:]
@@ -631,7 +642,7 @@ def run_command(argv: Sequence[str]):
 
 
 def _help_from_options_file(command: str, argv: Sequence[str]) -> None:
-    """`hf-distill COMMAND --help` printed from the options shipped with the package (`hf_distill/cli_options.py`):
+    """`hf-distill COMMAND --help` printed from the options shipped with the package (`hf_distill/cli_help.py`):
     the command's parser's help without importing torch and transformers to build that parser. Exits with 0 once
     printed, as argparse's `--help` does. Returns, leaving the help to the command's own parser, when a recipe is
     named (the help then shows the recipe's values as the defaults) or the file cannot describe the command."""
@@ -643,8 +654,6 @@ def _help_from_options_file(command: str, argv: Sequence[str]) -> None:
     )
     if takes_recipe and names_recipe:
         return
-    from .cli_options import help_parser
-
     parser = help_parser(command)
     if parser is None:
         return

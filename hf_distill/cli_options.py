@@ -1,12 +1,13 @@
-"""The options of the `hf-distill` commands as data, so that `hf-distill COMMAND --help` answers at once.
+"""Writes `cli_options.json`: the options of the `hf-distill` commands as data, so that `hf-distill COMMAND --help`
+answers at once ([`~hf_distill.cli_help.help_parser`] reads the file back).
 
 A command's options are the fields of its dataclasses (most of them `TrainingArguments`'), and building their
 `HfArgumentParser` imports torch, transformers and datasets: seconds before a word of help. `cli_options.json`, shipped
 in the package, holds every option of each command's parser as that parser has it (flags, type, default, choices,
-help, the help section it is listed in); [`help_parser`] gives them back to plain argparse, which prints the same
-help. Running a command still parses with `HfArgumentParser` over the dataclasses.
+help, the help section it is listed in), read here from the real parsers ([`describe_commands`]). Running a command
+still parses with `HfArgumentParser` over the dataclasses.
 
-The file is written from the dataclasses; after changing an option (or upgrading transformers), regenerate it with
+After changing an option (or upgrading transformers), regenerate the file with
 
     python -m hf_distill.cli_options --write
 
@@ -18,79 +19,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.resources
-import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 
-OPTIONS_FILE = "cli_options.json"
+from .cli import USAGES, command_parser
+from .cli_help import OPTIONS_FILE, installed_transformers
+
 REGENERATE = "python -m hf_distill.cli_options --write"
-
-
-# --- reading the file (no torch, no transformers) ----------------------------------------------------------------
-
-
-def load_options() -> dict | None:
-    """The shipped options file, or None when the package has none."""
-    path = importlib.resources.files("hf_distill").joinpath(OPTIONS_FILE)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def installed_transformers() -> str | None:
-    """The installed transformers' version, read from its `__init__.py` without importing it (importing it is what
-    the file saves; `importlib.metadata` alone costs a tenth of a second on a busy machine)."""
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or spec.origin is None:
-        return None
-    with open(spec.origin, encoding="utf-8") as init:
-        found = re.search(r'^__version__ = "([^"]+)"', init.read(), re.MULTILINE)
-    return found.group(1) if found else None
-
-
-def help_parser(command: str) -> argparse.ArgumentParser | None:
-    """A plain argparse parser holding the options of `hf-distill COMMAND` as the shipped file describes them: its
-    help is the help of the command's `HfArgumentParser`, once given the same usage and description.
-
-    Returns None when the file does not describe the command, or was written with another transformers than the
-    installed one (whose `TrainingArguments` may differ): the caller then builds the real parser.
-    """
-    options = load_options()
-    if options is None or command not in options["commands"] or options["transformers"] != installed_transformers():
-        return None
-    parser = argparse.ArgumentParser(
-        prog=f"hf-distill {command}", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    groups = {parser._optionals.title: parser, parser._positionals.title: parser}
-    for name in options["commands"][command]:
-        for option in options["dataclasses"][name]:
-            if option["group"] not in groups:
-                groups[option["group"]] = parser.add_argument_group(option["group"])
-            keywords = {"dest": option["dest"], "default": option["default"], "help": option["help"]}
-            if option["choices"] is not None:
-                keywords["choices"] = option["choices"]
-            if option["required"]:
-                keywords["required"] = True
-            # argparse's own mechanics, present only where they are not its defaults.
-            keywords.update({key: option[key] for key in ("action", "nargs", "const", "metavar") if key in option})
-            if isinstance(keywords.get("metavar"), list):  # argparse's tuple: one name per value
-                keywords["metavar"] = tuple(keywords["metavar"])
-            groups[option["group"]].add_argument(*option["flags"], **keywords)
-    return parser
-
-
-# --- writing the file (imports torch and transformers) -----------------------------------------------------------
 
 
 def describe_commands() -> dict:
     """Every option of every command of `hf_distill.cli.USAGES`, read from the command's real parser: for each
     dataclass (once, however many commands take it) its options in the parser's order, and for each command its
     dataclasses in order."""
-    from .cli import USAGES, command_parser
-
     commands, described = {}, {}
     for command in USAGES:
         parser = command_parser(command)

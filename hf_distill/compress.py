@@ -27,6 +27,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.trainer_pt_utils import nested_concat
 
+from .cache import weights_fingerprint
+from .data import load_raw_datasets
 from .export import (
     EXPORT_FORMATS,
     INT8_FILE,
@@ -50,6 +52,9 @@ from .measure import (
 )
 from .model_card import METRICS_FILE, build_model_card
 from .output_folders import OVERWRITE_FLAG, refuse_model_folder, staged_folder
+from .run import _own_arguments, describe_data
+from .tasks import task_for
+from .teacher import has_tokenizer_files, load_model, load_tokenizer
 
 __all__ = ["COMPRESSION_FILE", "TRADEOFF_PLOT", "CompressArguments", "compress", "run_compress"]
 
@@ -304,9 +309,6 @@ def compress(
         `dict`: the metrics (also written as `output_dir/compression_metrics.json`): one entry per model under
         `models`, the headline metric, the tolerance and each export's verdict.
     """
-    from .cache import weights_fingerprint
-    from .teacher import load_model
-
     formats = parse_formats(formats)
     check_settings(max_accuracy_drop, latency_rounds, latency_sequence_length, eval_batch_size, latency_batch_sizes)
     if any(fmt.startswith("onnx") for fmt in formats):
@@ -325,8 +327,6 @@ def compress(
     if teacher_dir is not None:
         teacher = load_model(teacher_dir, student)
     if task is None:
-        from .tasks import task_for
-
         task = task_for(student)
     check_compressible(task, student)
     headline = task.card_metrics[0] if task.card_metrics else None
@@ -502,8 +502,6 @@ def check_compressible(task, student) -> None:
 def load_student_tokenizer(student_dir: str, student: PreTrainedModel):
     """The student folder's tokenizer, which every export folder gets a copy of; a folder without tokenizer files is
     refused with the fix (transformers would build an empty tokenizer that reads every word as unknown)."""
-    from .teacher import has_tokenizer_files, load_tokenizer
-
     if os.path.isdir(student_dir) and not has_tokenizer_files(student_dir):
         raise ValueError(
             f"the student folder {student_dir!r} holds no tokenizer files (tokenizer.json, vocab.txt, "
@@ -701,11 +699,6 @@ def write_tradeoff_plot(metrics: dict, path: str) -> str | None:
 def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
     """What `hf-distill compress` runs: loads the student, the teacher and the evaluation split (the test file, else
     the validation data, tokenised as training did), then [`compress`]."""
-    from .data import load_raw_datasets
-    from .run import _own_arguments, describe_data
-    from .tasks import task_for
-    from .teacher import load_model
-
     # What can be checked before the data is read: the output folder, the student and its tokenizer.
     for role, path in (("student", args.student_model_name_or_path), ("teacher", args.teacher_model_name_or_path)):
         refuse_model_folder(args.output_dir, [path], role=role)

@@ -12,6 +12,8 @@ from transformers import TrainingArguments
 from .completions import check_completion_settings, uses_completions
 from .layer_map import LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, parse_layer_pairs
 from .losses import DIVERGENCES
+from .references import teacher_reference
+from .teacher_server import check_server_url
 from .terms import TERMS, active_terms, needs_of
 
 _RELATION_TYPES = ("query", "key", "value")
@@ -489,8 +491,6 @@ class DistillationConfig(TrainingArguments):
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
             raise ValueError(f"teacher_server_timeout must be a number of seconds > 0, got {timeout!r}")
         if self.teacher_server_url is not None:
-            from .teacher_server import check_server_url
-
             self.teacher_server_url = check_server_url(self.teacher_server_url)
             if self.teacher_cache or self.teacher_model_name_or_path:
                 given = "teacher_cache" if self.teacher_cache else "teacher_model_name_or_path"
@@ -524,8 +524,6 @@ class DistillationConfig(TrainingArguments):
     def distillation_settings(self) -> dict[str, float | str]:
         """The settings that define the distillation (for the metrics file and the model card): JSON-serialisable,
         each term's weight under its weight field's name."""
-        from .student import teacher_reference  # (lazily: the student builder imports torch)
-
         settings = {
             "temperature": self.temperature,
             "divergence": self.divergence,

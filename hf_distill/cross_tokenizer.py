@@ -25,6 +25,9 @@ from typing import Any
 import torch
 
 from .alignment import shared_vocabulary, vocabulary_difference
+from .architectures import unwrap
+from .model_files import VOCABULARY_FILES
+from .references import teacher_reference
 
 TEACHER_PREFIX = "teacher_"
 ALIGN_PREFIX = "align_"
@@ -75,13 +78,10 @@ def own_tokenizer(model):
     """The tokenizer saved beside a model loaded from a local folder (its vocabulary files are there), or `None`."""
     from transformers import AutoTokenizer
 
-    from .architectures import unwrap
-    from .teacher import _VOCABULARY_FILES
-
     folder = getattr(unwrap(model), "name_or_path", None)
     if not folder or not os.path.isdir(folder):
         return None
-    if not any(os.path.isfile(os.path.join(folder, name)) for name in _VOCABULARY_FILES):
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in VOCABULARY_FILES):
         return None
     return AutoTokenizer.from_pretrained(folder)
 
@@ -185,8 +185,6 @@ class TokenizerPair:
 
 
 def _reference(tokenizer) -> str | None:
-    from .student import teacher_reference
-
     name = getattr(tokenizer, "name_or_path", None)
     return teacher_reference(os.fspath(name)) if name else None
 

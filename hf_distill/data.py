@@ -4,10 +4,12 @@ Loading the raw data of a distillation job, whatever its task: files or a Hub da
 [`load_raw_datasets`] returns a [`~datasets.DatasetDict`] of untokenised splits: `"train"`, `"validation"` (unless
 `--validation_split_percentage 0` leaves none), `"test"` when given, and `"unlabeled"` (the transfer set of
 `--unlabeled_file`). Each task tokenises them ([`hf_distill.tasks.Task.prepare_datasets`]). Where each split came from
-is kept in the dict's `sources` attribute ([`source_of`]), so that later errors can name the file.
+is kept in the dict's `sources` attribute ([`~hf_distill.provenance.source_of`]), so that later errors can name the
+file.
 
-The input columns of an example (its text, text pair, question and context, or word list: [`input_columns`]) are
-what duplicates, overlaps between training and evaluation data, and empty cells are looked for in.
+The input columns of an example (its text, text pair, question and context, or word list:
+[`~hf_distill.columns.input_columns`]) are what duplicates, overlaps between training and evaluation data, and empty
+cells are looked for in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,16 +24,13 @@ import datasets
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from .augment import settings_of
+from .columns import TEXT_COLUMN_CANDIDATES, input_columns
 from .log import get_logger
+from .provenance import SPLIT_ORDER, FileRows
+from .tasks import get_task
 
 logger = get_logger(__name__)
-
-# Candidates for the automatic detection of the text column, in order of preference.
-TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "tweet", "question")
-# Word-list columns (token classification): inputs too, when no text column is found.
-WORDS_COLUMN_CANDIDATES = ("tokens", "words")
-# Question answering's inputs, when the data has both and no --text_column is given.
-QUESTION_CONTEXT_COLUMNS = ("question", "context")
 
 # Local file extension -> `datasets` packaged builder.
 _EXTENSION_TO_BUILDER = {
@@ -45,7 +43,6 @@ _EXTENSION_TO_BUILDER = {
 }
 # Split names that are used as the evaluation split when `eval_split` is not given.
 _EVAL_SPLIT_CANDIDATES = ("validation", "valid", "dev")
-_SPLIT_ORDER = ("train", "validation", "test", "unlabeled")
 
 
 @dataclass
@@ -212,8 +209,6 @@ class DataArguments:
 
     def __post_init__(self):
         if self.task is not None:
-            from .tasks import get_task
-
             get_task(self.task)  # fails at parsing time on a misspelt task, naming the accepted ones
         if (self.dataset_name is None) == (self.train_file is None):
             given = "both were given" if self.dataset_name is not None else "neither was given"
@@ -231,8 +226,6 @@ class DataArguments:
         if self.max_length <= 0:
             raise ValueError(f"--max_length must be positive, got {self.max_length}.")
         if self.augment:
-            from .augment import settings_of
-
             settings_of(self)  # a bad probability or count is named now, not after the teacher is loaded
         for argument in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, argument)
@@ -420,35 +413,6 @@ def _load_hub_splits(args: DataArguments) -> dict[str, Dataset]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def detect_column(columns: Iterable[str], candidates: Iterable[str]) -> str | None:
-    """First candidate present in `columns`: exact match first, then case-insensitive (CSV headers like "Text")."""
-    columns, candidates = list(columns), list(candidates)
-    for candidate in candidates:
-        if candidate in columns:
-            return candidate
-    lowered = {column.lower(): column for column in columns}
-    for candidate in candidates:
-        if candidate in lowered:
-            return lowered[candidate]
-    return None
-
-
-def input_columns(columns: Iterable[str], args: DataArguments) -> list[str]:
-    """The columns that hold an example's input, or `[]` when none is recognised.
-
-    `--text_column` (and `--text_pair_column`) when given; else question and context (question answering) when the
-    data has both; else the first detected text column (`TEXT_COLUMN_CANDIDATES`), or word-list column.
-    """
-    columns = list(columns)
-    pair = [args.text_pair_column] if args.text_pair_column else []
-    if args.text_column:
-        return [args.text_column, *pair]
-    if all(name in columns for name in QUESTION_CONTEXT_COLUMNS):
-        return list(QUESTION_CONTEXT_COLUMNS)
-    detected = detect_column(columns, TEXT_COLUMN_CANDIDATES) or detect_column(columns, WORDS_COLUMN_CANDIDATES)
-    return [detected, *pair] if detected else []
-
-
 def _hashable(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
@@ -542,67 +506,6 @@ def _check_not_empty(splits: dict[str, Dataset], sources: dict[str, str], reason
             raise ValueError(f"The {name} split ({sources[name]}) is empty: it has no examples{reason}.")
 
 
-def source_of(raw: DatasetDict, split: str) -> str:
-    """Where a split of [`load_raw_datasets`] came from, for messages: `"--train_file 'train.csv'"`, ..."""
-    return getattr(raw, "sources", {}).get(split, f"the {split} split")
-
-
-@dataclass(frozen=True)
-class FileRows:
-    """Where the examples of one split are in the file (or Hub split) they were read from: `rows[i]` is the 0-based
-    data row of example `i`, whatever dropping duplicates, holding out and truncating did since (the `file_rows`
-    attribute of [`load_raw_datasets`]' result, one per split)."""
-
-    source: str  # the file as messages name it: "--train_file 'train.csv'"
-    builder: str | None  # how it was read ("csv", "json", ...): how a row maps to a line
-    order: int  # the file's place in the order train, validation, test, unlabeled
-    rows: np.ndarray
-
-    def describe(self, index: int) -> str:
-        """`"--train_file 'train.csv': row 2 (line 3 of the file, after the header)"`: example `index` in the file."""
-        row = int(self.rows[index])
-        where = f"row {row + 1}"
-        if self.builder == "csv":
-            where += f" (line {row + 2} of the file, after the header)"
-        elif self.builder == "json":
-            where += f" (line {row + 1})"
-        return f"{self.source}: {where}"
-
-
-def with_provenance(new: DatasetDict, old: DatasetDict) -> DatasetDict:
-    """`new` (made from `old`'s splits) with `old`'s `sources` and `file_rows`, so that later errors name the files."""
-    new.sources = dict(getattr(old, "sources", {}))
-    new.file_rows = dict(getattr(old, "file_rows", {}))
-    return new
-
-
-def first_bad_row(raw: DatasetDict, column: str, is_bad: Callable[[Any], bool]) -> tuple[str, Any, int] | None:
-    """The example whose `column` value `is_bad` that comes first in the data files, whichever split it went to:
-    `(where, value, count)`, `where` naming the file and its row ([`FileRows.describe`]), `count` the bad examples in
-    all; None when there is none. The files are taken in the order train, validation, test, and rows in their order."""
-    found = []
-    count = 0
-    for split, dataset in raw.items():
-        if column not in dataset.column_names:
-            continue
-        bad = [(index, value) for index, value in enumerate(dataset[column]) if is_bad(value)]
-        count += len(bad)
-        if not bad:
-            continue
-        origin = getattr(raw, "file_rows", {}).get(split)
-        if origin is None:  # data from elsewhere (a DatasetDict built in Python): its own order
-            order = _SPLIT_ORDER.index(split) if split in _SPLIT_ORDER else len(_SPLIT_ORDER)
-            index, value = bad[0]
-            found.append(((order, index), f"{source_of(raw, split)}: row {index + 1}", value))
-            continue
-        index, value = min(bad, key=lambda item: origin.rows[item[0]])
-        found.append(((origin.order, int(origin.rows[index])), origin.describe(index), value))
-    if not found:
-        return None
-    _, where, value = min(found, key=lambda item: item[0])
-    return where, value, count
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------------
@@ -626,8 +529,9 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
         [`~datasets.DatasetDict`]: the splits `"train"`, `"validation"` (unless nothing is held out and no
         evaluation data is given), `"test"` (when a test file or split is given) and `"unlabeled"` (when an
         unlabeled file is given; without the inputs of the evaluation and test data). Its `sources` attribute names
-        where each split came from ([`source_of`]); its `file_rows` attribute, where each example is in its file
-        ([`FileRows`], for errors that name a row: [`first_bad_row`]).
+        where each split came from ([`~hf_distill.provenance.source_of`]); its `file_rows` attribute, where each
+        example is in its file ([`~hf_distill.provenance.FileRows`], for errors that name a row:
+        [`~hf_distill.provenance.first_bad_row`]).
 
     Raises:
         `FileNotFoundError`: a local file does not exist.
@@ -653,7 +557,7 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
     _check_not_empty(splits, sources)
     # Each example's row in the file it came from, kept through what follows, so that errors name the file's row.
     rows = {name: np.arange(dataset.num_rows) for name, dataset in splits.items()}
-    origins = {name: (sources[name], builders.get(name), _SPLIT_ORDER.index(name)) for name in splits}
+    origins = {name: (sources[name], builders.get(name), SPLIT_ORDER.index(name)) for name in splits}
 
     columns = input_columns(splits["train"].column_names, args)
     for name, dataset in splits.items():
@@ -701,7 +605,7 @@ def load_raw_datasets(args: DataArguments) -> DatasetDict:
         splits["unlabeled"] = load_unlabeled(args, splits, columns)
         sources["unlabeled"] = f"--unlabeled_file {args.unlabeled_file!r}"
 
-    raw = DatasetDict({name: splits[name] for name in _SPLIT_ORDER if name in splits})
+    raw = DatasetDict({name: splits[name] for name in SPLIT_ORDER if name in splits})
     raw.sources = {name: sources[name] for name in raw}
     raw.file_rows = {name: FileRows(*origins[name], rows[name]) for name in raw if name in rows}
     return raw

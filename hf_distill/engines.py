@@ -35,6 +35,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from .export import _ONNX_INPUTS, _forward_names, quantize_onnx, require_export_extra
 from .log import get_logger
+from .tasks import task_name_of
 
 logger = get_logger(__name__)
 
@@ -190,7 +191,6 @@ def run_teacher_on_onnxruntime(
     """
     if engine not in TEACHER_ENGINES[1:]:
         raise ValueError(f"teacher_engine must be one of {TEACHER_ENGINES}, got {engine!r}")
-    from .tasks import task_name_of
 
     if task_name_of(teacher) in (None, "causal-lm"):
         raise ValueError(

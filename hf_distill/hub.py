@@ -25,7 +25,8 @@ from huggingface_hub.utils import get_session
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
 from .log import get_logger
-from .model_card import METRICS_FILE, TRAINING_PLOT, build_model_card
+from .model_card import build_model_card
+from .model_files import CARD_FILES, MODEL_FILES, PLOT_FILES, TOKENIZER_FILES
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -40,34 +41,6 @@ __all__ = [
 
 logger = get_logger(__name__)
 
-# The files of a saved model, by name: `save_pretrained` writes these (sharded weights are added from the index).
-MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "adapter_config.json",  # a peft student saved as its adapter
-    "adapter_model.safetensors",
-)
-# Tokenizer files by their real names; the saved tokenizer class's own `vocab_files_names` are added to these.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",  # sentencepiece: Llama, Mistral, ...
-    "spiece.model",  # T5, ALBERT
-    "sentencepiece.bpe.model",  # XLM-R, CamemBERT
-    "sentencepiece.model",
-)
-# The card, the run's measurements, and the plots the run writes (images that README.md shows are added).
-CARD_FILES = ("README.md", METRICS_FILE)
-PLOT_FILES = ("distillation.png", TRAINING_PLOT)
 _SHARD_NAME = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 _IMAGE_LINK = re.compile(r"""(?:\]\(|src=["'])([^)"'\s/\\]+\.(?:png|jpe?g|gif|svg|webp))""", re.IGNORECASE)
 

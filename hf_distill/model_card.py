@@ -22,14 +22,12 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
 from .json_values import is_number
+from .model_files import METRICS_FILE, TRAINING_PLOT
 from .tasks import CardMetric, Task, get_task, task_name_of_class
 from .terms import TERMS
 
 __all__ = ["METRICS_FILE", "TEMPLATE_NAME", "TRAINING_PLOT", "build_model_card", "teacher_license", "template_path"]
 
-METRICS_FILE = "distillation_metrics.json"
-# The training and evaluation loss curves of the run (written when matplotlib is installed), shown by the card.
-TRAINING_PLOT = "distillation_training.png"
 TEMPLATE_NAME = "student.md"
 TAGS = ["distillation", "hf-distill", "knowledge-distillation"]
 # The `model-index` name of evaluation data that the run did not name (a Python run without a dataset name).

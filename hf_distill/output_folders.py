@@ -25,8 +25,8 @@ import socket
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
-from .hub import CARD_FILES, MODEL_FILES, PLOT_FILES, TOKENIZER_FILES
 from .log import get_logger
+from .model_files import CARD_FILES, MODEL_FILES, PLOT_FILES, TOKENIZER_FILES
 
 __all__ = [
     "OVERWRITE_FLAG",
@@ -44,7 +44,7 @@ logger = get_logger(__name__)
 
 # The flag that lets a run write into a folder holding other things (transformers 5 removed its own).
 OVERWRITE_FLAG = "overwrite_output_dir"
-# What a run writes at the top of its output folder besides the student's files, which hub.py names.
+# What a run writes at the top of its output folder besides the student's files, which model_files.py names.
 RUN_FILES = frozenset(
     {
         *MODEL_FILES,

@@ -25,6 +25,7 @@ from .cache import CacheArguments, TeacherCache, build_teacher_cache, check_cach
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair
 from .data import DataArguments, load_raw_datasets
+from .engines import run_teacher_on_onnxruntime, sample_batches
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_MAP_STRATEGIES, LAYER_STRATEGIES, LayerMap
 from .log import get_logger
 from .measure import (
@@ -39,7 +40,7 @@ from .measure import (
     write_metrics,
 )
 from .output_folders import check_output_dir, last_complete_checkpoint
-from .prune import check_width
+from .prune import calibration_batches, check_width
 from .student import build_student
 from .tasks import Task, get_task
 from .teacher import (
@@ -430,8 +431,6 @@ def run_distillation(
     datasets = prepared.datasets
     calibration = None
     if student_args.prunes_width and not student_args.student_model_name_or_path:
-        from .prune import calibration_batches
-
         calibration = calibration_batches(
             datasets["train"], prepared.collator, student_args.calibration_examples, config.per_device_train_batch_size
         )
@@ -676,8 +675,6 @@ def build_cache(
         dataset, tokenizer = pair.teacher_view(dataset, prepared.task), pair.teacher
         collator = prepared.task.data_collator(tokenizer, prepared.task_args)
     if config.teacher_engine != "pytorch":  # the teacher's passes on onnxruntime, checked on the first examples
-        from .engines import run_teacher_on_onnxruntime, sample_batches
-
         layers = hidden_layers or []
         if layers == "all":
             layers = range(teacher.config.num_hidden_layers + 1)

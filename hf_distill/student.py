@@ -6,16 +6,17 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Literal
 
 import torch
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel
 
 from .architectures import SUPPORTED_MODEL_TYPES, architecture, layer_stack_path
 from .layer_map import DEFAULT_STUDENT_STRATEGY, LAYER_STRATEGIES, strategy_teacher_layers
 from .log import get_logger
+from .prune import plan_width, pruned_config
+from .references import teacher_reference
+from .teacher import load_model
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "build_student", "select_teacher_layers", "teacher_reference"]
 
@@ -69,30 +70,6 @@ def select_teacher_layers(
             raise ValueError(f"num_layers={num_layers} disagrees with len(layers)={len(chosen)}; pass only one.")
         return chosen
     return [layer - 1 for layer in strategy_teacher_layers(strategy, n, num_layers)]
-
-
-def teacher_reference(name_or_path: str | os.PathLike | None) -> str | None:
-    """
-    How a student's config names its teacher: a Hub id as it is; a local folder by its base name only, which is what
-    the model card shows (a published model must not reveal the layout of the user's file system).
-    """
-    if not name_or_path:
-        return None
-    name = str(name_or_path)
-    return Path(os.path.abspath(os.path.expanduser(name))).name if is_local_teacher(name) else name
-
-
-def is_local_teacher(name_or_path: str | os.PathLike) -> bool:
-    """Whether a teacher was named by a local folder (not a Hub id): its [`teacher_reference`] is then a folder name,
-    which must not be taken for a Hub id (a card's `base_model`)."""
-    name = str(name_or_path)
-    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return True
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return True
-    return False
 
 
 def _layer_prefix(model: PreTrainedModel, num_layers: int) -> str:
@@ -155,10 +132,6 @@ def build_student(
         also records its sizes and kept heads (`distillation_width`).
     """
     if isinstance(teacher, (str, os.PathLike)):
-        from .teacher import (
-            load_model,  # the one loader (it imports the task registry, which imports this module's users)
-        )
-
         teacher = load_model(teacher, init_kwargs=from_pretrained_kwargs)
     elif not isinstance(teacher, PreTrainedModel):
         raise TypeError(f"teacher must be a PreTrainedModel or a path, got {type(teacher).__name__}.")
@@ -171,8 +144,6 @@ def build_student(
 
     plan = None
     if heads is not None or intermediate_size is not None or hidden_size is not None:
-        from .prune import plan_width, pruned_config
-
         plan = plan_width(teacher, chosen, heads, intermediate_size, hidden_size, calibration)
         config = pruned_config(teacher.config, plan, architecture(teacher))
     else:

@@ -23,8 +23,10 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 from transformers.models.auto import modeling_auto
 
 from .log import get_logger
+from .model_files import VOCABULARY_FILES
 from .tasks import TASKS, Task, get_task, task_for, task_name_of
 from .tasks.base import is_default_id2label
+from .tasks.language_modeling import differ_only_by_padding
 
 logger = get_logger(__name__)
 
@@ -112,19 +114,6 @@ def load_tokenizer(
     return tokenizer
 
 
-# Files that hold a tokenizer's vocabulary (tokenizer_config.json alone holds none).
-_VOCABULARY_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "sentencepiece.model",
-)
-
-
 def has_tokenizer(name_or_path: str | os.PathLike) -> bool:
     """Whether a model holds a tokenizer of its own: a local folder with vocabulary files, a .gguf file (its metadata
     holds one), or a Hub id (a model repository ships its tokenizer)."""
@@ -132,7 +121,7 @@ def has_tokenizer(name_or_path: str | os.PathLike) -> bool:
     if pretrained_location(path)[1]:
         return True
     if os.path.isdir(path):
-        return any(os.path.isfile(os.path.join(path, name)) for name in _VOCABULARY_FILES)
+        return any(os.path.isfile(os.path.join(path, name)) for name in VOCABULARY_FILES)
     return not os.path.exists(path) and not _looks_local(path)
 
 
@@ -161,7 +150,7 @@ def check_tokenizer(
         missing = ""
         if os.path.isdir(source) and not has_tokenizer_files(source):
             missing = (
-                f" The folder {source!r} holds no tokenizer files ({', '.join(_VOCABULARY_FILES[:3])}, "
+                f" The folder {source!r} holds no tokenizer files ({', '.join(VOCABULARY_FILES[:3])}, "
                 "tokenizer_config.json, ...), so transformers built an empty tokenizer that reads every word as "
                 "its unknown token."
             )
@@ -175,7 +164,7 @@ def check_tokenizer(
 def has_tokenizer_files(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds a tokenizer's vocabulary (`tokenizer.json`, `vocab.txt`, ...; `tokenizer_config.json`
     alone holds none)."""
-    return any(os.path.isfile(os.path.join(folder, name)) for name in _VOCABULARY_FILES)
+    return any(os.path.isfile(os.path.join(folder, name)) for name in VOCABULARY_FILES)
 
 
 def position_limit(model: PreTrainedModel) -> int | None:
@@ -448,8 +437,6 @@ def check_compatibility(
     With `across_tokenizers` (the student has a tokenizer of its own, which differs from the teacher's: each reads
     its own ids, see [`~hf_distill.cross_tokenizer`]) the vocabularies are not compared; heads and labels still are.
     """
-    from .tasks.language_modeling import differ_only_by_padding
-
     facts = teacher if isinstance(teacher, dict) else model_facts(teacher)
     if facts["task"] != task.name:
         raise ValueError(

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import ModelOutput
 
+from . import cache as teacher_cache
 from .log import get_logger
 from .losses import LOG_FLOOR, TopKTargets
 
@@ -579,8 +580,6 @@ def build_teacher_cache_from_server(
     """
     import datasets
     from transformers import DataCollatorWithPadding
-
-    from . import cache as teacher_cache
 
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be a tokenised datasets.Dataset, got {type(dataset).__name__}")

@@ -22,6 +22,7 @@ import torch
 from . import losses
 from .fused_linear import LinearHead, fused_linear_distillation_loss, probe_linear_head
 from .json_values import is_number
+from .layer_map import LayerMap
 from .relations import relation_loss_terms
 
 # What a term can need from the models: the batch's hard labels, the teacher's logits, hidden states or attention
@@ -172,8 +173,6 @@ def teacher_hidden_layers(args, num_teacher_layers: int, num_student_layers: int
     `num_student_layers` may be a function, called only when a term needs hidden states (finding the student's depth
     may mean building it).
     """
-    from .layer_map import LayerMap
-
     if "hidden_states" not in needs_of(active_terms(args)):
         return []
     if callable(num_student_layers):

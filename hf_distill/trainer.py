@@ -20,17 +20,22 @@ from transformers.utils import find_labels
 
 from . import losses
 from .alignment import vocabulary_difference
-from .architectures import unwrap
+from .architectures import input_names, unwrap
 from .batch_order import SeededLengthGroupedSampler, has_lengths
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .completions import CompletionSource, check_completion_settings
 from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
+from .engines import run_teacher_on_onnxruntime, sample_batches
 from .fused_linear import LinearHead, head_of, probe_linear_head
+from .hub import check_repo_id, create_repo, push_student
 from .layer_map import LayerMap
 from .log import get_logger
-from .modeling import DistillationModel, build_projections, input_names, is_peft_model
+from .measure import task_figures, write_training_plot
+from .model_card import METRICS_FILE, build_model_card, teacher_license
+from .modeling import DistillationModel, build_projections, is_peft_model
 from .output_folders import last_complete_checkpoint, refuse_teacher_folder
+from .references import is_local_teacher, teacher_reference
 from .relations import QKVCapture
 from .tasks import UNITS, task_for
 from .teacher import (
@@ -349,7 +354,6 @@ class DistillationTrainer(Trainer):
         engine = self.args.teacher_engine
         if engine == "pytorch" or not teachers:
             return None
-        from .engines import run_teacher_on_onnxruntime
 
         users = [term.weight_field for term in self.terms if term.needs & {"attentions", "qkv"}]
         if users:
@@ -372,8 +376,6 @@ class DistillationTrainer(Trainer):
     def _sample_batches(self, count: int = 64) -> list[dict]:
         """The first `count` training examples, batched as training batches them (the teacher engine's check)."""
         import datasets
-
-        from .engines import sample_batches
 
         dataset = self.train_dataset
         if dataset is None or not hasattr(dataset, "__len__"):
@@ -734,9 +736,6 @@ class DistillationTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return
-        from .measure import task_figures, write_training_plot
-        from .model_card import METRICS_FILE, build_model_card, teacher_license
-        from .student import is_local_teacher, teacher_reference
 
         write_training_plot(self.args.output_dir, self.state.log_history)
         metrics = None
@@ -778,8 +777,6 @@ class DistillationTrainer(Trainer):
         the projections, optimizer state, training arguments (which hold the token) or checkpoints. Returns the commit
         URL (on the main process).
         """
-        from .hub import check_repo_id, push_student
-
         repo_id = self._hub_repo_id()
         check_repo_id(repo_id, "hub_model_id")  # before the card is written for it
         self.save_model(_internal_call=True)
@@ -821,7 +818,6 @@ class DistillationTrainer(Trainer):
                 "(the student's files at each save) or 'end' (one commit at the end), and keep checkpoints local "
                 "(resume with resume_from_checkpoint)."
             )
-        from .hub import check_repo_id, create_repo
 
         repo_id = self._hub_repo_id()
         check_repo_id(repo_id, "hub_model_id" if self.args.hub_model_id else "the repo name taken from output_dir")
@@ -841,7 +837,6 @@ class DistillationTrainer(Trainer):
         strategy = str(getattr(self.args.hub_strategy, "value", self.args.hub_strategy))
         if not self.is_world_process_zero() or strategy != "every_save":
             return
-        from .hub import push_student
 
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         if self.args.save_strategy == "steps":

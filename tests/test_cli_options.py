@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_distill import cli, cli_options
+from hf_distill import cli, cli_help, cli_options
 from hf_distill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,10 +23,10 @@ def fixed_width(monkeypatch):
     monkeypatch.setenv("COLUMNS", "119")
 
 
-SHIPPED = json.loads((REPO / "hf_distill" / cli_options.OPTIONS_FILE).read_text(encoding="utf-8"))
+SHIPPED = json.loads((REPO / "hf_distill" / cli_help.OPTIONS_FILE).read_text(encoding="utf-8"))
 # Written with another transformers than the installed one: the help then comes from the dataclasses (tested below),
 # and only hf_distill's own options can be compared with the file.
-OTHER_TRANSFORMERS = SHIPPED["transformers"] != cli_options.installed_transformers()
+OTHER_TRANSFORMERS = SHIPPED["transformers"] != cli_help.installed_transformers()
 
 
 def own_options(dataclass_options: dict) -> dict:
@@ -41,11 +41,11 @@ def own_options(dataclass_options: dict) -> dict:
 
 def test_shipped_options_match_the_dataclasses():
     described = cli_options.describe_commands()
-    shipped = (REPO / "hf_distill" / cli_options.OPTIONS_FILE).read_text(encoding="utf-8")
+    shipped = (REPO / "hf_distill" / cli_help.OPTIONS_FILE).read_text(encoding="utf-8")
     if OTHER_TRANSFORMERS:
         if own_options(described["dataclasses"]) != own_options(SHIPPED["dataclasses"]):
             pytest.fail(
-                f"hf_distill/{cli_options.OPTIONS_FILE} does not match hf_distill's own options: regenerate it with "
+                f"hf_distill/{cli_help.OPTIONS_FILE} does not match hf_distill's own options: regenerate it with "
                 f"`{cli_options.REGENERATE}`"
             )
         return
@@ -57,7 +57,7 @@ def test_shipped_options_match_the_dataclasses():
         changed += [name for name in old["dataclasses"] if name not in described["dataclasses"]]
         changed += [name for name in ("transformers", "commands") if described[name] != old.get(name)]
         pytest.fail(
-            f"hf_distill/{cli_options.OPTIONS_FILE} does not match the options' dataclasses (changed: "
+            f"hf_distill/{cli_help.OPTIONS_FILE} does not match the options' dataclasses (changed: "
             f"{', '.join(changed) or 'formatting'}): regenerate it with `{cli_options.REGENERATE}`"
         )
 
@@ -71,7 +71,7 @@ def test_help_from_the_file_is_the_parsers_help(command, capsys):
     assert capsys.readouterr().out == real.format_help()
     # Every flag the real parser takes, with what its help shows of it (the equality above holds at any width).
     if not OTHER_TRANSFORMERS:
-        assert flags(cli_options.help_parser(command)) == flags(real)
+        assert flags(cli_help.help_parser(command)) == flags(real)
 
 
 def flags(parser) -> dict:
@@ -91,7 +91,7 @@ def flags(parser) -> dict:
 
 @pytest.mark.skipif(
     OTHER_TRANSFORMERS,
-    reason=f"hf_distill/{cli_options.OPTIONS_FILE} was written with another transformers: the help comes from the "
+    reason=f"hf_distill/{cli_help.OPTIONS_FILE} was written with another transformers: the help comes from the "
     f"dataclasses until `{cli_options.REGENERATE}`",
 )
 def test_help_does_not_import_torch_or_transformers():
@@ -113,8 +113,8 @@ def test_help_does_not_import_torch_or_transformers():
 
 def test_another_transformers_takes_the_parsers_help(monkeypatch, capsys):
     # The file was written with the installed transformers; another one's TrainingArguments may differ.
-    monkeypatch.setattr(cli_options, "installed_transformers", lambda: "0.0.0")
-    assert cli_options.help_parser("train") is None
+    monkeypatch.setattr(cli_help, "installed_transformers", lambda: "0.0.0")
+    assert cli_help.help_parser("train") is None
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert capsys.readouterr().out == cli.command_parser("train").format_help()
@@ -131,4 +131,4 @@ def test_the_options_file_is_package_data():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hf_distill"]
     shipped = {path.resolve() for pattern in patterns for path in (REPO / "hf_distill").glob(pattern)}
-    assert (REPO / "hf_distill" / cli_options.OPTIONS_FILE).resolve() in shipped
+    assert (REPO / "hf_distill" / cli_help.OPTIONS_FILE).resolve() in shipped

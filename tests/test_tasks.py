@@ -464,8 +464,9 @@ def test_unknown_names_are_refused_listing_the_accepted_ones():
 
 def test_register_task_refuses_a_taken_name_or_pipeline_tag(monkeypatch):
     from hf_distill import tasks
+    from hf_distill.tasks import registry
 
-    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     def toy(**attributes):
         base = {"name": "toy", "pipeline_tag": "toy-task", "mapping_name": "MODEL_FOR_CTC_MAPPING_NAMES"}

@@ -32,15 +32,16 @@ from transformers import (
 from .. import losses
 from ..alignment import span_groups
 from ..cross_tokenizer import place_rows, teacher_encoding, teacher_inputs
-from ..data import DataArguments
 from ..metrics import perplexity
-from . import register_task
 from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation, _counts
+from .registry import register_task
 from .text_classification import resolve_columns
 from .token_classification import TokenClassification
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
+
+    from ..data import DataArguments
 
 
 @dataclass

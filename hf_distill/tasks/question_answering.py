@@ -20,13 +20,15 @@ from transformers import AutoModelForQuestionAnswering
 from .. import losses
 from ..alignment import edge_positions
 from ..cross_tokenizer import TEACHER_EVAL_COLUMNS, TEACHER_PREFIX, place_rows
-from ..data import DataArguments, source_of
 from ..metrics import exact_match, squad_scores
-from . import register_task
+from ..provenance import source_of
 from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation
+from .registry import register_task
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
+
+    from ..data import DataArguments
 
 # Where padding is, both models' span logits are set to this: no probability, whatever the model put there, so padding
 # changes nothing. Finite (and within float16's range), so that 0 * log 0 never turns into nan.

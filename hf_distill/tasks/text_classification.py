@@ -21,10 +21,10 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification
 
 from .. import losses, metrics
+from ..columns import TEXT_COLUMN_CANDIDATES, detect_column
 from ..cross_tokenizer import teacher_encoding
-from ..data import TEXT_COLUMN_CANDIDATES, DataArguments, detect_column, first_bad_row, source_of, with_provenance
 from ..log import get_logger
-from . import register_task
+from ..provenance import first_bad_row, source_of, with_provenance
 from .base import (
     IGNORE_INDEX,
     CardMetric,
@@ -35,9 +35,12 @@ from .base import (
     is_default_id2label,
     mean_combiner,
 )
+from .registry import register_task
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
+
+    from ..data import DataArguments
 
 logger = get_logger(__name__)
 

@@ -19,9 +19,8 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from .. import losses
 from ..alignment import word_alignment
 from ..cross_tokenizer import place_rows, teacher_encoding
-from ..data import DataArguments, source_of
 from ..metrics import entities, entity_scores
-from . import register_task
+from ..provenance import source_of
 from .base import (
     IGNORE_INDEX,
     CardMetric,
@@ -33,9 +32,12 @@ from .base import (
     attention_mask_of,
     is_default_id2label,
 )
+from .registry import register_task
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
+
+    from ..data import DataArguments
 
 TOKENS_COLUMN_CANDIDATES = ("tokens", "words")
 TAGS_COLUMN_CANDIDATES = ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags")
