@@ -63,7 +63,7 @@ def spinning_onnx(path: str) -> OnnxModel:
 @torch.inference_mode()
 def fixed_order(models: dict, batch_sizes, sequence_length: int, rounds: int, vocab_size: int) -> dict:
     """Per-round times (ms) as compress measured before: the same order every round, two warm-up rounds."""
-    from hf_distill.modeling import input_names
+    from hf_distill.architectures import input_names
 
     generator = torch.Generator().manual_seed(0)
     timings = {name: {} for name in models}

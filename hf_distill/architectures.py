@@ -8,6 +8,7 @@ inside the wrappers training puts around it (PEFT, `torch.compile`, DDP / Accele
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from torch import nn
@@ -20,6 +21,7 @@ __all__ = [
     "architecture",
     "layer_stack",
     "layer_stack_path",
+    "input_names",
     "qkv_paths",
     "unwrap",
 ]
@@ -133,6 +135,22 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+def input_names(model: nn.Module) -> set[str]:
+    """
+    The inputs that the model's `forward` names (a DistilBERT model takes no token_type_ids, a BERT model does).
+
+    Read from the transformers model inside any wrapper (see [`~hf_distill.architectures.unwrap`]): a PEFT model, a
+    `torch.compile`d module and a DDP wrapper all take `(*args, **kwargs)` and pass them on, so their own signature
+    names nothing (and a teacher given no inputs fails with "You must specify exactly one of input_ids or
+    inputs_embeds").
+    """
+    return {
+        name
+        for name, p in inspect.signature(unwrap(model).forward).parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
 
 
 def architecture(model: nn.Module | str, purpose: str = "distil") -> Architecture:

@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, default_data_collator
 from transformers.modeling_outputs import ModelOutput
 
+from .architectures import input_names
 from .log import get_logger
 from .losses import LOG_FLOOR, TopKTargets
-from .modeling import input_names
 from .tasks import Task, task_for
 from .teacher import model_facts
 from .terms import NEED_NAMES, LossTerm, teacher_hidden_layers

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from .architectures import input_names
 from .log import get_logger
 from .output_folders import staged_folder
 
@@ -148,8 +149,6 @@ class _LogitsOnly(nn.Module):
 
 
 def _forward_names(model: nn.Module) -> set[str]:
-    from .modeling import input_names
-
     return input_names(model)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .architectures import input_names, unwrap
 from .losses import (
     IGNORE_INDEX,
     TopKTargets,
@@ -82,8 +83,6 @@ class LinearHead:
 
 def head_of(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The output layer's `(weight, bias)` of a transformers model (`get_output_embeddings()`, inside any wrapper)."""
-    from .architectures import unwrap
-
     head = unwrap(model).get_output_embeddings()
     return head.weight, getattr(head, "bias", None)
 
@@ -96,9 +95,6 @@ def probe_linear_head(model: nn.Module, role: str = "student") -> str | None:
     the head (Cohere's `logit_scale`, Granite's `logits_scaling`) are told apart by the measurement. Soft-capping
     (`final_logit_softcapping`, Gemma 2) is nearly the identity on the small logits of a probe, so the config says.
     """
-    from .architectures import unwrap
-    from .modeling import input_names
-
     plain = unwrap(model)
     if "logits_to_keep" not in input_names(plain):
         return f"the {role} ({type(plain).__name__}) takes no logits_to_keep, so its forward pass always makes logits"

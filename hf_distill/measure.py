@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length
 
+from .architectures import input_names
 from .json_values import is_number
 from .log import get_logger
 from .model_card import METRICS_FILE, TRAINING_PLOT, teacher_license
@@ -153,8 +154,6 @@ def measure_latencies(
     Returns:
         `{name: {batch_size: [ms per round, ...]}}`, the rounds in order (round `r` of two models ran back to back).
     """
-    from .modeling import input_names
-
     if not isinstance(rounds, int) or rounds < 1 or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"latency needs rounds >= 1 and warmup >= 0, got rounds={rounds!r}, warmup={warmup!r}")
     names = list(models)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
-
 from torch import nn
 from transformers import PreTrainedModel
 
-from .architectures import unwrap
+from .architectures import input_names
 from .fused_linear import LinearHead, head_of
 from .layer_map import LayerMap
 
 
 def is_peft_model(model: nn.Module) -> bool:
     return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
-
-
-def input_names(model: nn.Module) -> set[str]:
-    """
-    The inputs that the model's `forward` names (a DistilBERT model takes no token_type_ids, a BERT model does).
-
-    Read from the transformers model inside any wrapper (see [`~hf_distill.architectures.unwrap`]): a PEFT model, a
-    `torch.compile`d module and a DDP wrapper all take `(*args, **kwargs)` and pass them on, so their own signature
-    names nothing (and a teacher given no inputs fails with "You must specify exactly one of input_ids or
-    inputs_embeds").
-    """
-    return {
-        name
-        for name, p in inspect.signature(unwrap(model).forward).parameters.items()
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    }
 
 
 def build_projections(teacher_width: int, student: PreTrainedModel, layer_map: LayerMap) -> nn.ModuleList | None:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .architectures import ARCHITECTURES, Architecture, architecture, layer_stack
+from .architectures import ARCHITECTURES, Architecture, architecture, input_names, layer_stack
 from .log import get_logger
 
 __all__ = [
@@ -114,8 +114,6 @@ def measure_importance(
     Returns:
         [`WidthImportance`].
     """
-    from .modeling import input_names
-
     arch = _width_architecture(model)
     stack = layer_stack(model, "prune")
     layers = list(range(len(stack))) if layers is None else list(layers)

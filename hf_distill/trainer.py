@@ -20,7 +20,7 @@ from transformers.utils import find_labels
 
 from . import losses
 from .alignment import vocabulary_difference
-from .architectures import unwrap
+from .architectures import input_names, unwrap
 from .batch_order import SeededLengthGroupedSampler, has_lengths
 from .cache import CACHE_INDEX_COLUMN, CacheIndexCollator, TeacherCache, check_cache_serves, check_collator
 from .completions import CompletionSource, check_completion_settings
@@ -29,7 +29,7 @@ from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
 from .fused_linear import LinearHead, head_of, linear_head_refusal, probe_linear_head
 from .layer_map import LayerMap
 from .log import get_logger
-from .modeling import DistillationModel, build_projections, input_names, is_peft_model
+from .modeling import DistillationModel, build_projections, is_peft_model
 from .output_folders import last_complete_checkpoint, refuse_teacher_folder
 from .relations import QKVCapture
 from .tasks import UNITS, task_for

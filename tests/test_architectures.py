@@ -12,12 +12,12 @@ from hf_distill.architectures import (
     SUPPORTED_MODEL_TYPES,
     Architecture,
     architecture,
+    input_names,
     layer_stack,
     layer_stack_path,
     qkv_paths,
     unwrap,
 )
-from hf_distill.modeling import input_names
 
 
 class DataParallelLike(nn.Module):
