@@ -25,15 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import input_names, unwrap
-from .losses import (
-    IGNORE_INDEX,
-    TopKTargets,
-    _DensePass,
-    _plain,
-    _TopKPass,
-    soft_target_kl,
-    soft_target_loss,
-)
+from .losses import IGNORE_INDEX, TopKTargets, soft_target_kl, soft_target_loss
+from .losses.divergences import _DensePass, _plain, _TopKPass
 
 __all__ = ["LinearHead", "fused_linear_distillation_loss", "head_of", "linear_head_refusal", "probe_linear_head"]
 
