@@ -234,7 +234,7 @@ def test_a_causal_lm_step_from_a_top_k_cache_computes_kd_and_lm_loss_in_one_pass
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
     monkeypatch.setattr(
-        losses.divergences, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
+        losses.one_pass, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
     )
 
     def step():
@@ -263,7 +263,7 @@ def test_the_one_pass_is_taken_only_where_it_computes_the_same_terms(tmp_path, m
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
     monkeypatch.setattr(
-        losses.divergences, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
+        losses.one_pass, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
     )
     batch = {**pad_batch([rows[i] for i in range(8)]), CACHE_INDEX_COLUMN: torch.arange(8)}
     counts = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
@@ -283,7 +283,7 @@ def test_the_one_pass_under_gradient_accumulation_gives_the_update_of_the_whole_
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
     monkeypatch.setattr(
-        losses.divergences, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
+        losses.one_pass, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
     )
 
     def update(batch_size, accumulation):
