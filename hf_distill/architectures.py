@@ -21,6 +21,7 @@ __all__ = [
     "architecture",
     "layer_stack",
     "layer_stack_path",
+    "input_names",
     "qkv_paths",
     "unwrap",
 ]
@@ -136,6 +137,22 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def input_names(model: nn.Module) -> set[str]:
+    """
+    The inputs that the model's `forward` names (a DistilBERT model takes no token_type_ids, a BERT model does).
+
+    Read from the transformers model inside any wrapper (see [`~hf_distill.architectures.unwrap`]): a PEFT model, a
+    `torch.compile`d module and a DDP wrapper all take `(*args, **kwargs)` and pass them on, so their own signature
+    names nothing (and a teacher given no inputs fails with "You must specify exactly one of input_ids or
+    inputs_embeds").
+    """
+    return {
+        name
+        for name, p in inspect.signature(unwrap(model).forward).parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+
+
 def architecture(model: nn.Module | str, purpose: str = "distil") -> Architecture:
     """
     The table entry of a model (unwrapped first) or of a `model_type`.
@@ -193,19 +210,3 @@ def layer_stack_path(model: nn.Module, purpose: str = "find the layers of") -> s
     """
     stack = layer_stack(model, purpose)
     return next(name for name, module in model.named_modules() if module is stack)
-
-
-def input_names(model: nn.Module) -> set[str]:
-    """
-    The inputs that the model's `forward` names (a DistilBERT model takes no token_type_ids, a BERT model does).
-
-    Read from the transformers model inside any wrapper (see [`~hf_distill.architectures.unwrap`]): a PEFT model, a
-    `torch.compile`d module and a DDP wrapper all take `(*args, **kwargs)` and pass them on, so their own signature
-    names nothing (and a teacher given no inputs fails with "You must specify exactly one of input_ids or
-    inputs_embeds").
-    """
-    return {
-        name
-        for name, p in inspect.signature(unwrap(model).forward).parameters.items()
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    }

@@ -228,7 +228,7 @@ def run_teacher_on_onnxruntime(
 
 def _install(teacher: PreTrainedModel, runner: OnnxTeacherEngine) -> None:
     """Replaces the teacher's forward with the engine's (the instance's, as Accelerate's hooks do): its signature
-    names the graph's inputs, so `hf_distill.modeling.input_names` passes the same inputs.
+    names the graph's inputs, so `hf_distill.architectures.input_names` passes the same inputs.
 
     A call with labels is the teacher being evaluated (transformers' `Trainer` measuring its accuracy for the card),
     not distilled from: it runs the PyTorch model, which computes the loss the engine's graph does not, and reports the

@@ -25,15 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import input_names, unwrap
-from .losses import (
-    IGNORE_INDEX,
-    TopKTargets,
-    _DensePass,
-    _plain,
-    _TopKPass,
-    soft_target_kl,
-    soft_target_loss,
-)
+from .losses import IGNORE_INDEX, TopKTargets, soft_target_kl, soft_target_loss
+from .losses.divergences import _plain
+from .losses.one_pass import _DensePass, _TopKPass
 
 __all__ = ["LinearHead", "fused_linear_distillation_loss", "head_of", "probe_linear_head"]
 
@@ -300,7 +294,7 @@ class _Plan:
 
 def _divisor(mask, items: torch.Size, num_items, device) -> torch.Tensor | float:
     """What a sum over `items` is divided by: `num_items`, or the number of counted items; at least 1 (an empty
-    micro-batch contributes 0, as in `losses._reduce`)."""
+    micro-batch contributes 0, as in `losses.reduction._reduce`)."""
     denominator = (mask.sum() if mask is not None else items.numel()) if num_items is None else num_items
     if torch.is_tensor(denominator):
         return denominator.to(device, torch.float32).clamp_min(1.0)

@@ -6,7 +6,7 @@ models, whether a teacher cache can serve it, its line in the model card, and ho
 [`LossContext`]. The trainer loops over [`active_terms`]; the models' output flags, the teacher cache's default
 hidden layers and refusals, the config's validation and the card's loss table are derived from the declarations.
 
-Adding a term is one [`register_term`] call below (and its pure tensor function in `losses.py`).
+Adding a term is one [`register_term`] call below (and its pure tensor function in `hf_distill/losses/`).
 """
 
 from __future__ import annotations

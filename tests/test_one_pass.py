@@ -58,7 +58,7 @@ def test_the_top_k_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(k, dt
 @pytest.mark.parametrize("rows", [21, 4])  # one block of teacher rows, and several (uneven)
 def test_the_dense_forward_kl_and_the_lm_loss_in_one_pass_equal_each_alone(dtype, rows, monkeypatch):
     """From the live teacher's logits (a near-certain student, masked and unlabelled items)."""
-    monkeypatch.setattr(losses._DensePass.__init__, "__defaults__", (rows * 13, False))
+    monkeypatch.setattr(losses.one_pass._DensePass.__init__, "__defaults__", (rows * 13, False))
     g = torch.Generator().manual_seed(5)
     student = (torch.randn(3, 7, 13, generator=g) * 3).to(dtype)
     student[0, 0] = -40.0
@@ -103,15 +103,15 @@ def test_a_live_teacher_step_takes_the_one_pass_and_accumulates_exactly(tmp_path
     """The trainer takes the pass with a live teacher (spied), its update equals the terms computed one by one, and
     two accumulated batches of 8 (uneven token counts) give the update of one batch of 16."""
     calls = []
-    one_pass = losses._DensePass
+    one_pass = losses.one_pass._DensePass
 
     def spy(*args, **kwargs):
         calls.append(1)
         return one_pass(*args, **kwargs)
 
-    monkeypatch.setattr(losses, "_DensePass", spy)
+    monkeypatch.setattr(losses.one_pass, "_DensePass", spy)
     whole = one_sgd_step(tmp_path, "whole", 16, 1, monkeypatch)
-    monkeypatch.setattr(losses, "_DensePass", spy)
+    monkeypatch.setattr(losses.one_pass, "_DensePass", spy)
     halves = one_sgd_step(tmp_path, "halves", 8, 2, monkeypatch)
     assert len(calls) == 3
     apart = one_sgd_step(tmp_path, "apart", 16, 1, monkeypatch, fused=False)

@@ -232,7 +232,9 @@ def test_a_causal_lm_step_from_a_top_k_cache_computes_kd_and_lm_loss_in_one_pass
     trainer.model.train()
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
-    monkeypatch.setattr(losses, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a))
+    monkeypatch.setattr(
+        losses.one_pass, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
+    )
 
     def step():
         trainer.model.zero_grad()
@@ -259,7 +261,9 @@ def test_the_one_pass_is_taken_only_where_it_computes_the_same_terms(tmp_path, m
     trainer = _cached_lm_trainer(tmp_path, rows, **overrides)
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
-    monkeypatch.setattr(losses, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a))
+    monkeypatch.setattr(
+        losses.one_pass, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
+    )
     batch = {**pad_batch([rows[i] for i in range(8)]), CACHE_INDEX_COLUMN: torch.arange(8)}
     counts = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
     trainer.model.train()
@@ -277,7 +281,9 @@ def test_the_one_pass_under_gradient_accumulation_gives_the_update_of_the_whole_
     )
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
-    monkeypatch.setattr(losses, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a))
+    monkeypatch.setattr(
+        losses.one_pass, "sparse_forward_kl_and_cross_entropy", lambda *a: calls.append(1) or one_pass(*a)
+    )
 
     def update(batch_size, accumulation):
         student = llama(num_layers=1, seed=1)
