@@ -778,7 +778,7 @@ class DistillationTrainer(Trainer):
         the projections, optimizer state, training arguments (which hold the token) or checkpoints. Returns the commit
         URL (on the main process).
         """
-        from .hub import check_repo_id, push_student
+        from .hub import PushArguments, check_repo_id, push_student
 
         repo_id = self._hub_repo_id()
         check_repo_id(repo_id, "hub_model_id")  # before the card is written for it
@@ -786,14 +786,13 @@ class DistillationTrainer(Trainer):
         if not self.is_world_process_zero():
             return None
         self.create_model_card(model_name=repo_id, **card_kwargs)
-        return push_student(
-            self.args.output_dir,
-            repo_id,
+        settings = PushArguments(
             private=self.args.hub_private_repo,
             revision=revision or self.args.hub_revision,
             commit_message=commit_message,
             token=token if token is not None else self.args.hub_token,
         )
+        return push_student(self.args.output_dir, repo_id, settings)
 
     # ---- pushes during training: transformers' hub machinery, narrowed to the student's files ----------------------
 
@@ -841,21 +840,16 @@ class DistillationTrainer(Trainer):
         strategy = str(getattr(self.args.hub_strategy, "value", self.args.hub_strategy))
         if not self.is_world_process_zero() or strategy != "every_save":
             return
-        from .hub import push_student
+        from .hub import PushArguments, push_student
 
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         if self.args.save_strategy == "steps":
             message = f"Training in progress, step {self.state.global_step}"
         else:
             message = f"Training in progress, epoch {int(self.state.epoch or 0)}"
+        settings = PushArguments(revision=self.args.hub_revision, commit_message=message, token=self.args.hub_token)
         try:
-            push_student(
-                checkpoint_folder,
-                self._hub_repo_id(),
-                revision=self.args.hub_revision,
-                commit_message=message,
-                token=self.args.hub_token,
-            )
+            push_student(checkpoint_folder, self._hub_repo_id(), settings)
         except (RuntimeError, ValueError) as err:
             logger.warning(f"Pushing {checkpoint_folder} during training failed; training goes on. {err}")
 
