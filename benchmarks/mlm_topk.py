@@ -30,7 +30,7 @@ from transformers import (
 )
 from tweets import minilm_path
 
-from hf_distill import DistillationConfig, DistillationTrainer, build_student, build_teacher_cache
+from hf_distill import CacheArguments, DistillationConfig, DistillationTrainer, build_student, build_teacher_cache
 from hf_distill.tasks import IGNORE_INDEX
 from hf_distill.tasks.language_modeling import mask_once
 
@@ -143,12 +143,10 @@ def main():
         cache = build_teacher_cache(
             teacher,
             train_masked,
-            folder,
+            CacheArguments(folder, top_k=k, cache_batch_size=64),
             tokenizer=tokenizer,
             data_collator=padder,
-            top_k=k,
             temperature=args.temperature,
-            batch_size=64,
         )
         results[f"top{k}"] = {**distil(f"top{k}", cache.path), "cache_mb": cache.size_bytes() / 2**20}
     results["full_logits_mb_estimate"] = tokens * teacher.config.vocab_size * 4 / 2**20

@@ -189,7 +189,7 @@ STAND_IN_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_attention_he
 def main(argv=None) -> str:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    from hf_distill import build_teacher_cache
+    from hf_distill import CacheArguments, build_teacher_cache
     from hf_distill.teacher_server import ServerTeacher, build_teacher_cache_from_server
 
     (args,) = HfArgumentParser(ServerArguments).parse_args_into_dataclasses(args=argv)
@@ -215,10 +215,10 @@ def main(argv=None) -> str:
 
     collator = LanguageModelingCollator(tokenizer, mlm=False)
     start = time.perf_counter()
+    stored = CacheArguments(os.path.join(work, "in-process"), top_k=args.top_k, cache_batch_size=args.cache_batch_size)
     reference = build_teacher_cache(
-        teacher, train, os.path.join(work, "in-process"), tokenizer=tokenizer, data_collator=collator,
-        top_k=args.top_k, temperature=1.0, batch_size=args.cache_batch_size, progress=False,
-    )  # fmt: skip
+        teacher, train, stored, tokenizer=tokenizer, data_collator=collator, temperature=1.0, progress=False
+    )
     seconds = time.perf_counter() - start
     figures["in_process"] = {"seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds, 1)}
     print(f"in-process cache: {figures['in_process']}", flush=True)

@@ -46,7 +46,7 @@ from tweets import (
     score_predictions,
 )
 
-from hf_distill.cache import TeacherCache, build_teacher_cache
+from hf_distill.cache import CacheArguments, TeacherCache, build_teacher_cache
 from hf_distill.compress import predict
 from hf_distill.measure import MeasureArguments
 from hf_distill.run import StudentArguments, make_student, run_distillation
@@ -114,7 +114,7 @@ def main():
         }
         return entry, result.trainer
 
-    def cache(name, **settings):
+    def cache(name, temperature=None, **settings):
         folder = os.path.join(out, "caches", name)
         if os.path.isfile(os.path.join(folder, "cache_info.json")):
             try:
@@ -122,8 +122,9 @@ def main():
             except ValueError:
                 shutil.rmtree(folder)
         start = time.time()
+        stored = CacheArguments(folder, cache_batch_size=64, **settings)
         built = build_teacher_cache(
-            teacher, data["train"], folder, tokenizer=tokenizer, data_collator=collator, batch_size=64, **settings
+            teacher, data["train"], stored, tokenizer=tokenizer, data_collator=collator, temperature=temperature
         )
         return built, time.time() - start
 

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 # Each public name and the module that defines it.
 _MODULE_OF = {
+    "CacheArguments": "cache",
     "CacheMismatchError": "cache",
     "TeacherCache": "cache",
     "build_teacher_cache": "cache",
@@ -45,6 +46,7 @@ _MODULE_OF = {
 }
 
 __all__ = [
+    "CacheArguments",
     "CacheMismatchError",
     "DistillationConfig",
     "DistillationModel",
@@ -90,7 +92,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs read: the same names, imported eagerly
-    from .cache import CacheMismatchError, TeacherCache, build_teacher_cache
+    from .cache import CacheArguments, CacheMismatchError, TeacherCache, build_teacher_cache
     from .config import DistillationConfig
     from .layer_map import LayerMap, LayerPair
     from .losses import (

@@ -59,7 +59,8 @@ class CacheMismatchError(ValueError):
 
 @dataclass
 class CacheArguments:
-    """How `hf-distill cache` stores the teacher's outputs."""
+    """How `hf-distill cache` stores the teacher's outputs: the settings of [`build_teacher_cache`]. In Python,
+    `hidden_layers` may also be a list of layer numbers."""
 
     cache_dir: str = field(metadata={"help": "Folder of the cache (created; an unfinished cache there is resumed)."})
     top_k: int | None = field(
@@ -452,57 +453,66 @@ def _shard_files(path: str) -> list[str]:
 def build_teacher_cache(
     teacher: PreTrainedModel,
     dataset,
-    cache_dir: str,
+    args: CacheArguments,
     *,
     tokenizer=None,
     data_collator=None,
-    top_k: int | None = None,
-    logit_samples: int | None = None,
     temperature: float | None = None,
-    hidden_layers: list[int] | str | None = None,
-    hidden_dtype: str = "float16",
-    batch_size: int = 64,
-    shard_size: int = 4096,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> TeacherCache:
-    """Runs `teacher` once over `dataset` (a tokenised `datasets.Dataset`) and stores its outputs in `cache_dir`.
+    """Runs `teacher` once over `dataset` (a tokenised `datasets.Dataset`) and stores its outputs in `args.cache_dir`.
 
-    Streams: one batch is in memory at a time, written to shard files of `shard_size` rows; when `cache_dir` holds
-    an unfinished cache of the same teacher, data and settings, the build resumes after its last full shard.
+    Streams: one batch is in memory at a time, written to shard files of `args.shard_size` rows; when the folder
+    holds an unfinished cache of the same teacher, data and settings, the build resumes after its last full shard.
 
     Args:
         teacher (`PreTrainedModel`): the teacher (a task model: `*ForSequenceClassification`, `*ForCausalLM`, ...).
         dataset (`datasets.Dataset`): the training data, tokenised as for training (its order is the cache's).
-        cache_dir (`str`): the cache folder.
+        args ([`CacheArguments`]): what is stored and how, the fields of `hf-distill cache`'s flags:
+            - `cache_dir`: the cache folder.
+            - `top_k`: store the k most likely classes per position instead of all logits.
+            - `logit_samples`: instead of the top k, store N draws per position from the teacher's distribution at
+              `temperature` (with replacement; seeded by the row, so a resumed build draws the same): the drawn
+              classes with their frequencies count / N, then the likeliest classes not drawn at frequency 0, in N
+              slots. Read back like a top-k cache ([`~hf_distill.losses.TopKTargets`]); the frequencies are on
+              average the teacher's probabilities, so the forward KL's gradient from them is unbiased.
+            - `hidden_layers`: teacher hidden states to store (0 is the embeddings): `"2,4,6"`, `"all"`, or in
+              Python a list of layer numbers (default: none).
+            - `hidden_dtype`: `float16` (half the size) or `float32` (exact).
+            - `cache_batch_size`: batch size of the teacher's pass.
+            - `shard_size`: rows per shard.
         tokenizer (*optional*): the tokenizer, fingerprinted with the cache, and used to pad batches.
         data_collator (*optional*): pads batches (default: `DataCollatorWithPadding(tokenizer)`).
-        top_k (`int`, *optional*): store the k most likely classes per position instead of all logits.
-        logit_samples (`int`, *optional*): instead of the top k, store N draws per position from the teacher's
-            distribution at `temperature` (with replacement; seeded by the row, so a resumed build draws the same):
-            the drawn classes with their frequencies count / N, then the likeliest classes not drawn at frequency
-            0, in N slots. Read back like a top-k cache ([`~hf_distill.losses.TopKTargets`]); the frequencies are
-            on average the teacher's probabilities, so the forward KL's gradient from them is unbiased.
-        temperature (`float`, *optional*): the distillation temperature; needed with `top_k` (the stored
-            probabilities are at this temperature, and training must use the same).
-        hidden_layers (`list[int]` or `"all"`, *optional*): teacher hidden states to store (0 is the embeddings).
-        hidden_dtype (`str`): `float16` (half the size) or `float32` (exact).
-        batch_size (`int`): batch size of the teacher's pass.
-        shard_size (`int`): rows per shard.
+        temperature (`float`, *optional*): the distillation temperature (the training recipe's, a
+            [`DistillationConfig`] field); needed with `top_k` and `logit_samples` (the stored probabilities are at
+            this temperature, and training must use the same).
         device (*optional*): where the teacher runs (default: CUDA when available, else CPU).
         progress (`bool`): show a progress bar.
 
     Returns:
         [`TeacherCache`]: the finished cache.
+
+    Raises:
+        `TypeError`: `args` is not a [`CacheArguments`].
+        `ValueError`: a setting the teacher cannot serve (naming it), or a folder that holds something else.
     """
     import datasets
 
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be a tokenised datasets.Dataset, got {type(dataset).__name__}")
+    if not isinstance(args, CacheArguments):
+        raise TypeError(
+            f"build_teacher_cache takes its settings as a CacheArguments, got {type(args).__name__}: "
+            "build_teacher_cache(teacher, dataset, CacheArguments(cache_dir=..., ...))"
+        )
+    cache_dir = args.cache_dir
     task = task_for(teacher)
     if data_collator is not None:
         check_collator(data_collator, dataset)
-    settings = _settings(teacher, task, top_k, temperature, hidden_layers, hidden_dtype, logit_samples)
+    settings = _settings(
+        teacher, task, args.top_k, temperature, args.hidden_layers, args.hidden_dtype, args.logit_samples
+    )
     columns = teacher_input_columns(input_names(teacher), dataset)
     info = {
         "format_version": FORMAT_VERSION,
@@ -536,7 +546,9 @@ def build_teacher_cache(
             return teacher(**batch, output_hidden_states=need_hidden, return_dict=True)
 
     try:
-        write_rows(cache_dir, info, dataset, start, forward, data_collator, batch_size, shard_size, progress)
+        write_rows(
+            cache_dir, info, dataset, start, forward, data_collator, args.cache_batch_size, args.shard_size, progress
+        )
     finally:
         teacher.train(was_training)
     return TeacherCache(cache_dir)

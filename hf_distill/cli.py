@@ -110,19 +110,11 @@ class StudentOutputArguments:
 
 
 @dataclass
-class PushArguments:
+class PushFolderArguments:
+    """What `hf-distill push` publishes and where; how is [`hub.PushArguments`]."""
+
     folder: str = field(metadata={"help": "The saved student folder (written by `hf-distill train` or save_model)."})
     repo_id: str = field(metadata={"help": "The Hub model repo, `namespace/name`; created if it does not exist."})
-    private: bool | None = field(
-        default=None, metadata={"help": "Create the repo private (an existing repo keeps its visibility)."}
-    )
-    revision: str | None = field(
-        default=None, metadata={"help": "Branch to commit to (default main); created if needed."}
-    )
-    commit_message: str | None = field(default=None, metadata={"help": "Commit message."})
-    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN, then `hf auth login`)."})
-    endpoint: str | None = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT, else the Hub)."})
-    create_pr: bool = field(default=False, metadata={"help": "Open a pull request instead of committing."})
 
 
 # --- packaged recipes and Accelerate configs -------------------------------------------------------------------------
@@ -464,7 +456,9 @@ def command_parser(command: str):
 
         parser = HfArgumentParser((CompressArguments, DataArguments, *task_argument_classes()), prog=prog)
     elif command == "push":
-        parser = HfArgumentParser(PushArguments, prog=prog)
+        from .hub import PushArguments
+
+        parser = HfArgumentParser((PushFolderArguments, PushArguments), prog=prog)
     else:
         raise ValueError(f"hf-distill {command!r} has no options parser; the commands with one: {', '.join(USAGES)}")
     _describe(parser, command)
@@ -557,21 +551,12 @@ def push(argv: Sequence[str]) -> str:
     if argv and not argv[0].startswith("-"):
         argv = ["--folder", argv[0], *argv[1:]]
     parser = command_parser("push")
-    (args,) = parse_arguments(parser, argv)
+    target, settings = parse_arguments(parser, argv)
     # Imported here, not at the top, for start-up time: it imports torch and transformers.
     from .hub import push_student
 
-    url = push_student(
-        args.folder,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        token=args.token,
-        endpoint=args.endpoint,
-        create_pr=args.create_pr,
-    )
-    print(f"Pushed {args.folder} to {args.repo_id}: {url}")
+    url = push_student(target.folder, target.repo_id, settings)
+    print(f"Pushed {target.folder} to {target.repo_id}: {url}")
     return url
 
 

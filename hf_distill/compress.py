@@ -66,12 +66,25 @@ TRADEOFF_PLOT = "accuracy_latency.png"
 
 @dataclass
 class CompressArguments:
-    """What `hf-distill compress` exports and how it measures the exports."""
+    """What `hf-distill compress` exports and how it measures the exports: the settings of [`compress`].
 
-    student_model_name_or_path: str = field(
-        metadata={"help": "The distilled student: its folder (written by `hf-distill train`) or Hub id."}
+    In Python, `student_model_name_or_path` may be left out when the student is passed to [`compress`] as a model
+    object, and `teacher_model_name_or_path` when the teacher is; `compare_with` may also be a list of folders.
+    """
+
+    # Both are required flags. In Python the student may instead be a model passed to `compress`, so these two have
+    # a default of None (a field without one cannot follow it) and `__post_init__` requires `output_dir`.
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The distilled student: its folder (written by `hf-distill train`) or Hub id.",
+            "required": True,
+        },
     )
-    output_dir: str = field(metadata={"help": "Where to write one folder per export (OUTPUT_DIR/int8, ...)."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where to write one folder per export (OUTPUT_DIR/int8, ...).", "required": True},
+    )
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "The teacher, for its row of the table and the agreement with it."}
     )
@@ -108,7 +121,12 @@ class CompressArguments:
     )
 
     def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError(
+                f"output_dir must name the folder the exports are written into (--output_dir), got {self.output_dir!r}"
+            )
         self.formats = parse_formats(self.formats)
+        self.compare_with = parse_folders(self.compare_with)
         if isinstance(self.latency_batch_sizes, str):
             try:
                 self.latency_batch_sizes = [int(x) for x in self.latency_batch_sizes.split(",") if x.strip()]
@@ -149,6 +167,20 @@ def check_settings(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number >= 1 (--{name}), got {value!r}")
+
+
+def parse_folders(folders: str | Sequence[str] | None) -> list[str]:
+    """`"a,b"` (or `["a", "b"]`) -> `["a", "b"]`: the folders of `compare_with`, refusing model objects (which go to
+    `compress`'s own `compare_with`)."""
+    if isinstance(folders, (str, os.PathLike)):
+        folders = str(folders).split(",")
+    folders = list(folders or ())
+    if any(not isinstance(path, (str, os.PathLike)) for path in folders):
+        raise ValueError(
+            "compare_with holds the folders of other float students (comma-separated, or a list of paths); pass "
+            "model objects to compress(..., compare_with=[model, ...]) instead"
+        )
+    return [str(path).strip() for path in folders if str(path).strip()]
 
 
 def parse_formats(formats: str | Sequence[str]) -> list[str]:
@@ -256,65 +288,82 @@ def _load_variant(fmt: str, folder: str | Path):
 
 
 def compress(
-    student: PreTrainedModel | str,
-    output_dir: str,
+    student: PreTrainedModel | None,
+    args: CompressArguments,
     eval_dataset,
     data_collator,
     *,
     task=None,
     tokenizer=None,
-    teacher: PreTrainedModel | str | None = None,
-    formats: Sequence[str] = EXPORT_FORMATS,
-    compare_with: Sequence[str | PreTrainedModel] = (),
-    max_accuracy_drop: float = 0.5,
-    latency_batch_sizes: Sequence[int] = (1, 32),
-    latency_sequence_length: int = 64,
-    latency_rounds: int = 20,
-    eval_batch_size: int = 64,
+    teacher: PreTrainedModel | None = None,
+    compare_with: Sequence[PreTrainedModel] = (),
     dataset_description: dict | None = None,
-    overwrite_output_dir: bool = False,
 ) -> dict:
-    """Exports `student` in each of `formats` under `output_dir/<format>/`, measures every variant against the float
-    student and the teacher on `eval_dataset`, and writes the metrics, the plot and a card into each folder.
+    """Exports the student in each of `args.formats` under `args.output_dir/<format>/`, measures every variant
+    against the float student and the teacher on `eval_dataset`, and writes the metrics, the plot and a card into
+    each folder.
 
     Nothing is lost and nothing is seen half-done: everything is checked before anything is written (the output
     folder, the models, the settings), the exports are built and measured in a staging folder, and moved into
     `output_dir` only once all of them are complete. An interrupted or failed run leaves `output_dir` as it was.
 
     Args:
-        student: the distilled student, or its folder (whose `distillation_metrics.json`, when there is one, gives
-            the card its training facts).
-        output_dir (`str`): the parent folder. It must not be (or be inside) the student's, the teacher's or a compared
-            model's folder. It may hold other files: only `<format>/`, `compression_metrics.json` and
-            `accuracy_latency.png` are written, and any of these that is already there is refused unless
-            `overwrite_output_dir`, except the table and plot of an earlier `compress` of the same student, which are
-            extended: the exports of other formats it wrote are measured again with the new ones, in one table.
+        student (`PreTrainedModel`, *optional*): the distilled student as a model object; None to load it from
+            `args.student_model_name_or_path` (its folder, whose `distillation_metrics.json`, when there is one,
+            gives the card its training facts, and whose size on disk is measured). Give one of the two.
+        args ([`CompressArguments`]): the settings, the fields of `hf-distill compress`'s flags:
+            `student_model_name_or_path`; `output_dir`, the parent folder, which must not be (or be inside) the
+            student's, the teacher's or a compared model's folder, and may hold other files: only `<format>/`,
+            `compression_metrics.json` and `accuracy_latency.png` are written, and any of these that is already
+            there is refused unless `overwrite_output_dir`, except the table and plot of an earlier `compress` of the
+            same student, which are extended (the exports of other formats it wrote are measured again with the new
+            ones, in one table); `teacher_model_name_or_path`, the teacher's folder, for its row and the agreement
+            with it; `formats`, among `int8`, `onnx`, `onnx-int8`; `compare_with`, folders of other float students
+            measured in the same table (e.g. an unpruned one); `max_accuracy_drop`, the points of the headline
+            metric an export may lose against the student; `latency_batch_sizes`, `latency_sequence_length` and
+            `latency_rounds`, the latency measurement's ([`~hf_distill.measure.measure_latencies`]: interleaved
+            rounds, the models taking turns in each; median and interquartile range); `eval_batch_size`, the
+            evaluation's batch size; `overwrite_output_dir`.
         eval_dataset: the tokenised evaluation split (with labels).
         data_collator: its batch maker.
         task: the student's [`~hf_distill.tasks.Task`] (default: the one its head names).
         tokenizer: saved into each variant folder (default: the student folder's).
-        teacher: the teacher (a model or folder), for its row and the agreement with it.
-        formats: exports among `int8`, `onnx`, `onnx-int8`.
-        compare_with: other float students (models or folders) measured in the same table (e.g. an unpruned one).
-        max_accuracy_drop (`float`): points of the headline metric an export may lose against the student.
-        latency_batch_sizes: the batch sizes of the latency measurement ([`~hf_distill.measure.measure_latencies`]:
-            interleaved rounds; median and interquartile range).
-        latency_sequence_length: its sequence length.
-        latency_rounds: its rounds (the models take turns in each).
-        eval_batch_size (`int`): the evaluation's batch size.
+        teacher (`PreTrainedModel`, *optional*): the teacher as a model object, instead of
+            `args.teacher_model_name_or_path`.
+        compare_with (`Sequence[PreTrainedModel]`): other float students as model objects, measured in the same table
+            after the folders of `args.compare_with`.
         dataset_description (`dict`, *optional*): what the card says about the evaluation data.
-        overwrite_output_dir (`bool`): replace what `output_dir` holds under the names compress writes.
 
     Returns:
         `dict`: the metrics (also written as `output_dir/compression_metrics.json`): one entry per model under
         `models`, the headline metric, the tolerance and each export's verdict.
+
+    Raises:
+        `TypeError`: `args` is not a [`CompressArguments`].
+        `ValueError`: a setting out of range (naming it), the student or the teacher given twice or not at all, or an
+            output folder that compress would not write into (naming what it holds and the fix).
     """
-    formats = parse_formats(formats)
+    if not isinstance(args, CompressArguments):
+        raise TypeError(
+            f"compress takes its settings as a CompressArguments, got {type(args).__name__}: "
+            "compress(student, CompressArguments(output_dir=..., ...), eval_dataset, data_collator)"
+        )
+    student_dir, teacher_dir = _one_source(student, teacher, args)
+    output_dir, overwrite_output_dir = args.output_dir, args.overwrite_output_dir
+    max_accuracy_drop, latency_batch_sizes = args.max_accuracy_drop, args.latency_batch_sizes
+    latency_sequence_length, latency_rounds = args.latency_sequence_length, args.latency_rounds
+    eval_batch_size = args.eval_batch_size
+    # Checked again: the fields may have been changed since the arguments were made.
+    formats = parse_formats(args.formats)
     check_settings(max_accuracy_drop, latency_rounds, latency_sequence_length, eval_batch_size, latency_batch_sizes)
     if any(fmt.startswith("onnx") for fmt in formats):
         require_export_extra(f"the {', '.join(f for f in formats if f.startswith('onnx'))} export")
-    student_dir = str(student) if isinstance(student, (str, os.PathLike)) else None
-    teacher_dir = str(teacher) if isinstance(teacher, (str, os.PathLike)) else None
+    if any(isinstance(other, (str, os.PathLike)) for other in compare_with):
+        raise TypeError(
+            "the folders of compared students go in CompressArguments(compare_with=...); compress's compare_with "
+            "argument takes model objects"
+        )
+    compare_with = [*parse_folders(args.compare_with), *compare_with]
     for role, folders in (
         ("student", [student_dir]),
         ("teacher", [teacher_dir]),
@@ -487,6 +536,33 @@ def _in_order(models: dict, carried: list[str], formats: list[str]) -> dict:
     """The table's rows: the float models, then the exports in the order of `EXPORT_FORMATS`."""
     exports = [fmt for fmt in EXPORT_FORMATS if fmt in carried or fmt in formats]
     return {**{k: v for k, v in models.items() if k not in exports}, **{fmt: models[fmt] for fmt in exports}}
+
+
+def _one_source(student, teacher, args: CompressArguments) -> tuple[str | None, str | None]:
+    """The student's and the teacher's folders from `args`, refusing a model given both as an object and by its
+    folder, and a student given neither way."""
+    for role, model, path, field_name in (
+        ("student", student, args.student_model_name_or_path, "student_model_name_or_path"),
+        ("teacher", teacher, args.teacher_model_name_or_path, "teacher_model_name_or_path"),
+    ):
+        if isinstance(model, (str, os.PathLike)):
+            raise TypeError(
+                f"the {role}'s folder goes in CompressArguments({field_name}=...); compress's {role} argument takes "
+                f"a model object or None, got {model!r}"
+            )
+        if model is not None and path is not None:
+            raise ValueError(
+                f"the {role} is given twice: as a model object and as {field_name}={path!r}; give one of them"
+            )
+    if student is None and args.student_model_name_or_path is None:
+        raise ValueError(
+            "compress needs a student: pass a model object, or its folder as "
+            "CompressArguments(student_model_name_or_path=...) (--student_model_name_or_path)"
+        )
+    return (
+        None if args.student_model_name_or_path is None else str(args.student_model_name_or_path),
+        None if args.teacher_model_name_or_path is None else str(args.teacher_model_name_or_path),
+    )
 
 
 def check_compressible(task, student) -> None:
@@ -716,24 +792,14 @@ def run_compress(args: CompressArguments, data_args, task_args=()) -> dict:
     split = next((name for name in ("test", "validation") if name in datasets), None)
     if split is None:
         raise ValueError("compress needs evaluation data: give --test_file or --validation_file")
-    compare = [p for p in (args.compare_with or "").split(",") if p.strip()]
     return compress(
-        args.student_model_name_or_path,  # the folder: its size on disk and its metrics file go on the cards
-        args.output_dir,
+        None,  # loaded from args.student_model_name_or_path: its size on disk and its metrics file go on the cards
+        args,
         datasets[split],
         task.data_collator(tokenizer, own),
         task=task,
         tokenizer=saved_tokenizer,
-        teacher=args.teacher_model_name_or_path,
-        formats=args.formats,
-        compare_with=compare,
-        max_accuracy_drop=args.max_accuracy_drop,
-        latency_batch_sizes=args.latency_batch_sizes,
-        latency_sequence_length=args.latency_sequence_length,
-        latency_rounds=args.latency_rounds,
-        eval_batch_size=args.eval_batch_size,
         dataset_description=describe_data(data_args, datasets, split),
-        overwrite_output_dir=args.overwrite_output_dir,
     )
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants
@@ -33,6 +34,7 @@ __all__ = [
     "MODEL_FILES",
     "PLOT_FILES",
     "TOKENIZER_FILES",
+    "PushArguments",
     "check_repo_id",
     "create_repo",
     "files_to_push",
@@ -212,16 +214,31 @@ def create_repo(
     return url.repo_id or repo_id
 
 
+@dataclass
+class PushArguments:
+    """How [`push_student`] publishes a folder: the options of `hf-distill push` besides the folder and the repo.
+
+    Every field is optional: `PushArguments()` commits to `main` of a public repo (one created by the push), with the
+    Hub client's own token and endpoint.
+    """
+
+    private: bool | None = field(
+        default=None, metadata={"help": "Create the repo private (an existing repo keeps its visibility)."}
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch to commit to (default main); created if needed."}
+    )
+    commit_message: str | None = field(default=None, metadata={"help": "Commit message."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN, then `hf auth login`)."})
+    endpoint: str | None = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT, else the Hub)."})
+    create_pr: bool = field(default=False, metadata={"help": "Open a pull request instead of committing."})
+
+
 def push_student(
     folder: str,
     repo_id: str,
+    args: PushArguments | None = None,
     *,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
-    create_pr: bool = False,
     timeout: float | None = None,
 ) -> str:
     """
@@ -234,14 +251,16 @@ def push_student(
 
     Args:
         folder (`str`): A folder written by `save_pretrained` / the training command.
-        repo_id (`str`): `namespace/name` of the model repo; created (public unless `private`) if it does not exist.
-        private (`bool`, *optional*): Visibility of a repo created by this call. An existing repo keeps its
-            visibility (a warning says so when it differs).
-        revision (`str`, *optional*): Branch to commit to (default `main`); created from `main` if it does not exist.
-        commit_message (`str`, *optional*): Defaults to "Upload distilled student".
-        token (`str`, *optional*): Defaults to the Hub client's own resolution (`HF_TOKEN`, then `hf auth login`).
-        endpoint (`str`, *optional*): Defaults to `HF_ENDPOINT` (read by `huggingface_hub` at import), else the Hub.
-        create_pr (`bool`): Open a pull request (against `revision`, default `main`) instead of committing to it.
+        repo_id (`str`): `namespace/name` of the model repo; created (public unless `args.private`) if it does not
+            exist.
+        args ([`PushArguments`], *optional*): the push's settings (default: `PushArguments()`):
+            - `private`: visibility of a repo created by this call. An existing repo keeps its visibility (a warning
+              says so when it differs).
+            - `revision`: branch to commit to (default `main`); created from `main` if it does not exist.
+            - `commit_message`: defaults to "Upload distilled student".
+            - `token`: defaults to the Hub client's own resolution (`HF_TOKEN`, then `hf auth login`).
+            - `endpoint`: defaults to `HF_ENDPOINT` (read by `huggingface_hub` at import), else the Hub.
+            - `create_pr`: open a pull request (against `revision`, default `main`) instead of committing to it.
         timeout (`float`, *optional*): Seconds each request may wait for an answer; defaults to
             `HF_DISTILL_HUB_TIMEOUT`, else 60.
 
@@ -249,19 +268,28 @@ def push_student(
         `str`: The URL of the commit.
 
     Raises:
+        `TypeError`: `args` is not a [`PushArguments`].
         `ValueError`: The folder is not a loadable student (the message names the missing files), a file links out of
             the folder, or the repo id is not valid; nothing is written or uploaded then.
         `RuntimeError`: A Hub request failed or timed out; the message names the step, the repo, the endpoint and the
             HTTP status. The push is one commit, so the repo is never left half-updated: re-running the same call
             completes it.
     """
+    if args is None:
+        args = PushArguments()
+    elif not isinstance(args, PushArguments):
+        raise TypeError(
+            f"push_student takes its settings as a PushArguments, got {type(args).__name__}: "
+            "push_student(folder, repo_id, PushArguments(private=..., revision=..., ...))"
+        )
+    private, revision, create_pr = args.private, args.revision, args.create_pr
     root = Path(folder)
     check_repo_id(repo_id)
     _check_student_folder(root)
     files_to_push(root)  # refuses links out of the folder before anything is written
     seconds = _timeout_seconds(timeout)
-    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
-    api = HfApi(endpoint=endpoint, token=token)
+    endpoint = (args.endpoint or constants.ENDPOINT).rstrip("/")
+    api = HfApi(endpoint=endpoint, token=args.token)
 
     readme_written = False
     if not (root / "README.md").is_file():
@@ -298,7 +326,7 @@ def push_student(
             commit = api.create_commit(
                 repo_id,
                 operations=operations,
-                commit_message=commit_message or "Upload distilled student",
+                commit_message=args.commit_message or "Upload distilled student",
                 revision=revision,
                 create_pr=create_pr,
                 repo_type="model",

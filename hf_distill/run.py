@@ -687,16 +687,10 @@ def build_cache(
     return build_teacher_cache(
         teacher,
         dataset,
-        cache_args.cache_dir,
+        replace(cache_args, hidden_layers=hidden_layers),  # the recipe's layers when none were given
         tokenizer=tokenizer,
         data_collator=collator,
-        top_k=cache_args.top_k,
-        logit_samples=cache_args.logit_samples,
         temperature=config.temperature,
-        hidden_layers=hidden_layers,
-        hidden_dtype=cache_args.hidden_dtype,
-        batch_size=cache_args.cache_batch_size,
-        shard_size=cache_args.shard_size,
         device=config.device,
         progress=not config.disable_tqdm,
     )

@@ -28,7 +28,7 @@ from .config import DistillationConfig
 from .cross_tokenizer import TokenizerPair, own_tokenizer, teacher_inputs
 from .engines import run_teacher_on_onnxruntime, sample_batches
 from .fused_linear import LinearHead, head_of, probe_linear_head
-from .hub import check_repo_id, create_repo, push_student
+from .hub import PushArguments, check_repo_id, create_repo, push_student
 from .layer_map import LayerMap
 from .log import get_logger
 from .measure import task_figures, write_training_plot
@@ -783,14 +783,13 @@ class DistillationTrainer(Trainer):
         if not self.is_world_process_zero():
             return None
         self.create_model_card(model_name=repo_id, **card_kwargs)
-        return push_student(
-            self.args.output_dir,
-            repo_id,
+        settings = PushArguments(
             private=self.args.hub_private_repo,
             revision=revision or self.args.hub_revision,
             commit_message=commit_message,
             token=token if token is not None else self.args.hub_token,
         )
+        return push_student(self.args.output_dir, repo_id, settings)
 
     # ---- pushes during training: transformers' hub machinery, narrowed to the student's files ----------------------
 
@@ -843,14 +842,9 @@ class DistillationTrainer(Trainer):
             message = f"Training in progress, step {self.state.global_step}"
         else:
             message = f"Training in progress, epoch {int(self.state.epoch or 0)}"
+        settings = PushArguments(revision=self.args.hub_revision, commit_message=message, token=self.args.hub_token)
         try:
-            push_student(
-                checkpoint_folder,
-                self._hub_repo_id(),
-                revision=self.args.hub_revision,
-                commit_message=message,
-                token=self.args.hub_token,
-            )
+            push_student(checkpoint_folder, self._hub_repo_id(), settings)
         except (RuntimeError, ValueError) as err:
             logger.warning(f"Pushing {checkpoint_folder} during training failed; training goes on. {err}")
 

@@ -26,7 +26,7 @@ from tiny_task_models import (
 )
 
 from hf_distill import DistillationTrainer
-from hf_distill.cache import CACHE_INDEX_COLUMN, CacheMismatchError, TeacherCache, build_teacher_cache
+from hf_distill.cache import CACHE_INDEX_COLUMN, CacheArguments, CacheMismatchError, TeacherCache, build_teacher_cache
 from hf_distill.losses import TopKTargets, soft_target_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,9 +47,12 @@ def config(tmp_path, **overrides):
     return make_config(tmp_path, **{**STEPS, **overrides})
 
 
-def build(teacher, dataset, path, collator=pad_collate, **settings):
-    settings = {"batch_size": 8, "shard_size": 16, "progress": False, **settings}
-    return build_teacher_cache(teacher, dataset, str(path), data_collator=collator, **settings)
+def build(teacher, dataset, path, collator=pad_collate, tokenizer=None, temperature=None, **settings):
+    """A cache of `teacher`'s outputs: `settings` are CacheArguments fields (in small batches and shards here)."""
+    args = CacheArguments(str(path), **{"cache_batch_size": 8, "shard_size": 16, **settings})
+    return build_teacher_cache(
+        teacher, dataset, args, tokenizer=tokenizer, data_collator=collator, temperature=temperature, progress=False
+    )
 
 
 # ---- what is stored ------------------------------------------------------------------------------------------------
@@ -275,6 +278,15 @@ def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(tmp_path):
     assert resumed.rows.to_dict() == whole.rows.to_dict()
     with pytest.raises(CacheMismatchError, match="already holds this finished"):
         build(teacher, data, tmp_path / "resumed", hidden_layers="1")
+
+
+def test_the_settings_are_one_cache_arguments_checked_when_made(tmp_path):
+    data = Dataset.from_list(random_task_rows("sequence-classification", n=4, seed=0))
+    with pytest.raises(TypeError, match=r"^build_teacher_cache takes its settings as a CacheArguments, got str: "):
+        build_teacher_cache(tiny_bert(num_layers=2), data, str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"^cache_batch_size must be a whole number >= 1 \(--cache_batch_size\)"):
+        CacheArguments(str(tmp_path / "cache"), cache_batch_size=0)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_building_memory_does_not_grow_with_the_dataset(tmp_path):

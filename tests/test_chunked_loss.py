@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from tiny_task_models import SGD, llama, make_config, pad_batch, random_task_rows, trainable_state
 
-from hf_distill import DistillationConfig, DistillationTrainer, build_teacher_cache, losses
+from hf_distill import CacheArguments, DistillationConfig, DistillationTrainer, build_teacher_cache, losses
 from hf_distill.losses import TopKTargets, soft_target_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,9 +145,8 @@ def test_training_in_chunks_equals_training_in_one_piece_and_under_accumulation(
         cache = build_teacher_cache(
             llama(num_layers=2, seed=0),
             rows,
-            str(tmp_path / "cache"),
+            CacheArguments(str(tmp_path / "cache"), top_k=top_k),
             data_collator=pad_batch,
-            top_k=top_k,
             temperature=2.0,
             progress=False,
         )

@@ -20,7 +20,7 @@ from tiny_task_models import (
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill import build_student
-from hf_distill.compress import COMPRESSION_FILE, TRADEOFF_PLOT, compress
+from hf_distill.compress import COMPRESSION_FILE, TRADEOFF_PLOT, CompressArguments, compress
 
 
 @pytest.fixture
@@ -35,15 +35,16 @@ def folders(tmp_path):
     return tmp_path
 
 
-def run(folders, out="out", student="student", **kwargs):
-    settings = {"teacher": str(folders / "teacher"), "latency_rounds": 2, "latency_batch_sizes": (1, 4)}
-    return compress(
-        str(folders / student) if isinstance(student, str) else student,
-        str(folders / out),
-        random_classification_dataset(24),
-        pad_collate,
-        **{**settings, **kwargs},
+def run(folders, out="out", student="student", tokenizer=None, **settings):
+    """`compress` with quick latency settings: the student by its folder's name, or a model object."""
+    args = CompressArguments(
+        student_model_name_or_path=str(folders / student) if isinstance(student, str) else None,
+        output_dir=str(folders / out),
+        teacher_model_name_or_path=str(folders / "teacher"),
+        **{"latency_rounds": 2, "latency_batch_sizes": (1, 4), **settings},
     )
+    model = None if isinstance(student, str) else student
+    return compress(model, args, random_classification_dataset(24), pad_collate, tokenizer=tokenizer)
 
 
 def test_compress_writes_a_measured_folder_per_export_whose_card_snippet_loads_it(folders):
@@ -201,9 +202,13 @@ def test_an_export_beyond_the_tolerance_is_reported_not_hidden(folders, monkeypa
         predicted = [int(student(**pad_collate([row])).logits.argmax()) for row in data.remove_columns("labels")]
     data = data.remove_columns("labels").add_column("labels", predicted)
     monkeypatch.setattr(module, "quantize_int8", damaged)
-    metrics = compress(
-        str(folders / "student"), str(folders / "out"), data, pad_collate, formats=["int8"], latency_rounds=1
+    args = CompressArguments(
+        student_model_name_or_path=str(folders / "student"),
+        output_dir=str(folders / "out"),
+        formats="int8",
+        latency_rounds=1,
     )
+    metrics = compress(None, args, data, pad_collate)
     facts = metrics["models"]["int8"]
     assert facts["drop_points"] == 100.0 and facts["within_tolerance"] is False
     body = (folders / "out" / "int8" / "README.md").read_text()
@@ -216,6 +221,32 @@ def test_an_export_beyond_the_tolerance_is_reported_not_hidden(folders, monkeypa
 def test_unknown_formats_are_refused(folders):
     with pytest.raises(ValueError, match=r"formats: unknown export \['int4'\]; choose among int8, onnx, onnx-int8"):
         run(folders, formats=["int4"])
+
+
+def test_each_model_is_given_once_and_the_settings_as_compress_arguments(folders):
+    """The settings are a CompressArguments; a model is a model object or a folder in them, never both."""
+    student = AutoModelForSequenceClassification.from_pretrained(folders / "student")
+    data, out = random_classification_dataset(4), str(folders / "out")
+    given_twice = CompressArguments(student_model_name_or_path=str(folders / "student"), output_dir=out)
+    with pytest.raises(ValueError, match=r"^the student is given twice: as a model object and as "):
+        compress(student, given_twice, data, pad_collate)
+    teacher_twice = CompressArguments(output_dir=out, teacher_model_name_or_path=str(folders / "teacher"))
+    with pytest.raises(ValueError, match=r"^the teacher is given twice: "):
+        compress(student, teacher_twice, data, pad_collate, teacher=student)
+    with pytest.raises(ValueError, match=r"^compress needs a student: pass a model object, or its folder as "):
+        compress(None, CompressArguments(output_dir=out), data, pad_collate)
+    with pytest.raises(TypeError, match=r"^the student's folder goes in CompressArguments\(student_model_name_or_pa"):
+        compress(str(folders / "student"), CompressArguments(output_dir=out), data, pad_collate)
+    with pytest.raises(TypeError, match=r"^compress takes its settings as a CompressArguments, got str"):
+        compress(student, out, data, pad_collate)
+    with pytest.raises(TypeError, match=r"^the folders of compared students go in CompressArguments\(compare_with"):
+        compress(student, CompressArguments(output_dir=out), data, pad_collate, compare_with=[out])
+    with pytest.raises(ValueError, match=r"^output_dir must name the folder the exports are written into"):
+        CompressArguments(student_model_name_or_path=str(folders / "student"))
+    with pytest.raises(ValueError, match=r"^compare_with holds the folders of other float students"):
+        CompressArguments(output_dir=out, compare_with=[student])
+    assert CompressArguments(output_dir=out, compare_with=" a, b,").compare_with == ["a", "b"]
+    assert not (folders / "out").exists()
 
 
 def test_the_command_exports_and_prints_the_table(tmp_path, capsys):

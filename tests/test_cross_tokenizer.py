@@ -31,7 +31,7 @@ from tiny_task_models import (
 )
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel, pipeline
 
-from hf_distill import DistillationTrainer, build_teacher_cache, load_model
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache, load_model
 from hf_distill.alignment import shared_vocabulary, span_groups
 from hf_distill.cli import main, run_command
 from hf_distill.completions import decoded_spans, prompts_of
@@ -511,11 +511,9 @@ def test_a_cache_of_the_teachers_own_tokenization_serves_a_student_of_another(tm
     build_teacher_cache(
         teacher,
         plain,
-        str(tmp_path / "cache"),
+        CacheArguments(str(tmp_path / "cache"), hidden_layers=[2, 4], hidden_dtype="float32"),
         tokenizer=teacher_tokenizer,
         data_collator=task.data_collator(teacher_tokenizer),
-        hidden_layers=[2, 4],
-        hidden_dtype="float32",
         progress=False,
     )
     splits = paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher)
@@ -543,10 +541,10 @@ def test_a_cache_that_does_not_fit_a_student_of_another_tokenizer_is_refused(tmp
     task = task_for(teacher)
     plain = paired_splits(tmp_path, task_case, teacher_tokenizer, None, teacher)["train"]
     collator = task.data_collator(teacher_tokenizer)
-    build_teacher_cache(teacher, plain, str(tmp_path / "top-k"), tokenizer=teacher_tokenizer, data_collator=collator,
-                        top_k=4, temperature=2.0, progress=False)  # fmt: skip
-    build_teacher_cache(teacher, plain.select(range(30)), str(tmp_path / "other-rows"), tokenizer=teacher_tokenizer,
-                        data_collator=collator, progress=False)  # fmt: skip
+    build_teacher_cache(teacher, plain, CacheArguments(str(tmp_path / "top-k"), top_k=4), tokenizer=teacher_tokenizer,
+                        data_collator=collator, temperature=2.0, progress=False)  # fmt: skip
+    build_teacher_cache(teacher, plain.select(range(30)), CacheArguments(str(tmp_path / "other-rows")),
+                        tokenizer=teacher_tokenizer, data_collator=collator, progress=False)  # fmt: skip
     splits = paired_splits(tmp_path, task_case, student_tokenizer, teacher_tokenizer, teacher)
     with pytest.raises(ValueError, match=r"^the teacher cache keeps 4 classes per position .* a student of another "
                        r"tokenizer learns a causal-lm teacher's distributions over its whole vocabulary"):  # fmt: skip

@@ -72,16 +72,14 @@ def test_two_processes_reading_a_teacher_cache_match_one_process_with_the_live_t
     from distributed_run import training_data
     from tiny_task_models import pad_collate, tiny_bert
 
-    from hf_distill.cache import build_teacher_cache
+    from hf_distill.cache import CacheArguments, build_teacher_cache
 
     cache = tmp_path / "cache"
     build_teacher_cache(
         tiny_bert(num_layers=4, hidden=32, seed=0),
         training_data(),
-        str(cache),
+        CacheArguments(str(cache), hidden_layers="all", hidden_dtype="float32"),
         data_collator=pad_collate,
-        hidden_layers="all",
-        hidden_dtype="float32",
         progress=False,
     )
     single, double = tmp_path / "single", tmp_path / "double"

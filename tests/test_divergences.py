@@ -17,7 +17,7 @@ from tiny_task_models import (
     random_task_rows,
 )
 
-from hf_distill import DistillationConfig, DistillationTrainer, build_teacher_cache, losses
+from hf_distill import CacheArguments, DistillationConfig, DistillationTrainer, build_teacher_cache, losses
 from hf_distill.model_card import _losses
 from hf_distill.terms import TERMS
 
@@ -84,9 +84,8 @@ def test_a_top_k_cache_serves_every_divergence(tmp_path, name):
     k + 1 buckets (the top k and the tail)."""
     data = random_classification_dataset(8, seed=4)
     teacher = classifier(num_layers=4, seed=0)
-    cache = build_teacher_cache(
-        teacher, data, str(tmp_path / "cache"), data_collator=pad_batch, top_k=2, temperature=2.0, progress=False
-    )
+    settings = CacheArguments(cache_dir=str(tmp_path / "cache"), top_k=2)
+    cache = build_teacher_cache(teacher, data, settings, data_collator=pad_batch, temperature=2.0, progress=False)
     student = classifier(num_layers=2, seed=1)
     before = copy.deepcopy(student)
     settings = DIVERGENCES[name]

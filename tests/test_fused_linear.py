@@ -13,7 +13,7 @@ from datasets import Dataset
 from tiny_task_models import SGD, case, make_config, make_trainer, pad_batch, random_task_rows
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hf_distill import DistillationTrainer, build_teacher_cache, losses
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache, losses
 from hf_distill.fused_linear import LinearHead, fused_linear_distillation_loss
 from hf_distill.losses import TopKTargets
 
@@ -306,10 +306,9 @@ def test_a_live_teacher_step_takes_the_fused_loss_and_equals_the_step_from_the_l
 @pytest.mark.parametrize("top_k", [4, None], ids=["top-k", "dense"])
 def test_a_step_from_a_teacher_cache_takes_the_fused_loss(tmp_path, calls, top_k):
     rows = Dataset.from_list(random_task_rows("causal-lm", n=16, seed=5, min_len=2, max_len=20))
-    cache = build_teacher_cache(
-        case("causal-lm-llama").build(num_layers=2, seed=0), rows, str(tmp_path / "cache"), data_collator=pad_batch,
-        top_k=top_k, temperature=1.0, progress=False,
-    )  # fmt: skip
+    teacher = case("causal-lm-llama").build(num_layers=2, seed=0)
+    stored = CacheArguments(str(tmp_path / "cache"), top_k=top_k)
+    cache = build_teacher_cache(teacher, rows, stored, data_collator=pad_batch, temperature=1.0, progress=False)
     whole, _ = sgd_update(tmp_path, "whole", 16, 1, cache=cache)
     assert calls == [("LinearHead", "TopKTargets" if top_k else "Tensor")]
     halves, _ = sgd_update(tmp_path, "halves", 8, 2, cache=cache)

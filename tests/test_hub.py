@@ -16,7 +16,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from tiny_task_models import tiny_bert, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_distill.hub import files_to_push, push_student
+from hf_distill.hub import PushArguments, files_to_push, push_student
 from hf_distill.model_card import METRICS_FILE
 
 pytestmark = pytest.mark.timeout(60)
@@ -144,7 +144,8 @@ def test_push_then_download(hub, student, tmp_path, transport):
 
 def test_private_branch_and_message_reach_the_server(hub, student):
     server = hub()
-    url = push_student(str(student), REPO, private=True, revision="distilled", commit_message="Distilled from MiniLM")
+    settings = PushArguments(private=True, revision="distilled", commit_message="Distilled from MiniLM")
+    url = push_student(str(student), REPO, settings)
 
     repo = server.repo(REPO)
     assert repo.private
@@ -161,7 +162,7 @@ def test_private_branch_and_message_reach_the_server(hub, student):
     # A second push to the existing branch; asking for a public repo that exists as private warns.
     (student / "distillation.png").write_bytes(b"\x89PNG a new plot")
     with pytest.warns(UserWarning, match="already exists and is private"):
-        push_student(str(student), REPO, private=False, revision="distilled")
+        push_student(str(student), REPO, PushArguments(private=False, revision="distilled"))
     assert server.files(REPO, "distilled")["distillation.png"] == b"\x89PNG a new plot"
 
 
@@ -207,7 +208,7 @@ def test_failure_with_readme_present_leaves_folder_byte_identical(hub, student):
 def test_wrong_token(hub, student):
     server = hub()
     with pytest.raises(RuntimeError) as excinfo:
-        push_student(str(student), REPO, token="hf_wrong")
+        push_student(str(student), REPO, PushArguments(token="hf_wrong"))
     message = str(excinfo.value)
     assert "authentication failed: check HF_TOKEN or `hf auth login`" in message
     assert "creating the repo" in message and REPO in message
@@ -220,7 +221,7 @@ def test_unreachable_endpoint(hub, student):
         probe.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
     with pytest.raises(RuntimeError, match="while creating the repo") as excinfo:
-        push_student(str(student), REPO, endpoint=endpoint)
+        push_student(str(student), REPO, PushArguments(endpoint=endpoint))
     assert endpoint in str(excinfo.value)
 
 
@@ -255,6 +256,6 @@ def test_create_pr(hub, student):
     push_student(str(student), REPO)
     before = server.files(REPO)["distillation.png"]
     (student / "distillation.png").write_bytes(b"\x89PNG a new plot")
-    push_student(str(student), REPO, create_pr=True)
+    push_student(str(student), REPO, PushArguments(create_pr=True))
     assert server.files(REPO)["distillation.png"] == before
     assert server.files(REPO, "refs/pr/1")["distillation.png"] == b"\x89PNG a new plot"

@@ -200,15 +200,13 @@ import sys
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from tiny_task_models import random_task_rows, pad_batch
-from hf_distill import build_teacher_cache
+from hf_distill import CacheArguments, build_teacher_cache
 
 def build(cache_dir, teacher_dir, count):
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
     rows = Dataset.from_list(random_task_rows("causal-lm", n=count, seed=5, min_len=24, max_len=48))
-    build_teacher_cache(
-        teacher, rows, cache_dir, data_collator=pad_batch, logit_samples=16, temperature=2.0, batch_size=8,
-        shard_size=64, progress=False,
-    )
+    settings = CacheArguments(cache_dir, logit_samples=16, cache_batch_size=8, shard_size=64)
+    build_teacher_cache(teacher, rows, settings, data_collator=pad_batch, temperature=2.0, progress=False)
 
 if __name__ == "__main__":
     build(sys.argv[1], sys.argv[2], int(sys.argv[3]))

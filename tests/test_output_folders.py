@@ -9,7 +9,7 @@ import pytest
 import safetensors.torch
 from tiny_task_models import make_trainer, pad_collate, random_classification_dataset, tiny_bert
 
-from hf_distill.cache import CACHE_INFO_NAME, CacheMismatchError, TeacherCache, build_teacher_cache
+from hf_distill.cache import CACHE_INFO_NAME, CacheArguments, CacheMismatchError, TeacherCache, build_teacher_cache
 from hf_distill.output_folders import check_output_dir, last_complete_checkpoint
 from hf_distill.trainer import PROJECTIONS_NAME
 
@@ -125,7 +125,8 @@ def test_interrupted_checkpoint_leaves_the_previous_one_resumable(tmp_path, data
 
 def build(path):
     rows = random_classification_dataset(8)
-    return build_teacher_cache(tiny_bert(4), rows, str(path), data_collator=pad_collate, batch_size=4, progress=False)
+    args = CacheArguments(str(path), cache_batch_size=4)
+    return build_teacher_cache(tiny_bert(4), rows, args, data_collator=pad_collate, progress=False)
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", ""])

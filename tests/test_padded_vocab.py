@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from tiny_task_models import VOCAB_SIZE, gpt2, llama, make_config, pad_batch, random_task_rows, tiny_tokenizer
 
-from hf_distill import DistillationTrainer, build_teacher_cache, losses
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache, losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,13 +96,14 @@ def test_a_cache_of_a_padded_teacher(tmp_path):
         settings = {}
         if source == "cache":
             path = str(tmp_path / "full")
-            build_teacher_cache(teacher, rows, path, data_collator=pad_batch, progress=False)
+            build_teacher_cache(teacher, rows, CacheArguments(path), data_collator=pad_batch, progress=False)
             settings["teacher_cache"] = path
         trainer = trainer_for(tmp_path / source, teacher, llama(num_layers=1, seed=1), rows, tokenizer(), **settings)
         trainer.train()
         logged.append([entry["loss_kd"] for entry in trainer.state.log_history if "loss_kd" in entry])
     assert logged[1] == pytest.approx(logged[0], rel=1e-5)
     path = str(tmp_path / "top")
-    build_teacher_cache(teacher, rows, path, data_collator=pad_batch, top_k=4, temperature=2.0, progress=False)
+    top = CacheArguments(path, top_k=4)
+    build_teacher_cache(teacher, rows, top, data_collator=pad_batch, temperature=2.0, progress=False)
     with pytest.raises(ValueError, match=f"a top-k teacher cache \\(top_k=4\\) ranks the teacher's {PADDED} rows"):
         trainer_for(tmp_path / "top", None, llama(num_layers=1, seed=1), rows, tokenizer(), teacher_cache=path)

@@ -16,7 +16,7 @@ import torch
 from tiny_task_models import pad_collate, random_classification_dataset, tiny_bert, tiny_tokenizer
 
 from hf_distill import DistillationConfig, DistillationTrainer
-from hf_distill.hub import files_to_push, push_student
+from hf_distill.hub import PushArguments, files_to_push, push_student
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -208,7 +208,7 @@ def test_an_endpoint_that_never_answers_times_out_naming_the_step(student, monke
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
         start = time.monotonic()
         with pytest.raises(RuntimeError) as excinfo:
-            push_student(str(student), "test-user/silent", endpoint=endpoint, token="hf_some_token")
+            push_student(str(student), "test-user/silent", PushArguments(endpoint=endpoint, token="hf_some_token"))
         elapsed = time.monotonic() - start
         message = str(excinfo.value)
         assert elapsed < 10, elapsed
@@ -217,5 +217,12 @@ def test_an_endpoint_that_never_answers_times_out_naming_the_step(student, monke
 
         start = time.monotonic()
         with pytest.raises(RuntimeError, match="no answer"):  # the argument wins over the environment
-            push_student(str(student), "test-user/silent", endpoint=endpoint, token="hf_some_token", timeout=0.5)
+            settings = PushArguments(endpoint=endpoint, token="hf_some_token")
+            push_student(str(student), "test-user/silent", settings, timeout=0.5)
         assert time.monotonic() - start < 5
+
+
+def test_the_push_settings_are_a_push_arguments(student):
+    with pytest.raises(TypeError, match=r"^push_student takes its settings as a PushArguments, got dict: "):
+        push_student(str(student), "test-user/typed", {"private": True})
+    assert not (student / "README.md").exists()  # refused before the card is written

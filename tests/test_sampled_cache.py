@@ -6,7 +6,7 @@ import torch
 from datasets import Dataset
 from tiny_task_models import VOCAB_SIZE, llama, make_config, pad_batch, random_task_rows
 
-from hf_distill import DistillationTrainer, build_teacher_cache
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache
 from hf_distill.cache import LOG_FLOOR, _draw_classes
 from hf_distill.losses import TopKTargets, soft_target_loss
 
@@ -47,10 +47,8 @@ def test_every_slot_holds_a_distinct_class_drawn_ones_first():
 
 
 def _build(tmp_path, name, rows, teacher, **overrides):
-    options = {"logit_samples": 16, "temperature": 1.0, **overrides}
-    return build_teacher_cache(
-        teacher, rows, str(tmp_path / name), data_collator=pad_batch, batch_size=4, progress=False, **options
-    )
+    args = CacheArguments(str(tmp_path / name), **{"logit_samples": 16, "cache_batch_size": 4, **overrides})
+    return build_teacher_cache(teacher, rows, args, data_collator=pad_batch, temperature=1.0, progress=False)
 
 
 def test_a_sampled_cache_is_deterministic_and_its_forward_kl_gradient_is_q_minus_the_frequencies(tmp_path):
@@ -101,5 +99,5 @@ def test_a_sampled_cache_serves_the_forward_kl_only_and_takes_one_way_of_keeping
         )  # fmt: skip
     with pytest.raises(ValueError, match="top_k=4 and logit_samples=4 are two ways"):
         _build(tmp_path, "both", rows, teacher, top_k=4, logit_samples=4)
-    with pytest.raises(ValueError, match="logit_samples must be a whole number >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"logit_samples must be a whole number >= 1 \(--logit_samples\), got 0"):
         _build(tmp_path, "zero", rows, teacher, logit_samples=0)

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from tiny_task_models import SGD, llama, make_config, pad_batch, random_task_rows
 
-from hf_distill import DistillationTrainer, build_teacher_cache, losses
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache, losses
 from hf_distill.cache import CACHE_INDEX_COLUMN
 from hf_distill.losses import TopKTargets, soft_target_loss, top_k_buckets
 
@@ -118,9 +118,8 @@ def test_a_cache_of_a_large_vocabulary_is_read_back_without_its_width(tmp_path):
     vocab, k = 60_000, 4
     teacher = llama(num_layers=1, hidden=8, seed=0, vocab_size=vocab)
     rows = Dataset.from_list(random_task_rows("causal-lm", n=6, seed=1))
-    cache = build_teacher_cache(
-        teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=k, temperature=2.0, progress=False
-    )
+    stored = CacheArguments(str(tmp_path / "cache"), top_k=k)
+    cache = build_teacher_cache(teacher, rows, stored, data_collator=pad_batch, temperature=2.0, progress=False)
     batch = pad_batch([rows[i] for i in range(6)])
     out = cache.outputs(torch.arange(6), batch["attention_mask"], batch["input_ids"].shape, "cpu")
     tensors = [value for value in (out.logits.ids, out.logits.logprobs)]
@@ -138,9 +137,8 @@ def test_a_cache_of_a_large_vocabulary_is_read_back_without_its_width(tmp_path):
 def test_a_causal_lm_trains_from_a_top_k_cache_with_the_bucketed_loss(tmp_path):
     rows = Dataset.from_list(random_task_rows("causal-lm", n=8, seed=2))
     teacher, student = llama(num_layers=2, seed=0), llama(num_layers=1, seed=1)
-    cache = build_teacher_cache(
-        teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=3, temperature=2.0, progress=False
-    )
+    stored = CacheArguments(str(tmp_path / "cache"), top_k=3)
+    cache = build_teacher_cache(teacher, rows, stored, data_collator=pad_batch, temperature=2.0, progress=False)
     before = copy.deepcopy(student)
     trainer = DistillationTrainer(
         model=student,
@@ -211,8 +209,8 @@ def _cached_lm_trainer(tmp_path, rows, **overrides):
     # The one pass reads the student's logits: the fused linear loss (tested in test_fused_linear.py) is off.
     settings = {"kd_weight": 0.4, "label_weight": 0.6, "temperature": 1.0, "fused_linear_loss": "never", **overrides}
     cache = build_teacher_cache(
-        teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=4, temperature=settings["temperature"],
-        progress=False,
+        teacher, rows, CacheArguments(str(tmp_path / "cache"), top_k=4), data_collator=pad_batch,
+        temperature=settings["temperature"], progress=False,
     )  # fmt: skip
     return DistillationTrainer(
         model=student, teacher_cache=cache, args=make_config(tmp_path, **settings), train_dataset=rows,
@@ -276,9 +274,8 @@ def test_the_one_pass_under_gradient_accumulation_gives_the_update_of_the_whole_
     the plain SGD update of one batch of 16."""
     rows = Dataset.from_list(random_task_rows("causal-lm", n=16, seed=5, min_len=2, max_len=20))
     teacher = llama(num_layers=2, seed=0)
-    cache = build_teacher_cache(
-        teacher, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=4, temperature=1.0, progress=False
-    )
+    stored = CacheArguments(str(tmp_path / "cache"), top_k=4)
+    cache = build_teacher_cache(teacher, rows, stored, data_collator=pad_batch, temperature=1.0, progress=False)
     calls = []
     one_pass = losses.sparse_forward_kl_and_cross_entropy
     monkeypatch.setattr(

@@ -19,7 +19,7 @@ from tiny_task_models import (
     trainable_state,
 )
 
-from hf_distill import DistillationTrainer, build_teacher_cache
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache
 from hf_distill.cache import CacheMismatchError, TeacherCache
 from hf_distill.engines import run_teacher_on_onnxruntime
 
@@ -121,11 +121,13 @@ def test_live_distillation_through_the_engine_equals_pytorch_and_the_card_says_s
 def test_a_cache_built_through_the_engine_records_it_and_a_resume_with_another_engine_is_refused(tmp_path):
     rows = Dataset.from_list(random_task_rows("sequence-classification", n=16, seed=2))
     _, batches = sample("sequence-classification")
-    build = dict(data_collator=pad_batch, hidden_layers=[2], batch_size=8, progress=False)
-    reference = build_teacher_cache(classifier(num_layers=4), rows, str(tmp_path / "pytorch"), **build)
+    build = dict(data_collator=pad_batch, progress=False)
+    settings = dict(hidden_layers=[2], cache_batch_size=8)
+    pytorch = CacheArguments(str(tmp_path / "pytorch"), **settings)
+    reference = build_teacher_cache(classifier(num_layers=4), rows, pytorch, **build)
     teacher = classifier(num_layers=4)
     run_teacher_on_onnxruntime(teacher, batches, "onnxruntime", hidden_layers=[2])
-    cache = build_teacher_cache(teacher, rows, str(tmp_path / "engine"), **build)
+    cache = build_teacher_cache(teacher, rows, CacheArguments(str(tmp_path / "engine"), **settings), **build)
     assert cache.settings["engine"] == "onnxruntime" and "engine" not in reference.settings
     for column in ("logits", "hidden_states.2"):
         got, expected = (torch.tensor([x for row in c.rows[column] for x in row]) for c in (cache, reference))
@@ -135,5 +137,5 @@ def test_a_cache_built_through_the_engine_records_it_and_a_resume_with_another_e
     info = (tmp_path / "pytorch" / "cache_info.json").read_text().replace('"complete": true', '"complete": false')
     (tmp_path / "pytorch" / "cache_info.json").write_text(info)
     with pytest.raises(CacheMismatchError, match="another teacher, tokenizer, data or settings"):
-        build_teacher_cache(teacher, rows, str(tmp_path / "pytorch"), **build)
+        build_teacher_cache(teacher, rows, pytorch, **build)
     assert TeacherCache(str(tmp_path / "engine")).teacher["class"] == "BertForSequenceClassification"

@@ -15,7 +15,7 @@ from teacher_stand_in import StandInServer
 from tiny_task_models import SGD, family_config, make_config, pad_batch, tiny_bpe_tokenizer
 from transformers import LlamaForCausalLM
 
-from hf_distill import DistillationTrainer, build_teacher_cache
+from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache
 from hf_distill.cache import TeacherCache
 from hf_distill.losses import LOG_FLOOR
 from hf_distill.teacher_server import (
@@ -236,8 +236,8 @@ def test_a_teacher_server_answers_what_a_top_k_cache_of_the_model_stores(teacher
     """The server's targets of a padded batch equal those the top-k cache of the same model in-process gives back."""
     rows = Dataset.from_list(rows_of(tokenizer))
     cache = build_teacher_cache(
-        teacher_model, rows, str(tmp_path / "cache"), data_collator=pad_batch, top_k=4, temperature=1.0,
-        progress=False,
+        teacher_model, rows, CacheArguments(str(tmp_path / "cache"), top_k=4), data_collator=pad_batch,
+        temperature=1.0, progress=False,
     )  # fmt: skip
     batch = pad_batch([rows[i] for i in range(len(rows))])
     from_cache = cache.outputs(torch.arange(len(rows)), batch["attention_mask"], batch["input_ids"].shape, "cpu")
