@@ -38,8 +38,8 @@ from transformers import (
 from tweets import data_arguments, distillation_config, prepare_tweets, training_settings
 
 from hf_distill import build_student, run_distillation
-from hf_distill.compress import CompressArguments, compress, format_table, predict
-from hf_distill.measure import MeasureArguments
+from hf_distill.compress import CompressArguments, compress, format_table
+from hf_distill.measure import MeasureArguments, predict
 from hf_distill.prune import calibration_batches
 from hf_distill.run import StudentArguments
 from hf_distill.stats import mcnemar_exact

@@ -36,8 +36,8 @@ def accuracy(model_dir: str, csv: str) -> float:
     import numpy as np
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from hf_distill.compress import predict
     from hf_distill.data import DataArguments, load_raw_datasets
+    from hf_distill.measure import predict
     from hf_distill.tasks import get_task
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)

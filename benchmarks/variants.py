@@ -47,8 +47,7 @@ from tweets import (
 )
 
 from hf_distill.cache import CacheArguments, TeacherCache, build_teacher_cache
-from hf_distill.compress import predict
-from hf_distill.measure import MeasureArguments
+from hf_distill.measure import MeasureArguments, predict
 from hf_distill.run import StudentArguments, make_student, run_distillation
 from hf_distill.trainer import DistillationTrainer
 

@@ -31,13 +31,13 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
 
 from hf_distill import run_distillation
-from hf_distill.compress import predict
 from hf_distill.export import INT8_FILE, quantize_int8, save_int8
 from hf_distill.measure import (
     MeasureArguments,
     add_latencies,
     describe_budget,
     describe_model,
+    predict,
     write_metrics,
 )
 from hf_distill.model_card import METRICS_FILE

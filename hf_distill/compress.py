@@ -22,10 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import PreTrainedModel
-from transformers.trainer_pt_utils import nested_concat
 
 from .cache import weights_fingerprint
 from .data import load_raw_datasets
@@ -42,12 +40,14 @@ from .export import (
     save_int8,
 )
 from .log import get_logger
-from .losses import IGNORE_INDEX
 from .measure import (
     LATENCY_METHOD,
+    agreement,
     latency_figures,
     measure_latencies,
+    predict,
     speedup_figures,
+    task_metrics,
     weights_size_bytes,
 )
 from .model_card import METRICS_FILE, build_model_card
@@ -191,54 +191,6 @@ def parse_formats(formats: str | Sequence[str]) -> list[str]:
     if unknown or not names:
         raise ValueError(f"formats: unknown export {unknown or names!r}; choose among {', '.join(EXPORT_FORMATS)}")
     return names
-
-
-# ---- measuring any variant: a callable `model(**inputs).logits` ---------------------------------------------------
-
-
-@torch.inference_mode()
-def predict(model, dataset, data_collator, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits and labels of `model` (a transformers model or a loaded export) over a tokenised `dataset`, padded
-    across batches with -100 as the Trainer does."""
-    if hasattr(model, "eval"):
-        model.eval()
-    logits_all, labels_all = None, None
-    columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "labels")]
-    rows = dataset.select_columns(columns)
-    for start in range(0, len(rows), batch_size):
-        batch = data_collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-        labels = batch.pop("labels", None)
-        logits = model(**batch).logits.float().cpu()
-        logits_all = (
-            nested_concat(logits_all, logits, padding_index=IGNORE_INDEX) if logits_all is not None else logits
-        )
-        if labels is not None:
-            labels_all = (
-                labels if labels_all is None else nested_concat(labels_all, labels, padding_index=IGNORE_INDEX)
-            )
-    return logits_all.numpy(), None if labels_all is None else labels_all.numpy()
-
-
-def agreement(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None) -> float:
-    """Share of items whose predicted class (argmax) is the reference's; token-level outputs count the labelled
-    tokens (labels not -100) when the labels have their shape."""
-    ours, theirs = logits.argmax(-1), reference.argmax(-1)
-    if labels is not None and labels.shape == ours.shape:
-        keep = labels != IGNORE_INDEX
-        ours, theirs = ours[keep], theirs[keep]
-    return float((ours == theirs).mean())
-
-
-def task_metrics(task, logits: np.ndarray, labels: np.ndarray, teacher_config) -> dict[str, float]:
-    from transformers import EvalPrediction
-
-    evaluation = task.evaluation(None, teacher_config)
-    predictions = logits
-    if evaluation.preprocess_logits_for_metrics is not None:
-        predictions = evaluation.preprocess_logits_for_metrics(torch.from_numpy(logits), torch.from_numpy(labels))
-        predictions = predictions.numpy() if isinstance(predictions, torch.Tensor) else predictions
-    figures = evaluation.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
-    return {k: float(v) for k, v in figures.items()}
 
 
 # ---- the variants -------------------------------------------------------------------------------------------------

@@ -26,23 +26,23 @@ from typing import Literal
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_pt_utils import nested_concat
 from transformers.trainer_utils import has_length
 
 from . import __version__
 from .architectures import input_names
 from .json_values import is_number
 from .log import get_logger
-from .model_card import METRICS_FILE, TRAINING_PLOT, teacher_license
+from .losses import IGNORE_INDEX
+from .model_card import METRICS_FILE, task_figures, teacher_license
 from .references import is_local_teacher, teacher_reference
 from .stats import ALPHA, expected_calibration_error, mcnemar_exact, paired_bootstrap, verdict
 
 logger = get_logger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")
-# What `trainer.evaluate` reports besides the task metrics: not figures of the model's quality.
-_RUN_FIGURES = ("loss", "epoch", "model_preparation_time", "runtime", "samples_per_second", "steps_per_second")
 
 
 @dataclass
@@ -96,6 +96,53 @@ class MeasureArguments:
 
 
 # ---- one model
+
+
+# ---- measuring any variant: a callable `model(**inputs).logits` ---------------------------------------------------
+
+
+@torch.inference_mode()
+def predict(model, dataset, data_collator, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and labels of `model` (a transformers model or a loaded export) over a tokenised `dataset`, padded
+    across batches with -100 as the Trainer does."""
+    if hasattr(model, "eval"):
+        model.eval()
+    logits_all, labels_all = None, None
+    columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "labels")]
+    rows = dataset.select_columns(columns)
+    for start in range(0, len(rows), batch_size):
+        batch = data_collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        labels = batch.pop("labels", None)
+        logits = model(**batch).logits.float().cpu()
+        logits_all = (
+            nested_concat(logits_all, logits, padding_index=IGNORE_INDEX) if logits_all is not None else logits
+        )
+        if labels is not None:
+            labels_all = (
+                labels if labels_all is None else nested_concat(labels_all, labels, padding_index=IGNORE_INDEX)
+            )
+    return logits_all.numpy(), None if labels_all is None else labels_all.numpy()
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None) -> float:
+    """Share of items whose predicted class (argmax) is the reference's; token-level outputs count the labelled
+    tokens (labels not -100) when the labels have their shape."""
+    ours, theirs = logits.argmax(-1), reference.argmax(-1)
+    if labels is not None and labels.shape == ours.shape:
+        keep = labels != IGNORE_INDEX
+        ours, theirs = ours[keep], theirs[keep]
+    return float((ours == theirs).mean())
+
+
+def task_metrics(task, logits: np.ndarray, labels: np.ndarray, teacher_config) -> dict[str, float]:
+    """The task's metrics of logits and labels from [`predict`] (as `trainer.evaluate` computes them)."""
+    evaluation = task.evaluation(None, teacher_config)
+    predictions = logits
+    if evaluation.preprocess_logits_for_metrics is not None:
+        predictions = evaluation.preprocess_logits_for_metrics(torch.from_numpy(logits), torch.from_numpy(labels))
+        predictions = predictions.numpy() if isinstance(predictions, torch.Tensor) else predictions
+    figures = evaluation.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
+    return {k: float(v) for k, v in figures.items()}
 
 
 def weights_size_bytes(folder: str) -> int:
@@ -304,18 +351,6 @@ def labelled_progress(trainer: Trainer, label: str | None) -> Iterator[None]:
     finally:
         for index, callback in swapped:
             callbacks[index] = callback
-
-
-def task_figures(metrics: dict[str, float], prefix: str = "eval") -> dict[str, float]:
-    """The model's own figures of an evaluation (task metrics, agreement, KL, loss terms), without `prefix_` and the
-    run-time figures (loss, epoch, runtime, samples per second)."""
-    figures = {}
-    for key, value in metrics.items():
-        name = key.removeprefix(f"{prefix}_")
-        if name in _RUN_FIGURES or name.endswith(("_runtime", "_per_second")) or name.startswith("loss"):
-            continue
-        figures[name] = value
-    return figures
 
 
 # ---- teacher and student
@@ -661,40 +696,6 @@ def summarize(folder: str, metrics: dict, task) -> str:
             scores.append(f"{metric.label} {student:.4g}{versus}")
     split = metrics["dataset"].get("eval_file") or metrics["dataset"].get("eval_split")
     return f"Student saved to {folder}: {', '.join(scores) or 'no task metric'} on {split}"
-
-
-def write_training_plot(folder: str, log_history: list[dict]) -> str | None:
-    """Plots the training loss (and each loss term) and the evaluation loss against the optimizer step into
-    `folder/distillation_training.png`, for the model card. Returns the path, or None when matplotlib (an optional
-    dependency: `pip install 'hf-distill[demo]'`) is missing or nothing was logged."""
-    curves = {}
-    for entry in log_history:
-        for key, value in entry.items():
-            training = key == "loss" or key.startswith("loss_")
-            if (training or key == "eval_loss") and is_number(value) and "step" in entry:
-                curves.setdefault(key, []).append((entry["step"], value))
-    if not curves:
-        return None
-    try:
-        from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
-    except ImportError:
-        return None
-    figure = Figure(figsize=(7, 4))
-    axes = figure.subplots()
-    for key in sorted(curves, key=lambda k: (k != "loss", k != "eval_loss", k)):
-        steps, values = zip(*curves[key])
-        style = {"linewidth": 2} if key in ("loss", "eval_loss") else {"linewidth": 1, "linestyle": "--"}
-        label = {"loss": "training loss", "eval_loss": "evaluation loss"}.get(key, f"{key[5:]} term (training)")
-        axes.plot(steps, values, marker="o" if len(steps) < 3 else None, label=label, **style)
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("loss")
-    axes.set_title("Distillation: training and evaluation loss")
-    axes.legend()
-    figure.tight_layout()
-    path = os.path.join(folder, TRAINING_PLOT)
-    os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
 
 
 def _first_teacher(trainer) -> PreTrainedModel | None:

@@ -23,10 +23,21 @@ from transformers import PretrainedConfig
 
 from .json_values import is_number
 from .model_files import METRICS_FILE, TRAINING_PLOT
+from .references import is_local_teacher, teacher_reference
 from .tasks import CardMetric, Task, get_task, task_name_of_class
 from .terms import TERMS
 
-__all__ = ["METRICS_FILE", "TEMPLATE_NAME", "TRAINING_PLOT", "build_model_card", "teacher_license", "template_path"]
+__all__ = [
+    "METRICS_FILE",
+    "TEMPLATE_NAME",
+    "TRAINING_PLOT",
+    "build_model_card",
+    "task_figures",
+    "teacher_license",
+    "template_path",
+    "write_model_card",
+    "write_training_plot",
+]
 
 TEMPLATE_NAME = "student.md"
 TAGS = ["distillation", "hf-distill", "knowledge-distillation"]
@@ -60,6 +71,107 @@ _FRAMEWORK_NAMES = {
     "accelerate": "Accelerate",
     "huggingface_hub": "huggingface_hub",
 }
+
+
+def write_model_card(
+    output_dir: str,
+    task: Task,
+    distillation: dict,
+    log_history: list[dict],
+    *,
+    teacher: str | None = None,
+    evaluation: tuple[dict[str, float], str] | None = None,
+    teacher_name: str | None = None,
+    dataset_name: str | None = None,
+    license: str | None = None,  # noqa: A002 - the Hub metadata field's name
+    language: str | list | None = None,
+    model_id: str | None = None,
+) -> str:
+    """Writes the card of a trained student into `output_dir/README.md` (what
+    [`~hf_distill.DistillationTrainer.create_model_card`] and its push do), with the plot of the training and
+    evaluation losses of `log_history` (`distillation_training.png`, when matplotlib is installed). Returns the card's
+    path.
+
+    Figures come from `distillation_metrics.json` in `output_dir` when the run wrote one, else from `evaluation`: the
+    last `trainer.evaluate()` metrics and their key prefix; `teacher` (the teacher's name or path) names the teacher
+    and gives the license's default.
+    """
+    write_training_plot(output_dir, log_history)
+    metrics = None
+    if not os.path.isfile(os.path.join(output_dir, METRICS_FILE)):
+        metrics = {
+            "task": task.pipeline_tag,
+            "teacher": {
+                "name_or_path": teacher_reference(teacher),
+                "local": bool(teacher) and is_local_teacher(teacher),
+                "license": teacher_license(teacher),
+            },
+            "student": task_figures(*evaluation) if evaluation else {},
+        }
+    card = build_model_card(
+        output_dir,
+        metrics,
+        teacher_name=teacher_name,
+        dataset_name=dataset_name,
+        distillation=distillation,
+        license=license,
+        language=language,
+        model_id=model_id,
+        task=task,
+    )
+    path = os.path.join(output_dir, "README.md")
+    card.save(path)
+    return path
+
+
+# What `trainer.evaluate` reports besides the task metrics: not figures of the model's quality.
+_RUN_FIGURES = ("loss", "epoch", "model_preparation_time", "runtime", "samples_per_second", "steps_per_second")
+
+
+def task_figures(metrics: dict[str, float], prefix: str = "eval") -> dict[str, float]:
+    """The model's own figures of an evaluation (task metrics, agreement, KL, loss terms), without `prefix_` and the
+    run-time figures (loss, epoch, runtime, samples per second)."""
+    figures = {}
+    for key, value in metrics.items():
+        name = key.removeprefix(f"{prefix}_")
+        if name in _RUN_FIGURES or name.endswith(("_runtime", "_per_second")) or name.startswith("loss"):
+            continue
+        figures[name] = value
+    return figures
+
+
+def write_training_plot(folder: str, log_history: list[dict]) -> str | None:
+    """Plots the training loss (and each loss term) and the evaluation loss against the optimizer step into
+    `folder/distillation_training.png`, for the model card. Returns the path, or None when matplotlib (an optional
+    dependency: `pip install 'hf-distill[demo]'`) is missing or nothing was logged."""
+    curves = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            training = key == "loss" or key.startswith("loss_")
+            if (training or key == "eval_loss") and is_number(value) and "step" in entry:
+                curves.setdefault(key, []).append((entry["step"], value))
+    if not curves:
+        return None
+    try:
+        from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
+    except ImportError:
+        return None
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    for key in sorted(curves, key=lambda k: (k != "loss", k != "eval_loss", k)):
+        steps, values = zip(*curves[key])
+        style = {"linewidth": 2} if key in ("loss", "eval_loss") else {"linewidth": 1, "linestyle": "--"}
+        label = {"loss": "training loss", "eval_loss": "evaluation loss"}.get(key, f"{key[5:]} term (training)")
+        axes.plot(steps, values, marker="o" if len(steps) < 3 else None, label=label, **style)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss")
+    axes.set_title("Distillation: training and evaluation loss")
+    axes.legend()
+    figure.tight_layout()
+    path = os.path.join(folder, TRAINING_PLOT)
+    os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
 
 
 def template_path() -> Path:

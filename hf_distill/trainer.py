@@ -31,11 +31,9 @@ from .fused_linear import LinearHead, head_of, probe_linear_head
 from .hub import PushArguments, check_repo_id, create_repo, push_student
 from .layer_map import LayerMap
 from .log import get_logger
-from .measure import task_figures, write_training_plot
-from .model_card import METRICS_FILE, build_model_card, teacher_license
+from .model_card import write_model_card
 from .modeling import DistillationModel, build_projections, is_peft_model
 from .output_folders import last_complete_checkpoint, refuse_teacher_folder
-from .references import is_local_teacher, teacher_reference
 from .relations import QKVCapture
 from .tasks import UNITS, task_for
 from .teacher import (
@@ -736,32 +734,20 @@ class DistillationTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return
-
-        write_training_plot(self.args.output_dir, self.state.log_history)
-        metrics = None
-        if not os.path.isfile(os.path.join(self.args.output_dir, METRICS_FILE)):
-            last = getattr(self, "last_eval_metrics", None)
-            metrics = {
-                "task": self.task.pipeline_tag,
-                "teacher": {
-                    "name_or_path": teacher_reference(self.teacher_name),
-                    "local": bool(self.teacher_name) and is_local_teacher(self.teacher_name),
-                    "license": teacher_license(self.teacher_name),
-                },
-                "student": task_figures(last, self.last_eval_prefix) if last else {},
-            }
-        card = build_model_card(
+        last = getattr(self, "last_eval_metrics", None)
+        write_model_card(
             self.args.output_dir,
-            metrics,
+            self.task,
+            self.distillation_settings(),
+            self.state.log_history,
+            teacher=self.teacher_name,
+            evaluation=(last, self.last_eval_prefix) if last else None,
             teacher_name=finetuned_from,
             dataset_name=dataset if isinstance(dataset, str) else None,
-            distillation=self.distillation_settings(),
             license=license,
             language=language,
             model_id=model_name or self.args.hub_model_id,
-            task=self.task,
         )
-        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def push_to_hub(
         self,

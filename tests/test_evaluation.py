@@ -3,7 +3,8 @@
 import pytest
 from tiny_task_models import tiny_bert
 
-from hf_distill.measure import describe_model, measure_latencies_ms, task_figures
+from hf_distill.measure import describe_model, measure_latencies_ms
+from hf_distill.model_card import task_figures
 
 # One thread: on a shared machine, a forward pass split over threads waits for the slowest of them.
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,6 @@ import pytest
 import torch
 from tiny_task_models import llama, pad_batch, random_task_rows, tiny_bert
 
-from hf_distill.compress import agreement
 from hf_distill.export import (
     ONNX_FILE,
     export_onnx,
@@ -18,6 +17,7 @@ from hf_distill.export import (
     require_export_extra,
     save_int8,
 )
+from hf_distill.measure import agreement
 
 
 def batch(task="sequence-classification", n=16, seed=1):
