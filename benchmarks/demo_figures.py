@@ -101,9 +101,10 @@ def run_demo(argv: list[str]) -> tuple[dict, dict]:
 
 
 def teacher_pass_seconds(metrics: dict, out: str) -> float:
-    """One teacher inference pass over the distillation run's training data (labelled tweets and transfer set), in
-    the batches the distillation run drew: a Trainer with the same settings and seed draws the same ones. `out` is
-    the demo's output folder."""
+    """One teacher inference pass over the distillation run's training data, in the batches a Trainer with the same
+    settings and seed draws: over the labelled and unlabelled tweets, and scaled per example to the augmented copies
+    when the run made some (tweets and their copies have about the same length). `out` is the demo's output
+    folder."""
     arguments = metrics["demo"]["arguments"]
     paths = demo_paths(os.path.join(out, "data"))
     if not arguments["unlabeled_examples"]:
@@ -113,6 +114,8 @@ def teacher_pass_seconds(metrics: dict, out: str) -> float:
     datasets = prepare_tweets(
         data_arguments(paths, arguments["max_length"], unlabeled=True), tokenizer, teacher.config
     )
+    examples = len(datasets["train"])
+    distilled = metrics["comparison"]["budget"]["distilled"]["train_examples"]
     settings = training_settings(1.0, arguments["seed"], per_device_train_batch_size=arguments["batch_size"])
     loader = Trainer(
         model=teacher,
@@ -124,7 +127,7 @@ def teacher_pass_seconds(metrics: dict, out: str) -> float:
     with torch.no_grad():  # as the distillation trainer runs its teacher
         for batch in loader:
             teacher(**{k: v for k, v in batch.items() if k != "labels"})
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) * distilled / examples
 
 
 def cost(metrics: dict, teacher_pass: float) -> dict:

@@ -370,6 +370,34 @@ def compare(runs, cell: Cell, budget: int) -> dict | None:
     }
 
 
+def against_best_alone(runs, row: dict, baselines: dict[int, float]) -> dict | None:
+    """The distilled runs of `row` against the no-teacher students of the budget where they did best (the student
+    trained alone for as long as suits it, stopped at its best budget), seed by seed and pooled: the fairest answer
+    to "should I rather train the student alone, for longer or shorter?"."""
+    from hf_distill.stats import mcnemar_exact
+
+    if not baselines:
+        return None
+    budget = max(baselines, key=baselines.get)
+    mine, alone = runs[(row["cell"], row["budget_epochs"])], runs[("no-teacher", budget)]
+    seeds = sorted(set(mine) & set(alone))
+    if not seeds:
+        return None
+    only_d = sum(int(np.sum(mine[s]["correct"] & ~alone[s]["correct"])) for s in seeds)
+    only_b = sum(int(np.sum(alone[s]["correct"] & ~mine[s]["correct"])) for s in seeds)
+    differences = [mine[s]["accuracy"] - alone[s]["accuracy"] for s in seeds]
+    return {
+        "budget_epochs": budget,
+        "baseline_mean": statistics.fmean(alone[s]["accuracy"] for s in seeds),
+        "difference_mean": statistics.fmean(differences),
+        "pooled": {
+            "only_distilled_right": only_d,
+            "only_baseline_right": only_b,
+            "p_value": mcnemar_exact(only_d, only_b),
+        },
+    }
+
+
 def report(args: StudyArguments) -> dict:
     runs = load_runs(args.output_dir)
     rows = [row for cell in CELLS if not cell.baseline for b in cell.budgets if (row := compare(runs, cell, b))]
@@ -378,6 +406,8 @@ def report(args: StudyArguments) -> dict:
         for (name, budget), seeds in runs.items()
         if name == "no-teacher"
     }
+    for row in rows:
+        row["against_best_no_teacher"] = against_best_alone(runs, row, baselines)
     print(format_table(rows, baselines))
     plot = plot_gain(rows, baselines, os.path.join(args.output_dir, "gain_against_budget.png"))
     settings = {

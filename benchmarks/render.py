@@ -264,6 +264,14 @@ def view_gain_study(records: list[dict | None]) -> str:
     if len(teachers) == 1:
         body += f" The teacher: {fixed(teachers.pop())}."
     body += "\n\n" + gain_conclusion(figures["rows"])
+    best = max(figures["rows"], key=lambda r: r["difference_mean"], default=None)
+    versus = (best or {}).get("against_best_no_teacher")
+    if versus:
+        body += (
+            f" Against the no-teacher student at its own best budget ({versus['budget_epochs']} E, "
+            f"{fixed(versus['baseline_mean'])}) rather than at the same steps, that setting's gain is "
+            f"{points(versus['difference_mean'])} points (p = {p_value(versus['pooled']['p_value'])})."
+        )
     body += (
         "\n\nE: one epoch's worth of optimizer steps over the labelled tweets; ± the standard deviation over seeds."
     )

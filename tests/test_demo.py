@@ -31,7 +31,7 @@ def run(script: str, *flags: str, **env: str) -> str:
 @pytest.mark.timeout(600)
 def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     flags = ["--output_dir", str(tmp_path), "--train_examples", "64", "--validation_examples", "16"]
-    flags += ["--test_examples", "64", "--unlabeled_examples", "32", "--batch_size", "32"]
+    flags += ["--test_examples", "64", "--unlabeled_examples", "32", "--augment", "1", "--batch_size", "32"]
     out = run("examples/demo.py", *flags)
     metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
     assert "student (distilled)" in out and "student (no teacher)" in out and "McNemar" in out
@@ -46,16 +46,18 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     saved = json.loads((student / "distillation_metrics.json").read_text())
     assert saved["baseline"]["num_layers"] == saved["student"]["num_layers"] == 3
     assert saved["teacher"]["num_layers"] == 6 and saved["student"]["teacher_layers"] == [0, 2, 4]
-    # Distillation trained on the 64 labelled tweets plus the 32 of the transfer set (counted apart); the baseline on
-    # the 64 only.
-    assert saved["dataset"]["train_examples"] == 64 and saved["dataset"]["unlabeled_examples"] == 32
+    # Distillation trained on the 64 labelled tweets plus a transfer set of the 32 unlabelled tweets and an augmented
+    # copy of each labelled one (counted apart); the baseline on the 64 only.
+    copies = saved["dataset"]["augmented_examples"]
+    assert saved["dataset"]["train_examples"] == 64 and 0 < copies <= 64
+    assert saved["dataset"]["unlabeled_examples"] == 32 + copies
     assert saved["dataset"]["eval_examples"] == 64 and saved["dataset"]["eval_file"] == "test.csv"
     assert not (tmp_path / "data" / "unlabeled.csv").read_text().startswith("text,sentiment")
     comparison = metrics["comparison"]  # run_distillation's --baseline: the same start, labels only
     assert 0.0 <= comparison["pooled"]["p_value"] <= 1.0 and comparison["verdict"] in out
     assert saved["baseline"]["train_examples"] == 64 and saved["baseline"]["size_bytes"] > 0
     card = (student / "README.md").read_text()
-    assert "Student without teacher (baseline)" in card and "64 labelled, plus 32 unlabelled" in card
+    assert "Student without teacher (baseline)" in card and f"64 labelled, plus {32 + copies} unlabelled" in card
     assert all(f"| {t} | {s} |" in card for t, s in ((2, 1), (4, 2), (6, 3)))  # the resolved layer map
 
     # The figures of that run, as `make benchmark` writes them (here without re-running the demo).
@@ -79,7 +81,7 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
 
     budget, seconds = comparison["budget"], metrics["demo"]["train_seconds"]
     cost = demo_figures.cost(metrics, teacher_pass=10.0)
-    student_epoch = seconds["baseline"] / budget["baseline"]["epochs"] * 96 / 64
+    student_epoch = seconds["baseline"] / budget["baseline"]["epochs"] * (96 + copies) / 64
     distill_epoch = seconds["distilled"] / budget["distilled"]["epochs"]
     assert cost["student_epoch_s"] == round(student_epoch, 1)
     assert cost["distillation_cost_ratio"] == round(distill_epoch / (student_epoch + 10.0), 3)

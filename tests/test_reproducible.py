@@ -63,7 +63,7 @@ def figures(value):
 )
 def test_the_demo_gives_the_same_models_twice(tmp_path):
     sizes = ["--train_examples", "64", "--validation_examples", "16", "--test_examples", "64"]
-    sizes += ["--unlabeled_examples", "32", "--teacher_epochs", "1", "--student_epochs", "1"]
+    sizes += ["--unlabeled_examples", "32", "--augment", "1", "--teacher_epochs", "1", "--student_budget", "1"]
     runs = [tmp_path / "first", tmp_path / "second"]
     run_twice([[sys.executable, str(REPO / "examples" / "demo.py"), "--output_dir", str(run), *sizes] for run in runs])
     for model in ("teacher", "student", "student-no-teacher"):
