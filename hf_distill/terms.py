@@ -580,7 +580,10 @@ def _forward_kl_and_label(ctx: LossContext) -> dict:
 # The fused linear loss (`hf_distill.fused_linear`): when the student's `logits` are a `LinearHead` (see
 # [`linear_head_refusal`]), no logits over the vocabulary are made in a training step.
 LINEAR_HEAD = FusedPass(
-    "fused linear loss", ("kd", "label"), lambda ctx: isinstance(ctx.student.logits, LinearHead), _linear_head
+    "fused linear loss",
+    ("kd", "label"),
+    lambda ctx: ctx.task.label_loss_per_row and isinstance(getattr(ctx.student, "logits", None), LinearHead),
+    _linear_head,
 )
 FORWARD_KL_AND_LABEL = FusedPass(
     "forward KL and cross entropy", ("kd", "label"), _forward_kl_and_label_applies, _forward_kl_and_label

@@ -100,3 +100,9 @@ def test_each_fused_pass_computes_registered_terms_and_none_applies_without_a_te
     ctx = LossContext(student=student, teacher=None, inputs={"labels": torch.zeros(1, 2)}, counts={}, task=task,
                       args=args)  # fmt: skip
     assert fused_terms(ctx) == {}
+    # Outputs without `logits` (question answering's start and end logits) take no pass either.
+    spans = SimpleNamespace(start_logits=torch.zeros(1, 2), end_logits=torch.zeros(1, 2))
+    no_rows = SimpleNamespace(label_loss_per_row=False, labels=lambda inputs: inputs.get("labels"))
+    ctx = LossContext(student=spans, teacher=spans, inputs={"labels": torch.zeros(1)}, counts={}, task=no_rows,
+                      args=args)  # fmt: skip
+    assert fused_terms(ctx) == {}
