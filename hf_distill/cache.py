@@ -510,9 +510,7 @@ def build_teacher_cache(
     task = task_for(teacher)
     if data_collator is not None:
         check_collator(data_collator, dataset)
-    settings = _settings(
-        teacher, task, args.top_k, temperature, args.hidden_layers, args.hidden_dtype, args.logit_samples
-    )
+    settings = _settings(teacher, task, args, temperature)
     columns = teacher_input_columns(input_names(teacher), dataset)
     info = {
         "format_version": FORMAT_VERSION,
@@ -604,7 +602,13 @@ def write_rows(
     _write_info(cache_dir, {**info, "complete": True, "rows_done": len(dataset)})
 
 
-def _settings(teacher, task: Task, top_k, temperature, hidden_layers, hidden_dtype, logit_samples=None) -> dict:
+def _settings(teacher, task: Task, args: CacheArguments, temperature) -> dict:
+    top_k, logit_samples, hidden_layers, hidden_dtype = (
+        args.top_k,
+        args.logit_samples,
+        args.hidden_layers,
+        args.hidden_dtype,
+    )
     num_layers = teacher.config.num_hidden_layers
     if hidden_layers == "all":
         hidden_layers = list(range(num_layers + 1))

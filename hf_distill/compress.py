@@ -301,13 +301,15 @@ def compress(
             "compress(student, CompressArguments(output_dir=..., ...), eval_dataset, data_collator)"
         )
     student_dir, teacher_dir = _one_source(student, teacher, args)
-    output_dir, overwrite_output_dir = args.output_dir, args.overwrite_output_dir
-    max_accuracy_drop, latency_batch_sizes = args.max_accuracy_drop, args.latency_batch_sizes
-    latency_sequence_length, latency_rounds = args.latency_sequence_length, args.latency_rounds
-    eval_batch_size = args.eval_batch_size
     # Checked again: the fields may have been changed since the arguments were made.
     formats = parse_formats(args.formats)
-    check_settings(max_accuracy_drop, latency_rounds, latency_sequence_length, eval_batch_size, latency_batch_sizes)
+    check_settings(
+        args.max_accuracy_drop,
+        args.latency_rounds,
+        args.latency_sequence_length,
+        args.eval_batch_size,
+        args.latency_batch_sizes,
+    )
     if any(fmt.startswith("onnx") for fmt in formats):
         require_export_extra(f"the {', '.join(f for f in formats if f.startswith('onnx'))} export")
     if any(isinstance(other, (str, os.PathLike)) for other in compare_with):
@@ -321,8 +323,8 @@ def compress(
         ("teacher", [teacher_dir]),
         ("compared model", [str(o) for o in compare_with if isinstance(o, (str, os.PathLike))]),
     ):
-        refuse_model_folder(output_dir, folders, role=role)
-    earlier = read_earlier_run(output_dir, formats, overwrite_output_dir)
+        refuse_model_folder(args.output_dir, folders, role=role)
+    earlier = read_earlier_run(args.output_dir, formats, args.overwrite_output_dir)
     if student_dir is not None:
         student = load_model(student_dir, role="student")
     if teacher_dir is not None:
@@ -331,23 +333,23 @@ def compress(
         task = task_for(student)
     check_compressible(task, student)
     headline = task.card_metrics[0] if task.card_metrics else None
-    if headline is not None and headline.percent and max_accuracy_drop > 100:
+    if headline is not None and headline.percent and args.max_accuracy_drop > 100:
         raise ValueError(
-            f"max_accuracy_drop is in points of {headline.label} (0 to 100), got {max_accuracy_drop}: give a "
+            f"max_accuracy_drop is in points of {headline.label} (0 to 100), got {args.max_accuracy_drop}: give a "
             "tolerance such as 0.5 (--max_accuracy_drop)"
         )
     if tokenizer is None and student_dir is not None:
         tokenizer = load_student_tokenizer(student_dir, student)
     student = student.to("cpu").eval()
     fingerprint = weights_fingerprint(student)
-    carried = earlier.carried(fingerprint, overwrite_output_dir) if earlier is not None else []
+    carried = earlier.carried(fingerprint, args.overwrite_output_dir) if earlier is not None else []
 
     teacher_config = (teacher or student).config
     models: dict[str, dict] = {}
     runners: dict[str, Callable] = {}
 
     def measure(name, model):
-        logits, labels = predict(model, eval_dataset, data_collator, eval_batch_size)
+        logits, labels = predict(model, eval_dataset, data_collator, args.eval_batch_size)
         figures = task_metrics(task, logits, labels, teacher_config) if labels is not None else {}
         runners[name] = model
         models[name] = figures
@@ -400,18 +402,18 @@ def compress(
             drop = models["student"][headline.key] - facts[headline.key]
             drop = drop if headline.higher_is_better else -drop
             facts["drop_points"] = round(drop * (100 if headline.percent else 1), 3)
-            facts["within_tolerance"] = facts["drop_points"] <= max_accuracy_drop
+            facts["within_tolerance"] = facts["drop_points"] <= args.max_accuracy_drop
             if not facts["within_tolerance"]:
                 logger.warning(
                     f"The {fmt} export loses {facts['drop_points']:.2f} points of {headline.label} against the float "
-                    f"student, more than the tolerance of {max_accuracy_drop}: it is written and reported as such"
+                    f"student, more than the tolerance of {args.max_accuracy_drop}: it is written and reported as such"
                 )
 
-    with staged_folder(output_dir, replace=earlier.replaceable if earlier else (), what="output_dir") as stage:
+    with staged_folder(args.output_dir, replace=earlier.replaceable if earlier else (), what="output_dir") as stage:
         # Exports of other formats that an earlier compress of this student wrote here: measured again, in this
         # table (their folders are left as they are).
         for fmt in carried:
-            folder = Path(output_dir) / fmt
+            folder = Path(args.output_dir) / fmt
             measure_export(fmt, folder, str(folder / _WEIGHTS_FILE[fmt]), earlier.export_seconds(fmt))
         onnx_float = None
         for fmt in formats:
@@ -423,7 +425,7 @@ def compress(
                 raise RuntimeError(
                     f"the {fmt} export of this {type(student).__name__} failed ({error.__class__.__name__}: "
                     f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); nothing was written to "
-                    f"{output_dir}. Leave out --formats {fmt}"
+                    f"{args.output_dir}. Leave out --formats {fmt}"
                 ) from error
             if fmt == "onnx":
                 onnx_float = weights
@@ -435,7 +437,7 @@ def compress(
         vocab = student.get_input_embeddings().num_embeddings
         runners = {name: runners[name] for name in models}
         timings = measure_latencies(
-            runners, latency_batch_sizes, latency_sequence_length, latency_rounds, vocab_size=vocab
+            runners, args.latency_batch_sizes, args.latency_sequence_length, args.latency_rounds, vocab_size=vocab
         )
         for name, by_batch in timings.items():
             facts = models[name]
@@ -451,14 +453,14 @@ def compress(
             "headline_metric": None
             if headline is None
             else {"key": headline.key, "label": headline.label, "percent": headline.percent},
-            "max_accuracy_drop_points": max_accuracy_drop,
+            "max_accuracy_drop_points": args.max_accuracy_drop,
             "dataset": {**(dataset_description or {}), "eval_examples": len(eval_dataset)},
             "latency": {
-                "batch_sizes": list(latency_batch_sizes),
-                "sequence_length": latency_sequence_length,
+                "batch_sizes": list(args.latency_batch_sizes),
+                "sequence_length": args.latency_sequence_length,
                 "threads": torch.get_num_threads(),
                 "device": "cpu",
-                "method": LATENCY_METHOD.format(rounds=latency_rounds, warmup=2),
+                "method": LATENCY_METHOD.format(rounds=args.latency_rounds, warmup=2),
             },
             "models": models,
             "student_fingerprint": fingerprint,
@@ -474,7 +476,9 @@ def compress(
             _write_json(folder / COMPRESSION_FILE, {**metrics, "variant": fmt})
             if plot is not None:
                 shutil.copy(plot, folder / TRADEOFF_PLOT)
-            _write_card(folder, os.path.join(output_dir, fmt), fmt, metrics, student_dir, task, _example_text(task))
+            _write_card(
+                folder, os.path.join(args.output_dir, fmt), fmt, metrics, student_dir, task, _example_text(task)
+            )
     return metrics
 
 
