@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import statistics
@@ -40,10 +39,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_results  # noqa: E402
+from tweets import LABELLED_TWEETS as LABELLED  # noqa: E402
+from tweets import epoch_steps  # noqa: E402
 
-LABELLED = 6000
 BATCH_SIZE = 32
-EPOCH_STEPS = math.ceil(LABELLED / BATCH_SIZE)  # one epoch-equivalent, E
+EPOCH_STEPS = epoch_steps(LABELLED, BATCH_SIZE)  # one epoch-equivalent, E
 # The demo's splits (train, validation, test, unlabeled) come first, in its order; the study split after them.
 SPLITS = {"train": LABELLED, "validation": 500, "test": 2000, "unlabeled": 6000, "study": 2000}
 
@@ -314,6 +314,12 @@ def load_runs(output_dir: str) -> dict[tuple[str, int], dict[int, dict]]:
     return runs
 
 
+def disagreements(distilled: dict, baseline: dict) -> tuple[int, int]:
+    """The study-split examples only the distilled run got right, and those only the baseline got right."""
+    only_d = int(np.sum(distilled["correct"] & ~baseline["correct"]))
+    return only_d, int(np.sum(baseline["correct"] & ~distilled["correct"]))
+
+
 def compare(runs, cell: Cell, budget: int) -> dict | None:
     """The cell at `budget` against the no-teacher students of that budget, seed by seed and pooled."""
     from hf_distill.stats import mcnemar_exact
@@ -325,8 +331,7 @@ def compare(runs, cell: Cell, budget: int) -> dict | None:
     rows = []
     for seed in seeds:
         d, b = mine[seed], baselines[seed]
-        only_d = int(np.sum(d["correct"] & ~b["correct"]))
-        only_b = int(np.sum(b["correct"] & ~d["correct"]))
+        only_d, only_b = disagreements(d, b)
         rows.append(
             {
                 "seed": seed,
@@ -383,8 +388,7 @@ def against_best_alone(runs, row: dict, baselines: dict[int, float]) -> dict | N
     seeds = sorted(set(mine) & set(alone))
     if not seeds:
         return None
-    only_d = sum(int(np.sum(mine[s]["correct"] & ~alone[s]["correct"])) for s in seeds)
-    only_b = sum(int(np.sum(alone[s]["correct"] & ~mine[s]["correct"])) for s in seeds)
+    only_d, only_b = (sum(counts) for counts in zip(*(disagreements(mine[s], alone[s]) for s in seeds)))
     differences = [mine[s]["accuracy"] - alone[s]["accuracy"] for s in seeds]
     return {
         "budget_epochs": budget,

@@ -23,7 +23,6 @@ BERT, 6 layers, hidden 384) and the data are 38k English tweets labelled negativ
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -55,6 +54,7 @@ from tweets import (  # noqa: E402
     TEACHER_LEARNING_RATE,
     data_arguments,
     distillation_config,
+    epoch_steps,
     fine_tune_teacher,
     prepare_tweets,
     score_predictions,
@@ -137,7 +137,7 @@ def run_demo(args: DemoArguments) -> dict:
     datasets = prepare_tweets(data_arguments(paths, args.max_length), tokenizer, teacher.config)
 
     layers = [int(i) for i in args.student_layers.split(",")]
-    steps = max(1, round(args.student_budget * math.ceil(args.train_examples / args.batch_size)))
+    steps = max(1, round(args.student_budget * epoch_steps(args.train_examples, args.batch_size)))
     transfer = f" plus {args.augment} augmented copies of each" if args.augment else ""
     transfer += f" plus {args.unlabeled_examples} unlabeled ones" if args.unlabeled_examples else ""
     print(

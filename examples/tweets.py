@@ -55,7 +55,15 @@ AUGMENT = RECIPE["augment"]
 # The labelled training tweets of the job, and the students' optimizer steps in epochs' worth of them (the recipe's
 # max_steps: 8 x 188 = 1,504 steps at batch 32).
 LABELLED_TWEETS = 6000
-STUDENT_BUDGET = RECIPE["max_steps"] / math.ceil(LABELLED_TWEETS / RECIPE["per_device_train_batch_size"])
+
+
+def epoch_steps(examples: int, batch_size: int) -> int:
+    """The optimizer steps of one epoch over `examples` at `batch_size` (the last batch partial): the unit of the
+    students' budget, one epoch's worth of steps over the labelled tweets."""
+    return math.ceil(examples / batch_size)
+
+
+STUDENT_BUDGET = RECIPE["max_steps"] / epoch_steps(LABELLED_TWEETS, RECIPE["per_device_train_batch_size"])
 # The teacher the recipe was measured with: MiniLM fine-tuned 4 epochs at learning rate 1e-4.
 TEACHER_EPOCHS, TEACHER_LEARNING_RATE = 4.0, 1e-4
 
