@@ -5,10 +5,8 @@ evaluation data, and empty cells in them; the tasks read them; `--augment` rewri
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .data import DataArguments
+from .data_settings import DataSettings
 
 __all__ = [
     "QUESTION_CONTEXT_COLUMNS",
@@ -39,7 +37,7 @@ def detect_column(columns: Iterable[str], candidates: Iterable[str]) -> str | No
     return None
 
 
-def input_columns(columns: Iterable[str], args: DataArguments) -> list[str]:
+def input_columns(columns: Iterable[str], args: DataSettings) -> list[str]:
     """The columns that hold an example's input, or `[]` when none is recognised.
 
     `--text_column` (and `--text_pair_column`) when given; else question and context (question answering) when the

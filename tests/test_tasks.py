@@ -33,6 +33,7 @@ from transformers import BartConfig, BartForConditionalGeneration, Trainer, Trai
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_student
 from hf_distill.data import DataArguments, load_raw_datasets
+from hf_distill.data_settings import DataSettings
 from hf_distill.losses import soft_target_kl
 from hf_distill.tasks import (
     TASKS,
@@ -450,6 +451,14 @@ def test_a_model_is_recognised_by_its_head(task_case):
     assert task_name_of(model) == task_case.task
     assert task_name_of_class(type(model).__name__) == task_case.task
     assert isinstance(task_for(model), get_task(task_case.task))
+
+
+def test_the_data_settings_the_tasks_read_are_fields_of_data_arguments_with_the_same_types():
+    fields = {field.name: field.type for field in dataclasses.fields(DataArguments)}
+    for name, annotation in DataSettings.__annotations__.items():
+        assert fields.get(name) == annotation, (
+            f"DataSettings.{name}: {annotation} but DataArguments has {fields.get(name)}"
+        )
 
 
 def test_unknown_names_are_refused_listing_the_accepted_ones():

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..data_settings import DataSettings
 from ..losses import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import EvalPrediction, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-    from ..data import DataArguments
 
 UNITS = ("examples", "tokens", "labels")
 # Matches the names `PretrainedConfig` invents when a checkpoint has no real label names.
@@ -234,7 +234,7 @@ class Task(abc.ABC):
         self,
         raw: DatasetDict,
         tokenizer: PreTrainedTokenizerBase,
-        data_args: DataArguments,
+        data_args: DataSettings,
         task_args=None,
         teacher_config: PretrainedConfig | None = None,
         teacher_tokenizer: PreTrainedTokenizerBase | None = None,

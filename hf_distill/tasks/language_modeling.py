@@ -32,6 +32,7 @@ from transformers import (
 from .. import losses
 from ..alignment import span_groups
 from ..cross_tokenizer import place_rows, teacher_encoding, teacher_inputs
+from ..data_settings import DataSettings
 from ..metrics import perplexity
 from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation, _counts
 from .registry import register_task
@@ -40,8 +41,6 @@ from .token_classification import TokenClassification
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
-
-    from ..data import DataArguments
 
 
 @dataclass
@@ -344,7 +343,7 @@ def next_token_mask(inputs: dict, shape: tuple[int, int] | torch.Size) -> torch.
 def prepare_language_modeling(
     raw: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
-    data_args: DataArguments,
+    data_args: DataSettings,
     mlm: bool,
     mlm_probability: float = 0.15,
     seed: int = 42,

@@ -20,6 +20,7 @@ from transformers import AutoModelForQuestionAnswering
 from .. import losses
 from ..alignment import edge_positions
 from ..cross_tokenizer import TEACHER_EVAL_COLUMNS, TEACHER_PREFIX, place_rows
+from ..data_settings import DataSettings
 from ..metrics import exact_match, squad_scores
 from ..provenance import source_of
 from .base import IGNORE_INDEX, CardMetric, ExampleScores, LogitTarget, Task, TaskEvaluation
@@ -28,7 +29,6 @@ from .registry import register_task
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-    from ..data import DataArguments
 
 # Where padding is, both models' span logits are set to this: no probability, whatever the model put there, so padding
 # changes nothing. Finite (and within float16's range), so that 0 * log 0 never turns into nan.
@@ -219,7 +219,7 @@ def _mask_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> 
 def prepare_question_answering(
     raw: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
-    data_args: DataArguments,
+    data_args: DataSettings,
     task_args: QuestionAnsweringArguments,
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DatasetDict:

@@ -23,6 +23,7 @@ from transformers import AutoModelForSequenceClassification
 from .. import losses, metrics
 from ..columns import TEXT_COLUMN_CANDIDATES, detect_column
 from ..cross_tokenizer import teacher_encoding
+from ..data_settings import DataSettings
 from ..log import get_logger
 from ..provenance import first_bad_row, source_of, with_provenance
 from .base import (
@@ -40,7 +41,6 @@ from .registry import register_task
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-    from ..data import DataArguments
 
 logger = get_logger(__name__)
 
@@ -232,7 +232,7 @@ def _pick_column(columns: list[str], given: str | None, candidates: tuple[str, .
 
 def resolve_columns(
     dataset: Dataset | DatasetDict,
-    data_args: DataArguments,
+    data_args: DataSettings,
     task_args: TextClassificationArguments | None = None,
     require_label: bool = True,
 ) -> tuple[str, str | None, str | None]:
@@ -589,7 +589,7 @@ def _make_tokenize_function(
 def tokenize_datasets(
     dataset_dict: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
-    args: DataArguments,
+    args: DataSettings,
     text_column: str,
     text_pair_column: str | None,
     label_column: str,
@@ -635,7 +635,7 @@ def tokenize_datasets(
 def tokenize_unlabeled(
     dataset: Dataset,
     tokenizer: PreTrainedTokenizerBase,
-    args: DataArguments,
+    args: DataSettings,
     text_column: str,
     text_pair_column: str | None,
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,

@@ -19,6 +19,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from .. import losses
 from ..alignment import word_alignment
 from ..cross_tokenizer import place_rows, teacher_encoding
+from ..data_settings import DataSettings
 from ..metrics import entities, entity_scores
 from ..provenance import source_of
 from .base import (
@@ -37,7 +38,6 @@ from .registry import register_task
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-    from ..data import DataArguments
 
 TOKENS_COLUMN_CANDIDATES = ("tokens", "words")
 TAGS_COLUMN_CANDIDATES = ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags")
@@ -209,7 +209,7 @@ def entity_f1(sums: np.ndarray) -> float:
 def prepare_token_classification(
     raw: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
-    data_args: DataArguments,
+    data_args: DataSettings,
     task_args: TokenClassificationArguments,
     id2label: dict[int, str],
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
