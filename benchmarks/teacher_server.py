@@ -245,8 +245,8 @@ def main(argv=None) -> str:
         )
         start = time.perf_counter()
         served = build_teacher_cache_from_server(
-            server, train, os.path.join(work, "server"), tokenizer=tokenizer, data_collator=collator,
-            batch_size=args.cache_batch_size, progress=False,
+            server, train, CacheArguments(os.path.join(work, "server"), cache_batch_size=args.cache_batch_size),
+            tokenizer=tokenizer, data_collator=collator, progress=False,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         figures["server"] = {

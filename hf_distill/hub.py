@@ -282,7 +282,6 @@ def push_student(
             f"push_student takes its settings as a PushArguments, got {type(args).__name__}: "
             "push_student(folder, repo_id, PushArguments(private=..., revision=..., ...))"
         )
-    private, revision, create_pr = args.private, args.revision, args.create_pr
     root = Path(folder)
     check_repo_id(repo_id)
     _check_student_folder(root)
@@ -303,17 +302,17 @@ def push_student(
     with hub_timeout(seconds):
         logger.info("Pushing %s to %s on %s", root, repo_id, endpoint)
         try:
-            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            api.create_repo(repo_id, private=args.private, exist_ok=True, repo_type="model")
         except _network_errors() as err:
             raise fail("creating the repo", err) from err
-        if private is not None:
-            _warn_on_visibility(api, repo_id, private)
+        if args.private is not None:
+            _warn_on_visibility(api, repo_id, args.private)
 
-        if revision and revision != constants.DEFAULT_REVISION and not _is_fixed_ref(revision):
+        if args.revision and args.revision != constants.DEFAULT_REVISION and not _is_fixed_ref(args.revision):
             try:
-                api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+                api.create_branch(repo_id, branch=args.revision, exist_ok=True, repo_type="model")
             except _network_errors() as err:
-                raise fail(f"creating the branch {revision!r}", err) from err
+                raise fail(f"creating the branch {args.revision!r}", err) from err
 
         # One commit with explicit operations rather than `upload_folder`: with hf_xet installed, huggingface_hub 2.x
         # routes `upload_folder` through a pipeline that may split a folder into several commits (and retries them); a
@@ -327,13 +326,13 @@ def push_student(
                 repo_id,
                 operations=operations,
                 commit_message=args.commit_message or "Upload distilled student",
-                revision=revision,
-                create_pr=create_pr,
+                revision=args.revision,
+                create_pr=args.create_pr,
                 repo_type="model",
             )
         except _network_errors() as err:
             raise fail("uploading", err) from err
-    if create_pr and commit.pr_url:
+    if args.create_pr and commit.pr_url:
         logger.info("Opened pull request %s", commit.pr_url)
     return commit.commit_url
 

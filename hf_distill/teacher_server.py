@@ -560,12 +560,10 @@ def teacher_from_server(args, student, task, terms, teachers, teacher_cache, tok
 def build_teacher_cache_from_server(
     server: ServerTeacher,
     dataset,
-    cache_dir: str,
+    args: teacher_cache.CacheArguments,
     *,
     tokenizer,
     data_collator=None,
-    batch_size: int = 32,
-    shard_size: int = 4096,
     progress: bool = True,
 ):
     """A top-k teacher cache (`server.top_k` per position, temperature 1) of `dataset` from a server teacher: read
@@ -575,14 +573,43 @@ def build_teacher_cache_from_server(
     Its fingerprint of the teacher is the server's ([`ServerTeacher.fingerprint`]): a build resumed against another
     model is refused.
 
+    Args:
+        server ([`ServerTeacher`]): the teacher; its `top_k` is the cache's.
+        dataset (`datasets.Dataset`): the training data, tokenised as for training (its order is the cache's).
+        args ([`~hf_distill.cache.CacheArguments`]): `cache_dir`, `cache_batch_size` (rows per request batch) and
+            `shard_size`, as for [`~hf_distill.cache.build_teacher_cache`]; a server gives top-k log-probabilities
+            only, so `top_k` (when given) must be the server's, and `logit_samples` and `hidden_layers` are refused.
+        tokenizer: the student's tokenizer (checked against the server's at the start).
+        data_collator (*optional*): pads a batch (default: `DataCollatorWithPadding(tokenizer)`).
+        progress (`bool`): show a progress bar.
+
     Returns:
         [`~hf_distill.cache.TeacherCache`]: the finished cache.
+
+    Raises:
+        `ValueError`: a setting of `args` that a server cannot give, naming it.
     """
     import datasets
     from transformers import DataCollatorWithPadding
 
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be a tokenised datasets.Dataset, got {type(dataset).__name__}")
+    if not isinstance(args, teacher_cache.CacheArguments):
+        raise TypeError(
+            f"build_teacher_cache_from_server takes its settings as a CacheArguments, got {type(args).__name__}: "
+            "build_teacher_cache_from_server(server, dataset, CacheArguments(cache_dir=...), tokenizer=...)"
+        )
+    if args.top_k is not None and args.top_k != server.top_k:
+        raise ValueError(
+            f"top_k={args.top_k} differs from the server teacher's top_k={server.top_k}: the cache stores what the "
+            "server gives; leave top_k unset or set the ServerTeacher's"
+        )
+    for name in ("logit_samples", "hidden_layers"):
+        if getattr(args, name) is not None:
+            raise ValueError(
+                f"{name}={getattr(args, name)!r}: a server teacher gives top-k log-probabilities only; leave {name} "
+                "unset for a cache built from a server"
+            )
     server.check_tokenizer(tokenizer)
     columns = teacher_cache.teacher_input_columns({"input_ids", "attention_mask"}, dataset)
     info = {
@@ -606,6 +633,7 @@ def build_teacher_cache_from_server(
             "data": teacher_cache.data_fingerprint(dataset, columns),
         },
     }
+    cache_dir = args.cache_dir
     teacher_cache.check_cache_folder(cache_dir)
     start = teacher_cache._resume_point(cache_dir, info)
     os.makedirs(os.path.join(cache_dir, teacher_cache._SHARDS), exist_ok=True)
@@ -615,5 +643,7 @@ def build_teacher_cache_from_server(
         return server(batch["input_ids"], batch.get("attention_mask"), where=f"the teacher cache's {rows}")
 
     collator = data_collator or DataCollatorWithPadding(tokenizer)
-    teacher_cache.write_rows(cache_dir, info, dataset, start, forward, collator, batch_size, shard_size, progress)
+    teacher_cache.write_rows(
+        cache_dir, info, dataset, start, forward, collator, args.cache_batch_size, args.shard_size, progress
+    )
     return teacher_cache.TeacherCache(cache_dir)

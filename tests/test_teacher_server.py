@@ -7,6 +7,7 @@ a resumable cache build from the server."""
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -332,8 +333,9 @@ def test_training_fed_by_the_server_equals_training_fed_by_a_cache_built_from_it
         assert math.isfinite(metrics["eval_loss_kd"]) and 0 <= metrics["eval_teacher_agreement"] <= 1
         server = ServerTeacher(stand_in.url, len(tokenizer), top_k=4, tokenizer=tokenizer)
         cache = build_teacher_cache_from_server(
-            server, rows, str(tmp_path / "cache"), tokenizer=tokenizer, data_collator=pad_batch, progress=False
-        )
+            server, rows, CacheArguments(str(tmp_path / "cache")), tokenizer=tokenizer, data_collator=pad_batch,
+            progress=False,
+        )  # fmt: skip
     cached, _ = sgd_update(tmp_path, "cached", tokenizer, rows, teacher_cache=cache.path)
     assert sum(d.abs().sum().item() for d in served.values()) > 1e-3
     for key in served:
@@ -342,10 +344,14 @@ def test_training_fed_by_the_server_equals_training_fed_by_a_cache_built_from_it
 
 def test_a_cache_build_from_the_server_resumes_after_a_dropped_connection(teacher_model, tokenizer, tmp_path):
     rows = Dataset.from_list(rows_of(tokenizer, repeat=4))  # 20 rows: shards of 4, batches of 2
-    build = dict(tokenizer=tokenizer, data_collator=pad_batch, batch_size=2, shard_size=4, progress=False)
+    build = dict(tokenizer=tokenizer, data_collator=pad_batch, progress=False)
+
+    def settings(folder):
+        return CacheArguments(str(tmp_path / folder), cache_batch_size=2, shard_size=4)
+
     with StandInServer(teacher_model, tokenizer) as stand_in:
         server = ServerTeacher(stand_in.url, len(tokenizer), top_k=3, tokenizer=tokenizer, retries=1, backoff=0.01)
-        whole = build_teacher_cache_from_server(server, rows, str(tmp_path / "whole"), **build)
+        whole = build_teacher_cache_from_server(server, rows, settings("whole"), **build)
         scoring = sum(path == "/v1/completions" for path, _ in stand_in.requests)
         stand_in.requests.clear()
         # The connection drops for good at the 6th batch of the build (rows 10-11): its retry fails too.
@@ -360,18 +366,40 @@ def test_a_cache_build_from_the_server_resumes_after_a_dropped_connection(teache
 
         stand_in._vllm = dropping
         with pytest.raises(TeacherServerError, match="for the teacher cache's rows 1[02]-1[13] after 2 tries"):
-            build_teacher_cache_from_server(server, rows, str(tmp_path / "resumed"), **build)
+            build_teacher_cache_from_server(server, rows, settings("resumed"), **build)
         info = json.loads((tmp_path / "resumed" / "cache_info.json").read_text())
         assert info["complete"] is False and info["rows_done"] == 8  # two whole shards kept
         stand_in._vllm, stand_in.faults[:] = original, []
         stand_in.requests.clear()
-        resumed = build_teacher_cache_from_server(server, rows, str(tmp_path / "resumed"), **build)
+        resumed = build_teacher_cache_from_server(server, rows, settings("resumed"), **build)
         again = sum(path == "/v1/completions" for path, _ in stand_in.requests)
     assert again < scoring  # the finished shards were not asked for again (the probe is one request)
     assert len(resumed) == len(whole) == 20
     for column in resumed.rows.column_names:
         assert resumed.rows[column] == whole.rows[column], column
     assert TeacherCache(str(tmp_path / "resumed")).teacher["name_or_path"] == "stand-in/tiny-llama"
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"top_k": 8}, "top_k=8 differs from the server teacher's top_k=4"),
+        ({"hidden_layers": "1"}, "hidden_layers='1': a server teacher gives top-k log-probabilities only"),
+        ({"logit_samples": 16}, "logit_samples=16: a server teacher gives top-k"),
+    ],
+)
+def test_cache_settings_a_server_cannot_give_are_refused_before_any_request(
+    teacher_model, tokenizer, tmp_path, settings, message
+):
+    rows = Dataset.from_list(rows_of(tokenizer))
+    with StandInServer(teacher_model, tokenizer) as stand_in:
+        server = ServerTeacher(stand_in.url, len(tokenizer), top_k=4, tokenizer=tokenizer)
+        stand_in.requests.clear()
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build_teacher_cache_from_server(
+                server, rows, CacheArguments(str(tmp_path / "cache"), **settings), tokenizer=tokenizer, progress=False
+            )
+        assert stand_in.requests == [] and not (tmp_path / "cache").exists()
 
 
 def test_a_server_that_fails_mid_run_ends_training_with_the_server_and_the_step(teacher_model, tokenizer, tmp_path):
