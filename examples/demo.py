@@ -248,7 +248,7 @@ def format_table(metrics: dict) -> str:
         pooled = comparison["pooled"]
         lines.append(
             f"Paired test: only the distilled student right on {pooled['only_distilled_right']} tweets, only the "
-            f"no-teacher student on {pooled['only_baseline_right']} (McNemar exact p = {pooled['p_value']:.3f}"
+            f"no-teacher student on {pooled['only_baseline_right']} (McNemar exact p = {pooled['p_value']:.2g}"
             f"{', all seeds pooled' if len(comparison['per_seed']) > 1 else ''}): {comparison['verdict']}"
         )
         lines.append(describe_budget(comparison["budget"]))
