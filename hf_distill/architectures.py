@@ -47,6 +47,9 @@ class Architecture:
             a width-pruned student must keep `hidden_size == num_attention_heads * head_size`.
         kv_heads_key (`str`, *optional*): The config attribute holding the number of key/value heads (grouped-query
             attention), or `None` when keys and values have as many heads as queries.
+        onnx_fusion (`str`, *optional*): The model type under which onnxruntime's transformer optimizer fuses this
+            family's exported graph (attention, embedding and residual layer norms, GELU) into its fused CPU
+            kernels; `None` where it has no fusions for the family (the graph then runs as exported).
     """
 
     layers: str
@@ -54,6 +57,7 @@ class Architecture:
     widths: tuple[tuple[str, tuple[str, ...]], ...] = ()
     head_dim_key: str | None = None
     kv_heads_key: str | None = None
+    onnx_fusion: str | None = None
 
     def __post_init__(self):
         if len(self.qkv) not in (1, 3):
@@ -73,6 +77,7 @@ _BERT_LIKE = Architecture(
         ("output.dense", ("hidden", "ffn")),
         ("output.LayerNorm", ("hidden",)),
     ),
+    onnx_fusion="bert",
 )
 _LLAMA_LIKE = Architecture(
     "layers",
@@ -101,7 +106,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "deberta-v2": Architecture(
         "encoder.layer", ("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj")
     ),
-    "distilbert": Architecture("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
+    "distilbert": Architecture(
+        "transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin"), onnx_fusion="bert"
+    ),
     "gpt2": Architecture("h", ("attn.c_attn",)),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,

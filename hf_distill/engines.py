@@ -33,7 +33,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from .export import _ONNX_INPUTS, _forward_names, quantize_onnx, require_export_extra
+from .export import _ONNX_INPUTS, _forward_names, fuse_onnx, quantize_onnx, require_export_extra
 from .log import get_logger
 from .tasks import task_name_of
 
@@ -59,12 +59,16 @@ class _TeacherGraph(nn.Module):
 
 def export_teacher_onnx(
     teacher: PreTrainedModel, folder: str, hidden_layers: Sequence[int] = (), int8: bool = False, opset: int = 17
-) -> str:
+) -> tuple[str, dict[str, int]]:
     """Writes `folder/model.onnx`: the teacher's logits and the hidden states of `hidden_layers` (numbered as
-    `hidden_states`: 0 is the embedding output), dynamic batch and sequence axes; with `int8`, its weights quantised
-    (onnxruntime dynamic quantisation, per channel). Returns the file's path."""
+    `hidden_states`: 0 is the embedding output), dynamic batch and sequence axes, its operators fused for
+    onnxruntime's CPU kernels where the family allows ([`~hf_distill.export.fuse_onnx`]: the teacher is exported with
+    eager attention, whose graph the fusion recognises); with `int8`, its weights then quantised (onnxruntime dynamic
+    quantisation, per channel). Returns the file's path and the counts of fused operators."""
     require_export_extra("running the teacher on onnxruntime")
     model = copy.deepcopy(teacher).to("cpu").float().eval()
+    if callable(getattr(model, "set_attn_implementation", None)):
+        model.set_attn_implementation("eager")
     names = tuple(name for name in _ONNX_INPUTS if name in _forward_names(model))
     layers = sorted(set(hidden_layers))
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
@@ -83,11 +87,12 @@ def export_teacher_onnx(
             graph, example, path, input_names=list(names), output_names=outputs, dynamic_axes=axes,
             opset_version=opset, dynamo=False,
         )  # fmt: skip
+    fused = fuse_onnx(path, model.config)
     if not int8:
-        return path
+        return path, fused
     quantized = quantize_onnx(path, folder)
     shutil.rmtree(float_folder)
-    return quantized
+    return quantized, fused
 
 
 class OnnxTeacherEngine:
@@ -187,7 +192,8 @@ def run_teacher_on_onnxruntime(
         threads (`int`, *optional*): onnxruntime's intra-op threads (default: torch's).
 
     Returns:
-        `dict`: `engine`, `top1_agreement`, `kl`, `sample_items` (and `hidden_relative_error`).
+        `dict`: `engine`, `top1_agreement`, `kl`, `sample_items` (and `hidden_relative_error`, and
+            `fused_operators`: the counts of operators fused for onnxruntime, where the family has fusions).
     """
     if engine not in TEACHER_ENGINES[1:]:
         raise ValueError(f"teacher_engine must be one of {TEACHER_ENGINES}, got {engine!r}")
@@ -199,7 +205,7 @@ def run_teacher_on_onnxruntime(
         )
     folder = tempfile.mkdtemp(prefix="hf-distill-teacher-")
     try:
-        path = export_teacher_onnx(teacher, folder, hidden_layers, int8=engine.endswith("int8"))
+        path, fused = export_teacher_onnx(teacher, folder, hidden_layers, int8=engine.endswith("int8"))
         runner = OnnxTeacherEngine(path, teacher.config.num_hidden_layers, hidden_layers, threads)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # the session holds the graph in memory
@@ -210,6 +216,8 @@ def run_teacher_on_onnxruntime(
     finally:
         teacher.train(was_training)
     facts = {"engine": engine, **{k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in facts.items()}}
+    if fused:
+        facts["fused_operators"] = fused
     if facts["kl"] > max_kl:
         raise ValueError(
             f"teacher_engine={engine!r} departs from the PyTorch teacher by a KL of {facts['kl']:.3g} per item at "

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .architectures import input_names
+from .architectures import ARCHITECTURES, input_names
 from .log import get_logger
 from .output_folders import staged_folder
 
@@ -186,6 +186,40 @@ def export_onnx(model: PreTrainedModel, folder: str | os.PathLike, opset: int = 
     return os.path.join(folder, ONNX_FILE)
 
 
+def fuse_onnx(path: str | os.PathLike, config) -> dict[str, int]:
+    """Rewrites the ONNX model at `path` with onnxruntime's transformer optimizer where it knows the model's family
+    ([`~hf_distill.architectures.Architecture.onnx_fusion`]): attention, embedding and residual layer norms and GELU
+    become onnxruntime's fused CPU kernels. The graph's inputs and outputs are unchanged.
+
+    The attention is fused only from the graph of transformers' eager attention (export a model set to
+    `attn_implementation="eager"`); the optimizer leaves what it does not recognise as it is.
+
+    Returns:
+        `dict[str, int]`: how many operators of each kind were fused (empty when the family has no fusions).
+    """
+    require_export_extra("fusing an ONNX graph")
+    model_type = ARCHITECTURES.get(getattr(config, "model_type", None))
+    if model_type is None or model_type.onnx_fusion is None:
+        return {}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the optimizer logs each fusion pass on the root logger
+    try:
+        optimized = optimize_model(
+            str(path),
+            model_type=model_type.onnx_fusion,
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+        )
+        fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+        optimized.save_model_to_file(str(path))
+    finally:
+        root.setLevel(level)
+    return fused
+
+
 def _onnx_input_names(model: PreTrainedModel) -> tuple[str, ...]:
     """The inputs of the graph: those of `input_ids`, `attention_mask`, `token_type_ids` that the model's forward
     takes. `token_type_ids` only with a token-type embedding (`type_vocab_size` > 0): GPT-2's forward takes them but,
@@ -217,6 +251,7 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrit
     """
 
     require_export_extra("quantising an ONNX model")
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = Path(source)
@@ -228,7 +263,14 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrit
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger at every call
         try:
-            quantize_dynamic(str(source_file), str(stage / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(
+                str(source_file),
+                str(stage / ONNX_FILE),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # onnxruntime's fused operators (`fuse_onnx`) carry no type the quantiser's shape inference can read
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         finally:
             root.setLevel(level)
         config_path = source_file.parent / "config.json"

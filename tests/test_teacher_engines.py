@@ -3,6 +3,7 @@ agreement measured at start-up and refused below the threshold, live distillatio
 the measurement on the model card."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from tiny_task_models import (
 from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache
 from hf_distill.cache import CacheMismatchError, TeacherCache
 from hf_distill.engines import run_teacher_on_onnxruntime
+from hf_distill.export import fuse_onnx
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,6 +44,8 @@ def test_the_float_engine_gives_the_teachers_logits_and_hidden_states(build, tas
     facts = run_teacher_on_onnxruntime(teacher, batches, "onnxruntime", hidden_layers=[0, 2, 4])
     assert facts["engine"] == "onnxruntime" and facts["top1_agreement"] == 1.0 and facts["kl"] < 1e-8
     assert facts["hidden_relative_error"] < 1e-5 and teacher.distillation_engine == facts
+    # BERT's graph runs on onnxruntime's fused kernels: one attention operator a layer, the embeddings' layer norm.
+    assert facts["fused_operators"]["Attention"] == 4 and facts["fused_operators"]["EmbedLayerNormalization"] == 1
     batch = {k: v for k, v in pad_batch(rows[3:11]).items() if k != "labels"}
     with torch.no_grad():
         expected = reference(**batch, output_hidden_states=True)
@@ -57,6 +61,12 @@ def test_the_float_engine_gives_the_teachers_logits_and_hidden_states(build, tas
     with torch.no_grad():
         evaluated, reference_loss = teacher(**batch, labels=labels), reference(**batch, labels=labels).loss
     torch.testing.assert_close(evaluated.loss, reference_loss)
+
+
+def test_a_family_without_onnxruntime_fusions_is_left_as_exported(tmp_path):
+    graph = tmp_path / "model.onnx"  # never read: there is nothing to fuse for the family
+    assert fuse_onnx(graph, SimpleNamespace(model_type="mpnet", num_attention_heads=2, hidden_size=8)) == {}
+    assert not graph.exists()
 
 
 def test_an_int8_engine_beyond_the_tolerance_is_refused_and_within_it_runs():
