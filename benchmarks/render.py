@@ -772,11 +772,21 @@ def view_teacher_engines(records: list[dict | None]) -> str:
                 f"{facts['tokens_per_s']:,.0f}",
                 f"{facts['speedup']:.2f}x" if "speedup" in facts else DASH,
                 percent(against["top1_agreement"], 2) if "top1_agreement" in against else DASH,
-                f"{against['kl_at_T2']:.2g}" if "kl_at_T2" in against else DASH,
+                # The KL of equal distributions is a sum of rounding errors of either sign: shown as 0.
+                f"{max(against['kl_at_T2'], 0.0):.2g}" if "kl_at_T2" in against else DASH,
             ]
         )
     header = ["teacher engine", "examples", "cache build", "tokens / s", "speed-up", "top-1 agreement", "KL at T = 2"]
-    return sourced(record, table(header, rows))
+    body = table(header, rows)
+    live = record["figures"].get("live") or {}
+    if live:
+        epochs = [
+            [f"`{engine}`", seconds(facts["epoch_s"]), f"{facts['ratio_to_pytorch']:.2f}x"]
+            for engine, facts in live.items()
+        ]
+        body += "\n\nOne live distillation epoch (no cache), the teacher's passes by each engine:\n\n"
+        body += table(["teacher engine", "epoch", "against PyTorch's epoch"], epochs)
+    return sourced(record, body)
 
 
 def view_group_by_length(records: list[dict | None]) -> str:

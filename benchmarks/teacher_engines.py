@@ -100,7 +100,7 @@ def compare_caches(cache: TeacherCache, reference: TeacherCache, temperature: fl
     log_p, log_q = (torch.log_softmax(x / temperature, -1) for x in (theirs, ours))
     facts = {
         "top1_agreement": (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item(),
-        "kl_at_T2": (log_p.exp() * (log_p - log_q)).sum(-1).mean().item(),
+        "kl_at_T2": max((log_p.exp() * (log_p - log_q)).sum(-1).mean().item(), 0.0),  # a sum of zeros can be -0.0
         "examples": len(theirs),
     }
     for layer in reference.hidden_layers:
