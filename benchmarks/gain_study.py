@@ -65,7 +65,8 @@ class Cell:
     label: str
     recipe: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
-    budgets: tuple[int, ...] = (4,)
+    # 4 E, and 8 E: the packaged recipe's budget (tweets.STUDENT_BUDGET), where each change is weighed against it.
+    budgets: tuple[int, ...] = (4, 8)
     baseline: bool = False
 
     def settings(self) -> tuple[dict, dict]:
