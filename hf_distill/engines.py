@@ -33,7 +33,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from .export import _ONNX_INPUTS, _forward_names, fuse_onnx, quantize_onnx, require_export_extra
+from .export import _ONNX_INPUTS, _forward_names, fuse_onnx, onnx_session, quantize_onnx, require_export_extra
 from .log import get_logger
 from .tasks import task_name_of
 
@@ -100,12 +100,7 @@ class OnnxTeacherEngine:
     (`logits`, and `hidden_states` indexed as the model's, `None` where a layer was not exported)."""
 
     def __init__(self, path: str, num_hidden_layers: int, hidden_layers: Sequence[int], threads: int | None = None):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.num_hidden_layers, self.hidden_layers = num_hidden_layers, tuple(sorted(set(hidden_layers)))
 

@@ -283,6 +283,23 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrit
     return os.path.join(folder, ONNX_FILE)
 
 
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session of the ONNX file at `path`, with every graph optimisation and `threads` intra-op
+    threads (default: torch's).
+
+    onnxruntime's threads busy-wait for more work after each run by default; here they do not: on a CPU shared with
+    other work (the latency measurement's rounds, a student training between the teacher's passes) they would slow
+    down whatever runs next."""
+    require_export_extra("running an ONNX model")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
     """An ONNX export run by onnxruntime, called like a transformers model: `model(**inputs).logits` (torch tensors
     in, a torch tensor out).
@@ -294,18 +311,9 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        require_export_extra("running an ONNX model")
-        import onnxruntime
-
         path = Path(path)
         self.path = path / ONNX_FILE if path.is_dir() else path
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # onnxruntime's threads busy-wait for more work after each run by default: on a CPU shared with other models
-        # (the latency measurement's rounds, a server) they would slow down whatever runs next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(self.path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.config = None
         if (self.path.parent / "config.json").is_file():

@@ -22,7 +22,7 @@ from tiny_task_models import (
 
 from hf_distill import CacheArguments, DistillationTrainer, build_teacher_cache
 from hf_distill.cache import CacheMismatchError, TeacherCache
-from hf_distill.engines import run_teacher_on_onnxruntime
+from hf_distill.engines import OnnxTeacherEngine, export_teacher_onnx, run_teacher_on_onnxruntime
 from hf_distill.export import fuse_onnx
 
 pytest.importorskip("onnxruntime")
@@ -61,6 +61,13 @@ def test_the_float_engine_gives_the_teachers_logits_and_hidden_states(build, tas
     with torch.no_grad():
         evaluated, reference_loss = teacher(**batch, labels=labels), reference(**batch, labels=labels).loss
     torch.testing.assert_close(evaluated.loss, reference_loss)
+
+
+def test_the_engines_threads_do_not_busy_wait_between_passes(tmp_path):
+    """Spinning threads would take the cores from the student's training step between two teacher passes."""
+    path, _ = export_teacher_onnx(classifier(num_layers=2), str(tmp_path))
+    options = OnnxTeacherEngine(path, 2, ()).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_a_family_without_onnxruntime_fusions_is_left_as_exported(tmp_path):
