@@ -4,6 +4,7 @@ data, collator and metrics, short trainings, and the registry that holds the tas
 import dataclasses
 import functools
 import math
+import typing
 
 import pytest
 import torch
@@ -454,11 +455,10 @@ def test_a_model_is_recognised_by_its_head(task_case):
 
 
 def test_the_data_settings_the_tasks_read_are_fields_of_data_arguments_with_the_same_types():
-    fields = {field.name: field.type for field in dataclasses.fields(DataArguments)}
-    for name, annotation in DataSettings.__annotations__.items():
-        assert fields.get(name) == annotation, (
-            f"DataSettings.{name}: {annotation} but DataArguments has {fields.get(name)}"
-        )
+    # From the class annotations: HfArgumentParser rewrites a parsed dataclass's `field.type` (`str | None` -> str).
+    fields, settings = typing.get_type_hints(DataArguments), typing.get_type_hints(DataSettings)
+    for name, annotation in settings.items():
+        assert fields.get(name) == annotation, f"DataSettings.{name}: {annotation}, DataArguments: {fields.get(name)}"
 
 
 def test_unknown_names_are_refused_listing_the_accepted_ones():
