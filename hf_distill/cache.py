@@ -567,7 +567,8 @@ def write_rows(
     source = dataset.select_columns(columns)
     total_batches = math.ceil((len(dataset) - start) / batch_size)
     bar = tqdm(total=len(dataset), initial=start, desc="Teacher cache", disable=not progress, unit="ex")
-    writer = shard_start = None
+    shard_tmp = os.path.join(cache_dir, _SHARDS, "shard-in-progress.arrow.tmp")
+    writer = sink = shard_start = None
     try:
         row = start
         for _ in range(total_batches):
@@ -581,7 +582,6 @@ def write_rows(
             record = _record_batch(out, mask, row, settings, hidden_torch_dtype)
             if writer is None:
                 shard_start = row
-                shard_tmp = os.path.join(cache_dir, _SHARDS, "shard-in-progress.arrow.tmp")
                 sink = pa.OSFile(shard_tmp, "wb")
                 writer = pa.ipc.new_stream(sink, schema)
             writer.write_batch(pa.record_batch(record, schema=schema))
@@ -590,14 +590,17 @@ def write_rows(
             if row - shard_start >= shard_size or row == len(dataset):
                 writer.close()
                 sink.close()
+                writer = sink = None
                 os.replace(shard_tmp, os.path.join(cache_dir, _SHARDS, f"shard-{shard_start:010d}-{row:010d}.arrow"))
-                writer = None
                 _write_info(cache_dir, {**info, "complete": False, "rows_done": row})
     finally:
         bar.close()
-        if writer is not None:  # interrupted: the unfinished shard is dropped, the finished ones are kept
-            writer.close()
-            sink.close()
+        # Interrupted, at whatever moment (even between opening the shard file and starting its stream, or by a
+        # SIGKILL of an earlier run): the unfinished shard is dropped, the finished ones are kept.
+        for handle in (writer, sink):
+            if handle is not None:
+                handle.close()
+        if os.path.exists(shard_tmp):
             os.remove(shard_tmp)
     _write_info(cache_dir, {**info, "complete": True, "rows_done": len(dataset)})
 

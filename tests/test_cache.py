@@ -5,6 +5,7 @@ import functools
 import json
 import math
 
+import pyarrow as pa
 import pytest
 import torch
 import yaml
@@ -244,6 +245,30 @@ def test_masked_lm_with_random_masking_cannot_use_a_cache(tmp_path):
 
 
 # ---- building streams and resumes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("moment", ["opening the shard's stream", "a SIGKILL of an earlier build"])
+def test_an_interruption_at_any_moment_leaves_no_unfinished_shard(tmp_path, monkeypatch, moment):
+    teacher, data, folder = tiny_bert(num_layers=2, seed=0), random_classification_dataset(40, seed=4), tmp_path / "c"
+    if moment == "a SIGKILL of an earlier build":  # killed while writing its last shard (rows 32-39)
+        build(teacher, data, folder)
+        shards = folder / "shards"
+        (shards / "shard-0000000032-0000000040.arrow").rename(shards / "shard-in-progress.arrow.tmp")
+        info = json.loads((folder / "cache_info.json").read_text())
+        (folder / "cache_info.json").write_text(json.dumps({**info, "complete": False, "rows_done": 32}))
+    opened = {"n": 0}
+    original = pa.ipc.new_stream
+
+    def new_stream(sink, schema):  # the third shard's file is open, its stream not yet made
+        opened["n"] += 1
+        if opened["n"] == 3 or moment != "opening the shard's stream":
+            raise KeyboardInterrupt
+        return original(sink, schema)
+
+    monkeypatch.setattr(pa.ipc, "new_stream", new_stream)
+    with pytest.raises(KeyboardInterrupt):
+        build(teacher, data, folder)
+    assert not list((folder / "shards").glob("*.tmp"))
 
 
 def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(tmp_path):
