@@ -231,6 +231,9 @@ def view_demo(records: list[dict | None]) -> str:
     return sourced(record, body)
 
 
+UNTOLD = " (settings within a point of each other are not told apart by these seeds)"
+
+
 def view_gain_study(records: list[dict | None]) -> str:
     (record,) = records
     if record is None:
@@ -291,11 +294,11 @@ def gain_conclusion(rows: list[dict], points_needed: float = 1.0, alpha: float =
         listed = "; ".join(f"{r['label']} at {r['budget_epochs']} E" for r in winners)
         return (
             f"**Settings that beat the no-teacher student by {points_needed:g} point or more at p < {alpha:g}:** "
-            f"{listed}. The best: {named}."
+            f"{listed}. The largest gain: {named}{UNTOLD}."
         )
     return (
         f"**No setting beat the no-teacher student, trained for as many optimizer steps, by {points_needed:g} point "
-        f"or more at p < {alpha:g}.** The best: {named}."
+        f"or more at p < {alpha:g}.** The largest gain: {named}{UNTOLD}."
     )
 
 

@@ -132,7 +132,8 @@ def test_the_gain_study_is_rendered_from_its_file_once_it_exists(tmp_path):
     assert "The no-teacher student alone, by budget: 1 E 0.7000, 4 E 0.7500. The teacher: 0.7760." in text
     assert (
         "**Settings that beat the no-teacher student by 1 point or more at p < 0.05:** KD + hidden, 4 augmented "
-        "copies at 4 E. The best: KD + hidden, 4 augmented copies at 4 E (+1.50 points, p = 3.2e-05). Against the "
+        "copies at 4 E. The largest gain: KD + hidden, 4 augmented copies at 4 E (+1.50 points, p = 3.2e-05) "
+        "(settings within a point of each other are not told apart by these seeds). Against the "
         "no-teacher student at its own best budget (2 E, 0.7600) rather than at the same steps, that setting's gain "
         "is +0.50 points (p = 0.490)."
     ) in text
@@ -190,5 +191,6 @@ def test_the_gain_conclusion_says_when_no_setting_wins():
     ]
     assert render.gain_conclusion(rows) == (
         "**No setting beat the no-teacher student, trained for as many optimizer steps, by 1 point or more at "
-        "p < 0.05.** The best: KD only (no hidden states) at 4 E (+1.20 points, p = 0.060)."
+        "p < 0.05.** The largest gain: KD only (no hidden states) at 4 E (+1.20 points, p = 0.060) "
+        "(settings within a point of each other are not told apart by these seeds)."
     )
