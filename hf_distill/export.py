@@ -17,6 +17,7 @@ returns an output with `.logits`, so one evaluation serves them all ([`~hf_disti
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -198,26 +199,32 @@ def fuse_onnx(path: str | os.PathLike, config) -> dict[str, int]:
         `dict[str, int]`: how many operators of each kind were fused (empty when the family has no fusions).
     """
     require_export_extra("fusing an ONNX graph")
-    model_type = ARCHITECTURES.get(getattr(config, "model_type", None))
-    if model_type is None or model_type.onnx_fusion is None:
+    family = ARCHITECTURES.get(getattr(config, "model_type", None))
+    if family is None or family.onnx_fusion is None:
         return {}
     from onnxruntime.transformers.optimizer import optimize_model
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the optimizer logs each fusion pass on the root logger
-    try:
+    with _root_logger_at(logging.ERROR):  # the optimizer logs each fusion pass on the root logger
         optimized = optimize_model(
             str(path),
-            model_type=model_type.onnx_fusion,
+            model_type=family.onnx_fusion,
             num_heads=config.num_attention_heads,
             hidden_size=config.hidden_size,
         )
-        fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
         optimized.save_model_to_file(str(path))
+    return {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+
+
+@contextlib.contextmanager
+def _root_logger_at(level: int):
+    """The root logger at `level` inside the block (onnxruntime's tools log their advice and progress on it)."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield
     finally:
-        root.setLevel(level)
-    return fused
+        root.setLevel(before)
 
 
 def _onnx_input_names(model: PreTrainedModel) -> tuple[str, ...]:
@@ -259,10 +266,7 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrit
     if not source_file.is_file():
         raise FileNotFoundError(f"no ONNX model at {str(source_file)!r}: give a model.onnx file or its folder")
     with staged_folder(folder, replace=overwrite, what="the ONNX int8 export folder") as stage:
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger at every call
-        try:
+        with _root_logger_at(logging.ERROR):  # onnxruntime's advice to pre-process, logged at every call
             quantize_dynamic(
                 str(source_file),
                 str(stage / ONNX_FILE),
@@ -271,8 +275,6 @@ def quantize_onnx(source: str | os.PathLike, folder: str | os.PathLike, overwrit
                 # onnxruntime's fused operators (`fuse_onnx`) carry no type the quantiser's shape inference can read
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-        finally:
-            root.setLevel(level)
         config_path = source_file.parent / "config.json"
         if config_path.is_file():
             from transformers import AutoConfig
