@@ -606,13 +606,8 @@ def write_rows(
 
 
 def _settings(teacher, task: Task, args: CacheArguments, temperature) -> dict:
-    top_k, logit_samples, hidden_layers, hidden_dtype = (
-        args.top_k,
-        args.logit_samples,
-        args.hidden_layers,
-        args.hidden_dtype,
-    )
     num_layers = teacher.config.num_hidden_layers
+    hidden_layers = args.hidden_layers
     if hidden_layers == "all":
         hidden_layers = list(range(num_layers + 1))
     elif isinstance(hidden_layers, str):
@@ -624,16 +619,16 @@ def _settings(teacher, task: Task, args: CacheArguments, temperature) -> dict:
             f"hidden_layers {bad} are out of range: the teacher's hidden states are numbered 0 (embeddings) to "
             f"{num_layers}"
         )
-    if hidden_dtype not in _HIDDEN_DTYPES:
-        raise ValueError(f"hidden_dtype must be one of {tuple(_HIDDEN_DTYPES)}, got {hidden_dtype!r}")
+    if args.hidden_dtype not in _HIDDEN_DTYPES:
+        raise ValueError(f"hidden_dtype must be one of {tuple(_HIDDEN_DTYPES)}, got {args.hidden_dtype!r}")
     fields = task.cached_logits(teacher)
-    if top_k is not None and logit_samples is not None:
+    if args.top_k is not None and args.logit_samples is not None:
         raise ValueError(
-            f"top_k={top_k} and logit_samples={logit_samples} are two ways of keeping part of the distribution: "
-            "pass one of them"
+            f"top_k={args.top_k} and logit_samples={args.logit_samples} are two ways of keeping part of the "
+            "distribution: pass one of them"
         )
-    name = "top_k" if logit_samples is None else "logit_samples"
-    slots = top_k if logit_samples is None else logit_samples
+    name = "top_k" if args.logit_samples is None else "logit_samples"
+    slots = args.top_k if args.logit_samples is None else args.logit_samples
     if slots is not None:
         if task.is_regression or not all(spec["classes"] for spec in fields.values()):
             raise ValueError(
@@ -652,10 +647,10 @@ def _settings(teacher, task: Task, args: CacheArguments, temperature) -> dict:
     return {
         **({"engine": engine["engine"]} if engine else {}),
         "top_k": top_k,  # the slots stored per position (top k, or the drawn classes)
-        "logit_samples": logit_samples,
+        "logit_samples": args.logit_samples,
         "temperature": float(temperature) if top_k else None,
         "hidden_layers": hidden_layers,
-        "hidden_dtype": hidden_dtype,
+        "hidden_dtype": args.hidden_dtype,
         "logit_fields": fields,
     }
 
